@@ -1,0 +1,291 @@
+//! A copy-on-write view of a fixture directory: reads fall through to disk, changes live in
+//! an in-memory overlay keyed by canonical virtual path (`/sys/...`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use vm_passthrough::NodeKind;
+
+/// Symbolic-link hops allowed while resolving one path, as Linux's `MAXSYMLINKS`.
+const MAX_HOPS: usize = 40;
+
+/// An overlay entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    File(Vec<u8>),
+    Link(PathBuf),
+    /// A directory; `opaque` hides whatever the fixture had at this path.
+    Dir {
+        opaque: bool,
+    },
+    /// Removed: hides the fixture's node and everything under it.
+    Gone,
+}
+
+/// One node of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SnapNode {
+    /// A regular file and its bytes.
+    File(Vec<u8>),
+    /// A link and its stored target.
+    Link(PathBuf),
+    /// A directory.
+    Dir,
+}
+
+/// The whole tree, path by path.
+pub type Snapshot = BTreeMap<PathBuf, SnapNode>;
+
+pub(crate) struct Tree {
+    root: PathBuf,
+    overlay: BTreeMap<PathBuf, Entry>,
+}
+
+fn enoent() -> io::Error {
+    io::Error::from_raw_os_error(libc_errno::ENOENT)
+}
+
+/// The few errno values the simulator uses (Linux x86-64 numbering).
+pub mod libc_errno {
+    /// No such file or directory.
+    pub const ENOENT: i32 = 2;
+    /// Not a directory.
+    pub const ENOTDIR: i32 = 20;
+    /// Is a directory.
+    pub const EISDIR: i32 = 21;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// Too many levels of symbolic links.
+    pub const ELOOP: i32 = 40;
+}
+
+impl Tree {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    fn disk(&self, p: &Path) -> PathBuf {
+        self.root.join(p.strip_prefix("/").unwrap_or(p))
+    }
+
+    /// The node at canonical path `p` (no link followed), overlay first.
+    pub(crate) fn node(&self, p: &Path) -> Option<Entry> {
+        if let Some(e) = self.overlay.get(p) {
+            return (*e != Entry::Gone).then(|| e.clone());
+        }
+        if self.hidden_by_ancestor(p) {
+            return None;
+        }
+        let d = self.disk(p);
+        let md = std::fs::symlink_metadata(&d).ok()?;
+        if md.file_type().is_symlink() {
+            std::fs::read_link(&d).ok().map(Entry::Link)
+        } else if md.is_dir() {
+            Some(Entry::Dir { opaque: false })
+        } else {
+            // File contents are read lazily by `read`; an empty marker is enough here.
+            Some(Entry::File(Vec::new()))
+        }
+    }
+
+    fn hidden_by_ancestor(&self, p: &Path) -> bool {
+        let mut cur = p.parent();
+        while let Some(a) = cur {
+            match self.overlay.get(a) {
+                Some(Entry::Gone) | Some(Entry::Dir { opaque: true }) => return true,
+                Some(Entry::File(_)) | Some(Entry::Link(_)) => return true,
+                _ => {}
+            }
+            cur = a.parent();
+        }
+        false
+    }
+
+    /// Resolves links in `path`; the last component's link is followed when `follow_last`.
+    pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+        let mut out = PathBuf::from("/");
+        let mut pending: Vec<PathBuf> = path
+            .components()
+            .rev()
+            .map(|c| PathBuf::from(c.as_os_str()))
+            .collect();
+        let mut hops = 0;
+        while let Some(c) = pending.pop() {
+            let comp = c.components().next();
+            match comp {
+                Some(Component::RootDir) | Some(Component::Prefix(_)) => out = PathBuf::from("/"),
+                Some(Component::CurDir) | None => {}
+                Some(Component::ParentDir) => {
+                    out.pop();
+                }
+                Some(Component::Normal(name)) => {
+                    let cand = out.join(name);
+                    let last = pending.is_empty();
+                    match self.node(&cand) {
+                        Some(Entry::Link(target)) if !last || follow_last => {
+                            hops += 1;
+                            if hops > MAX_HOPS {
+                                return Err(io::Error::from_raw_os_error(libc_errno::ELOOP));
+                            }
+                            if target.is_absolute() {
+                                out = PathBuf::from("/");
+                            }
+                            for t in target.components().rev() {
+                                pending.push(PathBuf::from(t.as_os_str()));
+                            }
+                        }
+                        Some(Entry::File(_)) if !last => {
+                            return Err(io::Error::from_raw_os_error(libc_errno::ENOTDIR))
+                        }
+                        None if !last => return Err(enoent()),
+                        _ => out = cand,
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn kind(&self, path: &Path) -> Option<NodeKind> {
+        let p = self.resolve(path, false).ok()?;
+        match self.node(&p)? {
+            Entry::File(_) => Some(NodeKind::File),
+            Entry::Link(_) => Some(NodeKind::Link),
+            Entry::Dir { .. } => Some(NodeKind::Dir),
+            Entry::Gone => None,
+        }
+    }
+
+    pub(crate) fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let p = self.resolve(path, true)?;
+        match self.overlay.get(&p) {
+            Some(Entry::File(b)) => return Ok(b.clone()),
+            Some(Entry::Dir { .. }) => return Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
+            Some(Entry::Gone) | Some(Entry::Link(_)) => return Err(enoent()),
+            None => {}
+        }
+        match self.node(&p) {
+            Some(Entry::File(_)) => std::fs::read(self.disk(&p)),
+            Some(Entry::Dir { .. }) => Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
+            _ => Err(enoent()),
+        }
+    }
+
+    pub(crate) fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        let p = self.resolve(path, false)?;
+        match self.node(&p) {
+            Some(Entry::Link(t)) => Ok(t),
+            Some(_) => Err(io::Error::from_raw_os_error(libc_errno::EINVAL)),
+            None => Err(enoent()),
+        }
+    }
+
+    pub(crate) fn list(&self, path: &Path) -> io::Result<Vec<String>> {
+        let p = self.resolve(path, true)?;
+        match self.node(&p) {
+            Some(Entry::Dir { .. }) => {}
+            Some(_) => return Err(io::Error::from_raw_os_error(libc_errno::ENOTDIR)),
+            None => return Err(enoent()),
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let base_visible = !matches!(self.overlay.get(&p), Some(Entry::Dir { opaque: true }))
+            && !self.hidden_by_ancestor(&p);
+        if base_visible {
+            if let Ok(rd) = std::fs::read_dir(self.disk(&p)) {
+                for e in rd.flatten() {
+                    names.insert(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        for (k, v) in self.children(&p) {
+            let name = k.file_name().unwrap().to_string_lossy().into_owned();
+            if *v == Entry::Gone {
+                names.remove(&name);
+            } else {
+                names.insert(name);
+            }
+        }
+        if p == Path::new("/") {
+            names.remove(".fixture");
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn children<'a>(&'a self, p: &'a Path) -> impl Iterator<Item = (&'a PathBuf, &'a Entry)> {
+        self.overlay
+            .range(p.to_path_buf()..)
+            .skip_while(move |(k, _)| k.as_path() == p)
+            .take_while(move |(k, _)| k.starts_with(p))
+            .filter(move |(k, _)| k.parent() == Some(p))
+    }
+
+    /// Sets the overlay entry at canonical path `p`, creating parent directories as needed.
+    pub(crate) fn put(&mut self, p: &Path, e: Entry) {
+        if let Some(parent) = p.parent() {
+            if parent != Path::new("/") {
+                self.ensure_dir(parent);
+            }
+        }
+        self.overlay.insert(p.to_path_buf(), e);
+    }
+
+    /// Makes sure a directory exists at canonical path `p`.
+    pub(crate) fn ensure_dir(&mut self, p: &Path) {
+        match self.node(p) {
+            Some(Entry::Dir { .. }) => {}
+            Some(Entry::File(_)) | Some(Entry::Link(_)) | Some(Entry::Gone) | None => {
+                // A previously removed directory comes back empty, as the kernel recreates it.
+                let opaque = self.overlay.get(p) == Some(&Entry::Gone)
+                    || self.hidden_by_ancestor(p)
+                    || std::fs::symlink_metadata(self.disk(p)).is_ok();
+                self.put(p, Entry::Dir { opaque });
+            }
+        }
+    }
+
+    /// Removes the node at canonical path `p` and everything below it.
+    pub(crate) fn remove(&mut self, p: &Path) {
+        let below: Vec<PathBuf> = self
+            .overlay
+            .range(p.to_path_buf()..)
+            .take_while(|(k, _)| k.starts_with(p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.overlay.remove(&k);
+        }
+        self.overlay.insert(p.to_path_buf(), Entry::Gone);
+    }
+
+    /// Everything visible, depth first.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut out = Snapshot::new();
+        self.walk(Path::new("/"), &mut out);
+        out
+    }
+
+    fn walk(&self, dir: &Path, out: &mut Snapshot) {
+        let Ok(names) = self.list(dir) else { return };
+        for n in names {
+            let p = dir.join(&n);
+            match self.node(&p) {
+                Some(Entry::Dir { .. }) => {
+                    out.insert(p.clone(), SnapNode::Dir);
+                    self.walk(&p, out);
+                }
+                Some(Entry::Link(t)) => {
+                    out.insert(p, SnapNode::Link(t));
+                }
+                Some(Entry::File(_)) => {
+                    let bytes = self.read(&p).unwrap_or_default();
+                    out.insert(p, SnapNode::File(bytes));
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! vm-device: the GPU manager of a Rust virtual-machine monitor.
+//!
+//! It scans the host once into a [`inventory::HostInventory`], decides which of three rungs
+//! can give a VM a GPU — whole-device passthrough through VFIO, a mediated or shared slice of
+//! a GPU, or a virtio-gpu rendered with wgpu — and explains every decision. All host access
+//! goes through [`host::HostOps`], so the same code runs on a real Linux host
+//! ([`host::LinuxHost`]) and on a recorded fixture ([`host::SimHost`]).
+#![deny(missing_docs)]
+
+pub mod gpu_manager;
+pub mod gpu_virt;
+pub mod host;

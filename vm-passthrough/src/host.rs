@@ -1,0 +1,249 @@
+//! `HostOps`: every byte vm-device reads from or writes to the host passes here.
+//!
+//! Paths are absolute kernel paths (`/sys/bus/pci/devices/0000:01:00.0/vendor`). The real
+//! implementation opens them as they are; the simulator maps them under its fixture root.
+//! Errors keep the `io::Error` (and so the errno) the kernel gave, with the operation and
+//! path, so callers can explain a refusal precisely.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What kind of node a path is, without following a final symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A regular file (a sysfs attribute, or a device node stand-in in fixtures).
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Link,
+    /// A character or block device node.
+    Device,
+}
+
+/// An error from the host, with what was attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A filesystem operation failed; `source` carries the errno.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation (`read`, `write`, `readlink`, `list`, `open`).
+        op: &'static str,
+        /// The absolute kernel path.
+        path: PathBuf,
+        /// The error the kernel (or simulator) returned.
+        #[source]
+        source: io::Error,
+    },
+    /// Loading a kernel module failed.
+    #[error("modprobe {module}: {detail}")]
+    Module {
+        /// Module name.
+        module: String,
+        /// What modprobe (or the simulator) said.
+        detail: String,
+    },
+    /// Asking the graphics stack for adapters failed.
+    #[error("wgpu adapter probe: {0}")]
+    Adapter(String),
+    /// The fixture or recording behind a simulated host is malformed.
+    #[error("fixture: {0}")]
+    Fixture(String),
+}
+
+impl HostError {
+    /// Builds an [`HostError::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        HostError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`HostError::Io`] from a raw errno.
+    pub fn errno(op: &'static str, path: impl Into<PathBuf>, errno: i32) -> Self {
+        Self::io(op, path, io::Error::from_raw_os_error(errno))
+    }
+
+    /// The errno, when the host gave one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            HostError::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// True when the path does not exist (`ENOENT`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, HostError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// A graphics adapter that wgpu can open, as `.fixture/wgpu-adapters.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdapterInfo {
+    /// Adapter name (`NVIDIA H100 80GB HBM3`, `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub name: String,
+    /// PCI vendor id (0 for software adapters).
+    #[serde(default)]
+    pub vendor: u32,
+    /// PCI device id (0 for software adapters).
+    #[serde(default)]
+    pub device: u32,
+    /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` or `Other`.
+    pub device_type: String,
+    /// `Vulkan`, `Gl`, `Metal` or `Dx12`.
+    pub backend: String,
+    /// Driver name (`llvmpipe`, `NVIDIA`).
+    #[serde(default)]
+    pub driver: String,
+    /// Driver version text.
+    #[serde(default)]
+    pub driver_info: String,
+}
+
+impl AdapterInfo {
+    /// True for adapters that render on the CPU (lavapipe, llvmpipe, WARP).
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == "Cpu"
+    }
+}
+
+/// A process that holds a device node open.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessHolder {
+    /// Process id.
+    pub pid: u32,
+    /// Program name from `/proc/PID/comm`.
+    pub comm: String,
+    /// The device node it holds.
+    pub path: PathBuf,
+}
+
+/// The one door to the host: sysfs, `/proc`, `/dev`, modules and the wgpu adapter probe.
+///
+/// Implementations: `LinuxHost` (the machine itself) and `SimHost` (a fixture tree that
+/// reacts to writes as the kernel does). Provided methods build on the required ones so both
+/// parse `/proc` the same way.
+pub trait HostOps: Send + Sync {
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> Result<Vec<u8>, HostError>;
+
+    /// Reads the target of a symbolic link, as stored (usually relative).
+    fn read_link(&self, path: &Path) -> Result<PathBuf, HostError>;
+
+    /// Lists the names in a directory (following links), sorted.
+    fn list_dir(&self, path: &Path) -> Result<Vec<String>, HostError>;
+
+    /// The kind of node at `path` without following a final link; `None` when absent.
+    fn kind(&self, path: &Path) -> Option<NodeKind>;
+
+    /// Resolves every symbolic link in `path` (like `realpath`).
+    fn canonicalize(&self, path: &Path) -> Result<PathBuf, HostError>;
+
+    /// Writes `value` to an attribute in one `write(2)`, as `echo -n value > path` would.
+    fn write_attr(&self, path: &Path, value: &[u8]) -> Result<(), HostError>;
+
+    /// Loads a kernel module (`modprobe NAME`).
+    fn load_module(&self, name: &str) -> Result<(), HostError>;
+
+    /// The graphics adapters wgpu can open. Expensive on a real host: call only when the
+    /// wgpu rung is being considered.
+    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
+
+    /// Reads an attribute as text, without the trailing newline.
+    fn read_attr(&self, path: &Path) -> Result<String, HostError> {
+        let bytes = self.read(path)?;
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(text.trim_end_matches(['\n', '\0']).to_string())
+    }
+
+    /// True when `path` exists, following links.
+    fn exists(&self, path: &Path) -> bool {
+        self.canonicalize(path)
+            .ok()
+            .and_then(|p| self.kind(&p))
+            .is_some()
+    }
+
+    /// True when `path` is a directory, following links.
+    fn is_dir(&self, path: &Path) -> bool {
+        self.canonicalize(path)
+            .ok()
+            .and_then(|p| self.kind(&p))
+            .is_some_and(|k| k == NodeKind::Dir)
+    }
+
+    /// The last component of a link's target (`driver` → `vfio-pci`).
+    fn link_name(&self, path: &Path) -> Result<String, HostError> {
+        let target = self.read_link(path)?;
+        Ok(target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default())
+    }
+
+    /// `/proc/cmdline`.
+    fn kernel_cmdline(&self) -> Result<String, HostError> {
+        self.read_attr(Path::new("/proc/cmdline"))
+    }
+
+    /// `vendor_id` of `/proc/cpuinfo` (`GenuineIntel`, `AuthenticAMD`).
+    fn cpu_vendor(&self) -> Result<String, HostError> {
+        let info = self.read(Path::new("/proc/cpuinfo"))?;
+        let text = String::from_utf8_lossy(&info);
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "vendor_id").then(|| v.trim().to_string())
+            })
+            .ok_or_else(|| HostError::Fixture("/proc/cpuinfo has no vendor_id line".into()))
+    }
+
+    /// Names of loaded modules, from `/proc/modules`.
+    fn loaded_modules(&self) -> Result<Vec<String>, HostError> {
+        let text = self.read(Path::new("/proc/modules"))?;
+        Ok(String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect())
+    }
+
+    /// Processes holding any of `paths` open, found by reading `/proc/*/fd/*` links.
+    fn processes_holding(&self, paths: &[PathBuf]) -> Result<Vec<ProcessHolder>, HostError> {
+        let mut found = Vec::new();
+        for pid in self.list_dir(Path::new("/proc"))? {
+            let Ok(pid_num) = pid.parse::<u32>() else {
+                continue;
+            };
+            let fd_dir = PathBuf::from(format!("/proc/{pid}/fd"));
+            // A process may exit, or deny us its fds: skip it rather than fail the scan.
+            let Ok(fds) = self.list_dir(&fd_dir) else {
+                continue;
+            };
+            for fd in fds {
+                let Ok(target) = self.read_link(&fd_dir.join(&fd)) else {
+                    continue;
+                };
+                if let Some(p) = paths.iter().find(|p| **p == target) {
+                    if found
+                        .iter()
+                        .any(|h: &ProcessHolder| h.pid == pid_num && h.path == *p)
+                    {
+                        continue;
+                    }
+                    let comm = self
+                        .read_attr(&PathBuf::from(format!("/proc/{pid}/comm")))
+                        .unwrap_or_default();
+                    found.push(ProcessHolder {
+                        pid: pid_num,
+                        comm,
+                        path: p.clone(),
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,13 @@
+//! PCI addresses and the one seam through which vm-device reaches the host.
+//!
+//! A GPU manager reads sysfs, `/proc` and `/dev/vfio`, writes a handful of sysfs attributes,
+//! loads modules and issues VFIO ioctls. Every one of those goes through [`HostOps`], so the
+//! same code runs against the real kernel (`LinuxHost` in `vm-device`) and against a recorded
+//! fixture tree (`SimHost` in `vm-device-sim`).
+#![deny(missing_docs)]
+
+pub mod address;
+pub mod host;
+
+pub use address::{AddressParseError, PciAddress};
+pub use host::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
