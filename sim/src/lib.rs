@@ -17,8 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind};
 
-pub use tree::{SnapNode, Snapshot};
 use tree::Tree;
+pub use tree::{SnapNode, Snapshot};
 
 /// One host operation as the simulator saw it, for tests that count or order host access.
 #[derive(Debug, Clone, PartialEq, Eq)]

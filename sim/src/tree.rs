@@ -40,6 +40,24 @@ pub type Snapshot = BTreeMap<PathBuf, SnapNode>;
 pub(crate) struct Tree {
     root: PathBuf,
     overlay: BTreeMap<PathBuf, Entry>,
+    /// Small regular files of the fixture that stand for links (see [`flattened_link`]).
+    flat_links: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<PathBuf>>>,
+}
+
+/// A copy of a fixture made without symlink support (an archive unpacked with
+/// `core.symlinks=false`, a read-only share) stores each link as a small regular file holding
+/// the target. sysfs links are always relative and start with `../`, and no sysfs attribute
+/// reads like that, so such a file is served as the link it stands for.
+fn flattened_link(path: &Path, len: u64) -> Option<PathBuf> {
+    if !(4..=512).contains(&len) {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let ok = text.starts_with("../")
+        && !text.contains(['\n', '\0', ' ', '\t'])
+        && text.split('/').all(|c| !c.is_empty());
+    ok.then(|| PathBuf::from(text))
 }
 
 fn enoent() -> io::Error {
@@ -65,6 +83,7 @@ impl Tree {
         Self {
             root,
             overlay: BTreeMap::new(),
+            flat_links: Default::default(),
         }
     }
 
@@ -87,8 +106,15 @@ impl Tree {
         } else if md.is_dir() {
             Some(Entry::Dir { opaque: false })
         } else {
-            // File contents are read lazily by `read`; an empty marker is enough here.
-            Some(Entry::File(Vec::new()))
+            let mut cache = self.flat_links.borrow_mut();
+            let link = cache
+                .entry(p.to_path_buf())
+                .or_insert_with(|| flattened_link(&d, md.len()));
+            match link {
+                Some(t) => Some(Entry::Link(t.clone())),
+                // File contents are read lazily by `read`; an empty marker is enough here.
+                None => Some(Entry::File(Vec::new())),
+            }
         }
     }
 
@@ -164,7 +190,9 @@ impl Tree {
         let p = self.resolve(path, true)?;
         match self.overlay.get(&p) {
             Some(Entry::File(b)) => return Ok(b.clone()),
-            Some(Entry::Dir { .. }) => return Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
+            Some(Entry::Dir { .. }) => {
+                return Err(io::Error::from_raw_os_error(libc_errno::EISDIR))
+            }
             Some(Entry::Gone) | Some(Entry::Link(_)) => return Err(enoent()),
             None => {}
         }
