@@ -1986,6 +1986,117 @@ mod tests {
         out
     }
 
+    /// Files and links (not directories: git keeps none) of a tree.
+    fn files_and_links(root: &Path) -> Vec<(String, String)> {
+        listing(root)
+            .into_iter()
+            .filter(|(_, v)| v != "dir")
+            .collect()
+    }
+
+    #[test]
+    fn checked_in_fixtures_match_the_generator() {
+        let tmp = std::env::temp_dir().join(format!("hostgen-sync-{}", std::process::id()));
+        write_all(&tmp).unwrap();
+        let checked_in = default_out();
+        for f in all() {
+            let want = files_and_links(&tmp.join(f.name));
+            let got = files_and_links(&checked_in.join(f.name));
+            assert!(
+                want == got,
+                "fixtures/hosts/{} differs from what the generator writes; run `cargo xtask gen-fixtures`",
+                f.name
+            );
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn fixtures_load_in_the_simulator() {
+        use vm_device_sim::SimHost;
+        use vm_passthrough::HostOps;
+        for f in all() {
+            let dir = default_out().join(f.name);
+            let host = SimHost::from_fixture(&dir).unwrap();
+            let devs = host.list_dir(Path::new("/sys/bus/pci/devices")).unwrap();
+            assert!(!devs.is_empty(), "{}: no PCI devices", f.name);
+            host.probe_adapters().unwrap();
+            if f.name == "malformed" {
+                // Every entry can be probed without a panic; some reads must fail.
+                let mut failures = 0;
+                for d in &devs {
+                    let p = Path::new("/sys/bus/pci/devices").join(d);
+                    for attr in ["vendor", "class", "driver", "iommu_group"] {
+                        if host.canonicalize(&p.join(attr)).is_err() {
+                            failures += 1;
+                        }
+                    }
+                }
+                assert!(failures > 0, "malformed has nothing malformed");
+                continue;
+            }
+            let vendor = host.cpu_vendor().unwrap();
+            assert!(
+                vendor == "GenuineIntel" || vendor == "AuthenticAMD",
+                "{}: {vendor}",
+                f.name
+            );
+            for d in &devs {
+                let p = Path::new("/sys/bus/pci/devices").join(d);
+                let real = host.canonicalize(&p).unwrap();
+                assert!(
+                    real.to_string_lossy().starts_with("/sys/devices/pci"),
+                    "{}: {d} -> {}",
+                    f.name,
+                    real.display()
+                );
+                assert!(host.read_attr(&p.join("vendor")).unwrap().starts_with("0x"));
+                for link in ["driver", "iommu_group", "physfn"] {
+                    if host.kind(&p.join(link)).is_some() {
+                        let t = host.canonicalize(&p.join(link)).unwrap();
+                        assert!(
+                            host.is_dir(&t),
+                            "{}: {d}/{link} -> {} is no directory",
+                            f.name,
+                            t.display()
+                        );
+                    }
+                }
+            }
+            if host.exists(Path::new("/sys/class/mdev_bus")) {
+                for parent in host.list_dir(Path::new("/sys/class/mdev_bus")).unwrap() {
+                    let types = Path::new("/sys/class/mdev_bus")
+                        .join(&parent)
+                        .join("mdev_supported_types");
+                    for t in host.list_dir(&types).unwrap() {
+                        let n: u32 = host
+                            .read_attr(&types.join(&t).join("available_instances"))
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap();
+                        assert!(n <= 64, "{}: {parent} {t}: {n}", f.name);
+                        assert!(
+                            host.is_dir(&types.join(&t).join("devices")),
+                            "{}: {parent} {t} has no devices/",
+                            f.name
+                        );
+                    }
+                }
+                for m in host.list_dir(Path::new("/sys/bus/mdev/devices")).unwrap() {
+                    let md = Path::new("/sys/bus/mdev/devices").join(&m);
+                    let ty = host.canonicalize(&md.join("mdev_type")).unwrap();
+                    assert!(
+                        host.is_dir(&ty.join("devices").join(&m)),
+                        "{}: {m} not listed under its type",
+                        f.name
+                    );
+                    assert!(host.exists(&md.join("iommu_group/devices").join(&m)));
+                }
+            }
+        }
+    }
+
     #[test]
     fn bench_host_has_the_requested_shape() {
         let h = bench_host(BenchParams {
