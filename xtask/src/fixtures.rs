@@ -128,19 +128,29 @@ fn i211(addr: &str, base: u64) -> Pci {
         .irq(17)
 }
 
-/// The standard Intel PCH functions of a Z390/B360 board on bus 0 (all in `group`).
-fn intel_pch(h: &mut HostBuilder, group: Option<u32>, nic_e1000e: bool) {
-    let g = |p: Pci| match group {
-        Some(n) => p.group(n),
-        None => p,
+/// The standard Intel 300-series PCH functions on bus 0 (all in `group`): LPC bridge `lpc`
+/// (`0xa305` Z390, `0xa304` H370), HDA, SMBus, SPI and optionally the I219-V NIC, with the
+/// board's subsystem ids.
+fn intel_pch(
+    h: &mut HostBuilder,
+    group: Option<u32>,
+    lpc: u16,
+    board: (u16, u16),
+    nic_e1000e: bool,
+) {
+    let g = |p: Pci| {
+        let p = p.subsystem(board.0, board.1);
+        match group {
+            Some(n) => p.group(n),
+            None => p,
+        }
     };
-    h.pci(g(Pci::new("0000:00:1f.0", INTEL, 0xa305)
+    h.pci(g(Pci::new("0000:00:1f.0", INTEL, lpc)
         .class(0x060100)
         .revision(0x10)));
     h.pci(g(Pci::new("0000:00:1f.3", INTEL, 0xa348)
         .class(0x040300)
         .revision(0x10)
-        .subsystem(0x1043, 0x8724)
         .bar(0, 0xf731_0000, 0x4000, BarKind::Mem64)
         .bar(4, 0xf710_0000, 0x100000, BarKind::Mem64)
         .driver("snd_hda_intel")
@@ -161,7 +171,6 @@ fn intel_pch(h: &mut HostBuilder, group: Option<u32>, nic_e1000e: bool) {
         h.pci(g(Pci::new("0000:00:1f.6", INTEL, 0x15bc)
             .class(0x020000)
             .revision(0x10)
-            .subsystem(0x1043, 0x8672)
             .bar(0, 0xf730_0000, 0x020000, BarKind::Mem32)
             .driver("e1000e")
             .irq(146)));
@@ -373,7 +382,7 @@ pub fn intel_desktop_gvtg_dgpu() -> HostBuilder {
             .revision(0xf0)
             .group(7),
     );
-    intel_pch(&mut h, Some(8), true);
+    intel_pch(&mut h, Some(8), 0xa305, (0x1043, 0x8694), true);
     h.pci(i211("0000:02:00.0", 0xf720_0000).group(9));
     h.pci(nvme_970("0000:03:00.0", 0xf700_0000).group(10));
     h.adapter(adapter_uhd630())
@@ -778,7 +787,7 @@ pub fn amd_iommu_off() -> HostBuilder {
 /// Consumer board without ACS: the GPU's group also holds a NIC and a SATA controller in use.
 pub fn shared_group_host_devices() -> HostBuilder {
     let mut h = HostBuilder::new(
-        "Written by hand (xtask hostgen), not recorded: an Intel Core i5-8400 on a B360 board \
+        "Written by hand (xtask hostgen), not recorded: an Intel Core i5-8400 on an H370 board (Gigabyte subsystem ids) \
          whose PCH root ports have no usable ACS, with VT-d on (intel_iommu=on). All PCH root \
          ports (00:1c.0, 00:1c.4, 00:1c.5) and everything behind them land in IOMMU group 7: a \
          GeForce GTX 1060 6GB [10de:1c03] + audio [10de:10f1] at 0000:04:00.0/.1 on nouveau and \
@@ -844,7 +853,7 @@ pub fn shared_group_host_devices() -> HostBuilder {
             .window(2, 0xa000_0000, 0x1200_0000)
             .group(7),
     );
-    intel_pch(&mut h, Some(8), false);
+    intel_pch(&mut h, Some(8), 0xa304, (0x1458, 0x5000), false);
     h.pci(
         Pci::new("0000:02:00.0", 0x10ec, 0x8168)
             .class(0x020000)
@@ -1302,7 +1311,7 @@ pub fn gpu_on_vfio_pci() -> HostBuilder {
             .revision(0xf0)
             .group(4),
     );
-    intel_pch(&mut h, Some(5), true);
+    intel_pch(&mut h, Some(5), 0xa305, (0x1043, 0x8694), true);
     h.pci(nvme_970("0000:02:00.0", 0xf700_0000).group(6));
     let vf = |p: Pci| {
         p.driver("vfio-pci")

@@ -1363,7 +1363,7 @@ impl HostBuilder {
             t.file(&gdir.join("type"), "unknown\n")?;
             t.file(&gdir.join("name"), "vfio-noiommu\n")?;
             t.file(&gdir.join("reserved_regions"), Vec::new())?;
-            t.file(&PathBuf::from(format!("dev/vfio/{}", m.group)), Vec::new())?;
+            vfio_groups.insert(m.group);
         }
         // PCI IOMMU groups.
         if iommu_on {
@@ -1380,9 +1380,14 @@ impl HostBuilder {
                 "0x00000000fee00000 0x00000000feefffff msi\n",
             )?;
         }
-        for g in &vfio_groups {
+        // A group bound to a VFIO driver has /dev/vfio/N and /sys/class/vfio/N; the char
+        // device's minor is handed out in order (kernel-sysfs-semantics.md rules 20-21).
+        for (minor, g) in vfio_groups.iter().enumerate() {
             t.file(&PathBuf::from(format!("dev/vfio/{g}")), Vec::new())?;
-            t.dir(&PathBuf::from(format!("sys/class/vfio/{g}")))?;
+            let vd = PathBuf::from(format!("sys/devices/virtual/vfio/{g}"));
+            t.file(&vd.join("dev"), format!("246:{minor}\n"))?;
+            t.link(&vd.join("subsystem"), Path::new("sys/class/vfio"))?;
+            t.link(&PathBuf::from(format!("sys/class/vfio/{g}")), &vd)?;
         }
         // proc.
         t.file(Path::new("proc/cmdline"), format!("{}\n", self.cmdline))?;
