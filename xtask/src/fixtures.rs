@@ -1083,7 +1083,9 @@ pub fn bmc_datacenter_nvidia_vgpu() -> HostBuilder {
          0000:3b:00.0, 5e:00.0 (NUMA 0), 86:00.0, af:00.0 (NUMA 1), each alone in its group behind \
          a Sky Lake-E root port [8086:2030], on the nvidia vGPU host driver with \
          nvidia_vgpu_vfio loaded: every T4 is an mdev parent with GRID T4 types nvidia-222.. \
-         (names, frame buffer and max_instance as NVIDIA's vGPU user guide lists them; \
+         (profile names, frame buffer and max_instance as NVIDIA's vGPU user guide lists the T4 \
+         profiles; the numeric type ids follow public mdevctl listings of T4 hosts and may differ \
+         between driver releases; \
          descriptions in the driver's num_heads=…, frl_config=… form). 3b:00.0 runs one T4-2Q \
          mdev (so by NVIDIA's one-type-per-GPU rule every other type there shows 0 and T4-2Q \
          shows 7); ae:00.0's T4 (af:00.0) runs two T4-8Q mdevs, which exhausts it (all types 0); \
@@ -1351,8 +1353,8 @@ pub fn gpu_on_vfio_pci() -> HostBuilder {
 /// AMD MxGPU (MI25) PF with 4 of 16 VFs enabled, plus an NVIDIA L4 with vendor-VFIO VFs.
 pub fn sriov_pf_with_vfs() -> HostBuilder {
     let mut h = HostBuilder::new(
-        "Written by hand (xtask hostgen), not recorded: a single-socket AMD EPYC 7302 server, \
-         AMD-Vi on (amd_iommu=on iommu=pt, ivhd0 under 0000:00:00.2), boot display on the BMC's \
+        "Written by hand (xtask hostgen), not recorded: a single-socket AMD EPYC 7302 server running \
+         Ubuntu 24.04's 6.8 kernel (NVIDIA's vendor-specific VFIO needs 6.8 or later), AMD-Vi on (amd_iommu=on iommu=pt, ivhd0 under 0000:00:00.2), boot display on the BMC's \
          ASPEED AST2500 [1a03:2000] (ast, boot_vga=1). GPU 1: an AMD Radeon Instinct MI25 MxGPU \
          physical function [1002:6860] at 0000:03:00.0 on AMD's out-of-tree gim driver with \
          sriov_totalvfs 16 and sriov_numvfs 4: VFs [1002:686c] at 03:00.1-03:00.4, each in its own \
@@ -1365,7 +1367,11 @@ pub fn sriov_pf_with_vfs() -> HostBuilder {
          NVIDIA's. No Vulkan/GL driver on the host: wgpu finds no adapter.",
     );
     h.cpu(Cpu::amd("AMD EPYC 7302 16-Core Processor", 23, 49, 16))
-        .cmdline(&cmdline("amd_iommu=on iommu=pt"))
+        .kernel_release("6.8.0-45-generic")
+        .cmdline(
+            "BOOT_IMAGE=/boot/vmlinuz-6.8.0-45-generic root=UUID=9d0e7c11-52a4-4b8e-a0f1-6c3d2b1a0e99 \
+             ro amd_iommu=on iommu=pt",
+        )
         .iommu(Iommu::AmdIvhd {
             at: "0000:00:00.2".into(),
         })

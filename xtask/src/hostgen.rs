@@ -588,6 +588,7 @@ struct Module {
 pub struct HostBuilder {
     readme: String,
     cmdline: String,
+    kernel_release: String,
     cpu: Cpu,
     modules: Vec<Module>,
     iommu: Option<Iommu>,
@@ -717,6 +718,7 @@ impl HostBuilder {
         HostBuilder {
             readme: readme.to_string(),
             cmdline: "BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=UUID=3f1c2a9e-0d4b-4f7e-9a51-2b6c8d0e1f23 ro quiet".into(),
+            kernel_release: "6.1.0-28-amd64".into(),
             cpu: Cpu::intel("Intel(R) Core(TM) i7-9700K CPU @ 3.60GHz", 6, 158, 8),
             modules: Vec::new(),
             iommu: None,
@@ -736,6 +738,12 @@ impl HostBuilder {
     /// Sets `proc/cmdline`.
     pub fn cmdline(&mut self, line: &str) -> &mut Self {
         self.cmdline = line.to_string();
+        self
+    }
+
+    /// Sets `proc/kernel-release` (what `uname -r` printed; default `6.1.0-28-amd64`).
+    pub fn kernel_release(&mut self, release: &str) -> &mut Self {
+        self.kernel_release = release.to_string();
         self
     }
 
@@ -1392,6 +1400,11 @@ impl HostBuilder {
         // proc.
         t.file(Path::new("proc/cmdline"), format!("{}\n", self.cmdline))?;
         t.file(Path::new("proc/cpuinfo"), self.cpu.render())?;
+        // Not a kernel file: what the recorder (shared/tools/record-host.sh) stores from uname -r.
+        t.file(
+            Path::new("proc/kernel-release"),
+            format!("{}\n", self.kernel_release),
+        )?;
         let mut mods = String::new();
         let mut addr = 0xffff_ffff_c100_0000u64;
         for m in &self.modules {
