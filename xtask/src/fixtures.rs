@@ -61,6 +61,10 @@ pub fn all() -> Vec<Fixture> {
             build: no_gpu_server,
         },
         Fixture {
+            name: "intel-flex-sriov-idle",
+            build: intel_flex_sriov_idle,
+        },
+        Fixture {
             name: "malformed",
             build: malformed,
         },
@@ -1562,6 +1566,147 @@ pub fn sriov_pf_with_vfs() -> HostBuilder {
                 .group(12 + u32::from(i)),
         );
     }
+    h
+}
+
+/// Intel Data Center GPU Flex 170 PF on i915, SR-IOV capable with no VF enabled yet.
+pub fn intel_flex_sriov_idle() -> HostBuilder {
+    let mut h = HostBuilder::new(
+        "Written by hand (xtask hostgen), not recorded: a single-socket Intel Xeon Gold 6338 \
+         (Ice Lake SP) server on Ubuntu 24.04's 6.8 kernel, VT-d on (intel_iommu=on), boot \
+         display on the BMC's ASPEED AST2600 VGA [1a03:2000] (ast, boot_vga=1) behind the \
+         AST1150 bridge. An Intel Data Center GPU Flex 170 [8086:56c0, Display controller class \
+         0x038000, so no boot_vga file] at 0000:4b:00.0 behind root port 4a:02.0 sits on i915 \
+         with GuC submission and SR-IOV enabled (i915.enable_guc=3 i915.max_vfs=31): \
+         sriov_totalvfs 31, sriov_numvfs 0, VF device id 56c0, and the VF BAR windows for all 31 \
+         VFs in resource lines 7 and 9 (16 MiB registers and 512 MiB local memory per VF). No VF \
+         exists yet: a mediated GPU needs sriov_numvfs written first. The PF is alone in its \
+         IOMMU group. IDs from pci.ids, the i915 SR-IOV parameters as Intel's Flex SR-IOV guide \
+         and the i915-sriov-dkms project describe them. wgpu sees the Flex 170 on Vulkan (anv) \
+         and llvmpipe.",
+    );
+    h.cpu(Cpu::intel(
+        "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
+        6,
+        106,
+        32,
+    ))
+    .kernel_release("6.8.0-45-generic")
+    .cmdline(
+        "BOOT_IMAGE=/boot/vmlinuz-6.8.0-45-generic root=UUID=0b7d9e2f-3c41-4d5a-8e6f-7a8b9c0d1e2f \
+         ro intel_iommu=on i915.enable_guc=3 i915.max_vfs=31",
+    )
+    .iommu(Iommu::IntelDmar)
+    .group_type("DMA-FQ")
+    .kvm_vfio()
+    .module("i915", 3_977_216, &[])
+    .module("ast", 65_536, &[])
+    .module("ice", 1_114_112, &[]);
+    h.pci(
+        Pci::new("0000:00:00.0", INTEL, 0x09a2)
+            .class(0x088000)
+            .revision(0x04)
+            .numa_node(0)
+            .group(0),
+    );
+    h.pci(
+        port("0000:00:1c.0", INTEL, 0xa190, 2, 3)
+            .revision(0x09)
+            .numa_node(0)
+            .group(1),
+    );
+    h.pci(
+        Pci::new("0000:02:00.0", 0x1a03, 0x1150)
+            .class(0x060400)
+            .revision(0x06)
+            .bridge(3, 3)
+            .numa_node(0)
+            .group(1),
+    );
+    h.pci(
+        Pci::new("0000:03:00.0", 0x1a03, 0x2000)
+            .class(0x030000)
+            .revision(0x52)
+            .subsystem(0x15d9, 0x1c48)
+            .bar(0, 0x9c00_0000, 0x100_0000, BarKind::Mem32)
+            .bar(1, 0x9d00_0000, 0x4_0000, BarKind::Mem32)
+            .bar(2, 0x2000, 0x80, BarKind::Io)
+            .boot_vga(true)
+            .driver("ast")
+            .drm_card(0)
+            .numa_node(0)
+            .group(1),
+    );
+    h.pci(
+        port("0000:4a:02.0", INTEL, 0x347a, 0x4b, 0x4b)
+            .revision(0x04)
+            .window(1, 0xa000_0000, 0x2000_0000)
+            .window(2, 0x0040_0000_0000, 0x0010_0000_0000)
+            .numa_node(0)
+            .group(2),
+    );
+    h.pci(
+        Pci::new("0000:4b:00.0", INTEL, 0x56c0)
+            .class(0x038000)
+            .revision(0x08)
+            .subsystem(INTEL, 0x4905)
+            .bar(0, 0xa000_0000, 0x100_0000, BarKind::Mem64)
+            .bar(2, 0x0040_0000_0000, 0x4_0000_0000, BarKind::Mem64Pref)
+            .driver("i915")
+            .drm_card(1)
+            .render_node(128)
+            .reset_method("flr bus")
+            .numa_node(0)
+            .sriov(Sriov {
+                total: 31,
+                num: 0,
+                offset: 1,
+                stride: 1,
+                vf_device: 0x56c0,
+                vf_bars: vec![
+                    crate::hostgen::Bar {
+                        index: 0,
+                        start: 0xa100_0000,
+                        size: 31 * 0x100_0000,
+                        kind: BarKind::Mem64,
+                    },
+                    crate::hostgen::Bar {
+                        index: 2,
+                        start: 0x0044_0000_0000,
+                        size: 31 * 0x2000_0000,
+                        kind: BarKind::Mem64Pref,
+                    },
+                ],
+            })
+            .group(3),
+    );
+    h.pci(
+        port("0000:17:02.0", INTEL, 0x347a, 0x18, 0x18)
+            .revision(0x04)
+            .numa_node(0)
+            .group(4),
+    );
+    h.pci(
+        Pci::new("0000:18:00.0", INTEL, 0x1593)
+            .class(0x020000)
+            .revision(0x02)
+            .bar(0, 0x00f0_0000_0000, 0x200_0000, BarKind::Mem64Pref)
+            .bar(3, 0x00f0_0200_0000, 0x1_0000, BarKind::Mem64Pref)
+            .driver("ice")
+            .reset_method("flr bus")
+            .numa_node(0)
+            .group(5),
+    );
+    h.adapter(Adapter::new(
+        "Intel(R) Data Center GPU Flex 170 (DG2)",
+        0x8086,
+        0x56c0,
+        "DiscreteGpu",
+        "Vulkan",
+        "Intel open-source Mesa driver",
+        "Mesa 24.0.9-0ubuntu0.1",
+    ))
+    .adapter(Adapter::llvmpipe_vulkan());
     h
 }
 
