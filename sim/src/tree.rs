@@ -54,6 +54,8 @@ fn flattened_link(path: &Path, len: u64) -> Option<PathBuf> {
     }
     let bytes = std::fs::read(path).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
+    // Some recorders keep the trailing `/` of a directory target.
+    let text = text.strip_suffix('/').unwrap_or(text);
     let ok = text.starts_with("../")
         && !text.contains(['\n', '\0', ' ', '\t'])
         && text.split('/').all(|c| !c.is_empty());
