@@ -153,6 +153,15 @@ impl Tree {
         for k in below {
             self.overlay.remove(&k);
         }
+        let empty: Vec<PathBuf> = self
+            .base_dirs
+            .iter()
+            .filter(|d| d.starts_with(p))
+            .cloned()
+            .collect();
+        for d in empty {
+            self.ensure_dir(&d);
+        }
     }
 
     /// Writes a regular file (overlay only).
