@@ -406,14 +406,9 @@ pub(crate) fn sync_vfio_node(tree: &mut Tree, ks: &mut KernelState, group: u32) 
         tree.put_link(&class, &virt);
     } else if !want && have {
         ks.vfio_minors.remove(&group);
-        tree.remove(&node);
-        tree.remove(&class);
-        tree.remove(&virt);
-        tree.prune_empty(Path::new("/sys/class/vfio"), Path::new("/sys/class"));
-        tree.prune_empty(
-            Path::new("/sys/devices/virtual/vfio"),
-            Path::new("/sys/devices/virtual"),
-        );
+        tree.remove_pruned(&node);
+        tree.remove_pruned(&class);
+        tree.remove_pruned(&virt);
     }
 }
 

@@ -142,6 +142,14 @@ impl Tree {
         }
     }
 
+    /// Removes `p`, then every parent directory left empty that the fixture did not have.
+    pub(crate) fn remove_pruned(&mut self, p: &Path) {
+        self.remove(p);
+        if let Some(parent) = p.parent() {
+            self.prune_empty(parent, Path::new("/"));
+        }
+    }
+
     /// Drops every overlay entry at and below `p`, so the fixture's own content shows again.
     pub(crate) fn restore_base(&mut self, p: &Path) {
         let below: Vec<PathBuf> = self

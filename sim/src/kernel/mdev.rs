@@ -383,7 +383,7 @@ pub(crate) fn remove_now(st: &mut State, uuid: &str) {
     }
     t.remove(&Path::new("/sys/bus/mdev/devices").join(uuid));
     if let Some(d) = &drv {
-        t.remove(&Path::new("/sys/bus/mdev/drivers").join(d).join(uuid));
+        t.remove_pruned(&Path::new("/sys/bus/mdev/drivers").join(d).join(uuid));
     }
     if let Some(g) = group {
         t.remove(&PathBuf::from(format!("/sys/kernel/iommu_groups/{g}")));

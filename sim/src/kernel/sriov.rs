@@ -194,7 +194,7 @@ fn remove_vf(st: &mut State, pf: &Path, i: u32, addr: &str, dir: &Path) {
             .map(|l| l.is_empty())
             .unwrap_or(true);
         if empty {
-            st.tree.remove(&gdir);
+            st.tree.remove_pruned(&gdir);
         }
         sync_vfio_node(&mut st.tree, &mut st.kernel, g);
     }
