@@ -15,8 +15,50 @@
 //!
 //! Write-only attributes (`bind`, `unbind`, `new_id`, `remove_id`, `drivers_probe`, `reset`,
 //! `create`, `remove`) are not in recorded trees (recorders copy what they can read); the
-//! simulator knows when the kernel would have them and answers [`kind`] for them as files,
+//! simulator knows when the kernel would have them and answers `kind` for them as files,
 //! without listing them, so that snapshots stay comparable with recordings.
+//!
+//! # For the VFIO model
+//!
+//! `group_members` and `group_viable` (rule 23; also as `SimHost` methods) read the tree;
+//! [`State::open_device_fd`] / [`State::close_device_fd`] mark a device fd (rules 17, 24, 25,
+//! 34) and [`State::set_group_claimed`] a group attached to a container (rules 24, 34);
+//! [`is_vfio_driver`] says which drivers expose `/dev/vfio/N`; faults for VFIO calls go through
+//! `st.faults.check("vfio:NAME", path)` and `st.faults.finish(..)` like the sysfs calls.
+//!
+//! # Where the simulator knowingly differs from the kernel
+//!
+//! - **Blocking writes** (rule 25). Unbinding a device, or removing an mdev, whose VFIO device
+//!   fd is open blocks the kernel's `write` until the fd closes. The simulator has one thread,
+//!   so the write returns at once with `ETIMEDOUT` ([`faults::is_hang`](crate::faults::is_hang)
+//!   is true, as for an injected hang), nothing changes yet, and the write is kept as a
+//!   [`PendingWrite`]; it completes when the last fd of that device closes
+//!   ([`State::close_device_fd`], or the process dying: [`SimHost::fork`](crate::SimHost::fork)),
+//!   which is what the kernel's blocked writer would then see. No `EBUSY` is involved.
+//! - **`/sys/class/vfio/N`** is a link to `/sys/devices/virtual/vfio/N`, whose `dev` reads
+//!   `246:MINOR`: the major is the lab's (dynamic on a real kernel); minors are lowest-free.
+//!   The lab's recorder copies neither, so recordings lack them.
+//! - **Write-only attributes** exist for writes and `kind`, are not listed, and reading one
+//!   gives `ENOENT` (the kernel: `EACCES`).
+//! - **Id tables** are approximated: a driver matches the `vendor:device` ids it was bound to
+//!   when the fixture was opened, plus its `new_id` entries; VFIO drivers and `pci-stub`
+//!   match only through `driver_override` or `new_id`. Class or subsystem matches are not
+//!   modelled. Probe order without override: the device's native driver, then other drivers
+//!   whose learned table matches, then `new_id` matches (the kernel: registration order).
+//! - **`enable`** goes up by one when a non-VFIO driver binds and down when it unbinds, and
+//!   follows VFIO device fds; drivers that never enable their device are not modelled.
+//! - **DRM nodes** come back only when the device's native driver rebinds: each card under
+//!   the lowest free `cardN` (rule 36), render nodes from `renderD128` up, connectors keeping
+//!   their recorded suffix (`Virtual-1`) where the kernel numbers connectors afresh.
+//! - **mdev directories** hold `driver`, `iommu_group`, `mdev_type`, `subsystem` like the
+//!   recording; the kernel's `power/`, `uevent`, `vendor` and `vfio-dev/` are not created.
+//! - **Modules**: `/proc/modules` use counts are not maintained (a new line reads
+//!   `NAME 16384 0 - Live 0x0000000000000000`); "in use" comes from the users column, device
+//!   fds and claimed groups; unloading `vfio_pci` leaves `vfio_pci_core` loaded.
+//! - **Kernel log**: only the messages the rules quote are kept
+//!   ([`SimHost::dmesg`](crate::SimHost::dmesg)).
+//! - **SR-IOV and NVIDIA vendor-VFIO** were not measured: see [`sriov`] and [`nvidia`] for the
+//!   choices made.
 
 pub mod mdev;
 pub mod modules;

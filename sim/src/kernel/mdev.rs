@@ -1,7 +1,7 @@
 //! Mediated devices (rules 26–33): `TYPE/create`, `UUID/remove`, capacity pools.
 //!
 //! Capacity is a pool per parent, and the pool's policy is chosen in one place,
-//! [`Pool::learn`], from the parent's driver (or name) and its type names:
+//! `Pool::learn`, from the parent's driver (or name) and its type names:
 //!
 //! | parent | policy | refusal |
 //! | --- | --- | --- |
