@@ -38,8 +38,8 @@
 //! - **`/sys/class/vfio/N`** is a link to `/sys/devices/virtual/vfio/N`, whose `dev` reads
 //!   `246:MINOR`: the major is the lab's (dynamic on a real kernel); minors are lowest-free.
 //!   The lab's recorder copies neither, so recordings lack them.
-//! - **Write-only attributes** exist for writes and `kind`, are not listed, and reading one
-//!   gives `ENOENT` (the kernel: `EACCES`).
+//! - **Write-only attributes** exist for writes, `kind` and reads (`EACCES`, as the kernel),
+//!   but are not listed by `list_dir` or snapshots.
 //! - **Id tables** are approximated: a driver matches the `vendor:device` ids it was bound to
 //!   when the fixture was opened, plus its `new_id` entries; VFIO drivers and `pci-stub`
 //!   match only through `driver_override` or `new_id`. Class or subsystem matches are not
@@ -319,6 +319,20 @@ pub(crate) fn kind(tree: &Tree, path: &Path) -> Option<NodeKind> {
     }
     let p = tree.resolve(path, false).ok()?;
     write_only_exists(tree, &p).then_some(NodeKind::File)
+}
+
+/// The error of reading `path`: a write-only attribute the kernel has cannot be opened for
+/// reading (`EACCES`); anything else keeps the tree's error.
+pub(crate) fn read_error(tree: &Tree, path: &Path, e: io::Error) -> io::Error {
+    let write_only = e.raw_os_error() == Some(errno::ENOENT)
+        && tree
+            .resolve(path, true)
+            .is_ok_and(|p| write_only_exists(tree, &p));
+    if write_only {
+        err(errno::EACCES)
+    } else {
+        e
+    }
 }
 
 /// Applies one `write(2)` of `value` to `path`.

@@ -225,7 +225,7 @@ impl HostOps for SimHost {
         st.faults.check("read", path)?;
         st.tree
             .read(path)
-            .map_err(|e| HostError::io("read", path, e))
+            .map_err(|e| HostError::io("read", path, kernel::read_error(&st.tree, path, e)))
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {

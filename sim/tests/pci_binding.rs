@@ -67,6 +67,11 @@ fn missing_attributes_are_enoent() {
     assert_eq!(h.kind(&p(&format!("{DEV1}/reset"))), Some(NodeKind::File));
     assert_eq!(h.kind(&p(PROBE)), Some(NodeKind::File));
     assert_eq!(h.kind(&p(&format!("{DEV62}/reset"))), None);
+    // ...and, being write-only, cannot be read.
+    let e = h.read(&p(&format!("{DEV1}/reset"))).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(EACCES));
+    let e = h.read(&p(&format!("{DEV62}/reset"))).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(ENOENT));
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! where the sources are silent (documented as the simulator's, not NVIDIA's):
 //!
 //! - the types a GPU supports are the union of the `creatable_vgpu_types` its VFs show when
-//!   first touched; lines that do not start with a number (a header) are kept as they are;
+//!   first touched (or just before `sriov_numvfs` ← 0 removes them); lines that do not start
+//!   with a number (a header) are kept as they are. A GPU whose VFs the simulator never saw
+//!   gets VFs without `nvidia/` from `sriov_numvfs`: nothing says which types it has;
 //! - a type's capacity on one GPU is `floor(largest framebuffer / its framebuffer)`, the
 //!   framebuffer read from the name's `-NNC`/`-NNQ`… suffix (`NVIDIA H100-20C` = 20), capped
 //!   by the number of VFs; without a parsable suffix, the number of VFs;

@@ -351,7 +351,7 @@ pub(crate) fn store_reset_method(st: &mut State, dev: &Path, value: &[u8]) -> io
         if !RESET_METHODS.contains(n) {
             st.kernel
                 .dmesg
-                .push(format!("{prefix} {addr}: Invalid reset method '{want}'"));
+                .push(format!("{prefix} {addr}: Invalid reset method '{n}'"));
             return Err(err(errno::EINVAL));
         }
         if !supported.split(' ').any(|s| s == *n) {
