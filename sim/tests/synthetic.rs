@@ -373,3 +373,25 @@ fn nvidia_mdev_allows_one_type_at_a_time() {
         "fixture untouched"
     );
 }
+
+#[test]
+fn without_iommu_vfio_pci_probe_fails_and_device_stays_unbound() {
+    let h = SimHost::from_fixture(real("firecracker-vm-no-gpu")).unwrap();
+    let dev = "/sys/bus/pci/devices/0000:00:02.0";
+    let start = h.snapshot();
+    w(&h, format!("{dev}/driver/unbind"), b"0000:00:02.0").unwrap();
+    w(&h, PROBE, b"0000:00:02.0").unwrap();
+    assert_eq!(driver(&h, dev).as_deref(), Some("virtio-pci"));
+    assert_eq!(start, h.snapshot());
+    h.load_module("vfio-pci").unwrap();
+    assert!(exists(&h, "/sys/bus/pci/drivers/vfio-pci"));
+    w(&h, format!("{dev}/driver_override"), b"vfio-pci\n").unwrap();
+    w(&h, format!("{dev}/driver/unbind"), b"0000:00:02.0").unwrap();
+    w(&h, PROBE, b"0000:00:02.0").unwrap();
+    assert_eq!(driver(&h, dev), None);
+    assert_eq!(
+        h.dmesg().last().unwrap(),
+        "vfio-pci: probe of 0000:00:02.0 failed with error -22"
+    );
+    assert!(h.list_dir(Path::new("/dev/vfio")).unwrap() == ["vfio"]);
+}

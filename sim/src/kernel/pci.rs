@@ -202,6 +202,23 @@ pub(crate) fn bind(st: &mut State, dir: &Path, driver: &str) {
     }
 }
 
+/// Runs `driver`'s probe on the function at `dir` and binds it when the probe succeeds.
+/// A VFIO driver's probe fails on a function without an IOMMU group (vfio-pci: `-EINVAL`);
+/// as in the kernel's `really_probe`, that failure is logged and otherwise ignored, and the
+/// function stays unbound. Returns whether it bound.
+fn attach(st: &mut State, dir: &Path, driver: &str) -> bool {
+    if is_vfio_driver(driver) && group_of(&st.tree, dir).is_none() {
+        st.kernel.dmesg.push(format!(
+            "{driver}: probe of {} failed with error -{}",
+            addr_of(dir),
+            errno::EINVAL
+        ));
+        return false;
+    }
+    bind(st, dir, driver);
+    true
+}
+
 /// Rule 7: unbinding removes both links at once and the driver's enable; a group's last
 /// VFIO member takes `/dev/vfio/N` with it (rule 20).
 pub(crate) fn unbind(st: &mut State, dir: &Path, addr: &str) {
@@ -399,8 +416,9 @@ fn probe(st: &mut State, dir: &Path, from_bind_attr: bool) -> io::Result<bool> {
                 errno::EINVAL
             }));
         }
-        bind(st, dir, &d);
-        return Ok(true);
+        if attach(st, dir, &d) {
+            return Ok(true);
+        }
     }
     Ok(false)
 }
@@ -433,7 +451,7 @@ pub(crate) fn driver_bind(st: &mut State, driver: &str, value: &[u8]) -> io::Res
     {
         return Err(err(errno::EBUSY));
     }
-    bind(st, &dir, driver);
+    attach(st, &dir, driver);
     Ok(())
 }
 
@@ -494,7 +512,7 @@ pub(crate) fn new_id(st: &mut State, driver: &str, value: &[u8]) -> io::Result<(
         {
             continue;
         }
-        bind(st, &dir, driver);
+        attach(st, &dir, driver);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! support SRIOV configuration via sysfs"). VF addresses come from the PF's routing id plus
 //! `sriov_offset` + i × `sriov_stride` (1 and 1 when the fixture lacks them); each VF gets
 //! the PF's ids (device id from `sriov_vf_device` when present), `physfn`, its own IOMMU
-//! group (lowest free number, the PF group's `type`), `reset_method` `flr` (every VF must
+//! group (lowest free number, the PF group's `type`; none when the PF has no group), `reset_method` `flr` (every VF must
 //! support FLR), and is probed at once when `sriov_drivers_autoprobe` is 1.
 
 use std::io;
@@ -157,17 +157,19 @@ fn add_vf(st: &mut State, pf: &Path, i: u32, addr: &str) {
     t.put_link(&dir.join("subsystem"), Path::new("/sys/bus/pci"));
     t.put_link(&pf.join(format!("virtfn{i}")), &dir);
     t.put_link(&Path::new("/sys/bus/pci/devices").join(addr), &dir);
-    let gtype = group_of(t, pf)
-        .and_then(|g| {
-            t.read(&PathBuf::from(format!("/sys/kernel/iommu_groups/{g}/type")))
-                .ok()
-        })
-        .unwrap_or_else(|| b"DMA\n".to_vec());
-    let g = lowest_free_group(t);
-    let gdir = PathBuf::from(format!("/sys/kernel/iommu_groups/{g}"));
-    t.put_link(&gdir.join("devices").join(addr), &dir);
-    t.put_file(&gdir.join("type"), gtype);
-    t.put_link(&dir.join("iommu_group"), &gdir);
+    // With the IOMMU off the PF has no group, and neither do its VFs.
+    if let Some(pf_group) = group_of(t, pf) {
+        let gtype = t
+            .read(&PathBuf::from(format!(
+                "/sys/kernel/iommu_groups/{pf_group}/type"
+            )))
+            .unwrap_or_else(|_| b"DMA\n".to_vec());
+        let g = lowest_free_group(t);
+        let gdir = PathBuf::from(format!("/sys/kernel/iommu_groups/{g}"));
+        t.put_link(&gdir.join("devices").join(addr), &dir);
+        t.put_file(&gdir.join("type"), gtype);
+        t.put_link(&dir.join("iommu_group"), &gdir);
+    }
     st.kernel.native.insert(addr.to_string(), None);
     st.kernel
         .reset_default
