@@ -480,13 +480,17 @@ pub(crate) fn lowest_free_group(tree: &Tree) -> u32 {
 }
 
 /// True when userspace uses `group`: a device fd is open or its DMA ownership is claimed.
-pub(crate) fn group_in_use(ks: &KernelState, group: u32) -> bool {
+///
+/// This and [`device_fd_open`] are the only places the sysfs rules learn about VFIO fds; a
+/// VFIO model that keeps its own record of fds can answer here instead.
+pub(crate) fn group_in_use(st: &State, group: u32) -> bool {
+    let ks = &st.kernel;
     ks.claimed.contains(&group) || ks.device_fds.get(&group).is_some_and(|m| !m.is_empty())
 }
 
 /// True when a VFIO device fd of device `name` (address or UUID) is open.
-pub(crate) fn device_fd_open(ks: &KernelState, name: &str) -> bool {
-    ks.device_fds.values().any(|m| m.contains_key(name))
+pub(crate) fn device_fd_open(st: &State, name: &str) -> bool {
+    st.kernel.device_fds.values().any(|m| m.contains_key(name))
 }
 
 impl State {

@@ -349,7 +349,7 @@ pub(crate) fn store_remove(st: &mut State, dev: &Path, value: &[u8]) -> io::Resu
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if device_fd_open(&st.kernel, &uuid) {
+    if device_fd_open(st, &uuid) {
         if !st
             .kernel
             .pending
@@ -409,7 +409,7 @@ pub(crate) fn parent_in_use(st: &State, parent: &Path) -> bool {
         .list(parent)
         .unwrap_or_default()
         .iter()
-        .any(|n| is_mdev_dir(&st.tree, &parent.join(n)) && device_fd_open(&st.kernel, n))
+        .any(|n| is_mdev_dir(&st.tree, &parent.join(n)) && device_fd_open(st, n))
 }
 
 /// Module unload of a parent (rule 33): its mdevs go, then the parent itself. The parent is

@@ -153,10 +153,7 @@ pub(crate) fn unload(st: &mut State, name: &str) -> Result<(), HostError> {
                 .into_iter()
                 .filter(|(_, d)| pci::bound_driver(&st.tree, d).as_deref() == Some("vfio-pci"))
                 .collect();
-            if bound
-                .iter()
-                .any(|(a, _)| super::device_fd_open(&st.kernel, a))
-            {
+            if bound.iter().any(|(a, _)| super::device_fd_open(st, a)) {
                 return Err(busy());
             }
             for (a, d) in &bound {
@@ -177,10 +174,7 @@ pub(crate) fn unload(st: &mut State, name: &str) -> Result<(), HostError> {
                     .into_iter()
                     .filter(|(_, d)| pci::bound_driver(&st.tree, d).as_deref() == Some(&drv))
                     .collect();
-                if bound
-                    .iter()
-                    .any(|(a, _)| super::device_fd_open(&st.kernel, a))
-                {
+                if bound.iter().any(|(a, _)| super::device_fd_open(st, a)) {
                     return Err(busy());
                 }
                 for (a, d) in &bound {

@@ -183,7 +183,7 @@ pub(crate) fn store_current_type(st: &mut State, vf: &Path, value: &[u8]) -> io:
         if cur == 0 {
             return Ok(());
         }
-        if device_fd_open(&st.kernel, &addr) {
+        if device_fd_open(st, &addr) {
             return Err(err(errno::EBUSY));
         }
     } else {

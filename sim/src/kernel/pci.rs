@@ -407,8 +407,7 @@ fn probe(st: &mut State, dir: &Path, from_bind_attr: bool) -> io::Result<bool> {
         if !registered(&st.tree, &d) || !matches(st, dir, &d) {
             continue;
         }
-        if !manages_dma(&d) && group_of(&st.tree, dir).is_some_and(|g| group_in_use(&st.kernel, g))
-        {
+        if !manages_dma(&d) && group_of(&st.tree, dir).is_some_and(|g| group_in_use(st, g)) {
             // Rule 24: the iommu core refuses a DMA-using driver on a claimed group.
             return Err(err(if from_bind_attr {
                 errno::EBUSY
@@ -447,8 +446,7 @@ pub(crate) fn driver_bind(st: &mut State, driver: &str, value: &[u8]) -> io::Res
     if bound_driver(&st.tree, &dir).is_some() {
         return Err(err(errno::EBUSY));
     }
-    if !manages_dma(driver) && group_of(&st.tree, &dir).is_some_and(|g| group_in_use(&st.kernel, g))
-    {
+    if !manages_dma(driver) && group_of(&st.tree, &dir).is_some_and(|g| group_in_use(st, g)) {
         return Err(err(errno::EBUSY));
     }
     attach(st, &dir, driver);
@@ -461,7 +459,7 @@ pub(crate) fn driver_unbind(st: &mut State, driver: &str, value: &[u8]) -> io::R
     if bound_driver(&st.tree, &dir).as_deref() != Some(driver) {
         return Err(err(errno::ENODEV));
     }
-    if device_fd_open(&st.kernel, &addr) {
+    if device_fd_open(st, &addr) {
         // Rule 25: the kernel blocks this write until the device fd is closed. The simulator
         // cannot block its only thread: it records the unbind, completes it when the fd
         // closes, and answers ETIMEDOUT now (see `PendingWrite`).
@@ -507,9 +505,7 @@ pub(crate) fn new_id(st: &mut State, driver: &str, value: &[u8]) -> io::Result<(
         {
             continue;
         }
-        if !manages_dma(driver)
-            && group_of(&st.tree, &dir).is_some_and(|g| group_in_use(&st.kernel, g))
-        {
+        if !manages_dma(driver) && group_of(&st.tree, &dir).is_some_and(|g| group_in_use(st, g)) {
             continue;
         }
         attach(st, &dir, driver);

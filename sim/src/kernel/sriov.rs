@@ -84,7 +84,7 @@ pub(crate) fn store_numvfs(st: &mut State, pf: &Path, value: &[u8]) -> io::Resul
     if n == 0 {
         nvidia::learn_pf(st, pf);
         let vfs = vfs(st, pf);
-        if vfs.iter().any(|(_, a, _)| device_fd_open(&st.kernel, a)) {
+        if vfs.iter().any(|(_, a, _)| device_fd_open(st, a)) {
             return Err(err(errno::EBUSY));
         }
         for (i, a, d) in vfs {
