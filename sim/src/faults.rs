@@ -16,7 +16,10 @@
 //!   killed before the call returns (the caller sees the kill, not the success).
 //!
 //! Faults are checked before the kernel reaction runs: a faulted write changes nothing
-//! (except `DieAfter`, whose point is that it did).
+//! (except `DieAfter`, whose point is that it did). The operations checked are `read`,
+//! `readlink`, `list`, `write`, `modprobe`, `rmmod` ([`SimHost::unload_module`](crate::SimHost::unload_module)),
+//! `probe-adapters`, and whatever names other simulator components pass; `kind` and
+//! `canonicalize` take no fault but, like everything else, fail once the process is dead.
 
 use std::fmt;
 use std::io;
