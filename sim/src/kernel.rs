@@ -15,7 +15,9 @@ const EACCES: i32 = 13;
 pub(crate) fn write(tree: &mut Tree, path: &Path, value: &[u8]) -> io::Result<()> {
     let p = tree.resolve(path, true)?;
     if tree.node(&p).is_none() {
-        return Err(io::Error::from_raw_os_error(crate::tree::libc_errno::ENOENT));
+        return Err(io::Error::from_raw_os_error(
+            crate::tree::libc_errno::ENOENT,
+        ));
     }
     // Rule 1: a 0-byte write never reaches the store method.
     if value.is_empty() {

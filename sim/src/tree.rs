@@ -164,7 +164,9 @@ impl Tree {
         let p = self.resolve(path, true)?;
         match self.overlay.get(&p) {
             Some(Entry::File(b)) => return Ok(b.clone()),
-            Some(Entry::Dir { .. }) => return Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
+            Some(Entry::Dir { .. }) => {
+                return Err(io::Error::from_raw_os_error(libc_errno::EISDIR))
+            }
             Some(Entry::Gone) | Some(Entry::Link(_)) => return Err(enoent()),
             None => {}
         }
