@@ -164,10 +164,10 @@ impl Drop for DmaBuffer {
 }
 
 struct ContainerFd {
-    // Field order matters: buffers are dropped before the fd closes, which is safe either
-    // way because closing the container also tears down its IOMMU mappings.
-    dma: BTreeMap<u64, DmaBuffer>,
+    // Field order matters: the fd closes first (the kernel drops the IOMMU mappings and
+    // unpins the pages), then the buffers are unmapped.
     file: File,
+    dma: BTreeMap<u64, DmaBuffer>,
     path: VfioPath,
     /// The IOAS of an iommufd container.
     ioas: u32,
@@ -284,8 +284,8 @@ impl VfioFds {
         t.containers.insert(
             id,
             ContainerFd {
-                dma: BTreeMap::new(),
                 file,
+                dma: BTreeMap::new(),
                 path: VfioPath::Legacy,
                 ioas: 0,
             },
@@ -622,8 +622,8 @@ impl VfioFds {
         t.containers.insert(
             id,
             ContainerFd {
-                dma: BTreeMap::new(),
                 file,
+                dma: BTreeMap::new(),
                 path: VfioPath::Iommufd,
                 ioas: alloc.out_ioas_id,
             },

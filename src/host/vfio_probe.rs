@@ -76,9 +76,9 @@ pub struct VfioSmokeError {
     pub group: u32,
     /// The step (`open container`, `set container`, ...).
     pub step: &'static str,
-    /// What the host said.
+    /// What the host said (boxed: keeps the error small to return).
     #[source]
-    pub source: HostError,
+    pub source: Box<HostError>,
     /// What to do about it.
     pub hint: String,
 }
@@ -205,7 +205,7 @@ pub fn vfio_smoke_with(
             group,
             step,
             hint: hint(host, step, &source, group, name),
-            source,
+            source: Box::new(source),
         }
     };
     let use_iommufd = match choice {
