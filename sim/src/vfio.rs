@@ -494,9 +494,10 @@ fn adjust_enable(tree: &mut Tree, path: &Path, delta: i64) {
     let Ok(real) = tree.resolve(path, true) else {
         return;
     };
-    let cur = read_text(tree, &real)
-        .and_then(|t| t.trim().parse::<i64>().ok())
-        .unwrap_or(0);
+    // A tree without the attribute keeps not having it.
+    let Some(cur) = read_text(tree, &real).and_then(|t| t.trim().parse::<i64>().ok()) else {
+        return;
+    };
     let new = (cur + delta).max(0);
     tree.put(&real, Entry::File(format!("{new}\n").into_bytes()));
 }
@@ -1019,8 +1020,10 @@ impl DeviceModel {
         })
     }
 
-    /// An mdev of one of the kernel's sample parents (the lab's table; sizes follow the type
-    /// description). Other parents' regions are vendor-defined: refused with a clear error.
+    /// An mdev of one of the kernel's sample parents. Device info, region sizes and config
+    /// ids are the lab's measurements (BAR sizes follow the type description); IRQ counts
+    /// are read from `samples/vfio-mdev` (mbochs and mdpy have none; mtty has INTx, MSI and
+    /// REQ), not measured. Other parents' regions are vendor-defined: refused clearly.
     fn mdev(tree: &Tree, dir: &Path) -> Result<Self, HostError> {
         let driver = link_name(tree, &dir.join("driver")).unwrap_or_default();
         let type_dir = dir.join("mdev_type");
