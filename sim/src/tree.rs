@@ -61,7 +61,7 @@ const MAX_LINK_FILE: u64 = 4096;
 /// holding the target. Kernel attribute files always end in a newline (or are binary, like
 /// `config`), and the kernel's links are always relative (`../../bus/pci/drivers/X`), so a
 /// file that starts with `../` and holds no newline or NUL is read as the link it stands for.
-fn flattened_link(bytes: &[u8]) -> Option<PathBuf> {
+pub(crate) fn flattened_link(bytes: &[u8]) -> Option<PathBuf> {
     if !bytes.starts_with(b"../") || bytes.iter().any(|b| *b == b'\n' || *b == 0) {
         return None;
     }
@@ -230,7 +230,9 @@ impl Tree {
             return e.clone();
         }
         let e = self.read_disk_node(p);
-        self.disk_nodes.borrow_mut().insert(p.to_path_buf(), e.clone());
+        self.disk_nodes
+            .borrow_mut()
+            .insert(p.to_path_buf(), e.clone());
         e
     }
 

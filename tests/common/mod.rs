@@ -68,36 +68,14 @@ pub fn host_name(p: &Path) -> String {
     }
 }
 
-/// Copies a host tree into `dest` with real symlinks, turning link-files of flattened
-/// copies (a file holding `../…`) back into links, and recreating `.fixture/empty-dirs`.
+/// Copies a host tree into `dest` with real symlinks (links of flattened copies become
+/// links again) and recreates the directories listed in `.fixture/empty-dirs`.
 pub fn materialize(src: &Path, dest: &Path) {
-    copy_dir(src, dest);
+    std::fs::create_dir_all(dest).unwrap();
+    vm_device_sim::copy_fixture(src, dest).unwrap();
     if let Ok(list) = std::fs::read_to_string(src.join(".fixture/empty-dirs")) {
         for l in list.lines().filter(|l| !l.trim().is_empty()) {
             let _ = std::fs::create_dir_all(dest.join(l.trim()));
-        }
-    }
-}
-
-fn copy_dir(src: &Path, dest: &Path) {
-    std::fs::create_dir_all(dest).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        let from = e.path();
-        let to = dest.join(e.file_name());
-        let ft = std::fs::symlink_metadata(&from).unwrap().file_type();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&from).unwrap(), &to).unwrap();
-        } else if ft.is_dir() {
-            copy_dir(&from, &to);
-        } else {
-            let bytes = std::fs::read(&from).unwrap();
-            let link = std::str::from_utf8(&bytes)
-                .ok()
-                .filter(|t| t.starts_with("../") && !t.contains(['\n', ' ']) && t.len() < 512);
-            match link {
-                Some(t) => std::os::unix::fs::symlink(t, &to).unwrap(),
-                None => std::fs::write(&to, &bytes).unwrap(),
-            }
         }
     }
 }

@@ -56,7 +56,11 @@ pub fn bench_cmd(args: &[String]) -> Result<(), String> {
                     .ok_or("--runs needs a number")?
             }
             "--debug" => release = false,
-            other => return Err(format!("unknown option {other:?}; usage: bench [--runs N] [--debug]")),
+            other => {
+                return Err(format!(
+                    "unknown option {other:?}; usage: bench [--runs N] [--debug]"
+                ))
+            }
         }
     }
     let host: PathBuf = repo_root().join("target/bench-host-1024");
@@ -89,11 +93,21 @@ pub fn bench_cmd(args: &[String]) -> Result<(), String> {
         vm_cli(
             &cli,
             &host,
-            &["--kernel", "k", "--gpu-mode", "passthrough", "--dry-run", "--json"],
+            &[
+                "--kernel",
+                "k",
+                "--gpu-mode",
+                "passthrough",
+                "--dry-run",
+                "--json",
+            ],
         )
     })?;
     let ratio = |a: Duration| a.as_secs_f64() / peer.as_secs_f64();
-    println!("  lspci -nnk -vmm (peer)                         {:>10}", ms(peer));
+    println!(
+        "  lspci -nnk -vmm (peer)                         {:>10}",
+        ms(peer)
+    );
     println!(
         "  vm-cli gpu list --json                         {:>10}  {:.2}x lspci  (target <= 1.00x)",
         ms(list),

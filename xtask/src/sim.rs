@@ -18,7 +18,12 @@ pub fn repo_root() -> PathBuf {
 
 fn dirs_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -32,11 +37,19 @@ pub fn hosts() -> Vec<(String, PathBuf)> {
         .unwrap_or_else(|| root.join("../shared"));
     let mut v: Vec<(String, PathBuf)> = dirs_in(&root.join("fixtures/hosts"))
         .into_iter()
-        .map(|p| (format!("fixture-{}", p.file_name().unwrap().to_string_lossy()), p))
+        .map(|p| {
+            (
+                format!("fixture-{}", p.file_name().unwrap().to_string_lossy()),
+                p,
+            )
+        })
         .collect();
     for kind in ["real", "public"] {
         for p in dirs_in(&shared.join("hosts").join(kind)) {
-            v.push((format!("{kind}-{}", p.file_name().unwrap().to_string_lossy()), p));
+            v.push((
+                format!("{kind}-{}", p.file_name().unwrap().to_string_lossy()),
+                p,
+            ));
         }
     }
     v
@@ -111,7 +124,11 @@ fn summary(json: &str) -> String {
             a["device"].as_str().unwrap_or("-")
         ),
     };
-    let rungs = if rungs.is_empty() { "-".to_string() } else { rungs.join(",") };
+    let rungs = if rungs.is_empty() {
+        "-".to_string()
+    } else {
+        rungs.join(",")
+    };
     format!("gpus={gpus:<2} available={rungs:<22} auto={auto}")
 }
 
@@ -138,7 +155,11 @@ pub fn sim_cmd(_args: &[String]) -> Result<(), String> {
         };
         println!("{name:<48} {}  [{verdict}]", summary(&json));
     }
-    println!("{} hosts, {} differ from their snapshot", hosts.len(), differ.len());
+    println!(
+        "{} hosts, {} differ from their snapshot",
+        hosts.len(),
+        differ.len()
+    );
     if differ.is_empty() {
         Ok(())
     } else {
