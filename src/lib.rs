@@ -10,3 +10,4 @@
 pub mod gpu_manager;
 pub mod gpu_virt;
 pub mod host;
+pub mod recorder;
