@@ -394,7 +394,8 @@ impl Recorder<'_> {
             first.push_str(l);
             first.push('\n');
         }
-        self.out.file(Path::new("/proc/cpuinfo"), first.as_bytes())?;
+        self.out
+            .file(Path::new("/proc/cpuinfo"), first.as_bytes())?;
         // a real host has osrelease; a fixture has the recorded proc/kernel-release
         let release = self
             .host
@@ -469,7 +470,10 @@ fn empty_dirs(root: &Path) -> Result<Vec<String>, RecordError> {
         for e in std::fs::read_dir(&dir).map_err(|e| Out::err(&dir, e))? {
             let e = e.map_err(|e| Out::err(&dir, e))?;
             any = true;
-            if e.file_type().map_err(|err| Out::err(&e.path(), err))?.is_dir() {
+            if e.file_type()
+                .map_err(|err| Out::err(&e.path(), err))?
+                .is_dir()
+            {
                 stack.push(e.path());
             }
         }
@@ -523,7 +527,9 @@ pub fn record_host(host: &dyn HostOps, out: &Path) -> Result<RecordSummary, Reco
         Ok(a) => (a, String::new()),
         Err(e) => (
             Vec::new(),
-            format!(" The wgpu adapter probe failed ({e}), so wgpu-adapters.json is an empty list."),
+            format!(
+                " The wgpu adapter probe failed ({e}), so wgpu-adapters.json is an empty list."
+            ),
         ),
     };
     let json = serde_json::to_string_pretty(&adapters).map_err(|e| RecordError::Output {
@@ -581,7 +587,8 @@ pub fn record_host(host: &dyn HostOps, out: &Path) -> Result<RecordSummary, Reco
             format!(" {} unreadable attributes were left out.", r.skipped.len())
         },
     );
-    r.out.file(Path::new("/.fixture/README"), readme.as_bytes())?;
+    r.out
+        .file(Path::new("/.fixture/README"), readme.as_bytes())?;
     let empties = empty_dirs(out)?;
     let mut list = empties.join("\n");
     if !list.is_empty() {
@@ -677,9 +684,17 @@ mod tests {
         assert_eq!(s.kernel_release, "6.1.0-56-amd64");
         let root = dir.path().join("qemu-q35-viommu");
         let readme = std::fs::read_to_string(root.join(".fixture/README")).unwrap();
-        assert!(readme.contains("0000:02:00.0 [1234:1111] class 0x030000, driver bochs-drm, IOMMU group 8"), "{readme}");
+        assert!(
+            readme.contains(
+                "0000:02:00.0 [1234:1111] class 0x030000, driver bochs-drm, IOMMU group 8"
+            ),
+            "{readme}"
+        );
         let empties = std::fs::read_to_string(root.join(".fixture/empty-dirs")).unwrap();
-        assert!(empties.lines().any(|l| l == "sys/bus/mdev/devices"), "{empties}");
+        assert!(
+            empties.lines().any(|l| l == "sys/bus/mdev/devices"),
+            "{empties}"
+        );
         let adapters = std::fs::read_to_string(root.join(".fixture/wgpu-adapters.json")).unwrap();
         assert_eq!(adapters.trim(), "[]");
     }

@@ -371,6 +371,19 @@ pub fn run(args: Vec<String>) -> Result<(), String> {
                         .arg(&dest),
                     "copy the recorded tree",
                 )?;
+                // say where the tree came from, in the README's one paragraph
+                let readme = dest.join(".fixture/README");
+                let text = std::fs::read_to_string(&readme)
+                    .map_err(|e| format!("read {}: {e}", readme.display()))?;
+                let text = format!(
+                    "{} Recorded with `cargo xtask kernel-test --update-fixtures` inside the lab guest: QEMU q35 with an emulated Intel IOMMU (intel-iommu,intremap=on; cmdline intel_iommu=on iommu=pt) under {}, Debian's linux-image-{} ({}), bochs-display, VGA, virtio-gpu-pci and qxl each on a root port, two bochs-display behind one pcie-pci-bridge, vfio/vfio-pci/mdev and the kernel's sample mdev parents mbochs, mdpy, mtty loaded, nothing bound to vfio-pci and no mdev created.\n",
+                    text.trim_end(),
+                    opts.accel.name(),
+                    kernel.kver,
+                    kernel.pkg_version
+                );
+                std::fs::write(&readme, text)
+                    .map_err(|e| format!("write {}: {e}", readme.display()))?;
                 stamp(&format!("fixture written: {}", dest.display()));
             }
             _ => stamp("--update-fixtures: the record scenario did not pass; fixtures left alone"),
