@@ -400,13 +400,13 @@ pub fn run(args: Vec<String>) -> Result<(), String> {
         boot.to_init.map(|t| format!("{t:.1}s")).unwrap_or_else(|| "never".into()),
         boot.exit
     ));
-    if !opts.keep {
-        let keep_art = artifacts.is_some() && opts.update_fixtures;
-        if !keep_art {
-            let _ = std::fs::remove_dir_all(&work);
-        }
+    if opts.keep {
+        stamp(&format!(
+            "kept {} (initramfs.cpio, root/, artifacts/, ttyS1.b64)",
+            work.display()
+        ));
     } else {
-        stamp(&format!("kept {}", work.display()));
+        let _ = std::fs::remove_dir_all(&work);
     }
 
     let name_w = outcomes.iter().map(|o| o.name.len()).max().unwrap_or(8);
