@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::initramfs::module_closure;
 use super::{run_cmd, stamp, Opts};
 
 /// Debian packages the harness installs on the host (when missing and allowed).
@@ -227,7 +228,7 @@ pub fn prepare(lab_root: &Path, opts: &Opts) -> Result<Kernel, String> {
     let kimg = dir.join("kimg");
     let modroot = kimg.join("lib/modules").join(&kver);
     let vmlinuz = kimg.join("boot").join(format!("vmlinuz-{kver}"));
-    if !vmlinuz.is_file() || !modroot.join("modules.dep").is_file() {
+    if !vmlinuz.is_file() || !modules_present(&modroot) {
         stamp(&format!("extract {}", img_deb.display()));
         let _ = std::fs::remove_dir_all(&kimg);
         std::fs::create_dir_all(&kimg).map_err(|e| format!("mkdir {}: {e}", kimg.display()))?;
@@ -256,6 +257,8 @@ pub fn prepare(lab_root: &Path, opts: &Opts) -> Result<Kernel, String> {
         depmod(&kimg, &kver)?;
     }
 
+    prune_modules(&modroot)?;
+
     // uncompressed ELF for the PVH entry (skips the xz decompressor: ~5 s under TCG)
     let vmlinux = dir.join(format!("vmlinux-{kver}"));
     if !vmlinux.is_file() {
@@ -269,6 +272,61 @@ pub fn prepare(lab_root: &Path, opts: &Opts) -> Result<Kernel, String> {
         vmlinux,
         modroot,
     })
+}
+
+/// True when `modules.dep` is there and every Debian module of [`MODULES`]' closure too
+/// (the samples in `extra/` are checked separately).
+fn modules_present(modroot: &Path) -> bool {
+    let Ok(dep) = std::fs::read_to_string(modroot.join("modules.dep")) else {
+        return false;
+    };
+    let wanted: Vec<&str> = MODULES
+        .iter()
+        .copied()
+        .filter(|m| !SAMPLES.contains(m))
+        .collect();
+    match module_closure(&dep, &wanted) {
+        Ok(files) => files.iter().all(|f| modroot.join(f).is_file()),
+        Err(_) => false,
+    }
+}
+
+/// Deletes every `.ko` the initramfs does not need: the extracted package is 400 MB, the
+/// closure of [`MODULES`] a few MB. The `.deb` stays, so a changed list re-extracts offline.
+fn prune_modules(modroot: &Path) -> Result<(), String> {
+    let dep_path = modroot.join("modules.dep");
+    let dep = std::fs::read_to_string(&dep_path)
+        .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
+    let keep = module_closure(&dep, MODULES)?;
+    let mut stack = vec![modroot.join("kernel")];
+    let mut removed = 0usize;
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(modroot)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if rel.contains(".ko") && !keep.contains(&rel) {
+                std::fs::remove_file(&p).map_err(|e| format!("remove {}: {e}", p.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        stamp(&format!(
+            "pruned {removed} modules the initramfs does not need ({} kept)",
+            keep.len()
+        ));
+    }
+    Ok(())
 }
 
 fn depmod(base: &Path, kver: &str) -> Result<(), String> {
