@@ -7,7 +7,12 @@
 //! ([`host::LinuxHost`]) and on a recorded fixture ([`host::SimHost`]).
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod gpu_manager;
+pub mod gpu_mdev;
+pub mod gpu_passthrough;
 pub mod gpu_virt;
 pub mod host;
+pub mod inventory;
 pub mod recorder;
+pub mod report;

@@ -1,1 +1,5 @@
-fn main(){}
+//! `vm-cli`: give a VM the best GPU this host can offer, and explain every decision.
+
+fn main() {
+    std::process::exit(vm_device::cli::main());
+}

@@ -14,6 +14,21 @@ use std::sync::Arc;
 /// A shared handle to whichever host the manager runs on.
 pub type Host = Arc<dyn HostOps>;
 
+/// The host the library uses when none is given: the fixture named by `VM_HOST_ROOT` when
+/// set (so the product guide's programs run against the simulator), else this machine.
+pub fn default_host() -> Host {
+    match std::env::var_os("VM_HOST_ROOT") {
+        Some(dir) if !dir.is_empty() => match SimHost::from_fixture(&dir) {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                eprintln!("vm-device: VM_HOST_ROOT: {e}; using this machine instead");
+                Arc::new(LinuxHost::new())
+            }
+        },
+        _ => Arc::new(LinuxHost::new()),
+    }
+}
+
 /// The host named by `--host-root` / `VM_HOST_ROOT`, or the real one.
 pub fn open(host_root: Option<&std::path::Path>) -> Result<Host, HostError> {
     match host_root {

@@ -64,7 +64,7 @@ usage: cargo xtask kernel-test [--accel tcg|kvm] [--scenario NAME]... [--update-
   --verbose        echo every scenario output line, not only verdicts
   --list           print the scenarios and exit";
 
-fn parse_args(args: Vec<String>) -> Result<Option<Opts>, String> {
+fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
     let mut o = Opts {
         accel: Accel::Tcg,
         keep: false,
@@ -74,7 +74,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Opts>, String> {
         no_install: false,
         verbose: false,
     };
-    let mut it = args.into_iter();
+    let mut it = args.iter().cloned();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -267,7 +267,7 @@ fn utc_stamp() -> String {
 }
 
 /// Entry point: `cargo xtask kernel-test ARGS`.
-pub fn run(args: Vec<String>) -> Result<(), String> {
+pub fn run(args: &[String]) -> Result<(), String> {
     START.get_or_init(Instant::now);
     let Some(opts) = parse_args(args)? else {
         return Ok(());

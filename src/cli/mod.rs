@@ -1,0 +1,239 @@
+//! The `vm-cli` command line: clap definitions, exit codes, and the glue to the library.
+//! Everything it prints comes from [`crate::report`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use vm_passthrough::PciAddress;
+
+use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
+use crate::report::{self, PlanRequest};
+
+/// Exit status: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: the host could not be read, or another failure.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit status: bad flags or arguments.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: no GPU mode available, or the requested mode is unavailable.
+pub const EXIT_UNAVAILABLE: i32 = 3;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  the host could not be read, or another failure (the message says which file or step)
+  2  usage error (unknown flag, bad PCI address, bad mode)
+  3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable
+
+Environment:
+  VM_HOST_ROOT  same as --host-root: run against a recorded host tree (the simulator)
+  WGPU_BACKEND  vulkan, gl, …: which graphics API the wgpu rung may use";
+
+/// `vm-cli`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vm-cli",
+    version,
+    about = "Give a virtual machine the best GPU this host can offer: passthrough, mediated, or wgpu",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Run against a recorded host tree (fixture) instead of this machine.
+    #[arg(long, env = "VM_HOST_ROOT", global = true, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// Print JSON (schema 1) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Starting a VM (`--kernel`).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Guest kernel image.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// GPU mode: auto picks the best available; passthrough, mdev or wgpu force that mode.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_mode_arg)]
+    pub gpu_mode: ModeArg,
+    /// Prefer a mode, falling back down the ladder (passthrough > mdev > wgpu) when unavailable.
+    #[arg(long, value_name = "MODE", conflicts_with = "gpu_mode")]
+    pub prefer_mode: Option<GpuMode>,
+    /// With --prefer-mode: fail instead of falling back.
+    #[arg(long, requires = "prefer_mode")]
+    pub no_fallback: bool,
+    /// Use only this GPU (passthrough target, or parent of the mdev / virtual function).
+    #[arg(long, value_name = "DDDD:BB:DD.F")]
+    pub gpu_device: Option<PciAddress>,
+    /// mdev type id (i915-GVTg_V5_4, nvidia-222) or name (GRID T4-1Q).
+    #[arg(long, value_name = "TYPE")]
+    pub mdev_type: Option<String>,
+    /// Allow passing through the host's boot display (the host loses its console).
+    #[arg(long)]
+    pub allow_boot_vga: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `--gpu-mode` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeArg {
+    /// Best available.
+    Auto,
+    /// Exactly this mode.
+    Mode(GpuMode),
+}
+
+fn parse_mode_arg(s: &str) -> Result<ModeArg, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        Ok(ModeArg::Auto)
+    } else {
+        s.parse().map(ModeArg::Mode)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// GPUs of this host.
+    Gpu {
+        #[command(subcommand)]
+        command: GpuCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GpuCommand {
+    /// List GPUs and what each mode (passthrough, mdev, wgpu) can offer, with reasons.
+    List,
+}
+
+/// Parses the process arguments, runs, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    run(cli)
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> i32 {
+    let host = match crate::host::open(cli.host_root.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("vm-cli: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let mut mgr = UnifiedGpuManager::with_host(host);
+    match cli.command {
+        Some(Command::Gpu {
+            command: GpuCommand::List,
+        }) => gpu_list(&mut mgr, cli.json),
+        None => match &cli.run.kernel {
+            Some(_) => plan(&mut mgr, &cli.run, cli.json),
+            None => {
+                eprintln!("vm-cli: nothing to do: give --kernel FILE to start a VM, or a command such as `vm-cli gpu list` (see --help)");
+                EXIT_USAGE
+            }
+        },
+    }
+}
+
+fn fail(e: &ManagerError) -> i32 {
+    eprintln!("vm-cli: {e}");
+    match e {
+        ManagerError::NoBackend { .. } | ManagerError::Unavailable { .. } => EXIT_UNAVAILABLE,
+        _ => EXIT_FAILURE,
+    }
+}
+
+fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool) -> i32 {
+    if let Err(e) = mgr.scan_backends() {
+        return fail(&e);
+    }
+    let backends = match mgr.backends() {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let auto = mgr.auto_select().ok().cloned();
+    let inv = mgr.inventory().expect("scanned above");
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::list_json(inv, &backends, auto.as_ref()))
+                .expect("JSON values serialize")
+        );
+    } else {
+        print!("{}", report::list_text(inv, &backends, auto.as_ref()));
+    }
+    for w in &inv.warnings {
+        eprintln!("vm-cli: warning: {}: {}", w.path.display(), w.message);
+    }
+    if auto.is_some() {
+        EXIT_OK
+    } else {
+        EXIT_UNAVAILABLE
+    }
+}
+
+fn plan(mgr: &mut UnifiedGpuManager, run: &RunArgs, json: bool) -> i32 {
+    mgr.set_device(run.gpu_device);
+    mgr.set_mdev_type(run.mdev_type.clone());
+    mgr.set_allow_boot_vga(run.allow_boot_vga);
+    if let Err(e) = mgr.scan_backends() {
+        return fail(&e);
+    }
+    let forced = match run.gpu_mode {
+        ModeArg::Auto => None,
+        ModeArg::Mode(m) => Some(m),
+    };
+    let result = match (forced, run.prefer_mode) {
+        (Some(m), _) => mgr.select_by_mode(m).map(|_| ()),
+        (None, Some(p)) => {
+            mgr.set_preferred_mode(p);
+            mgr.set_auto_fallback(!run.no_fallback);
+            mgr.auto_select().map(|_| ())
+        }
+        (None, None) => mgr.auto_select().map(|_| ()),
+    };
+    let pref = match forced {
+        Some(m) => crate::gpu_manager::Preference {
+            preferred: Some(m),
+            auto_fallback: false,
+        },
+        None => mgr.preference(),
+    };
+    let req = PlanRequest {
+        kernel: run.kernel.as_ref().map(|k| k.display().to_string()),
+        gpu_mode: forced,
+        gpu_device: run.gpu_device,
+        mdev_type: run.mdev_type.clone(),
+    };
+    if let Some(d) = mgr.decision() {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report::plan_json(&req, &pref, d))
+                    .expect("JSON values serialize")
+            );
+        } else {
+            print!("{}", report::plan_text(&req, d));
+        }
+    }
+    if let Err(e) = result {
+        return fail(&e);
+    }
+    if run.dry_run {
+        return EXIT_OK;
+    }
+    eprintln!("vm-cli: this build plans but does not start VMs yet; rerun with --dry-run to print the plan only");
+    EXIT_FAILURE
+}

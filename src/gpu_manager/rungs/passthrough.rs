@@ -1,0 +1,192 @@
+//! The passthrough rung: a whole GPU on `vfio-pci`.
+
+use vm_passthrough::PciAddress;
+
+use super::{attr_evidence, Filter};
+use crate::gpu_manager::{Candidate, GpuMode, Reason, ReasonCode, Target};
+use crate::inventory::{Gpu, HostInventory, IommuKind};
+
+const MODE: GpuMode = GpuMode::Passthrough;
+
+/// Drivers a group member may be on without blocking VFIO (rule 23 of the kernel notes).
+pub const VFIO_SAFE_DRIVERS: [&str; 2] = ["vfio-pci", "pci-stub"];
+
+/// Passthrough candidates: one per physical GPU (VFs belong to the mediated rung).
+pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
+    let gpus: Vec<&Gpu> = inv
+        .gpus
+        .iter()
+        .filter(|g| inv.function(&g.address).is_some_and(|f| f.physfn.is_none()))
+        .collect();
+    if let Some(dev) = filter.device {
+        return match gpus.iter().find(|g| g.address == dev) {
+            Some(g) => vec![gpu_candidate(inv, g, filter)],
+            None => vec![Candidate::nothing(MODE, device_not_found(inv, &dev))],
+        };
+    }
+    if gpus.is_empty() {
+        return vec![Candidate::nothing(
+            MODE,
+            Reason::new(
+                ReasonCode::NoGpu,
+                "no display-class PCI function (class 0x03xxxx) on this host",
+            )
+            .evidence("/sys/bus/pci/devices/*/class"),
+        )];
+    }
+    gpus.into_iter()
+        .map(|g| gpu_candidate(inv, g, filter))
+        .collect()
+}
+
+pub(crate) fn device_not_found(inv: &HostInventory, dev: &PciAddress) -> Reason {
+    let known: Vec<String> = inv.gpus.iter().map(|g| g.address.to_string()).collect();
+    let what = match inv.function(dev) {
+        Some(f) => format!("{dev} is not a GPU ({})", f.display_name()),
+        None => format!("{dev} is not a PCI function of this host"),
+    };
+    Reason::new(ReasonCode::DeviceNotFound, what)
+        .evidence(format!("/sys/bus/pci/devices/{dev}"))
+        .remedy(if known.is_empty() {
+            "this host has no GPU; leave out --gpu-device".to_string()
+        } else {
+            format!("pass one of: {}", known.join(", "))
+        })
+}
+
+/// The reason the IOMMU is off, with the right kernel parameters for this CPU.
+pub(crate) fn iommu_off(inv: &HostInventory) -> Reason {
+    let params = inv.host.iommu_params_remedy();
+    let firmware = if params.starts_with("amd") {
+        "AMD-Vi (SVM/IOMMU)"
+    } else {
+        "VT-d"
+    };
+    let mut r = Reason::new(ReasonCode::IommuDisabled, "the IOMMU is off: VFIO needs it")
+        .evidence("/sys/class/iommu is empty")
+        .evidence("/sys/kernel/iommu_groups is empty");
+    if let Some(cmd) = &inv.host.cmdline {
+        r = r.evidence(format!("/proc/cmdline = {cmd}"));
+    }
+    r.remedy(format!(
+        "enable {firmware} in the firmware, add `{params}` to GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run `sudo update-grub` and reboot"
+    ))
+}
+
+fn gpu_candidate(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Candidate {
+    let target = Target::Gpu {
+        address: gpu.address,
+        companions: gpu.companions.clone(),
+    };
+    match refusal(inv, gpu, filter) {
+        Some(r) => Candidate::unavailable(MODE, target, r),
+        None => Candidate::available(MODE, target),
+    }
+}
+
+fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
+    let addr = gpu.address;
+    let f = inv.function(&addr)?;
+    if !inv.host.iommu.enabled {
+        return Some(iommu_off(inv));
+    }
+    let Some(group) = f.iommu_group else {
+        return Some(
+            Reason::new(
+                ReasonCode::NoIommuGroup,
+                format!("{addr} has no IOMMU group although the IOMMU is on"),
+            )
+            .evidence(format!(
+                "/sys/bus/pci/devices/{addr}/iommu_group is missing"
+            ))
+            .remedy(match inv.host.iommu.kind {
+                Some(IommuKind::AmdVi) => {
+                    "check `dmesg | grep -i AMD-Vi` for devices the IOMMU does not cover"
+                }
+                _ => "check `dmesg | grep -i DMAR` for devices the IOMMU does not cover",
+            }),
+        );
+    };
+    if f.boot_vga == Some(true) && !filter.allow_boot_vga {
+        return Some(
+            Reason::new(
+                ReasonCode::BootDisplay,
+                format!("{addr} is the boot display: the host would lose its console"),
+            )
+            .evidence(attr_evidence(&addr, "boot_vga", "1"))
+            .remedy("use another GPU, or pass --allow-boot-vga if the host can run without a local display"),
+        );
+    }
+    if let Some(p) = inv.mdev_parent(&addr) {
+        if p.active_count() > 0 {
+            let uuids: Vec<String> = p.types.iter().flat_map(|t| t.devices.clone()).collect();
+            return Some(
+                Reason::new(
+                    ReasonCode::ActiveMdevs,
+                    format!("{addr} parents {} active mediated device(s)", uuids.len()),
+                )
+                .evidence(format!("/sys/bus/mdev/devices: {}", uuids.join(", ")))
+                .remedy("stop the VMs using them and remove them (`vm-cli gpu release`, or `mdevctl stop --uuid UUID`)"),
+            );
+        }
+    }
+    if let Some(s) = &f.sriov {
+        if s.num_vfs > 0 {
+            return Some(
+                Reason::new(
+                    ReasonCode::VfsEnabled,
+                    format!(
+                        "{addr} has {} SR-IOV virtual function(s) enabled",
+                        s.num_vfs
+                    ),
+                )
+                .evidence(attr_evidence(&addr, "sriov_numvfs", &s.num_vfs.to_string()))
+                .remedy(format!(
+                    "echo 0 | sudo tee /sys/bus/pci/devices/{addr}/sriov_numvfs"
+                )),
+            );
+        }
+    }
+    let blockers = group_blockers(inv, group, gpu);
+    if !blockers.is_empty() {
+        let list: Vec<String> = blockers
+            .iter()
+            .map(|(a, name, drv)| format!("{a} ({name}) on {drv}"))
+            .collect();
+        return Some(
+            Reason::new(
+                ReasonCode::GroupNotViable,
+                format!(
+                    "IOMMU group {group} also holds devices the host is using: {}",
+                    list.join("; ")
+                ),
+            )
+            .evidence(format!("/sys/kernel/iommu_groups/{group}/devices"))
+            .remedy("move the GPU to a slot with its own IOMMU group (a CPU-attached slot, or a board with ACS), or stop using those devices on the host"),
+        );
+    }
+    None
+}
+
+/// Members of `group` that are not the GPU, its companions, a bridge, or on a VFIO-safe
+/// driver (or none): `(address, name, driver)`.
+pub fn group_blockers(
+    inv: &HostInventory,
+    group: u32,
+    gpu: &Gpu,
+) -> Vec<(PciAddress, String, String)> {
+    let Some(g) = inv.groups.get(&group) else {
+        return Vec::new();
+    };
+    g.members
+        .iter()
+        .filter(|m| **m != gpu.address && !gpu.companions.contains(m))
+        .filter_map(|m| inv.function(m))
+        .filter(|f| !f.is_bridge())
+        .filter_map(|f| {
+            let drv = f.driver.as_deref()?;
+            (!VFIO_SAFE_DRIVERS.contains(&drv))
+                .then(|| (f.address, f.display_name(), drv.to_string()))
+        })
+        .collect()
+}

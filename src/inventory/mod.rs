@@ -1,0 +1,245 @@
+//! One scan of the host, one value: [`HostInventory`].
+//!
+//! The scan reads through [`HostOps`] only, reads each attribute once, and never fails on
+//! malformed content: an unreadable or garbage attribute leaves that field unknown and adds a
+//! [`ScanWarning`] naming the file, and the rest of the scan goes on.
+
+mod host_facts;
+mod mdev;
+mod names;
+mod pci;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use host_facts::{CpuVendor, HostFacts, IommuKind, IommuState, KernelParams};
+pub use mdev::{MdevDevice, MdevParent, MdevTypeInfo, NvidiaVgpuTypes};
+pub use names::{class_name, device_name, vendor_name};
+pub use pci::{Bar, PciFunction, Sriov, Vram, VramSource};
+
+use crate::host::HostOps;
+use vm_passthrough::PciAddress;
+
+/// Something the scan could not read or understand, with the file that said so.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScanWarning {
+    /// The file (or directory) concerned.
+    pub path: PathBuf,
+    /// What was wrong with it.
+    pub message: String,
+}
+
+/// A GPU: a display-class PCI function (class `0x03xxxx`) with its companion functions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Gpu {
+    /// The display function.
+    pub address: PciAddress,
+    /// Functions on the same slot that go with it (HDMI audio, USB-C, UCSI serial bus).
+    pub companions: Vec<PciAddress>,
+}
+
+/// Members of one IOMMU group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IommuGroup {
+    /// Group number.
+    pub number: u32,
+    /// PCI functions in the group, sorted.
+    pub members: Vec<PciAddress>,
+}
+
+/// Everything the manager knows about the host, from one scan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostInventory {
+    /// IOMMU, CPU, kernel parameters, modules, device nodes.
+    pub host: HostFacts,
+    /// Every PCI function, sorted by address.
+    pub functions: Vec<PciFunction>,
+    /// IOMMU groups by number.
+    pub groups: BTreeMap<u32, IommuGroup>,
+    /// Display-class functions with their companions.
+    pub gpus: Vec<Gpu>,
+    /// Devices that can parent mediated devices (PCI or not).
+    pub mdev_parents: Vec<MdevParent>,
+    /// Active mediated devices.
+    pub mdev_devices: Vec<MdevDevice>,
+    /// What could not be read.
+    pub warnings: Vec<ScanWarning>,
+}
+
+/// Collects warnings while scanning.
+pub(crate) struct Scan<'a> {
+    pub host: &'a dyn HostOps,
+    pub warnings: Vec<ScanWarning>,
+}
+
+impl Scan<'_> {
+    pub(crate) fn warn(&mut self, path: &Path, message: impl Into<String>) {
+        self.warnings.push(ScanWarning {
+            path: path.to_path_buf(),
+            message: message.into(),
+        });
+    }
+
+    /// Reads an optional attribute: absent → `None` silently; unreadable → `None` + warning.
+    pub(crate) fn attr(&mut self, path: &Path) -> Option<String> {
+        match self.host.read_attr(path) {
+            Ok(v) => Some(v),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                self.warn(path, format!("unreadable: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Reads a hex attribute (`0x10de`), warning on garbage.
+    pub(crate) fn hex(&mut self, path: &Path, max: u64) -> Option<u64> {
+        let text = self.attr(path)?;
+        match parse_hex(&text).filter(|v| *v <= max) {
+            Some(v) => Some(v),
+            None => {
+                self.warn(path, format!("not a hex number: {:?}", truncate(&text)));
+                None
+            }
+        }
+    }
+
+    /// Reads a decimal attribute, warning on garbage.
+    pub(crate) fn dec<T: std::str::FromStr>(&mut self, path: &Path) -> Option<T> {
+        let text = self.attr(path)?;
+        match text.trim().parse::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.warn(path, format!("not a number: {:?}", truncate(&text)));
+                None
+            }
+        }
+    }
+
+    /// Lists a directory: absent → empty; unreadable → empty + warning.
+    pub(crate) fn list(&mut self, path: &Path) -> Vec<String> {
+        match self.host.list_dir(path) {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => {
+                self.warn(path, format!("cannot list: {e}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The final component of a link, when the link exists.
+    pub(crate) fn link_name(&mut self, path: &Path) -> Option<String> {
+        match self.host.read_link(path) {
+            Ok(t) => t.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                self.warn(path, format!("unreadable link: {e}"));
+                None
+            }
+        }
+    }
+}
+
+pub(crate) fn parse_hex(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    if t.is_empty() || t.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(t, 16).ok()
+}
+
+pub(crate) fn truncate(s: &str) -> String {
+    let s: String = s.chars().take(40).collect();
+    s.escape_debug().to_string()
+}
+
+/// The PCI class of display controllers (`0x03xxxx`).
+pub const CLASS_DISPLAY: u32 = 0x03;
+
+impl HostInventory {
+    /// Scans the host.
+    pub fn scan(host: &dyn HostOps) -> HostInventory {
+        let mut scan = Scan {
+            host,
+            warnings: Vec::new(),
+        };
+        let host_facts = host_facts::scan(&mut scan);
+        let functions = pci::scan(&mut scan);
+        let (mdev_parents, mdev_devices) = mdev::scan(&mut scan);
+        let mut groups: BTreeMap<u32, IommuGroup> = BTreeMap::new();
+        for f in &functions {
+            if let Some(g) = f.iommu_group {
+                groups
+                    .entry(g)
+                    .or_insert_with(|| IommuGroup {
+                        number: g,
+                        members: Vec::new(),
+                    })
+                    .members
+                    .push(f.address);
+            }
+        }
+        let gpus = find_gpus(&functions);
+        HostInventory {
+            host: host_facts,
+            functions,
+            groups,
+            gpus,
+            mdev_parents,
+            mdev_devices,
+            warnings: scan.warnings,
+        }
+    }
+
+    /// The function at `addr`.
+    pub fn function(&self, addr: &PciAddress) -> Option<&PciFunction> {
+        self.functions
+            .binary_search_by(|f| f.address.cmp(addr))
+            .ok()
+            .map(|i| &self.functions[i])
+    }
+
+    /// The GPU whose display function is `addr`.
+    pub fn gpu(&self, addr: &PciAddress) -> Option<&Gpu> {
+        self.gpus.iter().find(|g| g.address == *addr)
+    }
+
+    /// The mdev parent that is the PCI function `addr`.
+    pub fn mdev_parent(&self, addr: &PciAddress) -> Option<&MdevParent> {
+        self.mdev_parents
+            .iter()
+            .find(|p| p.pci_address == Some(*addr))
+    }
+}
+
+fn is_companion_class(class: u32) -> bool {
+    let base = class >> 16;
+    let sub = (class >> 8) & 0xff;
+    // Multimedia (HDMI/DP audio), USB (USB-C on Turing cards), serial bus (UCSI).
+    base == 0x04 || (base == 0x0c && (sub == 0x03 || sub == 0x80))
+}
+
+fn find_gpus(functions: &[PciFunction]) -> Vec<Gpu> {
+    functions
+        .iter()
+        .filter(|f| f.is_display())
+        .map(|g| Gpu {
+            address: g.address,
+            companions: functions
+                .iter()
+                .filter(|c| {
+                    c.address != g.address
+                        && c.address.same_slot(&g.address)
+                        && !c.is_display()
+                        && c.class.is_some_and(is_companion_class)
+                })
+                .map(|c| c.address)
+                .collect(),
+        })
+        .collect()
+}

@@ -1,0 +1,396 @@
+//! PCI functions from `/sys/bus/pci/devices`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use vm_passthrough::PciAddress;
+
+use super::{names, parse_hex, truncate, Scan, CLASS_DISPLAY};
+
+/// `IORESOURCE_IO` in a `resource` line's flags.
+const IORESOURCE_IO: u64 = 0x100;
+/// `IORESOURCE_MEM`.
+const IORESOURCE_MEM: u64 = 0x200;
+/// `IORESOURCE_PREFETCH`.
+const IORESOURCE_PREFETCH: u64 = 0x2000;
+/// `IORESOURCE_MEM_64`.
+const IORESOURCE_MEM_64: u64 = 0x0010_0000;
+
+/// One base address register (or the ROM, index 6) from the `resource` file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Bar {
+    /// Line index in `resource`: 0–5 BARs, 6 the expansion ROM.
+    pub index: u8,
+    /// Start address.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Memory (not I/O port) space.
+    pub memory: bool,
+    /// Prefetchable memory.
+    pub prefetchable: bool,
+    /// 64-bit memory BAR.
+    pub is_64bit: bool,
+}
+
+/// SR-IOV state of a physical function.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Sriov {
+    /// `sriov_totalvfs`.
+    pub total_vfs: u32,
+    /// `sriov_numvfs`.
+    pub num_vfs: u32,
+    /// The enabled virtual functions (`virtfnN` links), in N order.
+    pub vfs: Vec<PciAddress>,
+}
+
+/// Where a VRAM figure came from, so nobody mistakes a BAR for memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VramSource {
+    /// The driver reports it (amdgpu's `mem_info_vram_total`).
+    Driver,
+    /// The largest prefetchable BAR: an aperture, at most the VRAM size.
+    LargestPrefetchableBar,
+}
+
+/// Video memory of a GPU, with its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Vram {
+    /// Bytes.
+    pub bytes: u64,
+    /// Where the figure came from.
+    pub source: VramSource,
+}
+
+/// One PCI function as sysfs describes it. Fields the kernel did not expose, or that could
+/// not be parsed, are `None`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PciFunction {
+    /// Address.
+    pub address: PciAddress,
+    /// Directory under `/sys/devices`.
+    pub sysfs_path: PathBuf,
+    /// Vendor id.
+    pub vendor_id: Option<u16>,
+    /// Device id.
+    pub device_id: Option<u16>,
+    /// Subsystem vendor id.
+    pub subsystem_vendor_id: Option<u16>,
+    /// Subsystem device id.
+    pub subsystem_device_id: Option<u16>,
+    /// 24-bit class code (`0x030200`).
+    pub class: Option<u32>,
+    /// Revision.
+    pub revision: Option<u8>,
+    /// Vendor name from the PCI ID database.
+    pub vendor_name: Option<String>,
+    /// Device name from the PCI ID database.
+    pub device_name: Option<String>,
+    /// Bound driver.
+    pub driver: Option<String>,
+    /// `driver_override`, when set.
+    pub driver_override: Option<String>,
+    /// NUMA node, when the platform has one.
+    pub numa_node: Option<u32>,
+    /// BARs and ROM with non-zero size.
+    pub bars: Vec<Bar>,
+    /// IOMMU group number.
+    pub iommu_group: Option<u32>,
+    /// `boot_vga`: the firmware's boot display.
+    pub boot_vga: Option<bool>,
+    /// `reset_method` (`None` when the device has no reset method at all).
+    pub reset_method: Option<String>,
+    /// SR-IOV capability of a physical function.
+    pub sriov: Option<Sriov>,
+    /// The physical function of a virtual function.
+    pub physfn: Option<PciAddress>,
+    /// Video memory for display functions.
+    pub vram: Option<Vram>,
+    /// NVIDIA vendor-VFIO vGPU attributes of a VF (`nvidia/…`).
+    pub nvidia_vgpu: Option<super::NvidiaVgpuTypes>,
+}
+
+impl PciFunction {
+    /// Display controller (class `0x03xxxx`).
+    pub fn is_display(&self) -> bool {
+        self.class.is_some_and(|c| c >> 16 == CLASS_DISPLAY)
+    }
+
+    /// PCI-to-PCI bridge or other bridge (class `0x06xxxx`): bridges never block a group.
+    pub fn is_bridge(&self) -> bool {
+        self.class.is_some_and(|c| c >> 16 == 0x06)
+    }
+
+    /// Human name: `vendor device` from the database, or the ids.
+    pub fn display_name(&self) -> String {
+        match (&self.vendor_name, &self.device_name) {
+            (Some(v), Some(d)) => format!("{v} {d}"),
+            (Some(v), None) => format!("{v} device {}", hex4(self.device_id)),
+            _ => format!(
+                "PCI device {}:{}",
+                hex4(self.vendor_id),
+                hex4(self.device_id)
+            ),
+        }
+    }
+
+    /// The largest prefetchable memory BAR.
+    pub fn largest_prefetchable_bar(&self) -> Option<&Bar> {
+        self.bars
+            .iter()
+            .filter(|b| b.index < 6 && b.memory && b.prefetchable)
+            .max_by_key(|b| b.size)
+    }
+}
+
+/// `10de`, or `????` when unknown.
+pub(crate) fn hex4(v: Option<u16>) -> String {
+    v.map(|v| format!("{v:04x}"))
+        .unwrap_or_else(|| "????".into())
+}
+
+pub(super) fn scan(scan: &mut Scan<'_>) -> Vec<PciFunction> {
+    let root = Path::new("/sys/bus/pci/devices");
+    let mut out = Vec::new();
+    for name in scan.list(root) {
+        let Ok(address) = name.parse::<PciAddress>() else {
+            scan.warn(&root.join(&name), "not a PCI address; skipped");
+            continue;
+        };
+        out.push(function(scan, address, &root.join(&name)));
+    }
+    out.sort_by_key(|f| f.address);
+    out
+}
+
+fn function(scan: &mut Scan<'_>, address: PciAddress, dir: &Path) -> PciFunction {
+    let entries: BTreeSet<String> = scan.list(dir).into_iter().collect();
+    let has = |n: &str| entries.contains(n);
+    let sysfs_path = scan
+        .host
+        .canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf());
+    let opt_hex = |scan: &mut Scan<'_>, n: &str, max: u64| {
+        if has(n) {
+            scan.hex(&dir.join(n), max)
+        } else {
+            None
+        }
+    };
+    let vendor_id = opt_hex(scan, "vendor", 0xffff).map(|v| v as u16);
+    let device_id = opt_hex(scan, "device", 0xffff).map(|v| v as u16);
+    let subsystem_vendor_id = opt_hex(scan, "subsystem_vendor", 0xffff).map(|v| v as u16);
+    let subsystem_device_id = opt_hex(scan, "subsystem_device", 0xffff).map(|v| v as u16);
+    let class = opt_hex(scan, "class", 0xff_ffff).map(|v| v as u32);
+    let revision = opt_hex(scan, "revision", 0xff).map(|v| v as u8);
+    for (attr, what) in [
+        ("class", "class"),
+        ("vendor", "vendor id"),
+        ("device", "device id"),
+    ] {
+        if !has(attr) {
+            scan.warn(
+                &dir.join(attr),
+                format!("missing: the function's {what} is unknown"),
+            );
+        }
+    }
+
+    let driver = if has("driver") {
+        let link = dir.join("driver");
+        match scan.link_name(&link) {
+            // A dangling link is no driver, as lspci reads it.
+            Some(n) if scan.host.exists(&link) => Some(n),
+            Some(n) => {
+                scan.warn(
+                    &link,
+                    format!("dangling link to driver `{n}`; treated as unbound"),
+                );
+                None
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    let driver_override = if has("driver_override") {
+        scan.attr(&dir.join("driver_override"))
+            .filter(|v| v != "(null)" && !v.is_empty())
+    } else {
+        None
+    };
+    let numa_node = if has("numa_node") {
+        scan.dec::<i64>(&dir.join("numa_node"))
+            .and_then(|n| u32::try_from(n).ok())
+    } else {
+        None
+    };
+    let bars = if has("resource") {
+        parse_resource(scan, &dir.join("resource"))
+    } else {
+        Vec::new()
+    };
+    let iommu_group = if has("iommu_group") {
+        let link = dir.join("iommu_group");
+        match scan.link_name(&link) {
+            Some(n) => match n.parse::<u32>() {
+                Ok(g) if scan.host.is_dir(&link) => Some(g),
+                Ok(_) => {
+                    scan.warn(
+                        &link,
+                        format!("points to IOMMU group {n}, which does not exist"),
+                    );
+                    None
+                }
+                Err(_) => {
+                    scan.warn(&link, format!("target `{n}` is not a group number"));
+                    None
+                }
+            },
+            None => None,
+        }
+    } else {
+        None
+    };
+    let boot_vga = if has("boot_vga") {
+        scan.dec::<u8>(&dir.join("boot_vga")).map(|v| v != 0)
+    } else {
+        None
+    };
+    let reset_method = if has("reset_method") {
+        scan.attr(&dir.join("reset_method"))
+    } else {
+        None
+    };
+    let sriov = if has("sriov_totalvfs") {
+        let total = scan.dec::<u32>(&dir.join("sriov_totalvfs"));
+        let num = if has("sriov_numvfs") {
+            scan.dec::<u32>(&dir.join("sriov_numvfs"))
+        } else {
+            None
+        };
+        let mut vfs: Vec<(u32, PciAddress)> = Vec::new();
+        for e in entries.iter().filter(|e| e.starts_with("virtfn")) {
+            let Ok(n) = e["virtfn".len()..].parse::<u32>() else {
+                continue;
+            };
+            if let Some(a) = link_address(scan, &dir.join(e)) {
+                vfs.push((n, a));
+            }
+        }
+        vfs.sort();
+        total.map(|total_vfs| Sriov {
+            total_vfs,
+            num_vfs: num.unwrap_or(vfs.len() as u32),
+            vfs: vfs.into_iter().map(|(_, a)| a).collect(),
+        })
+    } else {
+        None
+    };
+    let physfn = if has("physfn") {
+        link_address(scan, &dir.join("physfn"))
+    } else {
+        None
+    };
+    let nvidia_vgpu = if has("nvidia") {
+        super::mdev::nvidia_vgpu(scan, &dir.join("nvidia"))
+    } else {
+        None
+    };
+    let mut f = PciFunction {
+        address,
+        sysfs_path,
+        vendor_id,
+        device_id,
+        subsystem_vendor_id,
+        subsystem_device_id,
+        class,
+        revision,
+        vendor_name: vendor_id.and_then(names::vendor_name).map(str::to_string),
+        device_name: match (vendor_id, device_id) {
+            (Some(v), Some(d)) => names::device_name(v, d).map(str::to_string),
+            _ => None,
+        },
+        driver,
+        driver_override,
+        numa_node,
+        bars,
+        iommu_group,
+        boot_vga,
+        reset_method,
+        sriov,
+        physfn,
+        vram: None,
+        nvidia_vgpu,
+    };
+    if f.is_display() {
+        let from_driver = if has("mem_info_vram_total") {
+            scan.dec::<u64>(&dir.join("mem_info_vram_total"))
+        } else {
+            None
+        };
+        f.vram = match from_driver {
+            Some(bytes) => Some(Vram {
+                bytes,
+                source: VramSource::Driver,
+            }),
+            None => f.largest_prefetchable_bar().map(|b| Vram {
+                bytes: b.size,
+                source: VramSource::LargestPrefetchableBar,
+            }),
+        };
+    }
+    f
+}
+
+fn link_address(scan: &mut Scan<'_>, link: &Path) -> Option<PciAddress> {
+    let name = scan.link_name(link)?;
+    match name.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            scan.warn(
+                link,
+                format!("target `{}` is not a PCI address", truncate(&name)),
+            );
+            None
+        }
+    }
+}
+
+fn parse_resource(scan: &mut Scan<'_>, path: &Path) -> Vec<Bar> {
+    let Some(text) = scan.attr(path) else {
+        return Vec::new();
+    };
+    let mut bars = Vec::new();
+    for (i, line) in text.lines().enumerate().take(7) {
+        let fields: Vec<Option<u64>> = line.split_whitespace().map(parse_hex).collect();
+        let [Some(start), Some(end), Some(flags)] = fields[..] else {
+            scan.warn(
+                path,
+                format!(
+                    "line {}: not `start end flags`: {:?}",
+                    i + 1,
+                    truncate(line)
+                ),
+            );
+            continue;
+        };
+        if start == 0 && end == 0 {
+            continue;
+        }
+        if end < start {
+            scan.warn(path, format!("line {}: end below start", i + 1));
+            continue;
+        }
+        bars.push(Bar {
+            index: i as u8,
+            start,
+            size: end - start + 1,
+            memory: flags & IORESOURCE_MEM != 0 && flags & IORESOURCE_IO == 0,
+            prefetchable: flags & IORESOURCE_PREFETCH != 0,
+            is_64bit: flags & IORESOURCE_MEM_64 != 0,
+        });
+    }
+    bars
+}

@@ -1,0 +1,426 @@
+//! Text for people and JSON for scripts, from the same values. Nothing here decides.
+//!
+//! JSON documents carry `"schema": 1`; fields are only ever added within a schema version.
+
+use serde_json::{json, Value};
+use vm_passthrough::PciAddress;
+
+use crate::gpu_manager::{Candidate, Decision, Preference};
+use crate::inventory::{class_name, HostInventory, IommuKind, PciFunction, VramSource};
+
+/// JSON schema version of every document.
+pub const SCHEMA: u32 = 1;
+
+fn hex4(v: Option<u16>) -> Value {
+    v.map(|v| Value::String(format!("{v:04x}")))
+        .unwrap_or(Value::Null)
+}
+
+/// Human size: `16 GiB`, `256 MiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[i])
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+fn class_json(f: &PciFunction) -> Value {
+    f.class
+        .map(|c| Value::String(format!("{c:06x}")))
+        .unwrap_or(Value::Null)
+}
+
+fn function_json(f: &PciFunction) -> Value {
+    json!({
+        "address": f.address.to_string(),
+        "vendor_id": hex4(f.vendor_id),
+        "device_id": hex4(f.device_id),
+        "subsystem_vendor_id": hex4(f.subsystem_vendor_id),
+        "subsystem_device_id": hex4(f.subsystem_device_id),
+        "class": class_json(f),
+        "class_name": f.class.and_then(class_name),
+        "revision": f.revision.map(|r| format!("{r:02x}")),
+        "vendor_name": f.vendor_name,
+        "device_name": f.device_name,
+        "driver": f.driver,
+        "driver_override": f.driver_override,
+        "iommu_group": f.iommu_group,
+        "numa_node": f.numa_node,
+    })
+}
+
+/// A rejected or listed candidate as JSON.
+pub fn candidate_json(c: &Candidate) -> Value {
+    let r = c.reason();
+    json!({
+        "mode": c.mode,
+        "device": c.device(),
+        "mdev_type": c.mdev_type(),
+        "description": c.describe(),
+        "available": c.is_available(),
+        "reason": r.map(|r| r.message.clone()),
+        "reason_code": r.map(|r| r.code),
+        "evidence": r.map(|r| r.evidence.clone()).unwrap_or_default(),
+        "remedy": r.and_then(|r| r.remedy.clone()),
+        "target": c.target,
+    })
+}
+
+fn selected_json(c: Option<&Candidate>) -> Value {
+    match c {
+        Some(c) => json!({
+            "mode": c.mode,
+            "device": c.device(),
+            "mdev_type": c.mdev_type(),
+            "description": c.describe(),
+            "target": c.target,
+        }),
+        None => Value::Null,
+    }
+}
+
+fn host_json(inv: &HostInventory) -> Value {
+    let h = &inv.host;
+    let modules: serde_json::Map<String, Value> = [
+        "vfio",
+        "vfio_pci",
+        "vfio_iommu_type1",
+        "mdev",
+        "kvmgt",
+        "nvidia_vgpu_vfio",
+    ]
+    .iter()
+    .map(|m| {
+        let v = if h.modules.is_some() {
+            Value::Bool(h.module_loaded(m))
+        } else {
+            Value::Null
+        };
+        (m.to_string(), v)
+    })
+    .collect();
+    json!({
+        "iommu": {
+            "enabled": h.iommu.enabled,
+            "kind": h.iommu.kind,
+            "units": h.iommu.units,
+            "groups": h.iommu.group_count,
+        },
+        "cpu_vendor": h.cpu_vendor,
+        "kernel_params": h.params,
+        "modules": modules,
+        "dev_vfio": h.dev_vfio,
+        "dev_kvm": h.dev_kvm,
+    })
+}
+
+/// `vm-cli gpu list --json`.
+pub fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> Value {
+    let gpus: Vec<Value> = inv
+        .gpus
+        .iter()
+        .filter_map(|g| {
+            let f = inv.function(&g.address)?;
+            let mut v = function_json(f);
+            let o = v.as_object_mut()?;
+            o.insert("boot_vga".into(), json!(f.boot_vga));
+            o.insert("vram_bytes".into(), json!(f.vram.map(|v| v.bytes)));
+            o.insert(
+                "vram_source".into(),
+                json!(f.vram.map(|v| match v.source {
+                    VramSource::Driver => "driver",
+                    VramSource::LargestPrefetchableBar => "largest_prefetchable_bar",
+                })),
+            );
+            o.insert("reset_method".into(), json!(f.reset_method));
+            o.insert(
+                "companions".into(),
+                Value::Array(
+                    g.companions
+                        .iter()
+                        .filter_map(|c| inv.function(c).map(function_json))
+                        .collect(),
+                ),
+            );
+            o.insert("sriov".into(), json!(f.sriov));
+            o.insert("physfn".into(), json!(f.physfn));
+            o.insert(
+                "mdev_types".into(),
+                json!(inv.mdev_parent(&g.address).map(|p| &p.types)),
+            );
+            Some(v)
+        })
+        .collect();
+    let parents: Vec<Value> = inv
+        .mdev_parents
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "pci_address": p.pci_address,
+                "driver": p.driver,
+                "types": p.types,
+            })
+        })
+        .collect();
+    json!({
+        "schema": SCHEMA,
+        "host": host_json(inv),
+        "gpus": gpus,
+        "mdev_parents": parents,
+        "mdev_devices": inv.mdev_devices,
+        "backends": backends.iter().enumerate().map(|(i, c)| {
+            let mut v = candidate_json(c);
+            v.as_object_mut().map(|o| o.insert("index".into(), json!(i)));
+            v
+        }).collect::<Vec<_>>(),
+        "auto": selected_json(auto),
+        "warnings": inv.warnings,
+    })
+}
+
+/// What the user asked for, echoed in a plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    /// `--kernel`.
+    pub kernel: Option<String>,
+    /// `--gpu-mode` (forced) or `None` for auto.
+    pub gpu_mode: Option<crate::gpu_manager::GpuMode>,
+    /// `--gpu-device`.
+    pub gpu_device: Option<PciAddress>,
+    /// `--mdev-type`.
+    pub mdev_type: Option<String>,
+}
+
+/// `vm-cli --kernel K --dry-run --json`.
+pub fn plan_json(req: &PlanRequest, pref: &Preference, d: &Decision) -> Value {
+    json!({
+        "schema": SCHEMA,
+        "kernel": req.kernel,
+        "request": {
+            "gpu_mode": req.gpu_mode.map(|m| m.as_str()).unwrap_or("auto"),
+            "preferred": pref.preferred,
+            "auto_fallback": pref.auto_fallback,
+            "gpu_device": req.gpu_device,
+            "mdev_type": req.mdev_type,
+        },
+        "considered": d.considered,
+        "selected": selected_json(d.selected.as_ref()),
+        "rejected": d.rejected.iter().map(candidate_json).collect::<Vec<_>>(),
+    })
+}
+
+fn mark(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn function_line(f: &PciFunction) -> String {
+    let mut parts = vec![f
+        .class
+        .and_then(class_name)
+        .unwrap_or("unknown class")
+        .to_string()];
+    parts.push(match &f.driver {
+        Some(d) => format!("driver {d}"),
+        None => "no driver".into(),
+    });
+    if let Some(o) = &f.driver_override {
+        parts.push(format!("override {o}"));
+    }
+    if let Some(g) = f.iommu_group {
+        parts.push(format!("IOMMU group {g}"));
+    }
+    parts.join(" · ")
+}
+
+fn ids(f: &PciFunction) -> String {
+    let h = |v: Option<u16>| {
+        v.map(|v| format!("{v:04x}"))
+            .unwrap_or_else(|| "????".into())
+    };
+    format!("[{}:{}]", h(f.vendor_id), h(f.device_id))
+}
+
+/// The listing of backends with indexes, as `print_available_backends` shows it.
+pub fn backends_text(backends: &[Candidate]) -> String {
+    let mut s = String::new();
+    for (i, c) in backends.iter().enumerate() {
+        let state = match c.reason() {
+            None => "available".to_string(),
+            Some(r) => format!("unavailable: {}", r.message),
+        };
+        s.push_str(&format!(
+            "  [{i}] {:<11} {}\n        {state}\n",
+            c.mode.as_str(),
+            c.describe()
+        ));
+        if let Some(r) = c.reason() {
+            for e in &r.evidence {
+                s.push_str(&format!("        evidence: {e}\n"));
+            }
+            if let Some(fix) = &r.remedy {
+                s.push_str(&format!("        fix: {fix}\n"));
+            }
+        }
+    }
+    s
+}
+
+fn host_text(inv: &HostInventory) -> String {
+    let h = &inv.host;
+    let iommu = if h.iommu.enabled {
+        let kind = match h.iommu.kind {
+            Some(IommuKind::IntelVtd) => "Intel VT-d",
+            Some(IommuKind::AmdVi) => "AMD-Vi",
+            Some(IommuKind::Other) => "other",
+            None => "groups only",
+        };
+        format!(
+            "on ({kind}{}{}, {} groups)",
+            if h.iommu.units.is_empty() { "" } else { ": " },
+            h.iommu.units.join(", "),
+            h.iommu.group_count
+        )
+    } else {
+        "off".into()
+    };
+    let cpu = match &h.cpu_vendor {
+        Some(crate::inventory::CpuVendor::Intel) => "Intel".to_string(),
+        Some(crate::inventory::CpuVendor::Amd) => "AMD".to_string(),
+        Some(crate::inventory::CpuVendor::Other(o)) => o.clone(),
+        None => "unknown".into(),
+    };
+    let mods = match &h.modules {
+        Some(_) => ["vfio_pci", "vfio_iommu_type1", "kvmgt", "nvidia_vgpu_vfio"]
+            .iter()
+            .map(|m| format!("{m} {}", mark(h.module_loaded(m))))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "unknown".into(),
+    };
+    format!(
+        "Host\n  IOMMU {iommu} · CPU {cpu} · /dev/vfio {} · /dev/kvm {}\n  modules: {mods}\n",
+        mark(h.dev_vfio),
+        mark(h.dev_kvm)
+    )
+}
+
+/// `vm-cli gpu list`.
+pub fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> String {
+    let mut s = format!("GPUs ({})\n", inv.gpus.len());
+    if inv.gpus.is_empty() {
+        s.push_str("  none: no display-class PCI function on this host\n");
+    }
+    for g in &inv.gpus {
+        let Some(f) = inv.function(&g.address) else {
+            continue;
+        };
+        s.push_str(&format!(
+            "  {}  {} {}\n",
+            f.address,
+            f.display_name(),
+            ids(f)
+        ));
+        let mut line = function_line(f);
+        if f.boot_vga == Some(true) {
+            line.push_str(" · boot display");
+        }
+        if let Some(v) = f.vram {
+            let src = match v.source {
+                VramSource::Driver => "driver",
+                VramSource::LargestPrefetchableBar => "largest prefetchable BAR",
+            };
+            line.push_str(&format!(" · VRAM {} ({src})", human_bytes(v.bytes)));
+        }
+        if let Some(sr) = &f.sriov {
+            line.push_str(&format!(" · SR-IOV {}/{} VFs", sr.num_vfs, sr.total_vfs));
+        }
+        if let Some(pf) = f.physfn {
+            line.push_str(&format!(" · VF of {pf}"));
+        }
+        s.push_str(&format!("      {line}\n"));
+        for c in &g.companions {
+            if let Some(cf) = inv.function(c) {
+                s.push_str(&format!(
+                    "      + {}  {} {} · {}\n",
+                    cf.address,
+                    cf.display_name(),
+                    ids(cf),
+                    function_line(cf)
+                ));
+            }
+        }
+    }
+    if !inv.mdev_parents.is_empty() {
+        s.push_str("\nMediated-device parents\n");
+        for p in &inv.mdev_parents {
+            s.push_str(&format!(
+                "  {} ({}), {} active\n",
+                p.name,
+                p.driver.as_deref().unwrap_or("no driver"),
+                p.active_count()
+            ));
+            for t in &p.types {
+                let avail = t
+                    .available_instances
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into());
+                s.push_str(&format!("      {:<24} {avail} available\n", t.label()));
+            }
+        }
+    }
+    s.push('\n');
+    s.push_str(&host_text(inv));
+    s.push_str("\nBackends (highest priority first)\n");
+    s.push_str(&backends_text(backends));
+    s.push_str(&match auto {
+        Some(c) => format!("\nAuto choice: {} {}\n", c.mode, c.describe()),
+        None => "\nAuto choice: none: no GPU mode is available on this host\n".into(),
+    });
+    if !inv.warnings.is_empty() {
+        s.push_str(&format!("\nWarnings ({})\n", inv.warnings.len()));
+        for w in &inv.warnings {
+            s.push_str(&format!("  {}: {}\n", w.path.display(), w.message));
+        }
+    }
+    s
+}
+
+/// The plan for `--dry-run`.
+pub fn plan_text(req: &PlanRequest, d: &Decision) -> String {
+    let mut s = String::new();
+    let modes: Vec<&str> = d.considered.iter().map(|m| m.as_str()).collect();
+    s.push_str(&format!(
+        "Plan for kernel {} (gpu mode {}; rungs tried: {})\n",
+        req.kernel.as_deref().unwrap_or("-"),
+        req.gpu_mode.map(|m| m.as_str()).unwrap_or("auto"),
+        modes.join(" > ")
+    ));
+    match &d.selected {
+        Some(c) => s.push_str(&format!("  selected: {} {}\n", c.mode, c.describe())),
+        None => s.push_str("  selected: nothing\n"),
+    }
+    if !d.rejected.is_empty() {
+        s.push_str("  passed over:\n");
+        for c in &d.rejected {
+            let r = c.reason().expect("rejected candidates carry a reason");
+            s.push_str(&format!("    {} {}: {}\n", c.mode, c.describe(), r.message));
+            if let Some(fix) = &r.remedy {
+                s.push_str(&format!("      fix: {fix}\n"));
+            }
+        }
+    }
+    s
+}
