@@ -1,7 +1,8 @@
 //! A copy-on-write view of a fixture directory: reads fall through to disk, changes live in
 //! an in-memory overlay keyed by canonical virtual path (`/sys/...`).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -43,6 +44,11 @@ pub(crate) struct Tree {
     overlay: BTreeMap<PathBuf, Entry>,
     /// Directories the fixture has without holding them on disk (`.fixture/empty-dirs`).
     base_dirs: std::collections::BTreeSet<PathBuf>,
+    /// What the fixture on disk holds at a path (it never changes): saves a `stat` and, for
+    /// small files, the read that tells a flattened link from an attribute.
+    disk_nodes: RefCell<HashMap<PathBuf, Option<Entry>>>,
+    /// Resolved paths; cleared whenever the overlay changes.
+    resolved: RefCell<HashMap<(PathBuf, bool), PathBuf>>,
 }
 
 /// Longest link target a flattened link file may hold (`PATH_MAX`).
@@ -104,6 +110,8 @@ impl Tree {
             root,
             overlay: BTreeMap::new(),
             base_dirs: Default::default(),
+            disk_nodes: Default::default(),
+            resolved: Default::default(),
         }
     }
 
@@ -137,6 +145,7 @@ impl Tree {
             if !empty || self.in_base(&cur) {
                 break;
             }
+            self.resolved.get_mut().clear();
             self.overlay.remove(&cur);
             if !cur.pop() {
                 break;
@@ -163,6 +172,7 @@ impl Tree {
         for k in below {
             self.overlay.remove(&k);
         }
+        self.resolved.get_mut().clear();
         let empty: Vec<PathBuf> = self
             .base_dirs
             .iter()
@@ -216,6 +226,15 @@ impl Tree {
         if self.hidden_by_ancestor(p) {
             return None;
         }
+        if let Some(e) = self.disk_nodes.borrow().get(p) {
+            return e.clone();
+        }
+        let e = self.read_disk_node(p);
+        self.disk_nodes.borrow_mut().insert(p.to_path_buf(), e.clone());
+        e
+    }
+
+    fn read_disk_node(&self, p: &Path) -> Option<Entry> {
         let d = self.disk(p);
         let md = std::fs::symlink_metadata(&d).ok()?;
         if md.file_type().is_symlink() {
@@ -248,6 +267,16 @@ impl Tree {
 
     /// Resolves links in `path`; the last component's link is followed when `follow_last`.
     pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+        let key = (path.to_path_buf(), follow_last);
+        if let Some(p) = self.resolved.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let p = self.resolve_uncached(path, follow_last)?;
+        self.resolved.borrow_mut().insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn resolve_uncached(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
         let mut out = PathBuf::from("/");
         let mut pending: Vec<PathBuf> = path
             .components()
@@ -373,6 +402,7 @@ impl Tree {
                 self.ensure_dir(parent);
             }
         }
+        self.resolved.get_mut().clear();
         self.overlay.insert(p.to_path_buf(), e);
     }
 
@@ -401,6 +431,7 @@ impl Tree {
         for k in below {
             self.overlay.remove(&k);
         }
+        self.resolved.get_mut().clear();
         self.overlay.insert(p.to_path_buf(), Entry::Gone);
     }
 
