@@ -204,6 +204,12 @@ impl SimHost {
         &self.root
     }
 
+    /// Turns the operation log ([`ops`](Self::ops)) on or off (on by default). Programs that
+    /// never look at it, such as `vm-cli --host-root`, turn it off to save the copies.
+    pub fn set_logging(&self, on: bool) {
+        self.lock().logging = on;
+    }
+
     /// Every host operation so far, in order.
     pub fn ops(&self) -> Vec<Op> {
         self.lock().log.clone()
