@@ -1,0 +1,444 @@
+//! Scanouts and the cursor: what each virtual display shows, composited on the GPU into one
+//! RGBA target texture per scanout, and read back as screenshots.
+
+use std::path::Path;
+
+use super::protocol::Rect;
+
+/// Format of every scanout's composited image.
+pub const TARGET_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba8Unorm;
+
+/// Largest cursor image accepted (the spec's cursor is 64×64).
+pub const MAX_CURSOR_SIZE: u32 = 64;
+
+const SHADER: &str = r#"
+struct Params {
+    // Destination rectangle in target pixels: x, y, w, h (x, y may be negative for cursors).
+    dst: vec4<f32>,
+    // Target width, height; source origin x, y in the source texture.
+    misc: vec4<f32>,
+    // x: 1 = force alpha to 1.
+    flags: vec4<u32>,
+};
+@group(0) @binding(0) var src: texture_2d<f32>;
+@group(0) @binding(1) var<uniform> p: Params;
+
+@vertex
+fn vs(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
+    let corner = vec2<f32>(f32(i & 1u), f32((i >> 1u) & 1u));
+    let px = p.dst.xy + corner * p.dst.zw;
+    let ndc = vec2<f32>(px.x / p.misc.x * 2.0 - 1.0, 1.0 - px.y / p.misc.y * 2.0);
+    return vec4<f32>(ndc, 0.0, 1.0);
+}
+
+@fragment
+fn fs(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
+    let rel = floor(pos.xy) - p.dst.xy + p.misc.zw;
+    let dims = vec2<f32>(textureDimensions(src));
+    let c = clamp(rel, vec2<f32>(0.0), dims - vec2<f32>(1.0));
+    var col = textureLoad(src, vec2<i32>(c), 0);
+    if (p.flags.x == 1u) {
+        col.a = 1.0;
+    }
+    return col;
+}
+"#;
+
+/// Size of the uniform block.
+const PARAMS_SIZE: u64 = 48;
+
+/// The shared GPU objects of the compositor (one per wgpu device).
+#[derive(Debug)]
+pub struct Compositor {
+    layout: wgpu::BindGroupLayout,
+    replace: wgpu::RenderPipeline,
+    blend: wgpu::RenderPipeline,
+}
+
+impl Compositor {
+    /// Builds the pipelines.
+    pub fn new(device: &wgpu::Device) -> Compositor {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("virtio-gpu composite"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("virtio-gpu composite"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::FRAGMENT,
+                    ty: wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
+                    },
+                    count: None,
+                },
+                wgpu::BindGroupLayoutEntry {
+                    binding: 1,
+                    visibility: wgpu::ShaderStages::VERTEX_FRAGMENT,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: wgpu::BufferSize::new(PARAMS_SIZE),
+                    },
+                    count: None,
+                },
+            ],
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("virtio-gpu composite"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let make = |blend: Option<wgpu::BlendState>| {
+            device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+                label: Some("virtio-gpu composite"),
+                layout: Some(&pl),
+                vertex: wgpu::VertexState {
+                    module: &module,
+                    entry_point: Some("vs"),
+                    compilation_options: Default::default(),
+                    buffers: &[],
+                },
+                primitive: wgpu::PrimitiveState {
+                    topology: wgpu::PrimitiveTopology::TriangleStrip,
+                    ..Default::default()
+                },
+                depth_stencil: None,
+                multisample: Default::default(),
+                fragment: Some(wgpu::FragmentState {
+                    module: &module,
+                    entry_point: Some("fs"),
+                    compilation_options: Default::default(),
+                    targets: &[Some(wgpu::ColorTargetState {
+                        format: TARGET_FORMAT,
+                        blend,
+                        write_mask: wgpu::ColorWrites::ALL,
+                    })],
+                }),
+                multiview_mask: None,
+                cache: None,
+            })
+        };
+        Compositor {
+            replace: make(None),
+            blend: make(Some(wgpu::BlendState::ALPHA_BLENDING)),
+            layout,
+        }
+    }
+}
+
+/// One draw: a source texture, a destination rectangle and its uniform block.
+#[derive(Debug)]
+pub struct Layer {
+    params: wgpu::Buffer,
+    bind: wgpu::BindGroup,
+}
+
+impl Layer {
+    /// A layer sampling `view`.
+    pub fn new(device: &wgpu::Device, comp: &Compositor, view: &wgpu::TextureView) -> Layer {
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("virtio-gpu layer"),
+            size: PARAMS_SIZE,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("virtio-gpu layer"),
+            layout: &comp.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::TextureView(view),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: params.as_entire_binding(),
+                },
+            ],
+        });
+        Layer { params, bind }
+    }
+
+    /// Sets where the layer lands (`dst_x`, `dst_y`, `w`, `h` in target pixels), which source
+    /// pixel maps to its top-left corner, and whether alpha is forced to 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set(
+        &self,
+        queue: &wgpu::Queue,
+        dst: (i64, i64, u32, u32),
+        target: (u32, u32),
+        src_origin: (u32, u32),
+        opaque: bool,
+    ) {
+        let mut b = [0u8; PARAMS_SIZE as usize];
+        let f = [
+            dst.0 as f32,
+            dst.1 as f32,
+            dst.2 as f32,
+            dst.3 as f32,
+            target.0 as f32,
+            target.1 as f32,
+            src_origin.0 as f32,
+            src_origin.1 as f32,
+        ];
+        for (i, v) in f.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        b[32..36].copy_from_slice(&(opaque as u32).to_le_bytes());
+        queue.write_buffer(&self.params, 0, &b);
+    }
+}
+
+/// What a scanout shows.
+#[derive(Debug)]
+pub struct Scanout {
+    /// The display mode offered in GET_DISPLAY_INFO / GET_EDID.
+    pub mode: (u32, u32),
+    /// Resource shown (0: disabled).
+    pub resource_id: u32,
+    /// Part of the resource shown; the scanout's size is this rectangle's size.
+    pub rect: Rect,
+    /// The composited image.
+    pub target: Option<(wgpu::Texture, wgpu::TextureView)>,
+    /// The draw of the resource.
+    pub layer: Option<Layer>,
+}
+
+impl Scanout {
+    /// A disabled scanout offering `mode`.
+    pub fn new(mode: (u32, u32)) -> Scanout {
+        Scanout {
+            mode,
+            resource_id: 0,
+            rect: Rect::default(),
+            target: None,
+            layer: None,
+        }
+    }
+
+    /// Whether a resource is shown.
+    pub fn is_enabled(&self) -> bool {
+        self.resource_id != 0 && self.target.is_some()
+    }
+
+    /// Stops showing anything.
+    pub fn disable(&mut self) {
+        self.resource_id = 0;
+        self.rect = Rect::default();
+        self.target = None;
+        self.layer = None;
+    }
+}
+
+/// The hardware cursor: a copy of a resource's pixels taken at UPDATE_CURSOR.
+#[derive(Debug)]
+pub struct Cursor {
+    /// Scanout it is on.
+    pub scanout: u32,
+    /// Hot-spot position in scanout pixels.
+    pub x: u32,
+    /// Hot-spot position in scanout pixels.
+    pub y: u32,
+    /// Hot spot inside the image.
+    pub hot: (u32, u32),
+    /// Image size.
+    pub size: (u32, u32),
+    /// Whether the source format has no alpha.
+    pub opaque: bool,
+    /// The copied image (kept alive for the layer's bind group).
+    pub texture: wgpu::Texture,
+    /// Its draw.
+    pub layer: Layer,
+}
+
+impl Cursor {
+    /// The rectangle it covers, clipped to a `w`×`h` scanout.
+    pub fn area(&self, w: u32, h: u32) -> Option<Rect> {
+        let x0 = self.x as i64 - self.hot.0 as i64;
+        let y0 = self.y as i64 - self.hot.1 as i64;
+        let cx0 = x0.clamp(0, w as i64);
+        let cy0 = y0.clamp(0, h as i64);
+        let cx1 = (x0 + self.size.0 as i64).clamp(0, w as i64);
+        let cy1 = (y0 + self.size.1 as i64).clamp(0, h as i64);
+        (cx1 > cx0 && cy1 > cy0).then(|| {
+            Rect::new(
+                cx0 as u32,
+                cy0 as u32,
+                (cx1 - cx0) as u32,
+                (cy1 - cy0) as u32,
+            )
+        })
+    }
+}
+
+/// Redraws `dirty` (scanout coordinates) of a scanout: the resource, then the cursor on top.
+/// Returns false if the scanout is disabled or the rectangle is empty.
+pub fn composite(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    comp: &Compositor,
+    s: &Scanout,
+    opaque: bool,
+    cursor: Option<&Cursor>,
+    dirty: Rect,
+) -> bool {
+    let (Some((_, view)), Some(layer)) = (&s.target, &s.layer) else {
+        return false;
+    };
+    let (w, h) = (s.rect.width, s.rect.height);
+    let Some(d) = dirty.intersect(&Rect::new(0, 0, w, h)) else {
+        return false;
+    };
+    layer.set(queue, (0, 0, w, h), (w, h), (s.rect.x, s.rect.y), opaque);
+    let cursor = cursor.filter(|c| c.area(w, h).and_then(|a| a.intersect(&d)).is_some());
+    if let Some(c) = cursor {
+        c.layer.set(
+            queue,
+            (
+                c.x as i64 - c.hot.0 as i64,
+                c.y as i64 - c.hot.1 as i64,
+                c.size.0,
+                c.size.1,
+            ),
+            (w, h),
+            (0, 0),
+            c.opaque,
+        );
+    }
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("virtio-gpu flush"),
+    });
+    {
+        let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+            label: Some("virtio-gpu composite"),
+            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                view,
+                depth_slice: None,
+                resolve_target: None,
+                ops: wgpu::Operations {
+                    load: wgpu::LoadOp::Load,
+                    store: wgpu::StoreOp::Store,
+                },
+            })],
+            ..Default::default()
+        });
+        pass.set_scissor_rect(d.x, d.y, d.width, d.height);
+        pass.set_pipeline(&comp.replace);
+        pass.set_bind_group(0, &layer.bind, &[]);
+        pass.draw(0..4, 0..1);
+        if let Some(c) = cursor {
+            pass.set_pipeline(&comp.blend);
+            pass.set_bind_group(0, &c.layer.bind, &[]);
+            pass.draw(0..4, 0..1);
+        }
+    }
+    queue.submit([enc.finish()]);
+    true
+}
+
+/// An RGBA8 image, rows top to bottom, 4 bytes per pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbaImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width * height * 4` bytes.
+    pub data: Vec<u8>,
+}
+
+impl RgbaImage {
+    /// The pixel at (x, y), or `None` outside the image.
+    pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 4]> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let i = (y as usize * self.width as usize + x as usize) * 4;
+        self.data.get(i..i + 4)?.try_into().ok()
+    }
+
+    /// Writes the image as a PNG file.
+    pub fn save_png(&self, path: &Path) -> std::io::Result<()> {
+        let file = std::fs::File::create(path)?;
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), self.width, self.height);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc
+            .write_header()
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        w.write_image_data(&self.data)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        w.finish()
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Reads a scanout's composited image back to the CPU.
+pub fn read_back(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    texture: &wgpu::Texture,
+) -> Result<RgbaImage, String> {
+    let (w, h) = (texture.width(), texture.height());
+    let pitch = (w as u64 * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64);
+    let buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("virtio-gpu screenshot"),
+        size: pitch * h as u64,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("virtio-gpu screenshot"),
+    });
+    enc.copy_texture_to_buffer(
+        texture.as_image_copy(),
+        wgpu::TexelCopyBufferInfo {
+            buffer: &buf,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(pitch as u32),
+                rows_per_image: Some(h),
+            },
+        },
+        wgpu::Extent3d {
+            width: w,
+            height: h,
+            depth_or_array_layers: 1,
+        },
+    );
+    let idx = queue.submit([enc.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(idx),
+            timeout: None,
+        })
+        .map_err(|e| format!("waiting for the screenshot copy: {e}"))?;
+    rx.recv()
+        .map_err(|e| format!("screenshot map callback lost: {e}"))?
+        .map_err(|e| format!("mapping the screenshot buffer: {e}"))?;
+    let mut data = Vec::with_capacity(w as usize * h as usize * 4);
+    {
+        let view = buf
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| format!("reading the mapped screenshot buffer: {e}"))?;
+        for r in 0..h as usize {
+            let s = r * pitch as usize;
+            data.extend_from_slice(&view[s..s + w as usize * 4]);
+        }
+    }
+    buf.unmap();
+    Ok(RgbaImage {
+        width: w,
+        height: h,
+        data,
+    })
+}
