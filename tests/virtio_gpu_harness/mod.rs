@@ -133,61 +133,84 @@ impl Guest {
     /// Sends raw request bytes through the queue as a driver would (the request split over
     /// two readable descriptors when longer than 64 bytes) and returns the response.
     pub fn raw(&mut self, kind: QueueKind, req: &[u8], resp_len: usize) -> Vec<u8> {
+        self.batch(kind, &[(req.to_vec(), resp_len)]).remove(0)
+    }
+
+    /// Places several requests on a queue, then lets the device process them in one run (as
+    /// after one guest kick); returns the responses in order.
+    pub fn batch(&mut self, kind: QueueKind, reqs: &[(Vec<u8>, usize)]) -> Vec<Vec<u8>> {
         let mem = &self.mem;
         let ring = match kind {
             QueueKind::Control => &mut self.ctrl,
             QueueKind::Cursor => &mut self.cursor,
         };
-        mem.write_slice(req, GuestAddress(REQ_AREA)).unwrap();
-        mem.write_slice(&vec![0xee; resp_len], GuestAddress(RESP_AREA))
-            .unwrap();
-        let mut descs: Vec<(u64, u32, u16)> = Vec::new();
-        if req.len() > 64 {
-            descs.push((REQ_AREA, 64, 0));
-            descs.push((REQ_AREA + 64, (req.len() - 64) as u32, 0));
-        } else {
-            descs.push((REQ_AREA, req.len() as u32, 0));
-        }
-        if resp_len > 0 {
-            descs.push((RESP_AREA, resp_len as u32, 2));
-        }
-        let head = ring.next_desc;
-        for (i, (addr, len, flags)) in descs.iter().enumerate() {
-            let idx = (head + i as u16) % QSIZE;
-            let last = i + 1 == descs.len();
-            let next = (idx + 1) % QSIZE;
-            let a = ring.desc + 16 * idx as u64;
-            mem.write_obj(*addr, GuestAddress(a)).unwrap();
-            mem.write_obj(*len, GuestAddress(a + 8)).unwrap();
-            mem.write_obj(if last { *flags } else { *flags | 1 }, GuestAddress(a + 12))
+        let mut req_at = REQ_AREA;
+        let mut resp_at = RESP_AREA;
+        let mut heads = Vec::new();
+        for (req, resp_len) in reqs {
+            let resp_len = *resp_len;
+            mem.write_slice(req, GuestAddress(req_at)).unwrap();
+            mem.write_slice(&vec![0xee; resp_len], GuestAddress(resp_at))
                 .unwrap();
-            mem.write_obj(if last { 0u16 } else { next }, GuestAddress(a + 14))
-                .unwrap();
+            let mut descs: Vec<(u64, u32, u16)> = Vec::new();
+            if req.len() > 64 {
+                descs.push((req_at, 64, 0));
+                descs.push((req_at + 64, (req.len() - 64) as u32, 0));
+            } else {
+                descs.push((req_at, req.len() as u32, 0));
+            }
+            if resp_len > 0 {
+                descs.push((resp_at, resp_len as u32, 2));
+            }
+            let head = ring.next_desc;
+            for (i, (addr, len, flags)) in descs.iter().enumerate() {
+                let idx = (head + i as u16) % QSIZE;
+                let last = i + 1 == descs.len();
+                let next = (idx + 1) % QSIZE;
+                let a = ring.desc + 16 * idx as u64;
+                mem.write_obj(*addr, GuestAddress(a)).unwrap();
+                mem.write_obj(*len, GuestAddress(a + 8)).unwrap();
+                mem.write_obj(if last { *flags } else { *flags | 1 }, GuestAddress(a + 12))
+                    .unwrap();
+                mem.write_obj(if last { 0u16 } else { next }, GuestAddress(a + 14))
+                    .unwrap();
+            }
+            ring.next_desc = (head + descs.len() as u16) % QSIZE;
+            let slot = ring.avail + 4 + 2 * (ring.avail_idx % QSIZE) as u64;
+            mem.write_obj(head, GuestAddress(slot)).unwrap();
+            ring.avail_idx = ring.avail_idx.wrapping_add(1);
+            heads.push((head, resp_at));
+            req_at = (req_at + req.len() as u64).next_multiple_of(64);
+            resp_at = (resp_at + resp_len as u64).next_multiple_of(64);
         }
-        ring.next_desc = (head + descs.len() as u16) % QSIZE;
-        let slot = ring.avail + 4 + 2 * (ring.avail_idx % QSIZE) as u64;
-        mem.write_obj(head, GuestAddress(slot)).unwrap();
-        ring.avail_idx = ring.avail_idx.wrapping_add(1);
+        assert!(
+            req_at <= RESP_AREA && resp_at <= POOL_START,
+            "batch too large"
+        );
         mem.write_obj(ring.avail_idx, GuestAddress(ring.avail + 2))
             .unwrap();
         let run = self
             .dev
             .process_queue(kind, &mut ring.queue, mem)
             .expect("process_queue");
-        assert_eq!(run.chains, 1, "one chain per request");
+        assert_eq!(run.chains, reqs.len(), "every chain completed");
         let used_idx: u16 = mem.read_obj(GuestAddress(ring.used + 2)).unwrap();
         assert_eq!(
             used_idx,
-            ring.used_seen.wrapping_add(1),
+            ring.used_seen.wrapping_add(reqs.len() as u16),
             "used ring advanced"
         );
-        let e = ring.used + 4 + 8 * (ring.used_seen % QSIZE) as u64;
-        let id: u32 = mem.read_obj(GuestAddress(e)).unwrap();
-        let len: u32 = mem.read_obj(GuestAddress(e + 4)).unwrap();
-        ring.used_seen = used_idx;
-        assert_eq!(id, head as u32, "used id is the chain head");
-        let mut out = vec![0u8; len as usize];
-        mem.read_slice(&mut out, GuestAddress(RESP_AREA)).unwrap();
+        let mut out = Vec::new();
+        for (head, resp_at) in heads {
+            let e = ring.used + 4 + 8 * (ring.used_seen % QSIZE) as u64;
+            let id: u32 = mem.read_obj(GuestAddress(e)).unwrap();
+            let len: u32 = mem.read_obj(GuestAddress(e + 4)).unwrap();
+            assert_eq!(id, head as u32, "used entries in order, id = chain head");
+            ring.used_seen = ring.used_seen.wrapping_add(1);
+            let mut r = vec![0u8; len as usize];
+            mem.read_slice(&mut r, GuestAddress(resp_at)).unwrap();
+            out.push(r);
+        }
         out
     }
 

@@ -197,8 +197,10 @@ impl VirtioGpuDevice {
         s.is_enabled().then_some((s.resource_id, s.rect))
     }
 
-    /// Reads a scanout's composited image back (resource and cursor), as RGBA.
-    pub fn screenshot(&self, scanout: u32) -> Result<RgbaImage, DeviceError> {
+    /// Reads a scanout's composited image back (resource and cursor), as RGBA, after
+    /// presenting whatever is pending.
+    pub fn screenshot(&mut self, scanout: u32) -> Result<RgbaImage, DeviceError> {
+        self.present();
         let s = self
             .scanouts
             .get(scanout as usize)
@@ -208,12 +210,26 @@ impl VirtioGpuDevice {
             .as_ref()
             .filter(|_| s.resource_id != 0)
             .ok_or(DeviceError::ScanoutDisabled(scanout))?;
-        read_back(&self.ctx.device, &self.ctx.queue, tex)
+        read_back(&self.ctx.device, &self.ctx.queue, tex, s.opaque)
             .map_err(|message| DeviceError::Readback { scanout, message })
     }
 
-    /// Processes one request (the bytes the driver wrote) and returns the response bytes.
+    /// Processes one request (the bytes the driver wrote) and returns the response bytes;
+    /// the scanouts it changed are presented before it returns.
     pub fn process_request<M: GuestMemory>(
+        &mut self,
+        queue: QueueKind,
+        request: &[u8],
+        mem: &M,
+    ) -> Vec<u8> {
+        let r = self.handle_request(queue, request, mem);
+        self.present();
+        r
+    }
+
+    /// Processes one request; presentation of changed scanouts is left pending (a fenced
+    /// request presents and waits for the GPU before its response).
+    fn handle_request<M: GuestMemory>(
         &mut self,
         queue: QueueKind,
         request: &[u8],
@@ -232,11 +248,49 @@ impl VirtioGpuDevice {
                     self.counters.error(*e);
                 }
                 if hdr.is_fenced() {
+                    self.present();
                     self.complete_gpu_work();
                     self.counters.fence();
                 }
                 resp.encode(Some(&hdr))
             }
+        }
+    }
+
+    /// Composites every scanout with pending changes (one GPU submission for all of them)
+    /// and counts a presented frame for each scanout a RESOURCE_FLUSH reached.
+    pub fn present(&mut self) {
+        let VirtioGpuDevice {
+            ctx,
+            scanouts,
+            resources,
+            cursor,
+            counters,
+            ..
+        } = self;
+        let mut enc: Option<wgpu::CommandEncoder> = None;
+        for (i, s) in scanouts.iter_mut().enumerate() {
+            if s.dirty.is_empty() {
+                continue;
+            }
+            let Some(res) = resources.get(&s.resource_id) else {
+                s.dirty.clear();
+                continue;
+            };
+            let e = enc.get_or_insert_with(|| {
+                ctx.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("virtio-gpu present"),
+                    })
+            });
+            let c = cursor.as_ref().filter(|c| c.scanout == i as u32);
+            if composite(e, &ctx.queue, &ctx.compositor, s, &res.texture, c) && s.flushed {
+                counters.frame();
+            }
+            s.flushed = false;
+        }
+        if let Some(e) = enc {
+            ctx.queue.submit([e.finish()]);
         }
     }
 
@@ -438,13 +492,12 @@ impl VirtioGpuDevice {
         if rect.is_empty() || !rect.fits_in(res.width, res.height) {
             return Err(ErrorCode::InvalidParameter);
         }
-        let dev = &self.ctx.device;
-        let same_size = s
-            .target
-            .as_ref()
-            .is_some_and(|(t, _)| t.width() == rect.width && t.height() == rect.height);
-        if !same_size {
-            let t = dev.create_texture(&wgpu::TextureDescriptor {
+        let format = texture_format(res.format);
+        let reuse = s.target.as_ref().is_some_and(|(t, _)| {
+            t.width() == rect.width && t.height() == rect.height && t.format() == format
+        });
+        if !reuse {
+            let t = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
                 label: Some("virtio-gpu scanout"),
                 size: wgpu::Extent3d {
                     width: rect.width,
@@ -454,28 +507,20 @@ impl VirtioGpuDevice {
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
-                format: super::scanout::TARGET_FORMAT,
-                usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+                format,
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT
+                    | wgpu::TextureUsages::COPY_DST
+                    | wgpu::TextureUsages::COPY_SRC,
                 view_formats: &[],
             });
             let v = t.create_view(&Default::default());
             s.target = Some((t, v));
         }
-        if s.resource_id != rid || s.layer.is_none() {
-            s.layer = Some(Layer::new(dev, &self.ctx.compositor, &res.view));
-        }
         s.resource_id = rid;
         s.rect = rect;
-        let cursor = self.cursor.as_ref().filter(|c| c.scanout == sid);
-        composite(
-            dev,
-            &self.ctx.queue,
-            &self.ctx.compositor,
-            s,
-            res.format.is_opaque(),
-            cursor,
-            Rect::new(0, 0, rect.width, rect.height),
-        );
+        s.opaque = res.format.is_opaque();
+        s.dirty.clear();
+        s.mark_dirty(Rect::new(0, 0, rect.width, rect.height));
         Ok(Response::OkNoData)
     }
 
@@ -487,26 +532,15 @@ impl VirtioGpuDevice {
         if !rect.fits_in(res.width, res.height) {
             return Err(ErrorCode::InvalidParameter);
         }
-        for (i, s) in self.scanouts.iter().enumerate() {
+        for s in self.scanouts.iter_mut() {
             if s.resource_id != rid {
                 continue;
             }
             let Some(r) = rect.intersect(&s.rect) else {
                 continue;
             };
-            let dirty = Rect::new(r.x - s.rect.x, r.y - s.rect.y, r.width, r.height);
-            let cursor = self.cursor.as_ref().filter(|c| c.scanout == i as u32);
-            if composite(
-                &self.ctx.device,
-                &self.ctx.queue,
-                &self.ctx.compositor,
-                s,
-                res.format.is_opaque(),
-                cursor,
-                dirty,
-            ) {
-                self.counters.frame();
-            }
+            s.mark_dirty(Rect::new(r.x - s.rect.x, r.y - s.rect.y, r.width, r.height));
+            s.flushed = true;
         }
         Ok(Response::OkNoData)
     }
@@ -603,70 +637,40 @@ impl VirtioGpuDevice {
             // No cursor image yet: nothing is drawn, the position is kept by the next update.
             return Ok(Response::OkNoData);
         };
-        let old_area = (c.scanout, c.x, c.y);
+        let (old_sid, old_x, old_y, hot, size) = (c.scanout, c.x, c.y, c.hot, c.size);
         c.scanout = pos.scanout_id;
         c.x = pos.x;
         c.y = pos.y;
-        let (os, ox, oy) = old_area;
-        self.redraw_cursor_move(os, ox, oy);
+        self.mark_cursor_area(old_sid, old_x, old_y, hot, size);
+        self.mark_cursor_area(pos.scanout_id, pos.x, pos.y, hot, size);
         Ok(Response::OkNoData)
     }
 
-    /// Redraws the scanout areas the old and the new cursor cover.
+    /// Marks the scanout areas the old and the new cursor cover for recomposition.
     fn redraw_after_cursor_change(&mut self, old: Option<Cursor>) {
         if let Some(o) = &old {
-            if let Some(s) = self.scanouts.get(o.scanout as usize) {
-                if let Some(area) = o.area(s.rect.width, s.rect.height) {
-                    self.redraw(o.scanout, area);
-                }
-            }
+            self.mark_cursor_area(o.scanout, o.x, o.y, o.hot, o.size);
         }
         if let Some(c) = &self.cursor {
-            let (sid, x, y) = (c.scanout, c.x, c.y);
-            self.redraw_cursor_move(sid, x, y);
+            let (sid, x, y, hot, size) = (c.scanout, c.x, c.y, c.hot, c.size);
+            self.mark_cursor_area(sid, x, y, hot, size);
         }
     }
 
-    /// Redraws the cursor's current area and the area it had at (`sid`, `x`, `y`).
-    fn redraw_cursor_move(&self, sid: u32, x: u32, y: u32) {
-        let Some(c) = &self.cursor else { return };
-        if let Some(s) = self.scanouts.get(sid as usize) {
-            let ghost_x = x as i64 - c.hot.0 as i64;
-            let ghost_y = y as i64 - c.hot.1 as i64;
-            let clip = |v: i64, max: u32| v.clamp(0, max as i64) as u32;
-            let (w, h) = (s.rect.width, s.rect.height);
-            let x0 = clip(ghost_x, w);
-            let y0 = clip(ghost_y, h);
-            let x1 = clip(ghost_x + c.size.0 as i64, w);
-            let y1 = clip(ghost_y + c.size.1 as i64, h);
-            if x1 > x0 && y1 > y0 {
-                self.redraw(sid, Rect::new(x0, y0, x1 - x0, y1 - y0));
-            }
-        }
-        if let Some(s) = self.scanouts.get(c.scanout as usize) {
-            if let Some(area) = c.area(s.rect.width, s.rect.height) {
-                self.redraw(c.scanout, area);
-            }
-        }
-    }
-
-    fn redraw(&self, sid: u32, area: Rect) {
-        let Some(s) = self.scanouts.get(sid as usize) else {
+    /// Marks where a cursor with this geometry is (or was) for recomposition.
+    fn mark_cursor_area(&mut self, sid: u32, x: u32, y: u32, hot: (u32, u32), size: (u32, u32)) {
+        let Some(s) = self.scanouts.get_mut(sid as usize) else {
             return;
         };
-        let Some(res) = self.resources.get(&s.resource_id) else {
-            return;
-        };
-        let cursor = self.cursor.as_ref().filter(|c| c.scanout == sid);
-        composite(
-            &self.ctx.device,
-            &self.ctx.queue,
-            &self.ctx.compositor,
-            s,
-            res.format.is_opaque(),
-            cursor,
-            area,
-        );
+        let x0 = x as i64 - hot.0 as i64;
+        let y0 = y as i64 - hot.1 as i64;
+        let clip = |v: i64, max: u32| v.clamp(0, max as i64) as u32;
+        let (w, h) = (s.rect.width, s.rect.height);
+        let (cx0, cy0) = (clip(x0, w), clip(y0, h));
+        let (cx1, cy1) = (clip(x0 + size.0 as i64, w), clip(y0 + size.1 as i64, h));
+        if cx1 > cx0 && cy1 > cy0 {
+            s.mark_dirty(Rect::new(cx0, cy0, cx1 - cx0, cy1 - cy0));
+        }
     }
 
     /// Pops every available chain of `queue`, processes it and returns it to the used ring.
@@ -709,7 +713,7 @@ impl VirtioGpuDevice {
                 self.counters.error(ErrorCode::Unspec);
                 Response::Err(ErrorCode::Unspec).encode(CtrlHeader::decode(&request).as_ref())
             } else {
-                self.process_request(kind, &request, mem)
+                self.handle_request(kind, &request, mem)
             };
             let cap: usize = writable.iter().map(|w| w.1).fold(0, usize::saturating_add);
             let response = if response.len() <= cap {
@@ -729,8 +733,15 @@ impl VirtioGpuDevice {
                     break;
                 }
                 let n = len.min(response.len() - written);
-                mem.write_slice(&response[written..written + n], addr)
-                    .map_err(|e| qerr(format!("writing the response at {:#x}: {e}", addr.0)))?;
+                if mem
+                    .write_slice(&response[written..written + n], addr)
+                    .is_err()
+                {
+                    // The driver's response buffer is not guest RAM: complete the chain with
+                    // what was written so far and go on with the next one.
+                    self.counters.error(ErrorCode::Unspec);
+                    break;
+                }
                 written += n;
             }
             queue
@@ -738,6 +749,8 @@ impl VirtioGpuDevice {
                 .map_err(|e| qerr(format!("add_used({head}): {e}")))?;
             run.chains += 1;
         }
+        // One composition per queue run: every flush of the run reaches the scanouts together.
+        self.present();
         run.needs_notification = run.chains > 0
             && queue
                 .needs_notification(mem)

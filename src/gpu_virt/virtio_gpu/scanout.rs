@@ -5,9 +5,6 @@ use std::path::Path;
 
 use super::protocol::Rect;
 
-/// Format of every scanout's composited image.
-pub const TARGET_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba8Unorm;
-
 /// Largest cursor image accepted (the spec's cursor is 64×64).
 pub const MAX_CURSOR_SIZE: u32 = 64;
 
@@ -47,23 +44,25 @@ fn fs(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
 /// Size of the uniform block.
 const PARAMS_SIZE: u64 = 48;
 
-/// The shared GPU objects of the compositor (one per wgpu device).
+/// The shared GPU objects of the compositor (one per wgpu device): the cursor's blend
+/// pipelines, one per scanout texture format. Scanout pixels themselves are copied
+/// (`copy_texture_to_texture`), never shaded.
 #[derive(Debug)]
 pub struct Compositor {
     layout: wgpu::BindGroupLayout,
-    replace: wgpu::RenderPipeline,
-    blend: wgpu::RenderPipeline,
+    blend_bgra: wgpu::RenderPipeline,
+    blend_rgba: wgpu::RenderPipeline,
 }
 
 impl Compositor {
     /// Builds the pipelines.
     pub fn new(device: &wgpu::Device) -> Compositor {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("virtio-gpu composite"),
+            label: Some("virtio-gpu cursor"),
             source: wgpu::ShaderSource::Wgsl(SHADER.into()),
         });
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("virtio-gpu composite"),
+            label: Some("virtio-gpu cursor"),
             entries: &[
                 wgpu::BindGroupLayoutEntry {
                     binding: 0,
@@ -88,13 +87,13 @@ impl Compositor {
             ],
         });
         let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("virtio-gpu composite"),
+            label: Some("virtio-gpu cursor"),
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let make = |blend: Option<wgpu::BlendState>| {
+        let make = |format: wgpu::TextureFormat| {
             device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-                label: Some("virtio-gpu composite"),
+                label: Some("virtio-gpu cursor"),
                 layout: Some(&pl),
                 vertex: wgpu::VertexState {
                     module: &module,
@@ -113,8 +112,8 @@ impl Compositor {
                     entry_point: Some("fs"),
                     compilation_options: Default::default(),
                     targets: &[Some(wgpu::ColorTargetState {
-                        format: TARGET_FORMAT,
-                        blend,
+                        format,
+                        blend: Some(wgpu::BlendState::ALPHA_BLENDING),
                         write_mask: wgpu::ColorWrites::ALL,
                     })],
                 }),
@@ -123,9 +122,17 @@ impl Compositor {
             })
         };
         Compositor {
-            replace: make(None),
-            blend: make(Some(wgpu::BlendState::ALPHA_BLENDING)),
+            blend_bgra: make(wgpu::TextureFormat::Bgra8Unorm),
+            blend_rgba: make(wgpu::TextureFormat::Rgba8Unorm),
             layout,
+        }
+    }
+
+    fn blend(&self, format: wgpu::TextureFormat) -> &wgpu::RenderPipeline {
+        if format == wgpu::TextureFormat::Bgra8Unorm {
+            &self.blend_bgra
+        } else {
+            &self.blend_rgba
         }
     }
 }
@@ -165,7 +172,6 @@ impl Layer {
 
     /// Sets where the layer lands (`dst_x`, `dst_y`, `w`, `h` in target pixels), which source
     /// pixel maps to its top-left corner, and whether alpha is forced to 1.
-    #[allow(clippy::too_many_arguments)]
     pub fn set(
         &self,
         queue: &wgpu::Queue,
@@ -193,6 +199,9 @@ impl Layer {
     }
 }
 
+/// Dirty rectangles kept per scanout before they are merged into their bounding box.
+const MAX_DIRTY_RECTS: usize = 16;
+
 /// What a scanout shows.
 #[derive(Debug)]
 pub struct Scanout {
@@ -202,10 +211,14 @@ pub struct Scanout {
     pub resource_id: u32,
     /// Part of the resource shown; the scanout's size is this rectangle's size.
     pub rect: Rect,
-    /// The composited image.
+    /// Whether the shown resource's format has no alpha (screenshots show it opaque).
+    pub opaque: bool,
+    /// The composited image, in the shown resource's texture format.
     pub target: Option<(wgpu::Texture, wgpu::TextureView)>,
-    /// The draw of the resource.
-    pub layer: Option<Layer>,
+    /// Areas (scanout coordinates) to recomposite at the next present.
+    pub dirty: Vec<Rect>,
+    /// Whether a RESOURCE_FLUSH asked for the next present (counted as a frame).
+    pub flushed: bool,
 }
 
 impl Scanout {
@@ -215,8 +228,10 @@ impl Scanout {
             mode,
             resource_id: 0,
             rect: Rect::default(),
+            opaque: true,
             target: None,
-            layer: None,
+            dirty: Vec::new(),
+            flushed: false,
         }
     }
 
@@ -230,7 +245,25 @@ impl Scanout {
         self.resource_id = 0;
         self.rect = Rect::default();
         self.target = None;
-        self.layer = None;
+        self.dirty.clear();
+        self.flushed = false;
+    }
+
+    /// Adds an area (scanout coordinates, clipped) to recomposite.
+    pub fn mark_dirty(&mut self, r: Rect) {
+        let Some(r) = r.intersect(&Rect::new(0, 0, self.rect.width, self.rect.height)) else {
+            return;
+        };
+        if self.dirty.iter().any(|d| d.intersect(&r) == Some(r)) {
+            return;
+        }
+        if self.dirty.len() >= MAX_DIRTY_RECTS {
+            let all = self.dirty.iter().fold(r, |a, d| a.union(d));
+            self.dirty.clear();
+            self.dirty.push(all);
+        } else {
+            self.dirty.push(r);
+        }
     }
 }
 
@@ -275,68 +308,93 @@ impl Cursor {
     }
 }
 
-/// Redraws `dirty` (scanout coordinates) of a scanout: the resource, then the cursor on top.
-/// Returns false if the scanout is disabled or the rectangle is empty.
+/// Records the recomposition of a scanout's dirty areas into `enc`: each area is copied
+/// from the resource, then the cursor is blended on top where it overlaps them. Clears the
+/// dirty list; returns false if there was nothing to do.
 pub fn composite(
-    device: &wgpu::Device,
+    enc: &mut wgpu::CommandEncoder,
     queue: &wgpu::Queue,
     comp: &Compositor,
-    s: &Scanout,
-    opaque: bool,
+    s: &mut Scanout,
+    source: &wgpu::Texture,
     cursor: Option<&Cursor>,
-    dirty: Rect,
 ) -> bool {
-    let (Some((_, view)), Some(layer)) = (&s.target, &s.layer) else {
+    let dirty = std::mem::take(&mut s.dirty);
+    let Some((target, view)) = &s.target else {
         return false;
     };
+    if dirty.is_empty() {
+        return false;
+    }
     let (w, h) = (s.rect.width, s.rect.height);
-    let Some(d) = dirty.intersect(&Rect::new(0, 0, w, h)) else {
-        return false;
-    };
-    layer.set(queue, (0, 0, w, h), (w, h), (s.rect.x, s.rect.y), opaque);
-    let cursor = cursor.filter(|c| c.area(w, h).and_then(|a| a.intersect(&d)).is_some());
-    if let Some(c) = cursor {
-        c.layer.set(
-            queue,
-            (
-                c.x as i64 - c.hot.0 as i64,
-                c.y as i64 - c.hot.1 as i64,
-                c.size.0,
-                c.size.1,
-            ),
-            (w, h),
-            (0, 0),
-            c.opaque,
+    for d in &dirty {
+        enc.copy_texture_to_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture: source,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: s.rect.x + d.x,
+                    y: s.rect.y + d.y,
+                    z: 0,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: target,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: d.x,
+                    y: d.y,
+                    z: 0,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width: d.width,
+                height: d.height,
+                depth_or_array_layers: 1,
+            },
         );
     }
-    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("virtio-gpu flush"),
-    });
-    {
-        let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
-            label: Some("virtio-gpu composite"),
-            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                view,
-                depth_slice: None,
-                resolve_target: None,
-                ops: wgpu::Operations {
-                    load: wgpu::LoadOp::Load,
-                    store: wgpu::StoreOp::Store,
-                },
-            })],
-            ..Default::default()
-        });
-        pass.set_scissor_rect(d.x, d.y, d.width, d.height);
-        pass.set_pipeline(&comp.replace);
-        pass.set_bind_group(0, &layer.bind, &[]);
-        pass.draw(0..4, 0..1);
-        if let Some(c) = cursor {
-            pass.set_pipeline(&comp.blend);
-            pass.set_bind_group(0, &c.layer.bind, &[]);
-            pass.draw(0..4, 0..1);
-        }
+    let Some(c) = cursor else { return true };
+    let Some(area) = c.area(w, h) else {
+        return true;
+    };
+    let scissors: Vec<Rect> = dirty.iter().filter_map(|d| d.intersect(&area)).collect();
+    if scissors.is_empty() {
+        return true;
     }
-    queue.submit([enc.finish()]);
+    c.layer.set(
+        queue,
+        (
+            c.x as i64 - c.hot.0 as i64,
+            c.y as i64 - c.hot.1 as i64,
+            c.size.0,
+            c.size.1,
+        ),
+        (w, h),
+        (0, 0),
+        c.opaque,
+    );
+    let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+        label: Some("virtio-gpu cursor"),
+        color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+            view,
+            depth_slice: None,
+            resolve_target: None,
+            ops: wgpu::Operations {
+                load: wgpu::LoadOp::Load,
+                store: wgpu::StoreOp::Store,
+            },
+        })],
+        ..Default::default()
+    });
+    pass.set_pipeline(comp.blend(target.format()));
+    pass.set_bind_group(0, &c.layer.bind, &[]);
+    for r in scissors {
+        pass.set_scissor_rect(r.x, r.y, r.width, r.height);
+        pass.draw(0..4, 0..1);
+    }
     true
 }
 
@@ -377,11 +435,13 @@ impl RgbaImage {
     }
 }
 
-/// Reads a scanout's composited image back to the CPU.
+/// Reads a scanout's composited image back to the CPU as RGBA (alpha forced to 255 when
+/// `opaque`).
 pub fn read_back(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     texture: &wgpu::Texture,
+    opaque: bool,
 ) -> Result<RgbaImage, String> {
     let (w, h) = (texture.width(), texture.height());
     let pitch = (w as u64 * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64);
@@ -436,6 +496,17 @@ pub fn read_back(
         }
     }
     buf.unmap();
+    let bgra = texture.format() == wgpu::TextureFormat::Bgra8Unorm;
+    if bgra || opaque {
+        for px in data.chunks_exact_mut(4) {
+            if bgra {
+                px.swap(0, 2);
+            }
+            if opaque {
+                px[3] = 255;
+            }
+        }
+    }
     Ok(RgbaImage {
         width: w,
         height: h,
