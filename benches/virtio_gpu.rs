@@ -8,7 +8,8 @@
 //!   console, 1, 8 or 60 updates per queue kick, the last flush of each kick fenced.
 //!
 //! `cargo bench -p vm-device --bench virtio_gpu` (WGPU_BACKEND picks the backend;
-//! VIRTIO_GPU_BENCH_SECS sets the time per measurement, default 2).
+//! VIRTIO_GPU_BENCH_SECS sets the time per measurement, default 2;
+//! VIRTIO_GPU_BENCH_ONLY=1080p|4k|text|text1|text8|text60 selects cases).
 
 #[path = "../tests/virtio_gpu_harness/mod.rs"]
 mod harness;
@@ -181,9 +182,18 @@ fn main() {
             "release build"
         }
     );
-    full_frames(&be, 1920, 1080);
-    full_frames(&be, 3840, 2160);
-    text_cells(&be, 1);
-    text_cells(&be, 8);
-    text_cells(&be, 60);
+    // VIRTIO_GPU_BENCH_ONLY=1080p|4k|text|text60... runs only the matching cases.
+    let only = std::env::var("VIRTIO_GPU_BENCH_ONLY").unwrap_or_default();
+    let want = |name: &str| name.starts_with(only.as_str());
+    if want("1080p") {
+        full_frames(&be, 1920, 1080);
+    }
+    if want("4k") {
+        full_frames(&be, 3840, 2160);
+    }
+    for per_kick in [1, 8, 60] {
+        if want(&format!("text{per_kick}")) {
+            text_cells(&be, per_kick);
+        }
+    }
 }

@@ -280,6 +280,28 @@ fn cursor_on_top(b: wgpu::Backends) {
         hot_y: 0,
     });
     assert_image(&g.dev.screenshot(0).unwrap(), 320, 200, |_, _| red);
+    // New content while no cursor is shown (direct scanout), then the cursor again: the
+    // composition catches up with everything.
+    g.paint(1, &buf, 320, 200, |_, _| [200, 0, 0, 0]); // blue
+    g.ok(&Command::ResourceFlush {
+        rect: Rect::new(0, 0, 320, 200),
+        resource_id: 1,
+    });
+    let blue = [0, 0, 200, 255];
+    assert_image(&g.dev.screenshot(0).unwrap(), 320, 200, |_, _| blue);
+    g.ok(&Command::UpdateCursor {
+        pos: Guest::cursor_pos(0, 10, 10),
+        resource_id: 2,
+        hot_x: 4,
+        hot_y: 2,
+    });
+    assert_image(&g.dev.screenshot(0).unwrap(), 320, 200, |x, y| {
+        if in_cursor(x, y, 10, 10) {
+            green
+        } else {
+            blue
+        }
+    });
     // Cursor commands on the control queue (and vice versa) are refused.
     let req = Command::MoveCursor {
         pos: Guest::cursor_pos(0, 1, 1),

@@ -14,10 +14,16 @@ use super::protocol::{
     VIRTIO_GPU_MAX_SCANOUTS,
 };
 use super::resources::{charged_bytes, texture_format, Backing, Resource};
-use super::scanout::{composite, read_back, Cursor, Layer, RgbaImage, Scanout, MAX_CURSOR_SIZE};
+use super::scanout::{
+    composite, create_target, read_back, Cursor, Layer, RgbaImage, Scanout, MAX_CURSOR_SIZE,
+};
 use super::stats::{DeviceCounters, DeviceStats};
 use super::transfer;
 use crate::gpu_virt::wgpu_backend::{GpuContext, WgpuError};
+
+/// Size of the staging chunks transfers are sub-allocated from (a 1080p frame fits one;
+/// larger transfers get a dedicated chunk, kept for reuse).
+const STAGING_CHUNK: u64 = 8 << 20;
 
 /// Default per-device host-memory budget for resources (QEMU's `max_hostmem`).
 pub const DEFAULT_MAX_HOSTMEM: u64 = 256 << 20;
@@ -98,7 +104,12 @@ pub struct VirtioGpuDevice {
     scanouts: Vec<Scanout>,
     cursor: Option<Cursor>,
     counters: Arc<DeviceCounters>,
-    staging: Vec<u8>,
+    /// Mapped staging memory for transfers, reused across submissions.
+    belt: wgpu::util::StagingBelt,
+    /// GPU work recorded since the last present (uploads, cursor copies, compositions).
+    pending: Option<wgpu::CommandEncoder>,
+    /// Cache-sized bounce buffer between guest memory and the write-only staging memory.
+    scratch: Vec<u8>,
     driver_features: u64,
 }
 
@@ -127,14 +138,16 @@ impl VirtioGpuDevice {
         }
         Ok(VirtioGpuDevice {
             scanouts: config.scanouts.iter().map(|&m| Scanout::new(m)).collect(),
-            ctx,
             config,
             resources: HashMap::new(),
             hostmem_used: 0,
             cursor: None,
             counters: Arc::new(DeviceCounters::default()),
-            staging: Vec::new(),
+            belt: wgpu::util::StagingBelt::new(ctx.device.clone(), STAGING_CHUNK),
+            pending: None,
+            scratch: Vec::new(),
             driver_features: DEVICE_FEATURES,
+            ctx,
         })
     }
 
@@ -205,11 +218,16 @@ impl VirtioGpuDevice {
             .scanouts
             .get(scanout as usize)
             .ok_or(DeviceError::NoSuchScanout(scanout))?;
-        let (tex, _) = s
-            .target
-            .as_ref()
-            .filter(|_| s.resource_id != 0)
-            .ok_or(DeviceError::ScanoutDisabled(scanout))?;
+        let disabled = DeviceError::ScanoutDisabled(scanout);
+        let res = self.resources.get(&s.resource_id).ok_or(disabled)?;
+        let tex = if s.direct {
+            &res.texture
+        } else {
+            &s.target
+                .as_ref()
+                .ok_or(DeviceError::ScanoutDisabled(scanout))?
+                .0
+        };
         read_back(&self.ctx.device, &self.ctx.queue, tex, s.opaque)
             .map_err(|message| DeviceError::Readback { scanout, message })
     }
@@ -257,8 +275,11 @@ impl VirtioGpuDevice {
         }
     }
 
-    /// Composites every scanout with pending changes (one GPU submission for all of them)
-    /// and counts a presented frame for each scanout a RESOURCE_FLUSH reached.
+    /// Presents every scanout with pending changes and counts a frame for each scanout a
+    /// RESOURCE_FLUSH reached. A scanout showing a whole resource with no cursor on it is
+    /// scanned out directly from the resource texture (like a KMS primary plane); otherwise
+    /// its damage is composed into its target (resource copy, cursor blended on top). All
+    /// recorded GPU work (uploads, cursor copies, composition) goes in one submission.
     pub fn present(&mut self) {
         let VirtioGpuDevice {
             ctx,
@@ -266,9 +287,10 @@ impl VirtioGpuDevice {
             resources,
             cursor,
             counters,
+            belt,
+            pending,
             ..
         } = self;
-        let mut enc: Option<wgpu::CommandEncoder> = None;
         for (i, s) in scanouts.iter_mut().enumerate() {
             if s.dirty.is_empty() {
                 continue;
@@ -277,20 +299,36 @@ impl VirtioGpuDevice {
                 s.dirty.clear();
                 continue;
             };
-            let e = enc.get_or_insert_with(|| {
-                ctx.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("virtio-gpu present"),
-                    })
-            });
             let c = cursor.as_ref().filter(|c| c.scanout == i as u32);
-            if composite(e, &ctx.queue, &ctx.compositor, s, &res.texture, c) && s.flushed {
+            let whole = Rect::new(0, 0, s.rect.width, s.rect.height);
+            if c.is_none() && s.rect == Rect::new(0, 0, res.width, res.height) {
+                // Direct scanout: the scanout is the whole resource and no cursor is on it,
+                // so the resource texture is the scanout image; nothing to compose.
+                s.dirty.clear();
+                s.direct = true;
+            } else {
+                if s.direct || s.target.is_none() {
+                    // Entering composition: the target has to catch up entirely.
+                    if s.target.is_none() {
+                        s.target = Some(create_target(&ctx.device, whole, res.texture.format()));
+                    }
+                    s.dirty = vec![whole];
+                    s.direct = false;
+                }
+                let e = pending.get_or_insert_with(|| new_encoder(&ctx.device));
+                composite(e, &ctx.queue, &ctx.compositor, s, &res.texture, c);
+            }
+            if s.flushed {
                 counters.frame();
             }
             s.flushed = false;
         }
-        if let Some(e) = enc {
+        if let Some(e) = pending.take() {
+            belt.finish();
             ctx.queue.submit([e.finish()]);
+            belt.recall();
+            // Deliver finished map callbacks so staging chunks come back for reuse.
+            let _ = ctx.device.poll(wgpu::PollType::Poll);
         }
     }
 
@@ -497,25 +535,10 @@ impl VirtioGpuDevice {
             t.width() == rect.width && t.height() == rect.height && t.format() == format
         });
         if !reuse {
-            let t = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("virtio-gpu scanout"),
-                size: wgpu::Extent3d {
-                    width: rect.width,
-                    height: rect.height,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format,
-                usage: wgpu::TextureUsages::RENDER_ATTACHMENT
-                    | wgpu::TextureUsages::COPY_DST
-                    | wgpu::TextureUsages::COPY_SRC,
-                view_formats: &[],
-            });
-            let v = t.create_view(&Default::default());
-            s.target = Some((t, v));
+            // Created at the first present that needs composition.
+            s.target = None;
         }
+        s.direct = false;
         s.resource_id = rid;
         s.rect = rect;
         s.opaque = res.format.is_opaque();
@@ -560,9 +583,30 @@ impl VirtioGpuDevice {
         if bytes == 0 {
             return Ok(Response::OkNoData);
         }
-        let pitch = transfer::gather(mem, res, &rect, offset, &mut self.staging)?;
-        let len = (pitch * rect.height as u64) as usize;
-        transfer::upload(&self.ctx.queue, res, &rect, &self.staging[..len], pitch);
+        let (pitch, len) = transfer::staging_len(&rect).ok_or(ErrorCode::InvalidParameter)?;
+        let size = wgpu::BufferSize::new(len).ok_or(ErrorCode::InvalidParameter)?;
+        let align = wgpu::BufferSize::new(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64)
+            .ok_or(ErrorCode::Unspec)?;
+        let slice = self.belt.allocate(size, align);
+        {
+            let mut view = slice.get_mapped_range_mut().map_err(|e| {
+                eprintln!("vm-device: staging buffer not mapped: {e}");
+                ErrorCode::Unspec
+            })?;
+            transfer::gather(
+                mem,
+                res,
+                &rect,
+                offset,
+                pitch,
+                &mut self.scratch,
+                |at, b| view.slice(at..at + b.len()).copy_from_slice(b),
+            )?;
+        }
+        let enc = self
+            .pending
+            .get_or_insert_with(|| new_encoder(&self.ctx.device));
+        transfer::record_upload(enc, &slice, res, &rect, pitch);
         self.counters.bytes_to_host(bytes);
         Ok(Response::OkNoData)
     }
@@ -609,9 +653,9 @@ impl VirtioGpuDevice {
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
-        let mut enc = dev.create_command_encoder(&Default::default());
+        // Recorded after any pending upload of the same resource, so the cursor shows it.
+        let enc = self.pending.get_or_insert_with(|| new_encoder(dev));
         enc.copy_texture_to_texture(res.texture.as_image_copy(), texture.as_image_copy(), size);
-        self.ctx.queue.submit([enc.finish()]);
         let view = texture.create_view(&Default::default());
         let layer = Layer::new(dev, &self.ctx.compositor, &view);
         let new = Cursor {
@@ -757,6 +801,12 @@ impl VirtioGpuDevice {
                 .map_err(|e| qerr(format!("needs_notification: {e}")))?;
         Ok(run)
     }
+}
+
+fn new_encoder(device: &wgpu::Device) -> wgpu::CommandEncoder {
+    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("virtio-gpu"),
+    })
 }
 
 /// The response type carried by response bytes (for tests and front ends).

@@ -219,6 +219,9 @@ pub struct Scanout {
     pub dirty: Vec<Rect>,
     /// Whether a RESOURCE_FLUSH asked for the next present (counted as a frame).
     pub flushed: bool,
+    /// Whether the image currently is the resource texture itself (direct scanout) rather
+    /// than `target`.
+    pub direct: bool,
 }
 
 impl Scanout {
@@ -232,12 +235,13 @@ impl Scanout {
             target: None,
             dirty: Vec::new(),
             flushed: false,
+            direct: false,
         }
     }
 
     /// Whether a resource is shown.
     pub fn is_enabled(&self) -> bool {
-        self.resource_id != 0 && self.target.is_some()
+        self.resource_id != 0
     }
 
     /// Stops showing anything.
@@ -247,6 +251,7 @@ impl Scanout {
         self.target = None;
         self.dirty.clear();
         self.flushed = false;
+        self.direct = false;
     }
 
     /// Adds an area (scanout coordinates, clipped) to recomposite.
@@ -306,6 +311,32 @@ impl Cursor {
             )
         })
     }
+}
+
+/// A composition target of `rect`'s size.
+pub fn create_target(
+    device: &wgpu::Device,
+    rect: Rect,
+    format: wgpu::TextureFormat,
+) -> (wgpu::Texture, wgpu::TextureView) {
+    let t = device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("virtio-gpu scanout"),
+        size: wgpu::Extent3d {
+            width: rect.width,
+            height: rect.height,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
+        usage: wgpu::TextureUsages::RENDER_ATTACHMENT
+            | wgpu::TextureUsages::COPY_DST
+            | wgpu::TextureUsages::COPY_SRC,
+        view_formats: &[],
+    });
+    let v = t.create_view(&Default::default());
+    (t, v)
 }
 
 /// Records the recomposition of a scanout's dirty areas into `enc`: each area is copied

@@ -1,5 +1,9 @@
-//! TRANSFER_TO_HOST_2D: copy a rectangle from the guest backing into a staging buffer laid
-//! out with a 256-byte-aligned row pitch, then `queue.write_texture` it.
+//! TRANSFER_TO_HOST_2D: copy a rectangle from the guest backing into mapped staging memory
+//! (a reused `wgpu::util::StagingBelt` slice) laid out with a 256-byte-aligned row pitch,
+//! through a cache-sized bounce buffer (mapped memory is write-only), then record a
+//! buffer-to-texture copy. `queue.write_texture` would instead copy the whole rectangle a
+//! second time into a staging buffer it allocates per call; on lavapipe that path measured
+//! markedly slower.
 
 use vm_memory::GuestMemory;
 
@@ -38,53 +42,95 @@ pub fn validate(res: &Resource, rect: &Rect, offset: u64) -> Result<u64, ErrorCo
     Ok(row_bytes * rect.height as u64)
 }
 
-/// Gathers the rectangle into `staging` (resized as needed, rows `pitch` bytes apart),
-/// walking the scatter list once, and converts the byte order for the swizzled formats.
-/// Returns the pitch. The caller has run [`validate`].
+/// Bytes of the staging area for a rectangle: `pitch * height`.
+pub fn staging_len(rect: &Rect) -> Option<(u64, u64)> {
+    let pitch = aligned_pitch(rect.width as u64 * BPP)?;
+    Some((pitch, pitch.checked_mul(rect.height as u64)?))
+}
+
+/// Bytes gathered per step through the CPU scratch buffer (small enough to stay in cache, so
+/// the second copy into write-only mapped memory costs little next to the guest read).
+pub const SCRATCH_BYTES: usize = 64 << 10;
+
+/// Gathers the rectangle (laid out `pitch` bytes per row, `pitch * height` bytes in all),
+/// walking the scatter list once, converting the byte order for the swizzled formats, and
+/// hands it to `emit(destination offset, bytes)` in cache-sized pieces. The caller has run
+/// [`validate`].
 pub fn gather<M: GuestMemory>(
     mem: &M,
     res: &Resource,
     rect: &Rect,
     offset: u64,
-    staging: &mut Vec<u8>,
-) -> Result<u64, ErrorCode> {
+    pitch: u64,
+    scratch: &mut Vec<u8>,
+    mut emit: impl FnMut(usize, &[u8]),
+) -> Result<(), ErrorCode> {
     let backing = res.backing.as_ref().ok_or(ErrorCode::Unspec)?;
     let stride = res.width as u64 * BPP;
     let row_bytes = rect.width as u64 * BPP;
-    let pitch = aligned_pitch(row_bytes).ok_or(ErrorCode::InvalidParameter)?;
-    let total = pitch
-        .checked_mul(rect.height as u64)
-        .and_then(|t| usize::try_from(t).ok())
-        .ok_or(ErrorCode::OutOfMemory)?;
-    if staging.len() < total {
-        staging.resize(total, 0);
+    if pitch < row_bytes || pitch == 0 {
+        return Err(ErrorCode::Unspec);
     }
+    let swizzle = matches!(
+        res.format.host_layout(),
+        HostLayout::BgraFromArgb | HostLayout::RgbaFromAbgr
+    );
     let mut seg = backing.segment_of(offset);
+    let total = (pitch * rect.height as u64) as usize;
     if stride == row_bytes && pitch == row_bytes {
         // Full-width rows with an aligned pitch: one contiguous run.
-        backing.read(mem, &mut seg, offset, &mut staging[..total])?;
-    } else {
-        for r in 0..rect.height as u64 {
-            let src = offset + r * stride; // validated: no overflow
-            let d = (r * pitch) as usize;
-            backing.read(mem, &mut seg, src, &mut staging[d..d + row_bytes as usize])?;
+        scratch.resize(SCRATCH_BYTES.min(total), 0);
+        let mut done = 0usize;
+        while done < total {
+            let n = scratch.len().min(total - done);
+            backing.read(mem, &mut seg, offset + done as u64, &mut scratch[..n])?;
+            if swizzle {
+                swizzle_in_place(&mut scratch[..n]);
+            }
+            emit(done, &scratch[..n]);
+            done += n;
         }
+        return Ok(());
     }
-    match res.format.host_layout() {
-        HostLayout::Bgra | HostLayout::Rgba => {}
-        HostLayout::BgraFromArgb | HostLayout::RgbaFromAbgr => {
-            for r in 0..rect.height as usize {
-                let d = r * pitch as usize;
-                swizzle_in_place(&mut staging[d..d + row_bytes as usize]);
+    let rows_per_step = (SCRATCH_BYTES / pitch as usize).max(1);
+    scratch.resize(rows_per_step * pitch as usize, 0);
+    let mut r = 0u64;
+    while r < rect.height as u64 {
+        let rows = (rect.height as u64 - r).min(rows_per_step as u64);
+        for k in 0..rows {
+            let src = offset + (r + k) * stride; // validated: no overflow
+            let d = (k * pitch) as usize;
+            let row = &mut scratch[d..d + row_bytes as usize];
+            backing.read(mem, &mut seg, src, row)?;
+            if swizzle {
+                swizzle_in_place(row);
             }
         }
+        let n = (rows * pitch) as usize;
+        emit((r * pitch) as usize, &scratch[..n]);
+        r += rows;
     }
-    Ok(pitch)
+    Ok(())
 }
 
-/// Uploads a gathered rectangle into the resource's texture.
-pub fn upload(queue: &wgpu::Queue, res: &Resource, rect: &Rect, staging: &[u8], pitch: u64) {
-    queue.write_texture(
+/// Records the copy of a gathered rectangle from a staging-belt slice into the resource's
+/// texture.
+pub fn record_upload(
+    enc: &mut wgpu::CommandEncoder,
+    src: &wgpu::BufferSlice<'_>,
+    res: &Resource,
+    rect: &Rect,
+    pitch: u64,
+) {
+    enc.copy_buffer_to_texture(
+        wgpu::TexelCopyBufferInfo {
+            buffer: src.buffer(),
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: src.offset(),
+                bytes_per_row: Some(pitch as u32),
+                rows_per_image: Some(rect.height),
+            },
+        },
         wgpu::TexelCopyTextureInfo {
             texture: &res.texture,
             mip_level: 0,
@@ -94,12 +140,6 @@ pub fn upload(queue: &wgpu::Queue, res: &Resource, rect: &Rect, staging: &[u8], 
                 z: 0,
             },
             aspect: wgpu::TextureAspect::All,
-        },
-        staging,
-        wgpu::TexelCopyBufferLayout {
-            offset: 0,
-            bytes_per_row: Some(pitch as u32),
-            rows_per_image: Some(rect.height),
         },
         wgpu::Extent3d {
             width: rect.width,
