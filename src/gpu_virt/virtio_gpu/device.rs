@@ -459,6 +459,12 @@ impl VirtioGpuDevice {
         if used > self.config.max_hostmem {
             return Err(ErrorCode::OutOfMemory);
         }
+        // The budget is checked above; the GPU may still run out (e.g. a small adapter
+        // shared by many VMs): catch that as ERR_OUT_OF_MEMORY instead of a wgpu error.
+        let scope = self
+            .ctx
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let texture = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("virtio-gpu resource"),
             size: wgpu::Extent3d {
@@ -475,6 +481,10 @@ impl VirtioGpuDevice {
                 | wgpu::TextureUsages::COPY_SRC,
             view_formats: &[],
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            eprintln!("vm-device: resource {id} ({w}x{h}): GPU out of memory: {e}");
+            return Err(ErrorCode::OutOfMemory);
+        }
         let view = texture.create_view(&Default::default());
         self.resources.insert(
             id,
