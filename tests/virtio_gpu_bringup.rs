@@ -803,6 +803,17 @@ fn error_responses(b: wgpu::Backends) {
     assert_eq!(s.error(ErrorCode::InvalidScanoutId), 5);
     assert_eq!(g.dev.resource_count(), 2);
     assert_eq!(be.get_stats().wgpu_errors, 0, "no wgpu validation errors");
+    // Features: EDID only, never VIRGL (bit 0) or RESOURCE_BLOB (bit 3); GET_EDID needs
+    // the driver to have accepted it.
+    assert_eq!(g.dev.device_features(), 1 << 1);
+    g.dev.set_driver_features(0);
+    assert_eq!(g.cmd(&Command::GetEdid { scanout: 0 }), e(Unspec));
+    g.dev.set_driver_features(u64::MAX);
+    assert_eq!(g.cmd(&Command::GetEdid { scanout: 0 }), ctrl::RESP_OK_EDID);
+    assert_eq!(
+        u32::from_le_bytes(g.dev.config_space()[8..12].try_into().unwrap()),
+        1
+    );
 }
 
 fn budget(b: wgpu::Backends) {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, VolatileSlice};
 
 use super::edid::{build_edid, EDID_MAX_DIMENSION};
 use super::protocol::{
@@ -108,7 +108,9 @@ pub struct VirtioGpuDevice {
     belt: wgpu::util::StagingBelt,
     /// GPU work recorded since the last present (uploads, cursor copies, compositions).
     pending: Option<wgpu::CommandEncoder>,
-    /// Cache-sized bounce buffer between guest memory and the write-only staging memory.
+    /// The last GPU submission of this device (what a fence waits for).
+    last_submit: Option<wgpu::SubmissionIndex>,
+    /// Cache-sized bounce buffer for formats converted on the way to staging memory.
     scratch: Vec<u8>,
     driver_features: u64,
 }
@@ -145,6 +147,7 @@ impl VirtioGpuDevice {
             counters: Arc::new(DeviceCounters::default()),
             belt: wgpu::util::StagingBelt::new(ctx.device.clone(), STAGING_CHUNK),
             pending: None,
+            last_submit: None,
             scratch: Vec::new(),
             driver_features: DEVICE_FEATURES,
             ctx,
@@ -289,6 +292,7 @@ impl VirtioGpuDevice {
             counters,
             belt,
             pending,
+            last_submit,
             ..
         } = self;
         for (i, s) in scanouts.iter_mut().enumerate() {
@@ -323,18 +327,17 @@ impl VirtioGpuDevice {
             }
             s.flushed = false;
         }
-        if let Some(e) = pending.take() {
-            belt.finish();
-            ctx.queue.submit([e.finish()]);
-            belt.recall();
-            // Deliver finished map callbacks so staging chunks come back for reuse.
-            let _ = ctx.device.poll(wgpu::PollType::Poll);
+        if let Some(i) = submit_pending(ctx, belt, pending) {
+            *last_submit = Some(i);
         }
     }
 
     /// Waits until the GPU has finished everything submitted so far.
-    fn complete_gpu_work(&self) {
-        let idx = self.ctx.queue.submit(std::iter::empty());
+    fn complete_gpu_work(&mut self) {
+        // Only this device's own work: other VMs sharing the wgpu device are not waited for.
+        let Some(idx) = self.last_submit.take() else {
+            return;
+        };
         if let Err(e) = self.ctx.device.poll(wgpu::PollType::Wait {
             submission_index: Some(idx),
             timeout: None,
@@ -593,30 +596,48 @@ impl VirtioGpuDevice {
         if bytes == 0 {
             return Ok(Response::OkNoData);
         }
-        let (pitch, len) = transfer::staging_len(&rect).ok_or(ErrorCode::InvalidParameter)?;
-        let size = wgpu::BufferSize::new(len).ok_or(ErrorCode::InvalidParameter)?;
+        let (pitch, _) = transfer::staging_len(&rect).ok_or(ErrorCode::InvalidParameter)?;
         let align = wgpu::BufferSize::new(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64)
             .ok_or(ErrorCode::Unspec)?;
-        let slice = self.belt.allocate(size, align);
-        {
-            let mut view = slice.get_mapped_range_mut().map_err(|e| {
-                eprintln!("vm-device: staging buffer not mapped: {e}");
-                ErrorCode::Unspec
-            })?;
-            transfer::gather(
-                mem,
-                res,
-                &rect,
-                offset,
-                pitch,
-                &mut self.scratch,
-                |at, b| view.slice(at..at + b.len()).copy_from_slice(b),
-            )?;
+        // Bands of rows that fit one staging chunk: every chunk has the same size and is
+        // reused, and no staging buffer outgrows the adapter's buffer size limit.
+        let band_rows = (STAGING_CHUNK / pitch).clamp(1, u32::MAX as u64) as u32;
+        let stride = res.width as u64 * transfer::BPP;
+        let mut y = 0u32;
+        while y < rect.height {
+            let rows = band_rows.min(rect.height - y);
+            let band = Rect::new(rect.x, rect.y + y, rect.width, rows);
+            let band_offset = offset + y as u64 * stride; // validated: no overflow
+            let size = wgpu::BufferSize::new(pitch * rows as u64).ok_or(ErrorCode::Unspec)?;
+            let slice = self.belt.allocate(size, align);
+            {
+                let mut view = slice.get_mapped_range_mut().map_err(|e| {
+                    eprintln!("vm-device: staging buffer not mapped: {e}");
+                    ErrorCode::Unspec
+                })?;
+                let mut wo = view.slice(..);
+                let ptr = wo.as_raw_ptr();
+                // SAFETY: `ptr` is the mapped staging range the belt just allocated
+                // (`wo.len()` bytes), valid for writes while `view` and `wo` are alive, which
+                // outlive `dst`: it is used only inside this block. Nothing else accesses the
+                // range meanwhile (the belt hands each range out once), and `dst` is only
+                // written, never read, as write-only mapped memory requires.
+                let dst = unsafe { VolatileSlice::new(ptr.as_ptr() as *mut u8, wo.len()) };
+                transfer::gather(mem, res, &band, band_offset, pitch, &mut self.scratch, &dst)?;
+            }
+            let enc = self
+                .pending
+                .get_or_insert_with(|| new_encoder(&self.ctx.device));
+            transfer::record_upload(enc, &slice, res, &band, pitch);
+            y += rows;
+            if y < rect.height {
+                // A multi-band transfer: let the GPU copy this band (still in cache) while
+                // the next one is gathered.
+                if let Some(i) = submit_pending(&self.ctx, &mut self.belt, &mut self.pending) {
+                    self.last_submit = Some(i);
+                }
+            }
         }
-        let enc = self
-            .pending
-            .get_or_insert_with(|| new_encoder(&self.ctx.device));
-        transfer::record_upload(enc, &slice, res, &rect, pitch);
         self.counters.bytes_to_host(bytes);
         Ok(Response::OkNoData)
     }
@@ -811,6 +832,21 @@ impl VirtioGpuDevice {
                 .map_err(|e| qerr(format!("needs_notification: {e}")))?;
         Ok(run)
     }
+}
+
+/// Submits the recorded GPU work and returns its staging chunks to the belt.
+fn submit_pending(
+    ctx: &GpuContext,
+    belt: &mut wgpu::util::StagingBelt,
+    pending: &mut Option<wgpu::CommandEncoder>,
+) -> Option<wgpu::SubmissionIndex> {
+    let e = pending.take()?;
+    belt.finish();
+    let idx = ctx.queue.submit([e.finish()]);
+    belt.recall();
+    // Deliver finished map callbacks so staging chunks come back for reuse.
+    let _ = ctx.device.poll(wgpu::PollType::Poll);
+    Some(idx)
 }
 
 fn new_encoder(device: &wgpu::Device) -> wgpu::CommandEncoder {

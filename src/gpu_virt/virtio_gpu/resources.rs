@@ -1,7 +1,7 @@
 //! 2D resources: a host texture plus an optional guest scatter list (the backing), and the
 //! per-device host-memory budget that caps them.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions, VolatileSlice};
 
 use super::protocol::{ErrorCode, Format, MemEntry};
 
@@ -104,6 +104,51 @@ impl Backing {
                 .map_err(|_| ErrorCode::Unspec)?;
             done += n;
             pos += n as u64;
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Backing {
+    /// Like [`Backing::read`], but into a volatile destination (mapped staging memory), with
+    /// no intermediate copy.
+    pub(crate) fn read_volatile<M: GuestMemory>(
+        &self,
+        mem: &M,
+        seg: &mut usize,
+        off: u64,
+        dst: &VolatileSlice<'_>,
+    ) -> Result<(), ErrorCode> {
+        let want = dst.len();
+        let end = off
+            .checked_add(want as u64)
+            .ok_or(ErrorCode::InvalidParameter)?;
+        if end > self.total {
+            return Err(ErrorCode::InvalidParameter);
+        }
+        while *seg + 1 < self.segs.len() && self.starts[*seg + 1] <= off {
+            *seg += 1;
+        }
+        let mut i = *seg;
+        let mut pos = off;
+        let mut done = 0usize;
+        while done < want {
+            let (addr, len) = *self.segs.get(i).ok_or(ErrorCode::InvalidParameter)?;
+            let within = pos - self.starts[i];
+            let n = ((len - within) as usize).min(want - done);
+            let slices = mem
+                .get_slices(GuestAddress(addr + within), n, Permissions::Read)
+                .map_err(|_| ErrorCode::Unspec)?;
+            for src in slices {
+                let src = src.map_err(|_| ErrorCode::Unspec)?;
+                let d = dst
+                    .subslice(done, src.len())
+                    .map_err(|_| ErrorCode::Unspec)?;
+                src.copy_to_volatile_slice(d);
+                done += src.len();
+            }
+            pos = off + done as u64;
             i += 1;
         }
         Ok(())

@@ -1,11 +1,11 @@
 //! TRANSFER_TO_HOST_2D: copy a rectangle from the guest backing into mapped staging memory
 //! (a reused `wgpu::util::StagingBelt` slice) laid out with a 256-byte-aligned row pitch,
-//! through a cache-sized bounce buffer (mapped memory is write-only), then record a
-//! buffer-to-texture copy. `queue.write_texture` would instead copy the whole rectangle a
+//! in one copy (formats needing a byte swap go through a cache-sized bounce buffer, since
+//! mapped memory is write-only), then record a buffer-to-texture copy. `queue.write_texture` would instead copy the whole rectangle a
 //! second time into a staging buffer it allocates per call; on lavapipe that path measured
 //! markedly slower.
 
-use vm_memory::GuestMemory;
+use vm_memory::{GuestMemory, VolatileSlice};
 
 use super::protocol::{ErrorCode, HostLayout, Rect};
 use super::resources::{swizzle_in_place, Resource};
@@ -48,14 +48,14 @@ pub fn staging_len(rect: &Rect) -> Option<(u64, u64)> {
     Some((pitch, pitch.checked_mul(rect.height as u64)?))
 }
 
-/// Bytes gathered per step through the CPU scratch buffer (small enough to stay in cache, so
-/// the second copy into write-only mapped memory costs little next to the guest read).
+/// Bytes converted per step through the CPU scratch buffer (formats that need a byte swap;
+/// small enough to stay in cache).
 pub const SCRATCH_BYTES: usize = 64 << 10;
 
-/// Gathers the rectangle (laid out `pitch` bytes per row, `pitch * height` bytes in all),
-/// walking the scatter list once, converting the byte order for the swizzled formats, and
-/// hands it to `emit(destination offset, bytes)` in cache-sized pieces. The caller has run
-/// [`validate`].
+/// Gathers the rectangle into `dst` (mapped staging memory, `pitch * height` bytes, rows
+/// `pitch` bytes apart), walking the scatter list once. Formats stored as they are copy
+/// straight from guest memory into `dst`; the byte-swapped ones go through `scratch`
+/// (mapped memory is write-only). The caller has run [`validate`].
 pub fn gather<M: GuestMemory>(
     mem: &M,
     res: &Resource,
@@ -63,32 +63,39 @@ pub fn gather<M: GuestMemory>(
     offset: u64,
     pitch: u64,
     scratch: &mut Vec<u8>,
-    mut emit: impl FnMut(usize, &[u8]),
+    dst: &VolatileSlice<'_>,
 ) -> Result<(), ErrorCode> {
     let backing = res.backing.as_ref().ok_or(ErrorCode::Unspec)?;
     let stride = res.width as u64 * BPP;
     let row_bytes = rect.width as u64 * BPP;
-    if pitch < row_bytes || pitch == 0 {
+    let total = pitch
+        .checked_mul(rect.height as u64)
+        .ok_or(ErrorCode::InvalidParameter)?;
+    if pitch < row_bytes || total != dst.len() as u64 {
         return Err(ErrorCode::Unspec);
     }
+    let sub = |at: u64, n: u64| {
+        dst.subslice(at as usize, n as usize)
+            .map_err(|_| ErrorCode::Unspec)
+    };
     let swizzle = matches!(
         res.format.host_layout(),
         HostLayout::BgraFromArgb | HostLayout::RgbaFromAbgr
     );
     let mut seg = backing.segment_of(offset);
-    let total = (pitch * rect.height as u64) as usize;
-    if stride == row_bytes && pitch == row_bytes {
-        // Full-width rows with an aligned pitch: one contiguous run.
-        scratch.resize(SCRATCH_BYTES.min(total), 0);
-        let mut done = 0usize;
-        while done < total {
-            let n = scratch.len().min(total - done);
-            backing.read(mem, &mut seg, offset + done as u64, &mut scratch[..n])?;
-            if swizzle {
-                swizzle_in_place(&mut scratch[..n]);
-            }
-            emit(done, &scratch[..n]);
-            done += n;
+    if !swizzle {
+        if stride == row_bytes && pitch == row_bytes {
+            // Full-width rows with an aligned pitch: one contiguous run.
+            return backing.read_volatile(mem, &mut seg, offset, dst);
+        }
+        for r in 0..rect.height as u64 {
+            // validated: offset + r·stride cannot overflow
+            backing.read_volatile(
+                mem,
+                &mut seg,
+                offset + r * stride,
+                &sub(r * pitch, row_bytes)?,
+            )?;
         }
         return Ok(());
     }
@@ -98,16 +105,13 @@ pub fn gather<M: GuestMemory>(
     while r < rect.height as u64 {
         let rows = (rect.height as u64 - r).min(rows_per_step as u64);
         for k in 0..rows {
-            let src = offset + (r + k) * stride; // validated: no overflow
             let d = (k * pitch) as usize;
             let row = &mut scratch[d..d + row_bytes as usize];
-            backing.read(mem, &mut seg, src, row)?;
-            if swizzle {
-                swizzle_in_place(row);
-            }
+            backing.read(mem, &mut seg, offset + (r + k) * stride, row)?;
+            swizzle_in_place(row);
         }
-        let n = (rows * pitch) as usize;
-        emit((r * pitch) as usize, &scratch[..n]);
+        let n = rows * pitch;
+        sub(r * pitch, n)?.copy_from(&scratch[..n as usize]);
         r += rows;
     }
     Ok(())
