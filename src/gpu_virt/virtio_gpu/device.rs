@@ -264,7 +264,7 @@ impl VirtioGpuDevice {
             }
             Ok((hdr, cmd)) => {
                 self.counters.command(hdr.type_);
-                let resp = self.execute(queue, &hdr, cmd, mem);
+                let resp = self.execute(queue, cmd, mem);
                 if let Response::Err(e) = &resp {
                     self.counters.error(*e);
                 }
@@ -346,14 +346,9 @@ impl VirtioGpuDevice {
         }
     }
 
-    /// Executes a decoded command.
-    pub fn execute<M: GuestMemory>(
-        &mut self,
-        queue: QueueKind,
-        _hdr: &CtrlHeader,
-        cmd: Command,
-        mem: &M,
-    ) -> Response {
+    /// Executes a decoded command that arrived on `queue` (control commands on the cursor
+    /// queue and vice versa are ERR_UNSPEC). Presentation is left pending.
+    pub fn execute<M: GuestMemory>(&mut self, queue: QueueKind, cmd: Command, mem: &M) -> Response {
         let cursor_cmd = matches!(
             cmd,
             Command::UpdateCursor { .. } | Command::MoveCursor { .. }
