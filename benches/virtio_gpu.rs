@@ -35,6 +35,24 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Set when run by `cargo test`: each case runs only a few iterations.
 static SMOKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// CPU time (user + system) of the whole process, all threads (the CPU adapters' worker
+/// threads included), from /proc/self/stat; 0 where unavailable.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // USER_HZ is 100 on Linux.
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
 fn budget() -> Duration {
     if SMOKE.load(std::sync::atomic::Ordering::Relaxed) {
         return Duration::ZERO;
@@ -80,9 +98,11 @@ fn full_frames(be: &WgpuBackend, w: u32, h: u32) {
     let mut dst = vec![0u8; bytes as usize];
     // Frames and memcpy alternate in ROUNDS rounds, so both see the same machine load; the
     // medians are reported.
-    let (mut fps_v, mut mem_v, mut ratio_v) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fps_v, mut mem_v, mut ratio_v, mut cpu_v) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut n = 0;
     for _ in 0..ROUNDS {
+        let c0 = cpu_secs();
         let (k, secs) = measure(|| {
             g.ok(&Command::TransferToHost2d {
                 rect: full,
@@ -97,21 +117,33 @@ fn full_frames(be: &WgpuBackend, w: u32, h: u32) {
                 ctrl::RESP_OK_NODATA
             );
         });
+        let c1 = cpu_secs();
         n += k;
         let (mn, msecs) = measure(|| {
             dst.copy_from_slice(black_box(&src));
             black_box(&mut dst);
         });
+        let c2 = cpu_secs();
         let fps = k as f64 / secs;
         let m_gbs = mn as f64 / msecs * bytes as f64 / 1e9;
         fps_v.push(fps);
         mem_v.push(m_gbs);
         ratio_v.push(fps * bytes as f64 / 1e9 / m_gbs);
+        // CPU seconds per memcpy / CPU seconds per frame: the share of memcpy's efficiency,
+        // by CPU cost rather than wall time (steadier on a shared machine).
+        if c1 > c0 && c2 > c1 {
+            cpu_v.push(((c2 - c1) / (mn + 1) as f64) / ((c1 - c0) / (k + 1) as f64));
+        }
     }
     let (fps, m_gbs, ratio) = (median(fps_v), median(mem_v), median(ratio_v));
     let gbs = fps * bytes as f64 / 1e9;
+    let cpu = if cpu_v.is_empty() {
+        "n/a".to_string()
+    } else {
+        format!("{:.0}%", 100.0 * median(cpu_v))
+    };
     println!(
-        "full frame {w}x{h}: {fps:8.1} frames/s {gbs:6.2} GB/s ({:.2} ms/frame) | memcpy {m_gbs:6.2} GB/s ({:.2} ms) | ratio {:.0}% of memcpy (medians of {ROUNDS} rounds)",
+        "full frame {w}x{h}: {fps:8.1} frames/s {gbs:6.2} GB/s ({:.2} ms/frame) | memcpy {m_gbs:6.2} GB/s ({:.2} ms) | ratio {:.0}% of memcpy by wall time, {cpu} by CPU time (medians of {ROUNDS} rounds)",
         1e3 / fps,
         1e3 * bytes as f64 / 1e9 / m_gbs,
         100.0 * ratio
