@@ -95,6 +95,21 @@ fn console_bringup(b: wgpu::Backends) {
     });
     let img = g.dev.screenshot(0).unwrap();
     assert_image(&img, w, h, |x, y| Format::B8G8R8X8.to_rgba(pattern(x, y)));
+    // The PNG holds the same pixels.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scanout0.png");
+    img.save_png(&path).unwrap();
+    let mut reader =
+        png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+            .read_info()
+            .unwrap();
+    let mut px = vec![0u8; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut px).unwrap();
+    assert_eq!(
+        (info.width, info.height, info.color_type),
+        (w, h, png::ColorType::Rgba)
+    );
+    assert_eq!(&px[..info.buffer_size()], &img.data[..]);
     let s = g.dev.stats();
     assert_eq!(s.bytes_to_host, (w * h * 4) as u64);
     assert_eq!(s.frames_presented, 1);
