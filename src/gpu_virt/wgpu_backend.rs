@@ -62,7 +62,24 @@ pub struct GpuContext {
     pub uncaptured_errors: Arc<AtomicU64>,
 }
 
-/// The wgpu rung's backend.
+/// The wgpu rung's backend: one adapter and wgpu device, shared by the virtio-gpu devices
+/// of many VMs.
+///
+/// ```no_run
+/// use vm_device::gpu_virt::virtio_gpu::VirtioGpuConfig;
+/// use vm_device::gpu_virt::{GpuBackend, WgpuBackend};
+///
+/// let mut wgpu = WgpuBackend::new(); // WGPU_BACKEND=vulkan|gl narrows the backends tried
+/// wgpu.init().expect("Failed to initialize WGPU");
+/// if let Some(info) = wgpu.adapter_info() {
+///     println!("WGPU Adapter: {} ({:?})", info.name, info.backend);
+/// }
+/// let vm0 = wgpu.create_device(VirtioGpuConfig::default()).unwrap();
+/// println!("{}", wgpu.description());
+/// println!("GPU Stats: {:?}", wgpu.get_stats());
+/// wgpu.reset_stats();
+/// # drop(vm0);
+/// ```
 #[derive(Debug)]
 pub struct WgpuBackend {
     backends: Option<wgpu::Backends>,
