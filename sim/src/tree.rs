@@ -69,7 +69,11 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x100_0000_01b3);
@@ -313,9 +317,7 @@ impl Tree {
             return e.clone();
         }
         let e = self.read_disk_node(p);
-        self.disk_nodes
-            .borrow_mut()
-            .insert(key(p), e.clone());
+        self.disk_nodes.borrow_mut().insert(key(p), e.clone());
         e
     }
 
@@ -382,6 +384,11 @@ impl Tree {
         let p = match (path.parent(), path.file_name()) {
             (Some(parent), Some(name)) if path.is_absolute() && parent != path => {
                 let base = self.resolve(parent, true)?;
+                match self.node(&base) {
+                    Some(Entry::Dir { .. }) => {}
+                    Some(_) => return Err(io::Error::from_raw_os_error(libc_errno::ENOTDIR)),
+                    None => return Err(enoent()),
+                }
                 let cand = base.join(name);
                 match self.node(&cand) {
                     Some(Entry::Link(_)) if follow_last => self.resolve_uncached(&cand, true)?,
