@@ -8,7 +8,7 @@ use vm_passthrough::{PciAddress, ProcessHolder};
 use super::remedy::{self, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
 use crate::gpu_manager::rungs::passthrough::{group_blockers, VFIO_SAFE_DRIVERS};
-use crate::gpu_manager::{Candidate, GpuMode, Target};
+use crate::gpu_manager::{Candidate, GpuMode, ReasonCode, Target};
 use crate::host::HostOps;
 use crate::inventory::{Gpu, HostInventory, PciFunction};
 
@@ -60,7 +60,9 @@ pub(super) fn gpu_checks(
     {
         if let Some(r) = c.reason() {
             let mut ch = Check::new("passthrough.gpus", PT, Status::Fail, r.message.clone())
-                .remedy_opt(remedy::from_reason(r));
+                .remedy(remedy::from_reason(r).unwrap_or_else(|| {
+                    "# nothing to pass through here: the wgpu rung can still render (on the CPU without a GPU)\nvm-cli gpu list".into()
+                }));
             ch.evidence = r.evidence.clone();
             out.push(ch);
         }
@@ -101,7 +103,35 @@ pub(super) fn gpu_checks(
         if let Some(c) = vfio_access(host, inv, f) {
             out.push(c);
         }
+        out.extend(other_refusal(candidates, &a));
     }
+}
+
+/// The passthrough probe's refusals that the checks above do not cover (virtual functions
+/// enabled, active mediated devices), reused as they are.
+fn other_refusal(candidates: &[Candidate], a: &PciAddress) -> Option<Check> {
+    let r = candidates
+        .iter()
+        .filter(|c| c.mode == GpuMode::Passthrough)
+        .find(|c| matches!(&c.target, Target::Gpu { address, .. } if address == a))?
+        .reason()?;
+    let what = match r.code {
+        ReasonCode::VfsEnabled => "sriov",
+        ReasonCode::ActiveMdevs => "active_mdevs",
+        ReasonCode::IommuDisabled
+        | ReasonCode::NoIommuGroup
+        | ReasonCode::GroupNotViable
+        | ReasonCode::BootDisplay => return None,
+        _ => "passthrough",
+    };
+    let mut c = Check::new(id(a, what), PT, Status::Fail, r.message.clone())
+        .device(a.to_string())
+        .remedy(
+            remedy::from_reason(r)
+                .unwrap_or_else(|| format!("# see what holds {a}:\nvm-cli gpu list")),
+        );
+    c.evidence = r.evidence.clone();
+    Some(c)
 }
 
 fn id(addr: &PciAddress, what: &str) -> String {

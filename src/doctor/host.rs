@@ -187,7 +187,18 @@ pub(super) fn passthrough_checks(
     } else {
         "Intel"
     };
-    let check = if explicitly_off || (!h.iommu.enabled && want_val.is_none()) {
+    let check = if h.cmdline.is_none() {
+        Check::new(
+            "iommu.kernel_params",
+            PT,
+            Status::Warn,
+            format!("cannot read the kernel command line; this host needs `{params}`"),
+        )
+        .remedy(format!(
+            "cat /proc/cmdline  # should contain {params}\n{}",
+            boot.add_params(params)
+        ))
+    } else if explicitly_off || (!h.iommu.enabled && want_val.is_none()) {
         Check::new(
             "iommu.kernel_params",
             PT,

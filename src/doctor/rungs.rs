@@ -32,7 +32,7 @@ fn gvtg_support(f: &PciFunction) -> Option<(bool, &'static str)> {
         0x46 => (false, "Alder Lake"),
         0xa7 => (false, "Raptor Lake"),
         0x7d => (false, "Meteor Lake"),
-        0x56 => (false, "Arc (DG2)"),
+        0x56 => (false, "DG2 (Arc, Flex)"),
         0x0b => (false, "Data Center GPU Max (Ponte Vecchio)"),
         _ => return None,
     })
@@ -51,9 +51,12 @@ pub(super) fn mdev_checks(
         .filter(|g| opts.device.is_none_or(|d| d == g.address))
         .filter_map(|g| inv.function(&g.address))
         .collect();
-    let intel = gpus
-        .iter()
-        .any(|f| f.vendor_id == Some(0x8086) && f.driver.as_deref() == Some("i915"));
+    // kvmgt matters for i915 GPUs that may have GVT-g (not for DG2, Tiger Lake and later).
+    let intel = gpus.iter().any(|f| {
+        f.vendor_id == Some(0x8086)
+            && f.driver.as_deref() == Some("i915")
+            && gvtg_support(f).is_none_or(|(ok, _)| ok)
+    });
     let nvidia = gpus
         .iter()
         .any(|f| f.vendor_id == Some(0x10de) && f.driver.as_deref() == Some("nvidia"));
@@ -74,11 +77,13 @@ pub(super) fn mdev_checks(
         ));
     }
 
-    // GVT-g generation of each Intel iGPU that is not already an mdev parent.
-    for f in gpus
-        .iter()
-        .filter(|f| f.driver.as_deref() == Some("i915") && inv.mdev_parent(&f.address).is_none())
-    {
+    // GVT-g generation of each Intel GPU that is not already an mdev parent; one with
+    // SR-IOV gets its mediated devices that way (the SR-IOV check below covers it).
+    for f in gpus.iter().filter(|f| {
+        f.driver.as_deref() == Some("i915")
+            && inv.mdev_parent(&f.address).is_none()
+            && f.sriov.is_none()
+    }) {
         let Some((ok, gen)) = gvtg_support(f) else {
             continue;
         };
@@ -102,7 +107,7 @@ pub(super) fn mdev_checks(
             .device(f.address.to_string())
             .evidence(ev)
             .remedy(format!(
-                "# use SR-IOV where the i915 driver offers it (sriov_totalvfs), or the wgpu rung:\ncat /sys/bus/pci/devices/{}/sriov_totalvfs",
+                "# this GPU has no mediated devices: use passthrough or the wgpu rung, or check for SR-IOV (i915-sriov-dkms):\nls /sys/bus/pci/devices/{}/sriov_totalvfs",
                 f.address
             ))
         });
@@ -117,7 +122,9 @@ pub(super) fn mdev_checks(
             None => {
                 if let Some(r) = c.reason() {
                     let mut ch = Check::new("mdev.parents", MDEV, Status::Fail, r.message.clone())
-                        .remedy_opt(remedy::from_reason(r));
+                        .remedy(remedy::from_reason(r).unwrap_or_else(|| {
+                            "# see which types each parent offers:\nvm-cli gpu list".into()
+                        }));
                     ch.evidence = r.evidence.clone();
                     out.push(ch);
                 }
