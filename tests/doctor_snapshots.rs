@@ -393,3 +393,49 @@ fn nvidia_one_type_rule_and_shared_group_are_explained() {
         "{r}"
     );
 }
+
+#[test]
+fn the_doctor_only_reads_the_host() {
+    use vm_device::doctor::{self, Options};
+    use vm_device::gpu_manager::UnifiedGpuManager;
+    use vm_device::host::SimHost;
+    use vm_device_sim::Op;
+    for host in common::all_hosts() {
+        let name = common::host_name(&host);
+        let sim = std::sync::Arc::new(SimHost::from_fixture(&host).unwrap());
+        let mut m = UnifiedGpuManager::with_host(sim.clone());
+        m.scan_backends().unwrap();
+        let candidates = m.backends().unwrap();
+        sim.clear_ops();
+        let r = doctor::run(
+            sim.as_ref(),
+            m.inventory().unwrap(),
+            &candidates,
+            &Options::default(),
+        );
+        assert!(!r.checks.is_empty());
+        let ops = sim.ops();
+        assert!(
+            ops.iter()
+                .all(|op| matches!(op, Op::Read(_) | Op::List(_) | Op::ReadLink(_))),
+            "{name}: the doctor wrote, loaded or probed: {ops:?}"
+        );
+    }
+}
+
+#[test]
+fn access_is_existence_on_a_fixture_and_access2_on_linux() {
+    use std::path::Path;
+    use vm_device::host::{HostOps, LinuxHost, SimHost};
+    let sim = SimHost::from_fixture(common::repo().join("fixtures/hosts/gpu-on-vfio-pci")).unwrap();
+    assert!(sim.access(Path::new("/dev/vfio/vfio"), true));
+    assert!(sim.access(Path::new("/dev/vfio/1"), true));
+    assert!(!sim.access(Path::new("/dev/vfio/99"), false));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node");
+    std::fs::write(&file, b"").unwrap();
+    let linux = LinuxHost::new();
+    assert!(linux.access(&file, true), "we created it: read-write");
+    assert!(!linux.access(&dir.path().join("absent"), false));
+}
