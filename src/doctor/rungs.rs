@@ -50,6 +50,7 @@ pub(super) fn mdev_checks(
         .iter()
         .filter(|g| opts.device.is_none_or(|d| d == g.address))
         .filter_map(|g| inv.function(&g.address))
+        .filter(|f| f.physfn.is_none())
         .collect();
     // kvmgt matters for i915 GPUs that may have GVT-g (not for DG2, Tiger Lake and later).
     let intel = gpus.iter().any(|f| {
@@ -57,9 +58,18 @@ pub(super) fn mdev_checks(
             && f.driver.as_deref() == Some("i915")
             && gvtg_support(f).is_none_or(|(ok, _)| ok)
     });
-    let nvidia = gpus
-        .iter()
-        .any(|f| f.vendor_id == Some(0x10de) && f.driver.as_deref() == Some("nvidia"));
+    // nvidia_vgpu_vfio (mdev era) matters unless the GPU's VFs already use NVIDIA's
+    // vendor-VFIO interface (`nvidia/creatable_vgpu_types` on each VF).
+    let vendor_vfio = |f: &PciFunction| {
+        f.sriov.as_ref().is_some_and(|s| {
+            s.vfs
+                .iter()
+                .any(|vf| inv.function(vf).is_some_and(|v| v.nvidia_vgpu.is_some()))
+        })
+    };
+    let nvidia = gpus.iter().any(|f| {
+        f.vendor_id == Some(0x10de) && f.driver.as_deref() == Some("nvidia") && !vendor_vfio(f)
+    });
     let any_parent = !inv.mdev_parents.is_empty();
     if intel || nvidia || any_parent {
         out.push(module_check(host, inv, "mdev", MDEV, Status::Warn));
@@ -139,7 +149,14 @@ pub(super) fn mdev_checks(
         };
         let avail: Vec<&&Candidate> = list.iter().filter(|c| c.is_available()).collect();
         if !avail.is_empty() {
-            let what: Vec<String> = avail.iter().map(|c| c.describe()).collect();
+            const SHOWN: usize = 6;
+            let mut what: Vec<String> = avail.iter().take(SHOWN).map(|c| c.describe()).collect();
+            if avail.len() > SHOWN {
+                what.push(format!(
+                    "and {} more (vm-cli gpu list shows all)",
+                    avail.len() - SHOWN
+                ));
+            }
             out.push(
                 Check::new(
                     id,
