@@ -439,3 +439,47 @@ fn access_is_existence_on_a_fixture_and_access2_on_linux() {
     assert!(linux.access(&file, true), "we created it: read-write");
     assert!(!linux.access(&dir.path().join("absent"), false));
 }
+
+fn hold(root: &Path, pid: u32, comm: &str, node: &str) {
+    write(root, &format!("proc/{pid}/comm"), &format!("{comm}\n"));
+    let fd = root.join(format!("proc/{pid}/fd"));
+    std::fs::create_dir_all(&fd).unwrap();
+    std::os::unix::fs::symlink(node, fd.join("7")).unwrap();
+}
+
+#[test]
+fn processes_holding_a_gpu_block_its_passthrough_with_the_right_fix() {
+    // Xorg on the RX 6800's card, a shell on the other GPU's render node.
+    let t = copy_of("amd-vi-workstation");
+    let root = t.path();
+    hold(root, 4242, "Xorg", "/dev/dri/card1");
+    let (code, v) = doctor_json(root, &["--gpu-mode", "passthrough"]);
+    let c = check(&v, "gpu.0000:0c:00.0.holders");
+    assert_eq!(c["status"], "fail", "{c:#}");
+    assert!(c["title"].as_str().unwrap().contains("Xorg (pid 4242)"));
+    assert!(c["remedy"]
+        .as_str()
+        .unwrap()
+        .contains("systemctl stop display-manager"));
+    assert_eq!(check(&v, "gpu.0000:0d:00.0.holders")["status"], "ok");
+    assert_eq!(code, 3, "the only passthrough-able GPU is held");
+
+    // nvidia-persistenced on /dev/nvidia0, which the driver says is 0000:01:00.0.
+    let t = copy_of("single-gpu-boot-display");
+    let root = t.path();
+    write(root, "dev/nvidia0", "");
+    write(
+        root,
+        "proc/driver/nvidia/gpus/0000:01:00.0/information",
+        "Model: \t\t NVIDIA GeForce RTX 3070\nDevice Minor: \t 0\n",
+    );
+    hold(root, 900, "nvidia-persistenced", "/dev/nvidia0");
+    let (_, v) = doctor_json(root, &[]);
+    let c = check(&v, "gpu.0000:01:00.0.holders");
+    assert_eq!(c["status"], "fail", "{c:#}");
+    assert!(c["evidence"][0].as_str().unwrap().contains("/dev/nvidia0"));
+    assert_eq!(
+        c["remedy"].as_str().unwrap(),
+        "sudo systemctl stop nvidia-persistenced"
+    );
+}
