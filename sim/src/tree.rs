@@ -57,6 +57,9 @@ pub(crate) struct Tree {
     /// Overlay entries that hide what the fixture has below them (`Gone`, opaque
     /// directories, files and links): while there are none, no ancestor walk is needed.
     hiders: usize,
+    /// The overlay's keys by bytes: most lookups miss, and a hash miss is cheaper than a
+    /// component-wise `Path` comparison down the B-tree.
+    overlay_keys: std::collections::HashSet<std::ffi::OsString, std::hash::BuildHasherDefault<Fnv>>,
 }
 
 /// FNV-1a: the caches are keyed by path bytes, hashed on every lookup of a scan; SipHash
@@ -197,6 +200,7 @@ impl Tree {
             disk_nodes: Default::default(),
             resolved: Default::default(),
             hiders: 0,
+            overlay_keys: Default::default(),
             disk_bytes: Default::default(),
             disk_kinds: Default::default(),
         }
@@ -307,7 +311,7 @@ impl Tree {
 
     /// The node at canonical path `p` (no link followed), overlay first.
     pub(crate) fn node(&self, p: &Path) -> Option<Entry> {
-        if let Some(e) = self.overlay.get(p) {
+        if let Some(e) = self.overlay_get(p) {
             return (*e != Entry::Gone).then(|| e.clone());
         }
         if self.hidden_by_ancestor(p) {
@@ -356,6 +360,20 @@ impl Tree {
             c.get_mut().clear();
         }
         self.hiders = self.overlay.values().filter(|e| hides(e)).count();
+        // Keyed in the normalised form that resolved paths have (no trailing `/`).
+        self.overlay_keys = self
+            .overlay
+            .keys()
+            .map(|k| k.components().collect::<PathBuf>().into_os_string())
+            .collect();
+    }
+
+    fn overlay_get(&self, p: &Path) -> Option<&Entry> {
+        if self.overlay_keys.contains(p.as_os_str()) {
+            self.overlay.get(p)
+        } else {
+            None
+        }
     }
 
     fn hidden_by_ancestor(&self, p: &Path) -> bool {
@@ -364,7 +382,7 @@ impl Tree {
         }
         let mut cur = p.parent();
         while let Some(a) = cur {
-            match self.overlay.get(a) {
+            match self.overlay_get(a) {
                 Some(Entry::Gone) | Some(Entry::Dir { opaque: true }) => return true,
                 Some(Entry::File(_)) | Some(Entry::Link(_)) => return true,
                 _ => {}
@@ -457,7 +475,7 @@ impl Tree {
 
     pub(crate) fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let p = self.resolve(path, true)?;
-        match self.overlay.get(&p) {
+        match self.overlay_get(&p) {
             Some(Entry::File(b)) => return Ok(b.clone()),
             Some(Entry::Dir { .. }) => {
                 return Err(io::Error::from_raw_os_error(libc_errno::EISDIR))
@@ -492,7 +510,7 @@ impl Tree {
             None => return Err(enoent()),
         }
         let mut names = std::collections::BTreeSet::new();
-        let base_visible = !matches!(self.overlay.get(&p), Some(Entry::Dir { opaque: true }))
+        let base_visible = !matches!(self.overlay_get(&p), Some(Entry::Dir { opaque: true }))
             && !self.hidden_by_ancestor(&p);
         if base_visible {
             if let Ok(rd) = std::fs::read_dir(self.disk(&p)) {
@@ -546,7 +564,7 @@ impl Tree {
             Some(Entry::Dir { .. }) => {}
             Some(Entry::File(_)) | Some(Entry::Link(_)) | Some(Entry::Gone) | None => {
                 // A previously removed directory comes back empty, as the kernel recreates it.
-                let opaque = self.overlay.get(p) == Some(&Entry::Gone)
+                let opaque = self.overlay_get(p) == Some(&Entry::Gone)
                     || self.hidden_by_ancestor(p)
                     || std::fs::symlink_metadata(self.disk(p)).is_ok();
                 self.put(p, Entry::Dir { opaque });

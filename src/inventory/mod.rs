@@ -95,10 +95,29 @@ impl Scan<'_> {
     /// Reads a hex attribute (`0x10de`), warning on garbage.
     pub(crate) fn hex(&mut self, path: &Path, max: u64) -> Option<u64> {
         let text = self.attr(path)?;
-        match parse_hex(&text).filter(|v| *v <= max) {
+        self.hex_text(path, &text, max)
+    }
+
+    fn hex_text(&mut self, path: &Path, text: &str, max: u64) -> Option<u64> {
+        match parse_hex(text).filter(|v| *v <= max) {
             Some(v) => Some(v),
             None => {
-                self.warn(path, format!("not a hex number: {:?}", truncate(&text)));
+                self.warn(path, format!("not a hex number: {:?}", truncate(text)));
+                None
+            }
+        }
+    }
+
+    /// Reads a hex attribute every function has, warning when it is missing or garbage.
+    pub(crate) fn required_hex(&mut self, path: &Path, max: u64, what: &str) -> Option<u64> {
+        match self.host.read_attr(path) {
+            Ok(text) => self.hex_text(path, &text, max),
+            Err(e) if e.is_not_found() => {
+                self.warn(path, format!("missing: the function's {what} is unknown"));
+                None
+            }
+            Err(e) => {
+                self.warn(path, format!("unreadable: {e}"));
                 None
             }
         }
@@ -217,7 +236,7 @@ impl HostInventory {
     }
 }
 
-fn is_companion_class(class: u32) -> bool {
+pub(crate) fn is_companion_class(class: u32) -> bool {
     let base = class >> 16;
     let sub = (class >> 8) & 0xff;
     // Multimedia (HDMI/DP audio), USB (USB-C on Turing cards), serial bus (UCSI).

@@ -64,7 +64,11 @@ pub struct Vram {
 }
 
 /// One PCI function as sysfs describes it. Fields the kernel did not expose, or that could
-/// not be parsed, are `None`.
+/// not be parsed, are `None`. The detail fields (subsystem ids, revision, `driver_override`,
+/// NUMA node, BARs, `boot_vga`, reset method, SR-IOV, VRAM) are read for display functions,
+/// their companion classes and functions of unknown class; for other functions (bridges,
+/// storage, network) they stay `None`: no decision needs them, and a 1,024-function host
+/// scans as cheaply as `lspci` reads it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PciFunction {
     /// Address.
@@ -165,12 +169,29 @@ pub(super) fn scan(scan: &mut Scan<'_>) -> Vec<PciFunction> {
 }
 
 fn function(scan: &mut Scan<'_>, address: PciAddress, dir: &Path) -> PciFunction {
-    let entries: BTreeSet<String> = scan.list(dir).into_iter().collect();
-    let has = |n: &str| entries.contains(n);
     let sysfs_path = scan
         .host
         .canonicalize(dir)
         .unwrap_or_else(|_| dir.to_path_buf());
+    let vendor_id = scan
+        .required_hex(&dir.join("vendor"), 0xffff, "vendor id")
+        .map(|v| v as u16);
+    let device_id = scan
+        .required_hex(&dir.join("device"), 0xffff, "device id")
+        .map(|v| v as u16);
+    let class = scan
+        .required_hex(&dir.join("class"), 0xff_ffff, "class")
+        .map(|v| v as u32);
+    // Details only for GPUs and their companions (and functions whose class is unknown):
+    // no decision reads them elsewhere, and skipping them keeps a big host's scan cheap.
+    // Other functions are not even listed: their links are read where they may be.
+    let detail = class.is_none_or(|c| c >> 16 == CLASS_DISPLAY || super::is_companion_class(c));
+    let entries: BTreeSet<String> = if detail {
+        scan.list(dir).into_iter().collect()
+    } else {
+        ["driver", "iommu_group", "physfn"].map(String::from).into()
+    };
+    let has = |n: &str| entries.contains(n);
     let opt_hex = |scan: &mut Scan<'_>, n: &str, max: u64| {
         if has(n) {
             scan.hex(&dir.join(n), max)
@@ -178,24 +199,9 @@ fn function(scan: &mut Scan<'_>, address: PciAddress, dir: &Path) -> PciFunction
             None
         }
     };
-    let vendor_id = opt_hex(scan, "vendor", 0xffff).map(|v| v as u16);
-    let device_id = opt_hex(scan, "device", 0xffff).map(|v| v as u16);
     let subsystem_vendor_id = opt_hex(scan, "subsystem_vendor", 0xffff).map(|v| v as u16);
     let subsystem_device_id = opt_hex(scan, "subsystem_device", 0xffff).map(|v| v as u16);
-    let class = opt_hex(scan, "class", 0xff_ffff).map(|v| v as u32);
     let revision = opt_hex(scan, "revision", 0xff).map(|v| v as u8);
-    for (attr, what) in [
-        ("class", "class"),
-        ("vendor", "vendor id"),
-        ("device", "device id"),
-    ] {
-        if !has(attr) {
-            scan.warn(
-                &dir.join(attr),
-                format!("missing: the function's {what} is unknown"),
-            );
-        }
-    }
 
     let driver = if has("driver") {
         let link = dir.join("driver");
