@@ -23,9 +23,9 @@ use vm_passthrough::{
     IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
 };
 
+pub use fixture_copy::copy_fixture;
 use tree::Tree;
 pub use tree::{SnapNode, Snapshot};
-pub use fixture_copy::copy_fixture;
 pub use vfio::{OpenDeviceFd, VfioFault};
 
 /// One host operation as the simulator saw it, for tests that count or order host access.

@@ -152,6 +152,14 @@ impl PciDeviceInfo {
         })
     }
 
+    /// The lowest DRM card minor (`/dev/dri/card2` → 2).
+    pub fn card_minor(&self) -> Option<u32> {
+        self.device_nodes
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("card")?.parse().ok())
+            .min()
+    }
+
     /// Display controller (class `0x03xxxx`).
     pub fn is_display(&self) -> bool {
         self.class >> 16 == 0x03

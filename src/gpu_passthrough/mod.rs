@@ -8,6 +8,7 @@ mod device;
 mod error;
 pub mod group;
 mod prepare;
+pub mod scenario;
 
 pub use device::PciDeviceInfo;
 pub use error::PassthroughError;

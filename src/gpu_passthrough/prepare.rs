@@ -275,6 +275,13 @@ fn plan_in_group(
         );
     }
     let info_of = |a: &PciAddress| infos.iter().find(|i| i.address == *a);
+    // A rebound DRM driver takes the lowest free card minor (kernel notes, rule 36). Undo
+    // runs in reverse, so moving the highest minor first rebinds the lowest first and every
+    // card gets its number back.
+    let mut class = class;
+    class
+        .moved
+        .sort_by_key(|(a, _)| std::cmp::Reverse(info_of(a).and_then(PciDeviceInfo::card_minor)));
     let nodes: Vec<PathBuf> = class
         .moved
         .iter()

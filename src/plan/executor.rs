@@ -45,9 +45,14 @@ impl StepError {
         }
     }
 
-    /// True when the step may have taken effect although it reported failure.
+    /// True when the step may have taken effect although it reported failure: a timeout or
+    /// an interruption, or a failure the kernel gave no errno for (the process being killed
+    /// mid-call, a modprobe that died). A store method's errno means nothing changed.
     fn uncertain(&self) -> bool {
-        matches!(self.errno(), Some(ETIMEDOUT) | Some(EINTR))
+        match self {
+            StepError::Host(_) => matches!(self.errno(), None | Some(ETIMEDOUT) | Some(EINTR)),
+            StepError::Verify { .. } | StepError::Journal { .. } => false,
+        }
     }
 }
 
@@ -260,12 +265,20 @@ impl Executor {
             };
             match js.status {
                 StepStatus::Failed => continue,
-                StepStatus::Started => {
-                    // Whether it took effect is unknown: try the inverse, errors expected.
-                    if inverse.run(host).is_ok() {
-                        report.undone.push(js.step.clone());
+                StepStatus::Started => match inverse.run(host) {
+                    // Whether it took effect was unknown; now it is undone.
+                    Ok(()) => report.undone.push(js.step.clone()),
+                    // The kernel refused the inverse: the step had not taken effect.
+                    Err(e) if !e.uncertain() => {}
+                    // No answer from the kernel: it stays for the next restore.
+                    Err(error) => {
+                        report.failures.push(UndoFailure {
+                            step: js.step.clone(),
+                            error,
+                        });
+                        kept.push(js);
                     }
-                }
+                },
                 StepStatus::Done => match inverse.run(host) {
                     Ok(()) => report.undone.push(js.step.clone()),
                     Err(error) => {
