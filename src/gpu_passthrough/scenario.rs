@@ -21,11 +21,11 @@ fn opts(state_dir: &Path, allow_boot_vga: bool) -> PrepareOptions {
     }
 }
 
+/// A member's address, driver and override.
+type MemberState = (PciAddress, Option<String>, Option<String>);
+
 /// Driver and override of every member of `group`, sorted by address.
-fn group_state(
-    host: &dyn HostOps,
-    group: u32,
-) -> Result<Vec<(PciAddress, Option<String>, Option<String>)>, String> {
+fn group_state(host: &dyn HostOps, group: u32) -> Result<Vec<MemberState>, String> {
     let dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
     let names = host.list_dir(&dir).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
