@@ -2,6 +2,8 @@
 //!
 //! JSON documents carry `"schema": 1`; fields are only ever added within a schema version.
 
+pub mod passthrough;
+
 use serde_json::{json, Value};
 use vm_passthrough::PciAddress;
 
