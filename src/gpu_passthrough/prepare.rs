@@ -475,6 +475,20 @@ impl Held {
     }
 }
 
+/// The devices of a prepared group that VFIO opens: every moved device and every member
+/// that was already on vfio-pci (GPU functions first).
+pub(crate) fn vfio_devices(plan: &PassthroughPlan) -> Vec<PciAddress> {
+    let mut out: Vec<PciAddress> = plan.moved.iter().map(|m| m.address).collect();
+    out.extend(
+        plan.left
+            .iter()
+            .filter(|(_, r)| *r == Role::AlreadyVfio)
+            .map(|(a, _)| *a),
+    );
+    out.sort();
+    out
+}
+
 /// Locks the group of `addr`, reclaims a journal left by a dead owner, plans and applies.
 pub(crate) fn prepare_held(
     host: &dyn HostOps,
@@ -583,6 +597,19 @@ impl<'h> Prepared<'h> {
             .journal()
             .path()
             .to_path_buf()
+    }
+
+    /// Opens the group through VFIO (container, group, type1 IOMMU) and every device on
+    /// vfio-pci in it (the moved ones, or those already there), with their regions. The
+    /// session borrows this handle: it must be closed (dropped) before the release.
+    pub fn open_vfio(&self) -> Result<super::VfioSession<'_>, PassthroughError> {
+        let plan = self.plan();
+        let devices = vfio_devices(plan);
+        let handles = super::VfioHandles::open(self.host, plan.group, &devices)?;
+        Ok(super::VfioSession {
+            host: self.host,
+            handles,
+        })
     }
 
     /// Gives every moved device back to its original driver and override.
