@@ -8,6 +8,7 @@ mod device;
 mod error;
 pub mod group;
 mod prepare;
+pub mod profile;
 pub mod scenario;
 mod vfio;
 
