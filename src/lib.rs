@@ -15,4 +15,5 @@ pub mod gpu_virt;
 pub mod host;
 pub mod inventory;
 pub mod plan;
+pub mod recorder;
 pub mod report;

@@ -10,13 +10,10 @@
 use std::io;
 use std::path::Path;
 
-/// True when `bytes` is the text of a relative link that was stored as a file.
+/// True when `bytes` is the text of a relative link that was stored as a file (the same
+/// rule `SimHost` reads such files by).
 fn is_lost_link(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"../")
-        && !bytes.ends_with(b"\n")
-        && !bytes.contains(&b'\n')
-        && !bytes.contains(&0)
-        && std::str::from_utf8(bytes).is_ok()
+    crate::tree::flattened_link(bytes).is_some()
 }
 
 /// Copies the fixture at `src` into the (existing, empty) directory `dst`: directories,

@@ -228,17 +228,6 @@ impl Member {
             None => false,
         }
     }
-
-    /// True when this member keeps the group from being viable.
-    fn blocks(&self) -> bool {
-        if self.is_bridge || self.is_mdev {
-            return false;
-        }
-        match &self.driver {
-            None => false,
-            Some(d) => !(is_vfio_driver(d) || d == "pci-stub"),
-        }
-    }
 }
 
 /// The members of IOMMU group `n`, from `/sys/kernel/iommu_groups/N/devices/*`.
@@ -266,7 +255,8 @@ pub(crate) fn group_members(tree: &Tree, n: u32) -> Vec<Member> {
 
 /// Viability by rule 23.
 pub(crate) fn group_viable(tree: &Tree, n: u32) -> bool {
-    !group_members(tree, n).iter().any(Member::blocks)
+    // One rule for the whole simulator: the kernel model's (rule 23).
+    crate::kernel::group_viable(tree, n)
 }
 
 fn container_mut<'a>(
@@ -428,6 +418,7 @@ pub(crate) fn set_container(
     }
     container_mut(st, c, op)?.groups.insert(g.id);
     open_group_mut(st, g, op)?.container = Some(c.id);
+    st.set_group_claimed(g.number, true);
     Ok(())
 }
 
@@ -548,10 +539,18 @@ fn open_device(
     model: DeviceModel,
 ) -> Result<VfioDevice, HostError> {
     let enable_path = (!model.is_mdev).then(|| vfio_device_sysfs_dir(name).join("enable"));
-    let first = !st.vfio.devices.values().any(|d| d.name == name);
-    if first {
-        if let Some(p) = &enable_path {
-            adjust_enable(&mut st.tree, p, 1);
+    // The kernel model keeps the per-group fd counts that rules 17, 24, 25 and 34 consult
+    // (it also bumps `enable`); a device opened through iommufd without a group number only
+    // needs the `enable` bump.
+    match group_number {
+        Some(n) => st.open_device_fd(n, name),
+        None => {
+            let first = !st.vfio.devices.values().any(|d| d.name == name);
+            if first {
+                if let Some(p) = &enable_path {
+                    adjust_enable(&mut st.tree, p, 1);
+                }
+            }
         }
     }
     let id = st.vfio.id();
@@ -742,7 +741,11 @@ fn reap_group(st: &mut State, gid: u64) {
         return;
     }
     let container = g.container;
+    let number = g.number;
     st.vfio.groups.remove(&gid);
+    if container.is_some() {
+        st.set_group_claimed(number, false);
+    }
     if let Some(cid) = container {
         if let Some(k) = st.vfio.containers.get_mut(&cid) {
             k.groups.remove(&gid);
@@ -779,10 +782,15 @@ pub(crate) fn close(st: &mut State, h: VfioHandle) -> Result<(), HostError> {
             let Some(dev) = st.vfio.devices.remove(&d.id) else {
                 return Ok(());
             };
-            let last = !st.vfio.devices.values().any(|o| o.name == dev.name);
-            if last {
-                if let Some(p) = &dev.enable_path {
-                    adjust_enable(&mut st.tree, p, -1);
+            match dev.group_number {
+                Some(n) => st.close_device_fd(n, &dev.name),
+                None => {
+                    let last = !st.vfio.devices.values().any(|o| o.name == dev.name);
+                    if last {
+                        if let Some(p) = &dev.enable_path {
+                            adjust_enable(&mut st.tree, p, -1);
+                        }
+                    }
                 }
             }
             if let Some(gid) = dev.group {

@@ -115,6 +115,21 @@ enum Command {
         #[command(subcommand)]
         command: GpuCommand,
     },
+    /// The host as a whole.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// Record this host (sysfs, /proc, /dev/vfio, wgpu adapters) as a fixture tree in DIR,
+    /// for a bug report or a new test host (format: shared/hosts/SPEC.md).
+    Record {
+        /// Output directory (must be empty or absent).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +212,18 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Gpu {
             command: GpuCommand::Restore,
         }) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
+        Some(Command::Host {
+            command: HostCommand::Record { dir },
+        }) => match crate::recorder::record_host(mgr.host().as_ref(), &dir) {
+            Ok(summary) => {
+                println!("{summary}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("vm-cli: host record {}: {e}", dir.display());
+                EXIT_FAILURE
+            }
+        },
         None => match &cli.run.kernel {
             Some(_) => plan(&mut mgr, &cli.run, cli.json),
             None => {
