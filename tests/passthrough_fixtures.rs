@@ -264,3 +264,43 @@ fn a_gpu_held_open_by_a_host_process_is_refused_naming_pid_and_program() {
         assert!(text.contains("/dev/dri/card0"), "{text}");
     });
 }
+
+#[test]
+fn an_unbound_gpu_gets_only_override_and_probe_and_goes_back_to_no_driver() {
+    let tree = tempfile::tempdir().unwrap();
+    vm_device_sim::copy_fixture(Path::new(Q35), tree.path()).unwrap();
+    let dev = tree
+        .path()
+        .join("sys/devices/pci0000:00/0000:00:02.0/0000:01:00.0");
+    std::fs::remove_file(dev.join("driver")).unwrap();
+    std::fs::remove_file(
+        tree.path()
+            .join("sys/bus/pci/drivers/bochs-drm/0000:01:00.0"),
+    )
+    .unwrap();
+    std::fs::write(dev.join("enable"), "0\n").unwrap();
+    let empty = tree.path().join(".fixture/empty-dirs");
+    let kept: String = std::fs::read_to_string(&empty)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("0000:01:00.0/drm"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&empty, kept).unwrap();
+    let _ = std::fs::remove_dir_all(dev.join("drm"));
+    let h = SimHost::from_fixture(tree.path()).unwrap();
+    unchanged(&h, |h, s| {
+        let p = prepare(
+            h,
+            &a("0000:01:00.0"),
+            &PrepareOptions {
+                allow_boot_vga: false,
+                state_dir: s.to_path_buf(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.plan().plan.changes(), 2, "{}", p.plan().plan.to_text());
+        assert_eq!(p.plan().moved[0].driver, None);
+        p.release().unwrap();
+    });
+}
