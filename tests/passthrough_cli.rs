@@ -15,7 +15,7 @@ fn run(state: &std::path::Path, args: &[&str]) -> (i32, String, String) {
         .arg(state)
         .args(args)
         .env_remove("VM_HOST_ROOT")
-        .env_remove("VM_DEVICE_STATE_DIR")
+        .env_remove("VM_STATE_DIR")
         .output()
         .unwrap();
     (

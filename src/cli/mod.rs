@@ -21,7 +21,7 @@ pub const EXIT_UNAVAILABLE: i32 = 3;
 pub const EXIT_UNDONE: i32 = 4;
 /// Exit status: a host change failed and could not be undone fully (see the message;
 /// `vm-cli gpu restore` finishes the undo).
-pub const EXIT_LEFT_CHANGED: i32 = 5;
+pub const EXIT_LEFT_CHANGES: i32 = 5;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
@@ -35,7 +35,7 @@ const EXIT_CODES: &str = "Exit codes:
 
 Environment:
   VM_HOST_ROOT  same as --host-root: run against a recorded host tree (the simulator)
-  VM_DEVICE_STATE_DIR  same as --state-dir: journals and locks (default /run/vm-device)
+  VM_STATE_DIR  same as --state-dir: journals and locks (default /run/vm-device)
   WGPU_BACKEND  vulkan, gl, …: which graphics API the wgpu rung may use";
 
 /// `vm-cli`.
@@ -54,7 +54,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Where journals and group locks live (default /run/vm-device).
-    #[arg(long, env = "VM_DEVICE_STATE_DIR", global = true, value_name = "DIR")]
+    #[arg(long, env = "VM_STATE_DIR", global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -356,7 +356,7 @@ fn passthrough_exit(e: &crate::gpu_passthrough::PassthroughError) -> i32 {
     }
     match e.undone_fully() {
         Some(true) => EXIT_UNDONE,
-        Some(false) => EXIT_LEFT_CHANGED,
+        Some(false) => EXIT_LEFT_CHANGES,
         None => EXIT_FAILURE,
     }
 }
@@ -459,6 +459,6 @@ fn gpu_restore(host: &dyn crate::host::HostOps, state_dir: &std::path::Path, jso
     if report.complete() {
         EXIT_OK
     } else {
-        EXIT_LEFT_CHANGED
+        EXIT_LEFT_CHANGES
     }
 }

@@ -33,7 +33,7 @@ pub const VFIO_PCI: &str = "vfio-pci";
 pub struct PrepareOptions {
     /// Allow the boot display (`boot_vga` = 1) to be passed through.
     pub allow_boot_vga: bool,
-    /// Journals and locks (default `/run/vm-device`, or `VM_DEVICE_STATE_DIR`).
+    /// Journals and locks (default `/run/vm-device`, or `VM_STATE_DIR`).
     pub state_dir: PathBuf,
 }
 

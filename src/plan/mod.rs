@@ -31,9 +31,9 @@ pub use lock::{GroupLock, LockError};
 /// The default state directory (journals and locks).
 pub const DEFAULT_STATE_DIR: &str = "/run/vm-device";
 
-/// The state directory: `VM_DEVICE_STATE_DIR` when set, else [`DEFAULT_STATE_DIR`].
+/// The state directory: `VM_STATE_DIR` when set, else [`DEFAULT_STATE_DIR`].
 pub fn default_state_dir() -> PathBuf {
-    match std::env::var_os("VM_DEVICE_STATE_DIR") {
+    match std::env::var_os("VM_STATE_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => PathBuf::from(DEFAULT_STATE_DIR),
     }
