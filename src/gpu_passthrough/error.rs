@@ -49,7 +49,7 @@ pub enum PassthroughError {
     },
     /// A step of the plan failed; the completed steps were undone (fully or not: see
     /// [`PassthroughError::undone_fully`]).
-    #[error("prepare {device}: {}{}", .failure, undo_text(&.failure.undo))]
+    #[error("prepare {device}: {}{}{}", .failure, remedy_text(.failure), undo_text(&.failure.undo))]
     StepFailed {
         /// The device asked for.
         device: PciAddress,
@@ -99,6 +99,43 @@ fn refusal_text(device: &PciAddress, reasons: &[Reason]) -> String {
         }
     }
     s
+}
+
+/// What to do about a failed step, from what it was and how it failed.
+pub fn step_remedy(failure: &ApplyError) -> Option<String> {
+    use crate::plan::{Action, Check, StepError};
+    let errno = failure.error.errno();
+    Some(match (&failure.step.action, &failure.error) {
+        (Action::LoadModule { name }, _) => format!(
+            "{name} is missing or would not load: check `modinfo {name}` and `dmesg`; install the kernel's module package (Debian/Ubuntu: linux-modules-extra-$(uname -r)) or a kernel built with CONFIG_VFIO_PCI and CONFIG_VFIO_IOMMU_TYPE1"
+        ),
+        (Action::Write { .. }, _) if matches!(errno, Some(1) | Some(13)) => {
+            "writing sysfs needs root: run vm-cli with sudo".to_string()
+        }
+        (Action::Write { path, .. }, _) if errno == Some(110) => format!(
+            "{} did not return: a process may hold the device's VFIO fd (`fuser /dev/vfio/*`) or the driver is stuck (`dmesg`)",
+            path.display()
+        ),
+        (Action::Write { path, .. }, _)
+            if errno == Some(16) && path.ends_with("unbind") =>
+        {
+            "the driver would not let go of the device: stop the programs using it and retry".to_string()
+        }
+        (Action::Verify(Check::LinkName { .. }), StepError::Verify { .. }) => {
+            "vfio-pci did not claim the device: check that vfio-pci is loaded (`lsmod | grep vfio_pci`) and `dmesg`".to_string()
+        }
+        (Action::Verify(Check::Exists { path }), StepError::Verify { .. }) => format!(
+            "{} did not appear: the IOMMU may be off or VFIO incomplete (`dmesg | grep -iE 'vfio|DMAR|AMD-Vi'`)",
+            path.display()
+        ),
+        _ => return None,
+    })
+}
+
+fn remedy_text(failure: &ApplyError) -> String {
+    step_remedy(failure)
+        .map(|r| format!(" — {r}"))
+        .unwrap_or_default()
 }
 
 fn undo_text(u: &UndoReport) -> String {

@@ -13,7 +13,7 @@ pub mod scenario;
 mod vfio;
 
 pub use device::PciDeviceInfo;
-pub use error::PassthroughError;
+pub use error::{step_remedy, PassthroughError};
 pub use prepare::{
     group_key, holders, iommu_group_of, plan_prepare, prepare, release, restore, GroupHolder,
     MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
