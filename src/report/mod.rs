@@ -5,6 +5,7 @@
 mod doctor;
 
 pub use doctor::{doctor_json, doctor_text};
+pub mod passthrough;
 
 use serde_json::{json, Value};
 use vm_passthrough::PciAddress;
