@@ -9,6 +9,8 @@ use vm_passthrough::PciAddress;
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
 use crate::report::{self, PlanRequest};
 
+mod mdev_cmd;
+
 /// Exit status: success.
 pub const EXIT_OK: i32 = 0;
 /// Exit status: the host could not be read, or another failure.
@@ -17,16 +19,25 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status: no GPU mode available, or the requested mode is unavailable.
 pub const EXIT_UNAVAILABLE: i32 = 3;
+/// Exit status: a host change failed and was undone (the host is as before).
+pub const EXIT_UNDONE: i32 = 4;
+/// Exit status: a host change failed and could not be undone fully.
+pub const EXIT_LEFT_CHANGES: i32 = 5;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  the host could not be read, or another failure (the message says which file or step)
   2  usage error (unknown flag, bad PCI address, bad mode)
   3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable
+     (mdev commands: unknown type or parent, no instance left, vendor module not loaded)
+  4  a host change failed and was undone; the host is as before
+  5  a host change failed and could not be undone fully (the message says what is left)
 
 Environment:
   VM_HOST_ROOT  same as --host-root: run against a recorded host tree (the simulator)
-  WGPU_BACKEND  vulkan, gl, …: which graphics API the wgpu rung may use";
+  WGPU_BACKEND  vulkan, gl, …: which graphics API the wgpu rung may use
+  VM_CONFIG_ROOT  same as --config-root (where --persist writes etc/mdevctl.d)
+  VM_STATE_DIR    same as --state-dir (journals of host changes in progress)";
 
 /// `vm-cli`.
 #[derive(Debug, Parser)]
@@ -108,6 +119,87 @@ enum Command {
 enum GpuCommand {
     /// List GPUs and what each mode (passthrough, mdev, wgpu) can offer, with reasons.
     List,
+    /// List mediated-device types (mdev and NVIDIA vendor-VFIO) with instances left.
+    MdevTypes {
+        /// Only this parent (PCI address, or an mdev_bus name such as mbochs).
+        #[arg(long, value_name = "PARENT")]
+        gpu_device: Option<String>,
+    },
+    /// Create a mediated device (or an NVIDIA vendor-VFIO vGPU on a free VF).
+    MdevCreate(MdevCreateArgs),
+    /// Remove a mediated device by UUID (or clear a VF's vendor-VFIO vGPU by VF address).
+    MdevRemove {
+        /// The mdev's UUID, or the VF's PCI address.
+        #[arg(value_name = "UUID")]
+        uuid: String,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        dirs: ChangeDirs,
+    },
+    /// Set the number of SR-IOV virtual functions of a GPU.
+    Sriov {
+        /// The physical function.
+        #[arg(long, value_name = "DDDD:BB:DD.F")]
+        gpu_device: PciAddress,
+        /// Virtual functions wanted (0 disables them).
+        #[arg(long, value_name = "N")]
+        num_vfs: u32,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        dirs: ChangeDirs,
+    },
+}
+
+/// `vm-cli gpu mdev-create`.
+#[derive(Debug, Args)]
+pub struct MdevCreateArgs {
+    /// Type id (i915-GVTg_V5_4, nvidia-228, mbochs-small) or name (GRID T4-8Q).
+    #[arg(long, value_name = "TYPE")]
+    pub mdev_type: String,
+    /// Parent: PCI address or mdev_bus name; by default a parent with a free instance,
+    /// least loaded first.
+    #[arg(long, value_name = "PARENT")]
+    pub gpu_device: Option<String>,
+    /// Prefer parents on this NUMA node.
+    #[arg(long, value_name = "NODE")]
+    pub numa_node: Option<u32>,
+    /// Use this UUID (8-4-4-4-12 hex) instead of a random one.
+    #[arg(long, value_name = "UUID", conflicts_with = "vm_name")]
+    pub mdev_uuid: Option<String>,
+    /// Derive the UUID from the VM's name, so a restarted VM gets the same device back.
+    #[arg(long, value_name = "NAME")]
+    pub vm_name: Option<String>,
+    /// With --vm-name: which of the VM's devices this is.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "vm_name")]
+    pub index: u32,
+    /// Keep the device across reboots: write an mdevctl definition.
+    #[arg(long)]
+    pub persist: bool,
+    /// With --persist: start it automatically when the parent appears (mdevctl `auto`).
+    #[arg(long, requires = "persist")]
+    pub auto: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    dirs: ChangeDirs,
+}
+
+/// Where host changes keep configuration and journals.
+#[derive(Debug, Args)]
+pub struct ChangeDirs {
+    /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` on a
+    /// real host. Required with --host-root, so a simulation never writes this host's /etc.
+    #[arg(long, env = "VM_CONFIG_ROOT", value_name = "DIR")]
+    pub config_root: Option<PathBuf>,
+    /// Directory for journals of changes in progress (default /run/vm-device on a real host;
+    /// none with --host-root).
+    #[arg(long, env = "VM_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Parses the process arguments, runs, and returns the exit code.
@@ -132,12 +224,18 @@ pub fn run(cli: Cli) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    let simulated = cli.host_root.is_some();
+    let command = match cli.command {
+        Some(Command::Gpu { command }) => match command {
+            GpuCommand::List => None,
+            other => return mdev_cmd::run(host.as_ref(), other, cli.json, simulated),
+        },
+        None => Some(()),
+    };
     let mut mgr = UnifiedGpuManager::with_host(host);
-    match cli.command {
-        Some(Command::Gpu {
-            command: GpuCommand::List,
-        }) => gpu_list(&mut mgr, cli.json),
-        None => match &cli.run.kernel {
+    match command {
+        None => gpu_list(&mut mgr, cli.json),
+        Some(()) => match &cli.run.kernel {
             Some(_) => plan(&mut mgr, &cli.run, cli.json),
             None => {
                 eprintln!("vm-cli: nothing to do: give --kernel FILE to start a VM, or a command such as `vm-cli gpu list` (see --help)");
