@@ -8,6 +8,7 @@
 //! 6.1 kernel gives (`shared/docs/kernel-sysfs-semantics.md`).
 #![deny(missing_docs)]
 
+pub mod faults;
 pub mod kernel;
 mod tree;
 
@@ -43,10 +44,14 @@ pub struct SimHost {
     state: Mutex<State>,
 }
 
-pub(crate) struct State {
+/// Everything a simulated host holds behind its lock: the tree, the log, the kernel's own
+/// memory (native drivers, pools, open device fds) and the fault plan.
+pub struct State {
     pub(crate) tree: Tree,
     pub(crate) log: Vec<Op>,
     pub(crate) logging: bool,
+    pub(crate) kernel: kernel::KernelState,
+    pub(crate) faults: faults::FaultState,
 }
 
 impl SimHost {
@@ -63,17 +68,122 @@ impl SimHost {
         let mut tree = Tree::new(root.clone());
         if let Ok(list) = std::fs::read_to_string(root.join(".fixture/empty-dirs")) {
             for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                tree.ensure_dir(&Path::new("/").join(line));
+                tree.add_base_dir(&Path::new("/").join(line));
             }
         }
+        let kernel = kernel::KernelState::scan(&tree, &root);
         Ok(Self {
             root,
             state: Mutex::new(State {
                 tree,
                 log: Vec::new(),
                 logging: true,
+                kernel,
+                faults: faults::FaultState::default(),
             }),
         })
+    }
+
+    /// This host with fault plan `plan` (see [`faults`]).
+    pub fn with_faults(self, plan: faults::FaultPlan) -> Self {
+        self.set_faults(plan);
+        self
+    }
+
+    /// Replaces the fault plan; its call counters start from zero.
+    pub fn set_faults(&self, plan: faults::FaultPlan) {
+        self.lock().faults.plan = plan;
+    }
+
+    /// The state of this host reopened by a new process: the same tree and kernel memory
+    /// (native drivers, `new_id` entries, pools, `/dev/vfio` minors), with every VFIO fd the
+    /// old process held closed (writes the kernel held for them complete now), no fault
+    /// plan, an empty log, and alive. Works on a host that died of a
+    /// [`FaultAction::Die`](faults::FaultAction::Die), which is its purpose: run `restore`
+    /// on what a killed process left behind.
+    pub fn fork(&self) -> SimHost {
+        let st = self.lock();
+        let mut new = State {
+            tree: st.tree.clone(),
+            log: Vec::new(),
+            logging: st.logging,
+            kernel: st.kernel.clone(),
+            faults: faults::FaultState::default(),
+        };
+        drop(st);
+        new.release_all_fds();
+        SimHost {
+            root: self.root.clone(),
+            state: Mutex::new(new),
+        }
+    }
+
+    /// True once a fault killed the simulated process.
+    pub fn is_dead(&self) -> bool {
+        self.lock().faults.dead.is_some()
+    }
+
+    /// Calls a [`FaultAction::Hang`](faults::FaultAction::Hang) stopped: operation and path.
+    pub fn hangs(&self) -> Vec<(String, PathBuf)> {
+        self.lock().faults.hangs.clone()
+    }
+
+    /// Writes the kernel holds until a VFIO device fd closes (rule 25).
+    pub fn pending_writes(&self) -> Vec<kernel::PendingWrite> {
+        self.lock().kernel.pending.clone()
+    }
+
+    /// Kernel log lines printed by the simulated reactions, oldest first.
+    pub fn dmesg(&self) -> Vec<String> {
+        self.lock().kernel.dmesg.clone()
+    }
+
+    /// The driver PCI function `addr` had when the fixture was opened (`None`: unbound, or
+    /// no such function).
+    pub fn native_driver(&self, addr: &str) -> Option<String> {
+        self.lock().kernel.native.get(addr).cloned().flatten()
+    }
+
+    /// The minor number of `/dev/vfio/GROUP` while it exists (allocated lowest-free, rule 21).
+    pub fn vfio_minor(&self, group: u32) -> Option<u32> {
+        self.lock().kernel.vfio_minors.get(&group).copied()
+    }
+
+    /// Members of IOMMU group `group`: canonical device directory and bound driver.
+    pub fn group_members(&self, group: u32) -> Vec<(PathBuf, Option<String>)> {
+        kernel::group_members(&self.lock().tree, group)
+    }
+
+    /// Whether `VFIO_GROUP_GET_STATUS` would report group `group` viable (rule 23).
+    pub fn group_viable(&self, group: u32) -> bool {
+        kernel::group_viable(&self.lock().tree, group)
+    }
+
+    /// Marks a VFIO device fd of `dev` (address or UUID) in `group` open; see
+    /// [`State::open_device_fd`].
+    pub fn open_device_fd(&self, group: u32, dev: &str) {
+        self.lock().open_device_fd(group, dev);
+    }
+
+    /// Marks a VFIO device fd of `dev` closed; see [`State::close_device_fd`].
+    pub fn close_device_fd(&self, group: u32, dev: &str) {
+        self.lock().close_device_fd(group, dev);
+    }
+
+    /// Marks group `group` attached to a container (or detached); see
+    /// [`State::set_group_claimed`].
+    pub fn set_group_claimed(&self, group: u32, claimed: bool) {
+        self.lock().set_group_claimed(group, claimed);
+    }
+
+    /// `modprobe -r NAME` (rules 33–35). Not part of [`HostOps`]: the manager never unloads
+    /// modules; tests use it to reproduce the measured module behaviour.
+    pub fn unload_module(&self, name: &str) -> Result<(), HostError> {
+        let mut st = self.lock();
+        let path = PathBuf::from(name);
+        let go = st.faults.check("rmmod", &path)?;
+        let r = kernel::modules::unload(&mut st, name);
+        st.faults.finish(go, "rmmod", &path, r)
     }
 
     /// The fixture directory this host serves.
@@ -112,14 +222,16 @@ impl HostOps for SimHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
         let mut st = self.lock();
         self.record(&mut st, Op::Read(path.to_path_buf()));
+        st.faults.check("read", path)?;
         st.tree
             .read(path)
-            .map_err(|e| HostError::io("read", path, e))
+            .map_err(|e| HostError::io("read", path, kernel::read_error(&st.tree, path, e)))
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {
         let mut st = self.lock();
         self.record(&mut st, Op::ReadLink(path.to_path_buf()));
+        st.faults.check("readlink", path)?;
         st.tree
             .read_link(path)
             .map_err(|e| HostError::io("readlink", path, e))
@@ -128,18 +240,26 @@ impl HostOps for SimHost {
     fn list_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
         let mut st = self.lock();
         self.record(&mut st, Op::List(path.to_path_buf()));
+        st.faults.check("list", path)?;
         st.tree
             .list(path)
             .map_err(|e| HostError::io("list", path, e))
     }
 
     fn kind(&self, path: &Path) -> Option<NodeKind> {
-        self.lock().tree.kind(path)
+        let st = self.lock();
+        if st.faults.dead.is_some() {
+            return None;
+        }
+        kernel::kind(&st.tree, path)
     }
 
     fn canonicalize(&self, path: &Path) -> Result<PathBuf, HostError> {
-        self.lock()
-            .tree
+        let st = self.lock();
+        if st.faults.dead.is_some() {
+            return Err(faults::killed_error("realpath", path));
+        }
+        st.tree
             .resolve(path, true)
             .map_err(|e| HostError::io("realpath", path, e))
     }
@@ -147,18 +267,24 @@ impl HostOps for SimHost {
     fn write_attr(&self, path: &Path, value: &[u8]) -> Result<(), HostError> {
         let mut st = self.lock();
         self.record(&mut st, Op::Write(path.to_path_buf(), value.to_vec()));
-        kernel::write(&mut st.tree, path, value).map_err(|e| HostError::io("write", path, e))
+        let go = st.faults.check("write", path)?;
+        let r = kernel::write(&mut st, path, value).map_err(|e| HostError::io("write", path, e));
+        st.faults.finish(go, "write", path, r)
     }
 
     fn load_module(&self, name: &str) -> Result<(), HostError> {
         let mut st = self.lock();
         self.record(&mut st, Op::LoadModule(name.to_string()));
-        kernel::load_module(&mut st.tree, name)
+        let path = PathBuf::from(name);
+        let go = st.faults.check("modprobe", &path)?;
+        let r = kernel::load_module(&mut st, name);
+        st.faults.finish(go, "modprobe", &path, r)
     }
 
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
         let mut st = self.lock();
         self.record(&mut st, Op::ProbeAdapters);
+        st.faults.check("probe-adapters", Path::new("wgpu"))?;
         let file = self.root.join(".fixture/wgpu-adapters.json");
         match std::fs::read(&file) {
             Ok(bytes) => serde_json::from_slice(&bytes)

@@ -37,27 +37,45 @@ pub enum SnapNode {
 /// The whole tree, path by path.
 pub type Snapshot = BTreeMap<PathBuf, SnapNode>;
 
+#[derive(Clone)]
 pub(crate) struct Tree {
     root: PathBuf,
     overlay: BTreeMap<PathBuf, Entry>,
-    /// Small regular files of the fixture that stand for links (see [`flattened_link`]).
-    flat_links: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<PathBuf>>>,
+    /// Directories the fixture has without holding them on disk (`.fixture/empty-dirs`).
+    base_dirs: std::collections::BTreeSet<PathBuf>,
 }
 
-/// A copy of a fixture made without symlink support (an archive unpacked with
-/// `core.symlinks=false`, a read-only share) stores each link as a small regular file holding
-/// the target. sysfs links are always relative and start with `../`, and no sysfs attribute
-/// reads like that, so such a file is served as the link it stands for.
-fn flattened_link(path: &Path, len: u64) -> Option<PathBuf> {
-    if !(4..=512).contains(&len) {
+/// Longest link target a flattened link file may hold (`PATH_MAX`).
+const MAX_LINK_FILE: u64 = 4096;
+
+/// True when a regular file's bytes are a relative link target written out as text.
+///
+/// A fixture checked out where symbolic links are not kept (git with `core.symlinks=false`,
+/// or a copy that dereferenced nothing but flattened links) stores each link as a file
+/// holding the target. Kernel attribute files always end in a newline (or are binary, like
+/// `config`), and the kernel's links are always relative (`../../bus/pci/drivers/X`), so a
+/// file that starts with `../` and holds no newline or NUL is read as the link it stands for.
+fn flattened_link(bytes: &[u8]) -> Option<PathBuf> {
+    if !bytes.starts_with(b"../") || bytes.iter().any(|b| *b == b'\n' || *b == 0) {
         return None;
     }
-    let bytes = std::fs::read(path).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let ok = text.starts_with("../")
-        && !text.contains(['\n', '\0', ' ', '\t'])
-        && text.split('/').all(|c| !c.is_empty());
-    ok.then(|| PathBuf::from(text))
+    std::str::from_utf8(bytes).ok().map(PathBuf::from)
+}
+
+/// The relative link text from directory `from_dir` to `to` (both canonical), as sysfs
+/// writes its links: up to the common ancestor, then down.
+pub(crate) fn relative(from_dir: &Path, to: &Path) -> PathBuf {
+    let a: Vec<_> = from_dir.components().collect();
+    let b: Vec<_> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..a.len() {
+        out.push("..");
+    }
+    for c in &b[common..] {
+        out.push(c.as_os_str());
+    }
+    out
 }
 
 fn enoent() -> io::Error {
@@ -83,7 +101,104 @@ impl Tree {
         Self {
             root,
             overlay: BTreeMap::new(),
-            flat_links: Default::default(),
+            base_dirs: Default::default(),
+        }
+    }
+
+    /// Records an empty directory of the fixture (from `.fixture/empty-dirs`).
+    pub(crate) fn add_base_dir(&mut self, p: &Path) {
+        self.ensure_dir(p);
+        let mut cur = Some(p);
+        while let Some(d) = cur {
+            if d == Path::new("/") {
+                break;
+            }
+            self.base_dirs.insert(d.to_path_buf());
+            cur = d.parent();
+        }
+    }
+
+    /// True when the fixture itself has a node at `p` (on disk or as a listed empty dir).
+    pub(crate) fn in_base(&self, p: &Path) -> bool {
+        self.base_dirs.contains(p) || std::fs::symlink_metadata(self.disk(p)).is_ok()
+    }
+
+    /// Removes `p` and then each parent up to (not including) `stop` while it is an empty
+    /// directory the fixture did not have: directories the simulator created for a node
+    /// (`/sys/class/vfio`) go away with their last entry, so undoing every change gives back
+    /// the fixture byte for byte.
+    pub(crate) fn prune_empty(&mut self, p: &Path, stop: &Path) {
+        let mut cur = p.to_path_buf();
+        while cur != stop && cur.starts_with(stop) {
+            let empty = matches!(self.node(&cur), Some(Entry::Dir { .. }))
+                && self.list(&cur).map(|l| l.is_empty()).unwrap_or(false);
+            if !empty || self.in_base(&cur) {
+                break;
+            }
+            self.overlay.remove(&cur);
+            if !cur.pop() {
+                break;
+            }
+        }
+    }
+
+    /// Removes `p`, then every parent directory left empty that the fixture did not have.
+    pub(crate) fn remove_pruned(&mut self, p: &Path) {
+        self.remove(p);
+        if let Some(parent) = p.parent() {
+            self.prune_empty(parent, Path::new("/"));
+        }
+    }
+
+    /// Drops every overlay entry at and below `p`, so the fixture's own content shows again.
+    pub(crate) fn restore_base(&mut self, p: &Path) {
+        let below: Vec<PathBuf> = self
+            .overlay
+            .range(p.to_path_buf()..)
+            .take_while(|(k, _)| k.starts_with(p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.overlay.remove(&k);
+        }
+        let empty: Vec<PathBuf> = self
+            .base_dirs
+            .iter()
+            .filter(|d| d.starts_with(p))
+            .cloned()
+            .collect();
+        for d in empty {
+            self.ensure_dir(&d);
+        }
+    }
+
+    /// Writes a regular file (overlay only).
+    pub(crate) fn put_file(&mut self, p: &Path, bytes: impl Into<Vec<u8>>) {
+        self.put(p, Entry::File(bytes.into()));
+    }
+
+    /// Writes a symbolic link at `p` pointing at canonical `target`, relative as sysfs does.
+    pub(crate) fn put_link(&mut self, p: &Path, target: &Path) {
+        let from = p.parent().unwrap_or(Path::new("/"));
+        self.put(p, Entry::Link(relative(from, target)));
+    }
+
+    /// True when a node exists at canonical `p` (no link followed).
+    pub(crate) fn has(&self, p: &Path) -> bool {
+        self.node(p).is_some()
+    }
+
+    /// Reads a file as trimmed text; `None` when absent.
+    pub(crate) fn text(&self, p: &Path) -> Option<String> {
+        let b = self.read(p).ok()?;
+        Some(String::from_utf8_lossy(&b).trim().to_string())
+    }
+
+    /// The last component of the link at `p`'s target (`driver` -> `vfio-pci`).
+    pub(crate) fn link_name(&self, p: &Path) -> Option<String> {
+        match self.node(p)? {
+            Entry::Link(t) => t.file_name().map(|n| n.to_string_lossy().into_owned()),
+            _ => None,
         }
     }
 
@@ -106,15 +221,13 @@ impl Tree {
         } else if md.is_dir() {
             Some(Entry::Dir { opaque: false })
         } else {
-            let mut cache = self.flat_links.borrow_mut();
-            let link = cache
-                .entry(p.to_path_buf())
-                .or_insert_with(|| flattened_link(&d, md.len()));
-            match link {
-                Some(t) => Some(Entry::Link(t.clone())),
-                // File contents are read lazily by `read`; an empty marker is enough here.
-                None => Some(Entry::File(Vec::new())),
+            if md.len() > 0 && md.len() < MAX_LINK_FILE {
+                if let Some(t) = std::fs::read(&d).ok().as_deref().and_then(flattened_link) {
+                    return Some(Entry::Link(t));
+                }
             }
+            // File contents are read lazily by `read`; an empty marker is enough here.
+            Some(Entry::File(Vec::new()))
         }
     }
 
