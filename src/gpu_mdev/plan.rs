@@ -289,8 +289,17 @@ impl<'a> Executor<'a> {
             match self.run(&step.action) {
                 Ok(v) => verified.extend(v),
                 Err(e) => {
-                    // The failed step changed nothing (a refused write, a failed check).
-                    started.pop();
+                    // A write the kernel refused with an errno, or a failed check, changed
+                    // nothing; any other failure (a lost process, an I/O error without
+                    // errno) may have taken effect, so its inverse is tried too.
+                    if matches!(
+                        e,
+                        MdevError::Refused { .. }
+                            | MdevError::Verify { .. }
+                            | MdevError::Persist { .. }
+                    ) {
+                        started.pop();
+                    }
                     let left = self.undo(&started);
                     if left.is_empty() {
                         if let Some(j) = &self.journal {
@@ -374,6 +383,153 @@ impl<'a> Executor<'a> {
             })?;
         f.write_all(contents.as_bytes())
             .and_then(|_| f.sync_all())
-            .map_err(|e| perr(format!("write: {e}")))
+            .map_err(|e| {
+                // Leave nothing half-written: the step must change nothing when it fails.
+                let _ = std::fs::remove_file(&real);
+                perr(format!("write: {e}"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use mockall::mock;
+    use vm_passthrough::{AdapterInfo, HostError, NodeKind};
+
+    use super::*;
+
+    mock! {
+        Host {}
+        impl HostOps for Host {
+            fn read(&self, path: &Path) -> Result<Vec<u8>, HostError>;
+            fn read_link(&self, path: &Path) -> Result<PathBuf, HostError>;
+            fn list_dir(&self, path: &Path) -> Result<Vec<String>, HostError>;
+            fn kind(&self, path: &Path) -> Option<NodeKind>;
+            fn canonicalize(&self, path: &Path) -> Result<PathBuf, HostError>;
+            fn write_attr(&self, path: &Path, value: &[u8]) -> Result<(), HostError>;
+            fn load_module(&self, name: &str) -> Result<(), HostError>;
+            fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
+        }
+    }
+
+    fn sriov_plan() -> Plan {
+        let attr = PathBuf::from("/sys/bus/pci/devices/0000:4b:00.0/sriov_numvfs");
+        let mut plan = Plan::default();
+        plan.push(
+            Action::WriteAttr {
+                path: attr.clone(),
+                value: "0".into(),
+            },
+            Some(Action::WriteAttr {
+                path: attr.clone(),
+                value: "4".into(),
+            }),
+            "pf",
+            "disable",
+        );
+        plan.push(
+            Action::Expect(Expectation::Vfs {
+                pf_dir: "/sys/bus/pci/devices/0000:4b:00.0".into(),
+                count: 0,
+            }),
+            None,
+            "pf",
+            "check",
+        );
+        plan.push(
+            Action::WriteAttr {
+                path: attr.clone(),
+                value: "2".into(),
+            },
+            Some(Action::WriteAttr {
+                path: attr,
+                value: "0".into(),
+            }),
+            "pf",
+            "enable",
+        );
+        plan
+    }
+
+    #[test]
+    fn refused_step_is_not_undone_and_earlier_steps_are_undone_in_reverse() {
+        let writes = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut host = MockHost::new();
+        let w = writes.clone();
+        host.expect_write_attr().returning(move |_, v| {
+            let v = String::from_utf8_lossy(v).into_owned();
+            w.lock().unwrap().push(v.clone());
+            if v == "2" {
+                Err(HostError::errno("write", "sriov_numvfs", 34))
+            } else {
+                Ok(())
+            }
+        });
+        host.expect_read().returning(|_| Ok(b"0\n".to_vec()));
+        host.expect_kind().returning(|_| None);
+        let err = Executor::new(&host, Path::new("/"))
+            .apply(&sriov_plan())
+            .unwrap_err();
+        // "2" was refused (ERANGE): only step 1 is undone, by writing the old count back.
+        assert_eq!(*writes.lock().unwrap(), ["0", "2", "4"]);
+        assert_eq!(err.errno(), Some(34));
+        assert!(err.undone());
+        assert!(err.to_string().contains("ERANGE"), "{err}");
+    }
+
+    #[test]
+    fn failed_check_undoes_the_write_before_it() {
+        let writes = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut host = MockHost::new();
+        let w = writes.clone();
+        host.expect_write_attr().returning(move |_, v| {
+            w.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(v).into_owned());
+            Ok(())
+        });
+        // The kernel still reports the old VFs after the write of 0.
+        host.expect_read().returning(|_| Ok(b"4\n".to_vec()));
+        let err = Executor::new(&host, Path::new("/"))
+            .apply(&sriov_plan())
+            .unwrap_err();
+        assert_eq!(*writes.lock().unwrap(), ["0", "4"]);
+        assert!(
+            matches!(&err, MdevError::StepFailed { index: 2, cause, .. } if matches!(**cause, MdevError::Verify { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn journal_records_steps_and_is_removed_when_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut host = MockHost::new();
+        let j = Journal::new(dir.path(), "t");
+        let path = j.path().to_path_buf();
+        let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
+        let s = seen.clone();
+        host.expect_write_attr().returning(move |_, _| {
+            // The journal is on disk, naming this step, before the step runs.
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            s.lock()
+                .unwrap()
+                .push(doc["started"].as_array().unwrap().len());
+            Ok(())
+        });
+        host.expect_read().returning(|_| Ok(b"0\n".to_vec()));
+        host.expect_kind().returning(|_| None);
+        host.expect_read_link()
+            .returning(|_| Ok(PathBuf::from("../0000:4b:00.1")));
+        let mut plan = sriov_plan();
+        plan.steps.truncate(2);
+        Executor::new(&host, Path::new("/"))
+            .with_journal(j.clone())
+            .apply(&plan)
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), [1]);
+        assert!(!j.path().exists());
     }
 }
