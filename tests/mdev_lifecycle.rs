@@ -344,3 +344,83 @@ fn sriov_beyond_totalvfs_is_refused_before_the_host() {
         .iter()
         .any(|o| matches!(o, vm_device_sim::Op::Write(..))));
 }
+
+#[test]
+fn numa_node_preference_picks_a_parent_on_that_node() {
+    let h = host("bmc-datacenter-nvidia-vgpu");
+    let inv = HostInventory::scan(&h);
+    let mut r = req("GRID T4-1Q", None);
+    r.ty.numa_node = Some(1);
+    let p = lifecycle::plan_create(&inv, &r).unwrap();
+    // 86:00.0 is the free T4 on node 1 (af:00.0 runs T4-8Q, so T4-1Q reads 0 there).
+    assert!(
+        matches!(&p.choice, Choice::Mdev { parent, .. } if parent == "0000:86:00.0"),
+        "{:?}",
+        p.choice
+    );
+    // A node with no parent that has room falls back to any node.
+    r.ty.numa_node = Some(7);
+    let p = lifecycle::plan_create(&inv, &r).unwrap();
+    assert!(
+        matches!(&p.choice, Choice::Mdev { parent, .. } if parent == "0000:5e:00.0"),
+        "{:?}",
+        p.choice
+    );
+}
+
+#[test]
+fn missing_vendor_module_is_named_with_the_modprobe_to_run() {
+    // An i915 iGPU without GVT-g: kvmgt is not loaded, so there is no mdev type.
+    let h = host("gpu-on-vfio-pci");
+    let start = h.snapshot();
+    let err = create(&h, &req("i915-GVTg_V5_4", None)).unwrap_err();
+    assert!(
+        matches!(&err, MdevError::ModuleNotLoaded { device, module } if device == "0000:00:02.0" && module == "kvmgt"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sudo modprobe kvmgt"), "{err}");
+    assert_eq!(h.snapshot(), start);
+}
+
+#[test]
+fn removing_an_unknown_device_changes_nothing() {
+    let h = lab();
+    let start = h.snapshot();
+    let err = lifecycle::remove(
+        &h,
+        "5e5e5e5e-0000-4000-8000-0000000000ff",
+        &ApplyOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, MdevError::NoSuchDevice(_)), "{err}");
+    assert_eq!(h.snapshot(), start);
+}
+
+#[test]
+fn every_available_mediated_candidate_of_the_rung_can_be_created() {
+    use vm_device::gpu_manager::rungs::{mdev::probe, Filter};
+    for name in [
+        "bmc-datacenter-nvidia-vgpu",
+        "sriov-pf-with-vfs",
+        "intel-desktop-gvtg-dgpu",
+    ] {
+        let h = host(name);
+        let start = h.snapshot();
+        let inv = HostInventory::scan(&h);
+        let mut made = 0;
+        for c in probe(&inv, &Filter::default())
+            .iter()
+            .filter(|c| c.is_available())
+        {
+            let Some(r) = lifecycle::request_for_target(&c.target, UuidSource::Random) else {
+                continue;
+            };
+            let (p, _) = lifecycle::create(&h, &r, &ApplyOptions::default())
+                .unwrap_or_else(|e| panic!("{name}: {:?}: {e}", c.target));
+            lifecycle::remove(&h, &p.device, &ApplyOptions::default()).unwrap();
+            made += 1;
+        }
+        assert!(made > 0, "{name}");
+        assert_eq!(h.snapshot(), start, "{name}");
+    }
+}

@@ -499,3 +499,30 @@ pub fn mdevctl_file(config_root: &Path, parent: &str, uuid: &str) -> PathBuf {
         .join(parent)
         .join(uuid)
 }
+
+/// The creation request that realizes a mediated-rung candidate: an mdev type on its parent,
+/// or a vendor-VFIO type on its VF. `None` for targets this module does not create: a VF
+/// (bound to vfio-pci by the passthrough machinery) and a PF without VFs ([`plan_sriov`]
+/// first).
+pub fn request_for_target(
+    target: &crate::gpu_manager::Target,
+    uuid: UuidSource,
+) -> Option<CreateRequest> {
+    use crate::gpu_manager::Target;
+    let (wanted, parent) = match target {
+        Target::MdevType {
+            parent, type_id, ..
+        } => (type_id.clone(), parent.clone()),
+        Target::NvidiaVgpu { vf, type_id, .. } => (format!("nvidia-{type_id}"), vf.to_string()),
+        _ => return None,
+    };
+    Some(CreateRequest {
+        ty: TypeRequest {
+            wanted,
+            parent: Some(parent),
+            numa_node: None,
+        },
+        uuid,
+        persist: None,
+    })
+}

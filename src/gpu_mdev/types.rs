@@ -374,6 +374,10 @@ fn check_parent(inv: &HostInventory, want: &str) -> Result<(), MdevError> {
 fn not_found(inv: &HostInventory, req: &TypeRequest, rows: &[TypeRow]) -> MdevError {
     // A GPU whose vendor module is missing explains an empty list better than "no such type".
     if rows.is_empty() {
+        // Name the module of the vendor the type belongs to, when the name says which.
+        let w = req.wanted.to_ascii_lowercase();
+        let looks_intel = w.starts_with("i915-") || w.starts_with("gvtg");
+        let looks_nvidia = w.starts_with("nvidia") || w.starts_with("grid");
         for gpu in &inv.gpus {
             let Some(f) = inv.function(&gpu.address) else {
                 continue;
@@ -386,8 +390,10 @@ fn not_found(inv: &HostInventory, req: &TypeRequest, rows: &[TypeRow]) -> MdevEr
                 continue;
             }
             let module = match (f.vendor_id, f.driver.as_deref()) {
-                (Some(0x8086), Some("i915")) => "kvmgt",
-                (Some(0x10de), Some("nvidia")) if f.sriov.is_none() => "nvidia-vgpu-vfio",
+                (Some(0x8086), Some("i915")) if !looks_nvidia => "kvmgt",
+                (Some(0x10de), Some("nvidia")) if f.sriov.is_none() && !looks_intel => {
+                    "nvidia-vgpu-vfio"
+                }
                 _ => continue,
             };
             if !inv.host.module_loaded(module) {
