@@ -14,4 +14,5 @@ pub mod gpu_passthrough;
 pub mod gpu_virt;
 pub mod host;
 pub mod inventory;
+pub mod recorder;
 pub mod report;

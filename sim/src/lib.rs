@@ -9,17 +9,24 @@
 #![deny(missing_docs)]
 
 pub mod faults;
+mod fixture_copy;
 pub mod kernel;
 mod tree;
+mod vfio;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind};
+use vm_passthrough::{
+    AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
+    IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
+};
 
+pub use fixture_copy::copy_fixture;
 use tree::Tree;
 pub use tree::{SnapNode, Snapshot};
+pub use vfio::{OpenDeviceFd, VfioFault};
 
 /// One host operation as the simulator saw it, for tests that count or order host access.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +43,8 @@ pub enum Op {
     LoadModule(String),
     /// A wgpu adapter probe.
     ProbeAdapters,
+    /// A VFIO call (`open_group 7`, `set_container group=7 container=1`, ...).
+    Vfio(String),
 }
 
 /// A simulated host over a fixture tree.
@@ -52,6 +61,7 @@ pub struct State {
     pub(crate) logging: bool,
     pub(crate) kernel: kernel::KernelState,
     pub(crate) faults: faults::FaultState,
+    pub(crate) vfio: vfio::VfioState,
 }
 
 impl SimHost {
@@ -80,6 +90,7 @@ impl SimHost {
                 logging: true,
                 kernel,
                 faults: faults::FaultState::default(),
+                vfio: vfio::VfioState::default(),
             }),
         })
     }
@@ -109,6 +120,8 @@ impl SimHost {
             logging: st.logging,
             kernel: st.kernel.clone(),
             faults: faults::FaultState::default(),
+            // A dead process holds no VFIO objects: its fds closed with it.
+            vfio: vfio::VfioState::default(),
         };
         drop(st);
         new.release_all_fds();
@@ -206,6 +219,28 @@ impl SimHost {
         self.lock().tree.snapshot()
     }
 
+    /// Every open VFIO device fd (one entry per fd), for the rules that depend on them
+    /// (`enable` reads, blocking unbind/remove, refused probes in a group in use).
+    pub fn open_device_fds(&self) -> Vec<OpenDeviceFd> {
+        self.lock().vfio.open_device_fds()
+    }
+
+    /// True while `name` (PCI address or mdev UUID) has an open VFIO device fd.
+    pub fn device_fd_open(&self, name: &str) -> bool {
+        self.lock().vfio.open_device_names().contains(name)
+    }
+
+    /// Numbers of the IOMMU groups whose `/dev/vfio/N` is open.
+    pub fn open_vfio_groups(&self) -> Vec<u32> {
+        self.lock().vfio.open_groups().into_iter().collect()
+    }
+
+    /// Makes the next `fault.times` calls of VFIO operation `fault.op` fail with
+    /// `fault.errno` (see [`VfioFault`] for the operation names).
+    pub fn inject_vfio_fault(&self, fault: VfioFault) {
+        self.lock().vfio.faults.push(fault);
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the overlay consistent enough to read.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -293,6 +328,102 @@ impl HostOps for SimHost {
             Err(e) => Err(HostError::io("read", file, e)),
         }
     }
+
+    fn vfio_open_container(&self) -> Result<VfioContainer, HostError> {
+        vfio::open_container(&mut self.lock())
+    }
+
+    fn vfio_api_version(&self, container: VfioContainer) -> Result<i32, HostError> {
+        vfio::api_version(&mut self.lock(), container)
+    }
+
+    fn vfio_check_extension(&self, container: VfioContainer, ext: u32) -> Result<u32, HostError> {
+        vfio::check_extension(&mut self.lock(), container, ext)
+    }
+
+    fn vfio_open_group(&self, group: u32) -> Result<VfioGroup, HostError> {
+        vfio::open_group(&mut self.lock(), group)
+    }
+
+    fn vfio_group_status(&self, group: VfioGroup) -> Result<GroupStatus, HostError> {
+        vfio::group_status(&mut self.lock(), group)
+    }
+
+    fn vfio_group_set_container(
+        &self,
+        group: VfioGroup,
+        container: VfioContainer,
+    ) -> Result<(), HostError> {
+        vfio::set_container(&mut self.lock(), group, container)
+    }
+
+    fn vfio_set_iommu(&self, container: VfioContainer, kind: IommuType) -> Result<(), HostError> {
+        vfio::set_iommu(&mut self.lock(), container, kind)
+    }
+
+    fn vfio_iommu_info(&self, container: VfioContainer) -> Result<IommuInfo, HostError> {
+        vfio::iommu_info(&mut self.lock(), container)
+    }
+
+    fn vfio_group_device(&self, group: VfioGroup, name: &str) -> Result<VfioDevice, HostError> {
+        vfio::group_device(&mut self.lock(), group, name)
+    }
+
+    fn vfio_device_info(&self, device: VfioDevice) -> Result<DeviceInfo, HostError> {
+        vfio::device_info(&mut self.lock(), device)
+    }
+
+    fn vfio_region_info(&self, device: VfioDevice, index: u32) -> Result<RegionInfo, HostError> {
+        vfio::region_info(&mut self.lock(), device, index)
+    }
+
+    fn vfio_irq_info(&self, device: VfioDevice, index: u32) -> Result<IrqInfo, HostError> {
+        vfio::irq_info(&mut self.lock(), device, index)
+    }
+
+    fn vfio_region_read(
+        &self,
+        device: VfioDevice,
+        index: u32,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, HostError> {
+        vfio::region_read(&mut self.lock(), device, index, offset, buf)
+    }
+
+    fn vfio_dma_map(
+        &self,
+        container: VfioContainer,
+        iova: u64,
+        size: u64,
+    ) -> Result<DmaMapping, HostError> {
+        vfio::dma_map(&mut self.lock(), container, iova, size)
+    }
+
+    fn vfio_dma_unmap(
+        &self,
+        container: VfioContainer,
+        iova: u64,
+        size: u64,
+    ) -> Result<u64, HostError> {
+        vfio::dma_unmap(&mut self.lock(), container, iova, size)
+    }
+
+    fn vfio_close(&self, handle: VfioHandle) -> Result<(), HostError> {
+        vfio::close(&mut self.lock(), handle)
+    }
+
+    fn vfio_iommufd_open(&self) -> Result<VfioContainer, HostError> {
+        vfio::iommufd_open(&mut self.lock())
+    }
+
+    fn vfio_iommufd_device(
+        &self,
+        iommufd: VfioContainer,
+        name: &str,
+    ) -> Result<VfioDevice, HostError> {
+        vfio::iommufd_device(&mut self.lock(), iommufd, name)
+    }
 }
 
 /// Per-path counts of operations, for "each attribute read once" checks.
@@ -306,6 +437,7 @@ pub fn count_ops(ops: &[Op]) -> BTreeMap<String, usize> {
             Op::Write(p, _) => format!("write {}", p.display()),
             Op::LoadModule(n) => format!("modprobe {n}"),
             Op::ProbeAdapters => "probe-adapters".to_string(),
+            Op::Vfio(t) => format!("vfio {}", t.split_whitespace().next().unwrap_or("")),
         };
         *m.entry(key).or_insert(0) += 1;
     }

@@ -1,7 +1,8 @@
 //! A copy-on-write view of a fixture directory: reads fall through to disk, changes live in
 //! an in-memory overlay keyed by canonical virtual path (`/sys/...`).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -43,6 +44,11 @@ pub(crate) struct Tree {
     overlay: BTreeMap<PathBuf, Entry>,
     /// Directories the fixture has without holding them on disk (`.fixture/empty-dirs`).
     base_dirs: std::collections::BTreeSet<PathBuf>,
+    /// What the fixture on disk holds at a path (it never changes): saves a `stat` and, for
+    /// small files, the read that tells a flattened link from an attribute.
+    disk_nodes: RefCell<HashMap<PathBuf, Option<Entry>>>,
+    /// Resolved paths; cleared whenever the overlay changes.
+    resolved: RefCell<HashMap<(PathBuf, bool), PathBuf>>,
 }
 
 /// Longest link target a flattened link file may hold (`PATH_MAX`).
@@ -55,11 +61,13 @@ const MAX_LINK_FILE: u64 = 4096;
 /// holding the target. Kernel attribute files always end in a newline (or are binary, like
 /// `config`), and the kernel's links are always relative (`../../bus/pci/drivers/X`), so a
 /// file that starts with `../` and holds no newline or NUL is read as the link it stands for.
-fn flattened_link(bytes: &[u8]) -> Option<PathBuf> {
+pub(crate) fn flattened_link(bytes: &[u8]) -> Option<PathBuf> {
     if !bytes.starts_with(b"../") || bytes.iter().any(|b| *b == b'\n' || *b == 0) {
         return None;
     }
-    std::str::from_utf8(bytes).ok().map(PathBuf::from)
+    // Some recorders keep the trailing `/` of a directory target (hwloc's trees).
+    let text = std::str::from_utf8(bytes).ok()?;
+    Some(PathBuf::from(text.strip_suffix('/').unwrap_or(text)))
 }
 
 /// The relative link text from directory `from_dir` to `to` (both canonical), as sysfs
@@ -102,6 +110,8 @@ impl Tree {
             root,
             overlay: BTreeMap::new(),
             base_dirs: Default::default(),
+            disk_nodes: Default::default(),
+            resolved: Default::default(),
         }
     }
 
@@ -135,6 +145,7 @@ impl Tree {
             if !empty || self.in_base(&cur) {
                 break;
             }
+            self.resolved.get_mut().clear();
             self.overlay.remove(&cur);
             if !cur.pop() {
                 break;
@@ -161,6 +172,7 @@ impl Tree {
         for k in below {
             self.overlay.remove(&k);
         }
+        self.resolved.get_mut().clear();
         let empty: Vec<PathBuf> = self
             .base_dirs
             .iter()
@@ -214,6 +226,17 @@ impl Tree {
         if self.hidden_by_ancestor(p) {
             return None;
         }
+        if let Some(e) = self.disk_nodes.borrow().get(p) {
+            return e.clone();
+        }
+        let e = self.read_disk_node(p);
+        self.disk_nodes
+            .borrow_mut()
+            .insert(p.to_path_buf(), e.clone());
+        e
+    }
+
+    fn read_disk_node(&self, p: &Path) -> Option<Entry> {
         let d = self.disk(p);
         let md = std::fs::symlink_metadata(&d).ok()?;
         if md.file_type().is_symlink() {
@@ -246,6 +269,16 @@ impl Tree {
 
     /// Resolves links in `path`; the last component's link is followed when `follow_last`.
     pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+        let key = (path.to_path_buf(), follow_last);
+        if let Some(p) = self.resolved.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let p = self.resolve_uncached(path, follow_last)?;
+        self.resolved.borrow_mut().insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn resolve_uncached(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
         let mut out = PathBuf::from("/");
         let mut pending: Vec<PathBuf> = path
             .components()
@@ -371,6 +404,7 @@ impl Tree {
                 self.ensure_dir(parent);
             }
         }
+        self.resolved.get_mut().clear();
         self.overlay.insert(p.to_path_buf(), e);
     }
 
@@ -399,6 +433,7 @@ impl Tree {
         for k in below {
             self.overlay.remove(&k);
         }
+        self.resolved.get_mut().clear();
         self.overlay.insert(p.to_path_buf(), Entry::Gone);
     }
 

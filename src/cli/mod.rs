@@ -113,6 +113,21 @@ enum Command {
         #[command(subcommand)]
         command: GpuCommand,
     },
+    /// The host as a whole.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// Record this host (sysfs, /proc, /dev/vfio, wgpu adapters) as a fixture tree in DIR,
+    /// for a bug report or a new test host (format: shared/hosts/SPEC.md).
+    Record {
+        /// Output directory (must be empty or absent).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,17 +240,27 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     let simulated = cli.host_root.is_some();
-    let command = match cli.command {
-        Some(Command::Gpu { command }) => match command {
-            GpuCommand::List => None,
-            other => return mdev_cmd::run(host.as_ref(), other, cli.json, simulated),
-        },
-        None => Some(()),
-    };
     let mut mgr = UnifiedGpuManager::with_host(host);
-    match command {
-        None => gpu_list(&mut mgr, cli.json),
-        Some(()) => match &cli.run.kernel {
+    match cli.command {
+        Some(Command::Gpu {
+            command: GpuCommand::List,
+        }) => gpu_list(&mut mgr, cli.json),
+        Some(Command::Gpu { command }) => {
+            mdev_cmd::run(mgr.host().as_ref(), command, cli.json, simulated)
+        }
+        Some(Command::Host {
+            command: HostCommand::Record { dir },
+        }) => match crate::recorder::record_host(mgr.host().as_ref(), &dir) {
+            Ok(summary) => {
+                println!("{summary}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("vm-cli: host record {}: {e}", dir.display());
+                EXIT_FAILURE
+            }
+        },
+        None => match &cli.run.kernel {
             Some(_) => plan(&mut mgr, &cli.run, cli.json),
             None => {
                 eprintln!("vm-cli: nothing to do: give --kernel FILE to start a VM, or a command such as `vm-cli gpu list` (see --help)");

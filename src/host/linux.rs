@@ -2,14 +2,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
-use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind};
+use vm_passthrough::{
+    AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
+    IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
+};
+
+use super::vfio_linux::VfioFds;
 
 /// The real host: paths are opened as they are, modules loaded with `modprobe`, adapters
-/// found by asking wgpu.
+/// found by asking wgpu, VFIO driven with ioctls. Clones share their open VFIO fds; the
+/// fds close when the last clone is dropped.
 #[derive(Debug, Default, Clone)]
 pub struct LinuxHost {
-    _private: (),
+    vfio: Arc<VfioFds>,
 }
 
 impl LinuxHost {
@@ -100,5 +107,102 @@ impl HostOps for LinuxHost {
 
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
         crate::gpu_virt::probe_adapters()
+    }
+
+    fn vfio_open_container(&self) -> Result<VfioContainer, HostError> {
+        self.vfio.open_container()
+    }
+
+    fn vfio_api_version(&self, container: VfioContainer) -> Result<i32, HostError> {
+        self.vfio.api_version(container)
+    }
+
+    fn vfio_check_extension(&self, container: VfioContainer, ext: u32) -> Result<u32, HostError> {
+        self.vfio.check_extension(container, ext)
+    }
+
+    fn vfio_open_group(&self, group: u32) -> Result<VfioGroup, HostError> {
+        self.vfio.open_group(group)
+    }
+
+    fn vfio_group_status(&self, group: VfioGroup) -> Result<GroupStatus, HostError> {
+        self.vfio.group_status(group)
+    }
+
+    fn vfio_group_set_container(
+        &self,
+        group: VfioGroup,
+        container: VfioContainer,
+    ) -> Result<(), HostError> {
+        self.vfio.set_container(group, container)
+    }
+
+    fn vfio_set_iommu(&self, container: VfioContainer, kind: IommuType) -> Result<(), HostError> {
+        self.vfio.set_iommu(container, kind)
+    }
+
+    fn vfio_iommu_info(&self, container: VfioContainer) -> Result<IommuInfo, HostError> {
+        self.vfio.iommu_info(container)
+    }
+
+    fn vfio_group_device(&self, group: VfioGroup, name: &str) -> Result<VfioDevice, HostError> {
+        self.vfio.group_device(group, name)
+    }
+
+    fn vfio_device_info(&self, device: VfioDevice) -> Result<DeviceInfo, HostError> {
+        self.vfio.device_info(device)
+    }
+
+    fn vfio_region_info(&self, device: VfioDevice, index: u32) -> Result<RegionInfo, HostError> {
+        self.vfio.region_info(device, index)
+    }
+
+    fn vfio_irq_info(&self, device: VfioDevice, index: u32) -> Result<IrqInfo, HostError> {
+        self.vfio.irq_info(device, index)
+    }
+
+    fn vfio_region_read(
+        &self,
+        device: VfioDevice,
+        index: u32,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, HostError> {
+        self.vfio.region_read(device, index, offset, buf)
+    }
+
+    fn vfio_dma_map(
+        &self,
+        container: VfioContainer,
+        iova: u64,
+        size: u64,
+    ) -> Result<DmaMapping, HostError> {
+        self.vfio.dma_map(container, iova, size)
+    }
+
+    fn vfio_dma_unmap(
+        &self,
+        container: VfioContainer,
+        iova: u64,
+        size: u64,
+    ) -> Result<u64, HostError> {
+        self.vfio.dma_unmap(container, iova, size)
+    }
+
+    fn vfio_close(&self, handle: VfioHandle) -> Result<(), HostError> {
+        self.vfio.close(handle)
+    }
+
+    fn vfio_iommufd_open(&self) -> Result<VfioContainer, HostError> {
+        self.vfio.iommufd_open()
+    }
+
+    fn vfio_iommufd_device(
+        &self,
+        iommufd: VfioContainer,
+        name: &str,
+    ) -> Result<VfioDevice, HostError> {
+        let cdev = self.vfio_iommufd_availability(name).cdev;
+        self.vfio.iommufd_device(iommufd, name, cdev)
     }
 }

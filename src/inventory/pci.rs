@@ -184,11 +184,17 @@ fn function(scan: &mut Scan<'_>, address: PciAddress, dir: &Path) -> PciFunction
     let subsystem_device_id = opt_hex(scan, "subsystem_device", 0xffff).map(|v| v as u16);
     let class = opt_hex(scan, "class", 0xff_ffff).map(|v| v as u32);
     let revision = opt_hex(scan, "revision", 0xff).map(|v| v as u8);
-    if !has("class") {
-        scan.warn(
-            &dir.join("class"),
-            "missing: the function's class is unknown",
-        );
+    for (attr, what) in [
+        ("class", "class"),
+        ("vendor", "vendor id"),
+        ("device", "device id"),
+    ] {
+        if !has(attr) {
+            scan.warn(
+                &dir.join(attr),
+                format!("missing: the function's {what} is unknown"),
+            );
+        }
     }
 
     let driver = if has("driver") {

@@ -8,6 +8,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::vfio::{
+    DeviceInfo, DmaMapping, GroupStatus, IommuInfo, IommuType, IommufdAvailability, IrqInfo,
+    RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
+};
+
 /// What kind of node a path is, without following a final symbolic link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
@@ -152,6 +157,112 @@ pub trait HostOps: Send + Sync {
     /// wgpu rung is being considered.
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
 
+    // ---- VFIO (see `crate::vfio` for the handle model) ----
+
+    /// Opens `/dev/vfio/vfio`: a new, empty container.
+    fn vfio_open_container(&self) -> Result<VfioContainer, HostError>;
+
+    /// `VFIO_GET_API_VERSION` on a container ([`crate::vfio::VFIO_API_VERSION`] everywhere).
+    fn vfio_api_version(&self, container: VfioContainer) -> Result<i32, HostError>;
+
+    /// `VFIO_CHECK_EXTENSION`: 0 when unsupported, usually 1 when supported. `ext` is a
+    /// `linux/vfio.h` extension number ([`IommuType::raw`] for the IOMMU types).
+    fn vfio_check_extension(&self, container: VfioContainer, ext: u32) -> Result<u32, HostError>;
+
+    /// Opens `/dev/vfio/N`. A group can be open once at a time (`EBUSY` otherwise).
+    fn vfio_open_group(&self, group: u32) -> Result<VfioGroup, HostError>;
+
+    /// `VFIO_GROUP_GET_STATUS`.
+    fn vfio_group_status(&self, group: VfioGroup) -> Result<GroupStatus, HostError>;
+
+    /// `VFIO_GROUP_SET_CONTAINER`: `EPERM` when the group is not viable.
+    fn vfio_group_set_container(
+        &self,
+        group: VfioGroup,
+        container: VfioContainer,
+    ) -> Result<(), HostError>;
+
+    /// `VFIO_SET_IOMMU`: `EINVAL` before a group is attached (or when already set), `ENODEV`
+    /// when the backend module is not loaded.
+    fn vfio_set_iommu(&self, container: VfioContainer, kind: IommuType) -> Result<(), HostError>;
+
+    /// `VFIO_IOMMU_GET_INFO` of a container whose IOMMU is set.
+    fn vfio_iommu_info(&self, container: VfioContainer) -> Result<IommuInfo, HostError>;
+
+    /// `VFIO_GROUP_GET_DEVICE_FD` with a PCI address (`0000:01:00.0`) or an mdev UUID:
+    /// `ENODEV` when no VFIO device of that name is in the group, `EINVAL` when the group's
+    /// container has no IOMMU set.
+    fn vfio_group_device(&self, group: VfioGroup, name: &str) -> Result<VfioDevice, HostError>;
+
+    /// `VFIO_DEVICE_GET_INFO`.
+    fn vfio_device_info(&self, device: VfioDevice) -> Result<DeviceInfo, HostError>;
+
+    /// `VFIO_DEVICE_GET_REGION_INFO` (`EINVAL` for an index past `num_regions`).
+    fn vfio_region_info(&self, device: VfioDevice, index: u32) -> Result<RegionInfo, HostError>;
+
+    /// `VFIO_DEVICE_GET_IRQ_INFO` (`EINVAL` for an index past `num_irqs`).
+    fn vfio_irq_info(&self, device: VfioDevice, index: u32) -> Result<IrqInfo, HostError>;
+
+    /// `pread` from region `index` at `offset` within the region; returns the bytes read
+    /// (fewer than `buf.len()` at the end of the region).
+    fn vfio_region_read(
+        &self,
+        device: VfioDevice,
+        index: u32,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, HostError>;
+
+    /// Maps `size` bytes of host memory, allocated and owned by the host implementation
+    /// until unmapped or the container is closed, at `iova` (`VFIO_IOMMU_MAP_DMA` or
+    /// `IOMMU_IOAS_MAP` with a fixed IOVA). Overlapping an existing mapping: `EEXIST`.
+    fn vfio_dma_map(
+        &self,
+        container: VfioContainer,
+        iova: u64,
+        size: u64,
+    ) -> Result<DmaMapping, HostError>;
+
+    /// Unmaps every mapping inside `[iova, iova + size)` and frees its memory; returns the
+    /// bytes unmapped (type1 answers 0 when nothing was mapped there; iommufd `ENOENT`).
+    fn vfio_dma_unmap(
+        &self,
+        container: VfioContainer,
+        iova: u64,
+        size: u64,
+    ) -> Result<u64, HostError>;
+
+    /// Closes a handle's fd (and frees a container's DMA buffers). Closing an unknown or
+    /// already closed handle: `EBADF`.
+    fn vfio_close(&self, handle: VfioHandle) -> Result<(), HostError>;
+
+    /// Opens `/dev/iommu` and allocates one IO address space (`IOMMU_IOAS_ALLOC`); the
+    /// returned container has [`crate::vfio::VfioPath::Iommufd`]. `ENOENT` on kernels
+    /// without iommufd.
+    fn vfio_iommufd_open(&self) -> Result<VfioContainer, HostError>;
+
+    /// Opens a device through its cdev and attaches it to the iommufd container's IOAS
+    /// (`VFIO_DEVICE_BIND_IOMMUFD`, `VFIO_DEVICE_ATTACH_IOMMUFD_PT`).
+    fn vfio_iommufd_device(
+        &self,
+        iommufd: VfioContainer,
+        name: &str,
+    ) -> Result<VfioDevice, HostError>;
+
+    /// Whether `name` (PCI address or mdev UUID) can be opened through iommufd: `/dev/iommu`
+    /// and the device's `vfio-dev/vfioN` cdev. Read-only.
+    fn vfio_iommufd_availability(&self, name: &str) -> IommufdAvailability {
+        let iommu_dev = self.exists(Path::new("/dev/iommu"));
+        let dir = vfio_device_sysfs_dir(name).join("vfio-dev");
+        let cdev = self
+            .list_dir(&dir)
+            .ok()
+            .and_then(|names| names.into_iter().find(|n| n.starts_with("vfio")))
+            .map(|n| PathBuf::from("/dev/vfio/devices").join(n))
+            .filter(|p| self.exists(p));
+        IommufdAvailability { iommu_dev, cdev }
+    }
+
     /// Reads an attribute as text, without the trailing newline.
     fn read_attr(&self, path: &Path) -> Result<String, HostError> {
         let bytes = self.read(path)?;
@@ -245,5 +356,15 @@ pub trait HostOps: Send + Sync {
             }
         }
         Ok(found)
+    }
+}
+
+/// The sysfs directory of a VFIO device name: `/sys/bus/pci/devices/ADDR` for a PCI address,
+/// `/sys/bus/mdev/devices/UUID` otherwise.
+pub fn vfio_device_sysfs_dir(name: &str) -> PathBuf {
+    if name.parse::<crate::PciAddress>().is_ok() {
+        PathBuf::from("/sys/bus/pci/devices").join(name)
+    } else {
+        PathBuf::from("/sys/bus/mdev/devices").join(name)
     }
 }

@@ -8,6 +8,11 @@
 
 pub mod address;
 pub mod host;
+pub mod vfio;
 
 pub use address::{AddressParseError, PciAddress};
-pub use host::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
+pub use host::{vfio_device_sysfs_dir, AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
+pub use vfio::{
+    DeviceInfo, DmaMapping, GroupStatus, IommuInfo, IommuType, IommufdAvailability, IrqInfo,
+    RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle, VfioPath,
+};

@@ -4,12 +4,19 @@
 //! - `gen-fixtures [--out DIR]`: (re)writes every fixture host under `fixtures/hosts/`.
 //! - `gen-bench-host DIR [--functions 1024] [--gpus 16] [--mdev-types 32]`: writes a big
 //!   synthetic host for benchmarks.
+//! - `bench [--runs N] [--debug]`: vm-cli against lspci on a generated 1,024-function host.
+//! - `sim`: the manager on every fixture and shared recording, checked against the snapshots.
 //! - `check-fixtures [--dir DIR]`: runs `lspci` on every generated fixture (but `malformed`) and
 //!   compares ids, class, driver and IOMMU group with what the generator meant to write.
+//! - `kernel-test [--accel tcg|kvm] [--scenario NAME]... [--update-fixtures] [--keep]`: boots
+//!   Debian's kernel in QEMU with `vm-cli` in the initramfs and runs the real-kernel scenarios.
 
+mod bench;
 mod check;
 mod fixtures;
 mod hostgen;
+mod kernel_test;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -18,7 +25,11 @@ commands:
   gen-fixtures [--out DIR]       rewrite every fixture host (default DIR: fixtures/hosts)
   gen-bench-host DIR [--functions 1024] [--gpus 16] [--mdev-types 32]
                                  write a big synthetic host for benchmarks
-  check-fixtures [--dir DIR]     compare lspci's view of each fixture with the generator's model";
+  check-fixtures [--dir DIR]     compare lspci's view of each fixture with the generator's model
+  bench [--runs N] [--debug]     time vm-cli against lspci on a 1,024-function host
+  sim                            run vm-cli gpu list on every fixture and shared recording,
+                                 one line per host; fail when a snapshot differs
+  kernel-test [--help]           boot Debian's kernel in QEMU and run the real-kernel scenarios";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +38,9 @@ fn main() -> ExitCode {
         Some("gen-fixtures") => fixtures::write_all_cmd(rest),
         Some("gen-bench-host") => fixtures::bench_host_cmd(rest),
         Some("check-fixtures") => check::check_cmd(rest),
+        Some("sim") => sim::sim_cmd(rest),
+        Some("bench") => bench::bench_cmd(rest),
+        Some("kernel-test") => kernel_test::run(rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

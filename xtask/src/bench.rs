@@ -1,0 +1,136 @@
+//! `cargo xtask bench`: speed of the whole `vm-cli` process against a peer measured in the
+//! same run, on a generated host of 1,024 PCI functions with 16 GPUs × 32 mdev types.
+//!
+//! Prints medians and ratios; targets are stated next to them. Nothing here asserts on time
+//! (the machine may be loaded): read the ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::{bench_host, BenchParams};
+use crate::sim::{build_vm_cli, repo_root};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs `cmd` `n` times (after one warm-up run) and returns the median wall time.
+fn time(n: usize, mut make: impl FnMut() -> Command) -> Result<Duration, String> {
+    let mut runs = Vec::with_capacity(n);
+    for i in 0..=n {
+        let mut c = make();
+        let t = Instant::now();
+        let st = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run {c:?}: {e}"))?;
+        let dt = t.elapsed();
+        if !st.success() && st.code() != Some(3) {
+            return Err(format!("{c:?} failed: {st}"));
+        }
+        if i > 0 {
+            runs.push(dt);
+        }
+    }
+    Ok(median(runs))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// `cargo xtask bench [--runs N] [--debug]`.
+pub fn bench_cmd(args: &[String]) -> Result<(), String> {
+    let mut runs = 15;
+    let mut release = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--runs needs a number")?
+            }
+            "--debug" => release = false,
+            other => {
+                return Err(format!(
+                    "unknown option {other:?}; usage: bench [--runs N] [--debug]"
+                ))
+            }
+        }
+    }
+    let host: PathBuf = repo_root().join("target/bench-host-1024");
+    if !host.join(".fixture/README").exists() {
+        let p = BenchParams {
+            functions: 1024,
+            gpus: 16,
+            mdev_types: 32,
+        };
+        bench_host(p)
+            .and_then(|h| h.write(&host))
+            .map_err(|e| e.to_string())?;
+    }
+    let cli = build_vm_cli(release)?;
+    let lspci = which("lspci").ok_or("lspci not found: apt-get install pciutils")?;
+    println!(
+        "host: {} (1,024 PCI functions, 16 GPUs x 32 mdev types); vm-cli {} build; median of {runs} runs",
+        host.display(),
+        if release { "release" } else { "debug" }
+    );
+
+    let sysfs = format!("sysfs.path={}/sys/bus/pci", host.display());
+    let peer = time(runs, || {
+        let mut c = Command::new(&lspci);
+        c.args(["-A", "linux-sysfs", "-O", &sysfs, "-nnk", "-vmm"]);
+        c
+    })?;
+    let list = time(runs, || vm_cli(&cli, &host, &["gpu", "list", "--json"]))?;
+    let plan = time(runs, || {
+        vm_cli(
+            &cli,
+            &host,
+            &[
+                "--kernel",
+                "k",
+                "--gpu-mode",
+                "passthrough",
+                "--dry-run",
+                "--json",
+            ],
+        )
+    })?;
+    let ratio = |a: Duration| a.as_secs_f64() / peer.as_secs_f64();
+    println!(
+        "  lspci -nnk -vmm (peer)                         {:>10}",
+        ms(peer)
+    );
+    println!(
+        "  vm-cli gpu list --json                         {:>10}  {:.2}x lspci  (target <= 1.00x)",
+        ms(list),
+        ratio(list)
+    );
+    println!(
+        "  vm-cli --dry-run --gpu-mode passthrough --json {:>10}  {:.2}x lspci  (no wgpu instance: tests/host_access.rs)",
+        ms(plan),
+        ratio(plan)
+    );
+    Ok(())
+}
+
+fn vm_cli(cli: &Path, host: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(cli);
+    c.arg("--host-root").arg(host).args(args);
+    c
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
