@@ -1,4 +1,21 @@
 //! The passthrough rung: whole GPUs handed to a VM through VFIO.
+//!
+//! [`scan_available_gpus`] lists the GPUs; [`prepare`] moves a GPU's IOMMU group to
+//! `vfio-pci` with a journaled, reversible [`crate::plan::Plan`]; [`GpuPassthrough`] is the
+//! product guide's handle on top of it.
+
+mod device;
+mod error;
+pub mod group;
+mod prepare;
+pub mod scenario;
+
+pub use device::PciDeviceInfo;
+pub use error::PassthroughError;
+pub use prepare::{
+    group_key, holders, iommu_group_of, plan_prepare, prepare, release, restore, GroupHolder,
+    MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
+};
 
 use vm_passthrough::PciAddress;
 

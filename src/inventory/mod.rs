@@ -217,7 +217,7 @@ impl HostInventory {
     }
 }
 
-fn is_companion_class(class: u32) -> bool {
+pub(crate) fn is_companion_class(class: u32) -> bool {
     let base = class >> 16;
     let sub = (class >> 8) & 0xff;
     // Multimedia (HDMI/DP audio), USB (USB-C on Turing cards), serial bus (UCSI).
