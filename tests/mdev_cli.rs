@@ -97,14 +97,16 @@ fn dry_run_create_prints_the_plan_with_its_undo() {
     assert_eq!(v["choice"]["backend"], "mdev");
     assert_eq!(v["choice"]["parent"], "mdpy");
     assert_eq!(
-        v["plan"][0]["action"]["path"],
+        v["plan"]["steps"][0]["action"]["path"],
         "/sys/class/mdev_bus/mdpy/mdev_supported_types/mdpy-xga/create"
     );
     assert_eq!(
-        v["plan"][0]["inverse"]["path"],
+        v["plan"]["steps"][0]["inverse"]["path"],
         format!("/sys/bus/mdev/devices/{uuid}/remove").as_str()
     );
-    assert_eq!(v["plan"][1]["action"]["op"], "expect");
+    assert_eq!(v["plan"]["key"], "mdev-mdpy");
+    assert_eq!(v["plan"]["steps"][1]["action"]["op"], "verify");
+    assert_eq!(v["expect"][0]["state"], "mdev_active");
     assert_eq!(v["verified"], Value::Array(Vec::new()));
 }
 
@@ -218,10 +220,10 @@ fn sriov_dry_run_goes_through_zero() {
     );
     let text = String::from_utf8_lossy(&o.stdout);
     let w0 = text
-        .find("write 0 > /sys/bus/pci/devices/0000:41:00.0/sriov_numvfs")
+        .find("echo 0 > /sys/bus/pci/devices/0000:41:00.0/sriov_numvfs")
         .unwrap();
     let w2 = text
-        .find("write 2 > /sys/bus/pci/devices/0000:41:00.0/sriov_numvfs")
+        .find("echo 2 > /sys/bus/pci/devices/0000:41:00.0/sriov_numvfs")
         .unwrap();
     assert!(w0 < w2, "{text}");
 }

@@ -208,15 +208,15 @@ fn no_instances_lists_the_types_that_still_have_room() {
 
 #[test]
 fn kernel_refusals_name_the_errno() {
-    use vm_device::gpu_mdev::{Action, Executor, Plan};
+    use vm_device::gpu_mdev::{execute, Action, MdevPlan};
     let h = lab();
     for _ in 0..4 {
         create(&h, &req("mdpy-hd", None)).unwrap();
     }
     // Bypass vm-device's own check to hear the kernel: mdpy answers EUSERS (rule 28).
-    let mut plan = Plan::default();
+    let mut plan = MdevPlan::new("test", "mdev-mdpy");
     plan.push(
-        Action::WriteAttr {
+        Action::Write {
             path: "/sys/class/mdev_bus/mdpy/mdev_supported_types/mdpy-vga/create".into(),
             value: ids::random().to_string(),
         },
@@ -224,9 +224,7 @@ fn kernel_refusals_name_the_errno() {
         "mdpy",
         "test",
     );
-    let err = Executor::new(&h, std::path::Path::new("/nonexistent"))
-        .apply(&plan)
-        .unwrap_err();
+    let err = execute(&h, &plan, &ApplyOptions::default()).unwrap_err();
     assert_eq!(err.errno(), Some(EUSERS));
     assert!(err.to_string().contains("EUSERS"), "{err}");
     assert!(err.undone());
@@ -320,10 +318,11 @@ fn sriov_enable_then_disable_restores_the_tree() {
     // Changing a non-zero count goes through 0.
     let (plan, _) = lifecycle::set_num_vfs(&h, &pf, 2, &ApplyOptions::default()).unwrap();
     let writes: Vec<String> = plan
+        .plan
         .steps
         .iter()
         .filter_map(|s| match &s.action {
-            vm_device::gpu_mdev::Action::WriteAttr { value, .. } => Some(value.clone()),
+            vm_device::gpu_mdev::Action::Write { value, .. } => Some(value.clone()),
             _ => None,
         })
         .collect();

@@ -4,10 +4,12 @@
 mod mdev_common;
 
 use mdev_common::*;
-use vm_device::gpu_mdev::lifecycle::{self, ApplyOptions, CreateRequest, UuidSource};
+use std::path::Path;
+
+use vm_device::gpu_mdev::lifecycle::{self, ApplyOptions, CreateRequest, Persist, UuidSource};
 use vm_device::gpu_mdev::{ids, MdevError, MdevctlConfig, StartMode, TypeRequest};
 
-fn req(wanted: &str, persist: StartMode) -> CreateRequest {
+fn req(wanted: &str, start: StartMode, config_root: &Path) -> CreateRequest {
     CreateRequest {
         ty: TypeRequest {
             wanted: wanted.into(),
@@ -18,7 +20,10 @@ fn req(wanted: &str, persist: StartMode) -> CreateRequest {
             name: "persisted".into(),
             index: 0,
         },
-        persist: Some(persist),
+        persist: Some(Persist {
+            start,
+            config_root: config_root.to_path_buf(),
+        }),
     }
 }
 
@@ -26,11 +31,10 @@ fn req(wanted: &str, persist: StartMode) -> CreateRequest {
 fn gvtg_definition_matches_mdevctls_format() {
     let h = host("intel-desktop-gvtg-dgpu");
     let dir = tempfile::tempdir().unwrap();
-    let opts = ApplyOptions {
-        config_root: dir.path().to_path_buf(),
-        state_dir: None,
-    };
-    let (p, _) = lifecycle::create(&h, &req("i915-GVTg_V5_4", StartMode::Auto), &opts).unwrap();
+    let root = dir.path().to_path_buf();
+    let opts = ApplyOptions::default();
+    let (p, _) =
+        lifecycle::create(&h, &req("i915-GVTg_V5_4", StartMode::Auto, &root), &opts).unwrap();
     let uuid = ids::for_vm("persisted", 0).to_string();
     assert_eq!(p.device, uuid);
     let file = lifecycle::mdevctl_file(dir.path(), "0000:00:02.0", &uuid);
@@ -61,16 +65,15 @@ fn unwritable_config_root_undoes_the_device() {
     // The config root is a regular file: no definition can be written under it.
     let root = dir.path().join("not-a-dir");
     std::fs::write(&root, b"").unwrap();
-    let opts = ApplyOptions {
-        config_root: root,
-        state_dir: None,
-    };
-    let err = lifecycle::create(&h, &req("mbochs-small", StartMode::Manual), &opts).unwrap_err();
+    let opts = ApplyOptions::default();
+    let err =
+        lifecycle::create(&h, &req("mbochs-small", StartMode::Manual, &root), &opts).unwrap_err();
     assert!(err.undone(), "{err}");
     let MdevError::StepFailed { index, cause, .. } = &err else {
         panic!("{err}");
     };
-    assert_eq!(*index, 3);
+    // create, three checks, then the definition.
+    assert_eq!(*index, 5);
     assert!(matches!(**cause, MdevError::Persist { .. }), "{cause}");
     assert_eq!(h.snapshot(), start);
 }
@@ -84,11 +87,9 @@ fn existing_definition_is_not_overwritten() {
     let file = lifecycle::mdevctl_file(dir.path(), "mtty", &uuid);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, "{\"mdev_type\": \"mtty-1\", \"start\": \"manual\"}").unwrap();
-    let opts = ApplyOptions {
-        config_root: dir.path().to_path_buf(),
-        state_dir: None,
-    };
-    let err = lifecycle::create(&h, &req("mtty-2", StartMode::Manual), &opts).unwrap_err();
+    let root = dir.path().to_path_buf();
+    let opts = ApplyOptions::default();
+    let err = lifecycle::create(&h, &req("mtty-2", StartMode::Manual, &root), &opts).unwrap_err();
     assert!(err.undone(), "{err}");
     assert!(err.to_string().contains("exists already"), "{err}");
     assert_eq!(
@@ -104,7 +105,7 @@ fn vendor_vfio_refuses_persist() {
     let start = h.snapshot();
     let err = lifecycle::create(
         &h,
-        &req("nvidia-1151", StartMode::Auto),
+        &req("nvidia-1151", StartMode::Auto, Path::new("/nonexistent")),
         &ApplyOptions::default(),
     )
     .unwrap_err();

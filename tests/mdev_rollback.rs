@@ -7,13 +7,15 @@ mod mdev_common;
 use std::path::Path;
 
 use mdev_common::*;
-use vm_device::gpu_mdev::lifecycle::{self, ApplyOptions, CreateRequest, Planned, UuidSource};
-use vm_device::gpu_mdev::{plan, MdevError, StartMode, TypeRequest};
+use vm_device::gpu_mdev::lifecycle::{
+    self, ApplyOptions, CreateRequest, Persist, Planned, UuidSource,
+};
+use vm_device::gpu_mdev::{execute, MdevError, StartMode, TypeRequest};
 use vm_device::host::SimHost;
 use vm_device::inventory::HostInventory;
 use vm_device_sim::faults::{Fault, FaultPlan};
 
-fn req(wanted: &str, parent: Option<&str>, persist: Option<StartMode>) -> CreateRequest {
+fn req(wanted: &str, parent: Option<&str>, persist: Option<Persist>) -> CreateRequest {
     CreateRequest {
         ty: TypeRequest {
             wanted: wanted.into(),
@@ -33,17 +35,16 @@ fn req(wanted: &str, parent: Option<&str>, persist: Option<StartMode>) -> Create
 /// Returns how many runs failed.
 fn fault_every_operation(
     make: impl Fn() -> SimHost,
-    planned: impl Fn(&SimHost) -> Planned,
+    planned: impl Fn(&SimHost, &Path) -> Planned,
     persist_root: bool,
 ) -> usize {
     let mut failures = 0;
     for n in 1..=64u32 {
         let h = make();
-        let p = planned(&h);
-        let start = h.snapshot();
         let dir = tempfile::tempdir().unwrap();
+        let p = planned(&h, dir.path());
+        let start = h.snapshot();
         let opts = ApplyOptions {
-            config_root: dir.path().to_path_buf(),
             state_dir: Some(dir.path().join("state")),
         };
         h.set_faults(FaultPlan::new().rule(Fault::op("*", "").nth(n).errno(EIO)));
@@ -71,12 +72,9 @@ fn fault_every_operation(
                     );
                 }
                 // The journal is gone once the plan was undone.
+                let journals = dir.path().join("state/journal");
                 assert!(
-                    !dir.path().join("state").exists()
-                        || std::fs::read_dir(dir.path().join("state"))
-                            .unwrap()
-                            .next()
-                            .is_none(),
+                    !journals.exists() || std::fs::read_dir(&journals).unwrap().next().is_none(),
                     "op {n}: journal left behind"
                 );
             }
@@ -89,10 +87,14 @@ fn fault_every_operation(
 fn mdev_create_fault_at_every_operation_leaves_the_lab_as_before() {
     let failures = fault_every_operation(
         lab,
-        |h| {
+        |h, root| {
+            let persist = Persist {
+                start: StartMode::Auto,
+                config_root: root.to_path_buf(),
+            };
             lifecycle::plan_create(
                 &HostInventory::scan(h),
-                &req("mbochs-medium", None, Some(StartMode::Auto)),
+                &req("mbochs-medium", None, Some(persist)),
             )
             .unwrap()
         },
@@ -105,7 +107,9 @@ fn mdev_create_fault_at_every_operation_leaves_the_lab_as_before() {
 fn gvtg_create_fault_at_every_operation_leaves_the_host_as_before() {
     fault_every_operation(
         || host("intel-desktop-gvtg-dgpu"),
-        |h| lifecycle::plan_create(&HostInventory::scan(h), &req("GVTg_V5_8", None, None)).unwrap(),
+        |h, _| {
+            lifecycle::plan_create(&HostInventory::scan(h), &req("GVTg_V5_8", None, None)).unwrap()
+        },
         false,
     );
 }
@@ -119,7 +123,7 @@ fn mdev_remove_fault_at_every_operation_leaves_the_device() {
     };
     fault_every_operation(
         make,
-        |h| {
+        |h, _| {
             let inv = HostInventory::scan(h);
             let uuid = vm_device::gpu_mdev::ids::for_vm("rollback", 0).to_string();
             lifecycle::plan_remove(&inv, &uuid).unwrap()
@@ -160,7 +164,7 @@ fn vendor_vfio_create_over_a_stale_type_fault_at_every_operation() {
     );
     fault_every_operation(
         make,
-        |h| {
+        |h, _| {
             lifecycle::plan_create(
                 &HostInventory::scan(h),
                 &req("nvidia-1153", Some("0000:41:00.5"), None),
@@ -186,7 +190,7 @@ fn sriov_change_fault_at_every_operation_leaves_the_vfs() {
         let start = h.snapshot();
         h.set_faults(FaultPlan::new().rule(Fault::op("*", "").nth(n).errno(EIO)));
         h.clear_ops();
-        match lifecycle::apply_plan(&h, "sriov", &plan, &ApplyOptions::default()) {
+        match execute(&h, &plan, &ApplyOptions::default()) {
             Ok(_) if h.ops().len() < n as usize => break,
             Ok(_) => {}
             Err(e) => {
@@ -214,9 +218,19 @@ fn failed_undo_says_what_is_left() {
     let MdevError::StepFailed { left, index, .. } = &err else {
         panic!("{err}");
     };
-    assert_eq!(*index, 2);
+    // Step 3: the check of the mdev_type link, after the create and the existence check.
+    assert_eq!(*index, 3);
+    // The failed undo, then the origin check that proves the device is still there.
     assert!(
-        left[0].starts_with("write 1 > /sys/bus/mdev/devices/"),
+        left[0].contains("echo 1 > /sys/bus/mdev/devices/"),
+        "{left:?}"
+    );
+    assert!(
+        left[1].ends_with(
+            "absent, but it points to `{}`"
+                .replace("{}", &p.device)
+                .as_str()
+        ),
         "{left:?}"
     );
 }
@@ -227,7 +241,6 @@ fn killed_process_is_undone_from_its_journal() {
     let start = h.snapshot();
     let dir = tempfile::tempdir().unwrap();
     let opts = ApplyOptions {
-        config_root: dir.path().to_path_buf(),
         state_dir: Some(dir.path().to_path_buf()),
     };
     let p = lifecycle::plan_create(&HostInventory::scan(&h), &req("mdpy-vga", None, None)).unwrap();
@@ -235,13 +248,14 @@ fn killed_process_is_undone_from_its_journal() {
     h.set_faults(FaultPlan::new().rule(Fault::write("*/create").die_after()));
     let err = lifecycle::apply(&h, &p, &opts).unwrap_err();
     assert!(err.left_changes(), "{err}");
-    let journal = dir.path().join(format!("mdev-{}.json", p.device));
+    let journal = vm_device::plan::Journal::path_for(dir.path(), "mdev-mdpy");
     assert!(journal.exists());
-    // A new process (same kernel state) restores from the journal.
+    // A new process (same kernel state) restores from the journal, as `vm-cli restore` does.
     let after = h.fork();
     assert_ne!(after.snapshot(), start);
-    let left = plan::restore(&after, Path::new(dir.path()), &journal).unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    let report = vm_device::plan::restore_dead(&after, dir.path());
+    assert!(report.complete(), "{report:?}");
+    assert_eq!(report.outcomes.len(), 1);
     assert_eq!(after.snapshot(), start);
     assert!(!journal.exists());
 }

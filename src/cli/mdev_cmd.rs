@@ -8,8 +8,8 @@ use super::{
     EXIT_UNAVAILABLE, EXIT_UNDONE, EXIT_USAGE,
 };
 use crate::gpu_mdev::{
-    lifecycle, render, types, ApplyOptions, CreateRequest, MdevError, StartMode, TypeRequest,
-    UuidSource,
+    lifecycle, render, types, ApplyOptions, CreateRequest, MdevError, Persist, StartMode,
+    TypeRequest, UuidSource,
 };
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
@@ -40,11 +40,8 @@ pub(super) fn run(host: &dyn HostOps, cmd: GpuCommand, json: bool, simulated: bo
             let verified = if dry_run {
                 Vec::new()
             } else {
-                let opts = match options(&dirs, simulated, false) {
-                    Ok(o) => o,
-                    Err(code) => return code,
-                };
-                match lifecycle::apply_plan(host, &format!("sriov-{pf}"), &plan, &opts) {
+                let opts = options(&dirs, simulated);
+                match crate::gpu_mdev::execute(host, &plan, &opts) {
                     Ok(v) => v,
                     Err(e) => return fail("sriov", &e, json),
                 }
@@ -91,26 +88,28 @@ fn fail(command: &str, e: &MdevError, json: bool) -> i32 {
     exit_code(e)
 }
 
-/// Resolves the config root and state dir; a simulation must not write this host's /etc.
-fn options(dirs: &ChangeDirs, simulated: bool, writes_config: bool) -> Result<ApplyOptions, i32> {
-    let config_root = match (&dirs.config_root, simulated) {
-        (Some(d), _) => d.clone(),
-        (None, false) => PathBuf::from("/"),
-        (None, true) if writes_config => {
+/// The state directory: `--state-dir`, else the default on a real host, else a scratch
+/// directory (a simulated host's changes die with this process).
+fn options(dirs: &ChangeDirs, simulated: bool) -> ApplyOptions {
+    ApplyOptions {
+        state_dir: match (&dirs.state_dir, simulated) {
+            (Some(d), _) => Some(d.clone()),
+            (None, false) => Some(crate::plan::default_state_dir()),
+            (None, true) => None,
+        },
+    }
+}
+
+/// The config root for `--persist`; a simulation must not write this host's /etc.
+fn config_root(dirs: &ChangeDirs, simulated: bool) -> Result<PathBuf, i32> {
+    match (&dirs.config_root, simulated) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, false) => Ok(PathBuf::from("/")),
+        (None, true) => {
             eprintln!("vm-cli: --persist with --host-root needs --config-root DIR (a simulated host must not write this machine's /etc/mdevctl.d)");
-            return Err(EXIT_USAGE);
+            Err(EXIT_USAGE)
         }
-        (None, true) => PathBuf::from("/nonexistent-config-root"),
-    };
-    let state_dir = match (&dirs.state_dir, simulated) {
-        (Some(d), _) => Some(d.clone()),
-        (None, false) => Some(PathBuf::from("/run/vm-device")),
-        (None, true) => None,
-    };
-    Ok(ApplyOptions {
-        config_root,
-        state_dir,
-    })
+    }
 }
 
 fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
@@ -156,7 +155,7 @@ fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
 }
 
 fn mdev_create(host: &dyn HostOps, a: &MdevCreateArgs, json: bool, simulated: bool) -> i32 {
-    let req = CreateRequest {
+    let mut req = CreateRequest {
         ty: TypeRequest {
             wanted: a.mdev_type.clone(),
             parent: a.gpu_device.clone(),
@@ -170,12 +169,22 @@ fn mdev_create(host: &dyn HostOps, a: &MdevCreateArgs, json: bool, simulated: bo
             },
             (None, None) => UuidSource::Random,
         },
-        persist: a.persist.then_some(if a.auto {
-            StartMode::Auto
-        } else {
-            StartMode::Manual
-        }),
+        persist: None,
     };
+    if a.persist {
+        let root = match config_root(&a.dirs, simulated) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        req.persist = Some(Persist {
+            start: if a.auto {
+                StartMode::Auto
+            } else {
+                StartMode::Manual
+            },
+            config_root: root,
+        });
+    }
     let inv = HostInventory::scan(host);
     let planned = match lifecycle::plan_create(&inv, &req) {
         Ok(p) => p,
@@ -184,10 +193,7 @@ fn mdev_create(host: &dyn HostOps, a: &MdevCreateArgs, json: bool, simulated: bo
     let verified = if a.dry_run {
         Vec::new()
     } else {
-        let opts = match options(&a.dirs, simulated, a.persist) {
-            Ok(o) => o,
-            Err(code) => return code,
-        };
+        let opts = options(&a.dirs, simulated);
         match lifecycle::apply(host, &planned, &opts) {
             Ok(v) => v,
             Err(e) => return fail("mdev-create", &e, json),
@@ -225,10 +231,7 @@ fn mdev_remove(
     let verified = if dry_run {
         Vec::new()
     } else {
-        let opts = match options(dirs, simulated, false) {
-            Ok(o) => o,
-            Err(code) => return code,
-        };
+        let opts = options(dirs, simulated);
         match lifecycle::apply(host, &planned, &opts) {
             Ok(v) => v,
             Err(e) => return fail("mdev-remove", &e, json),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use vm_passthrough::PciAddress;
 
 use super::persist::{config_path, MdevctlConfig, StartMode};
-use super::plan::{Action, Executor, Expectation, Journal, Plan};
+use super::plan::{execute, Action, Check, Expectation, MdevPlan};
 use super::types::{choose, Choice, TypeRequest};
 use super::{ids, MdevError, Verified};
 use crate::host::HostOps;
@@ -37,8 +37,17 @@ pub struct CreateRequest {
     pub ty: TypeRequest,
     /// UUID source (mdev only; vendor-VFIO vGPUs are named by their VF).
     pub uuid: UuidSource,
-    /// Write an mdevctl definition with this start mode.
-    pub persist: Option<StartMode>,
+    /// Write an mdevctl definition.
+    pub persist: Option<Persist>,
+}
+
+/// `--persist`: an mdevctl definition under a config root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persist {
+    /// `auto` or `manual`.
+    pub start: StartMode,
+    /// Root under which `etc/mdevctl.d` lies (`/` on a real host).
+    pub config_root: PathBuf,
 }
 
 /// A planned change, ready to print or apply.
@@ -50,8 +59,8 @@ pub struct Planned {
     pub device: String,
     /// Its sysfs directory once it exists.
     pub sysfs_path: PathBuf,
-    /// The steps.
-    pub plan: Plan,
+    /// The steps and what they must produce.
+    pub plan: MdevPlan,
 }
 
 fn create_path(parent: &str, type_id: &str) -> PathBuf {
@@ -78,7 +87,6 @@ pub fn plan_create(inv: &HostInventory, req: &CreateRequest) -> Result<Planned, 
     };
     let uuid = ids::sysfs_name(&uuid);
     let choice = choose(inv, &req.ty)?;
-    let mut plan = Plan::default();
     match &choice {
         Choice::Mdev {
             parent, type_id, ..
@@ -91,36 +99,46 @@ pub fn plan_create(inv: &HostInventory, req: &CreateRequest) -> Result<Planned, 
                     existing_type: d.type_id.clone().unwrap_or_else(|| "unknown".into()),
                 });
             }
+            let mut plan = MdevPlan::new(
+                &format!("create mediated device {uuid} ({type_id} on {parent})"),
+                &format!("mdev-{parent}"),
+            );
+            plan.origin(Check::LinkName {
+                path: mdev_dir(&uuid),
+                name: None,
+            });
             plan.push(
-                Action::WriteAttr {
+                Action::Write {
                     path: create_path(parent, type_id),
                     value: uuid.clone(),
                 },
-                Some(Action::WriteAttr {
+                Some(Action::Write {
                     path: mdev_dir(&uuid).join("remove"),
                     value: "1".into(),
                 }),
                 &uuid,
                 &format!("create a {type_id} mediated device on {parent}"),
             );
-            plan.push(
-                Action::Expect(Expectation::MdevActive {
+            plan.expect(
+                Expectation::MdevActive {
                     uuid: uuid.clone(),
                     type_id: type_id.clone(),
-                }),
-                None,
+                },
                 &uuid,
                 "the kernel made the device, its type link and its VFIO group",
             );
-            if let Some(start) = req.persist {
+            if let Some(persist) = &req.persist {
+                let file = persist.config_root.join(
+                    config_path(parent, &uuid)
+                        .strip_prefix("/")
+                        .unwrap_or(Path::new("")),
+                );
                 plan.push(
-                    Action::WriteConfig {
-                        path: config_path(parent, &uuid),
-                        contents: MdevctlConfig::new(type_id, start).to_json(),
+                    Action::WriteFile {
+                        path: file.clone(),
+                        contents: MdevctlConfig::new(type_id, persist.start).to_json(),
                     },
-                    Some(Action::RemoveConfig {
-                        path: config_path(parent, &uuid),
-                    }),
+                    Some(Action::RemoveFile { path: file }),
                     &uuid,
                     "keep the device across reboots (mdevctl definition)",
                 );
@@ -143,47 +161,53 @@ pub fn plan_create(inv: &HostInventory, req: &CreateRequest) -> Result<Planned, 
             }
             let attr = pci_dir(vf).join("nvidia/current_vgpu_type");
             let dev = vf.to_string();
+            let mut plan = MdevPlan::new(
+                &format!("give VF {vf} vGPU type {type_id}"),
+                &format!("vgpu-{vf}"),
+            );
+            plan.origin(Check::Content {
+                path: attr.clone(),
+                value: stale.unwrap_or(0).to_string(),
+            });
             if let Some(old) = stale {
                 plan.push(
-                    Action::WriteAttr {
+                    Action::Write {
                         path: attr.clone(),
                         value: "0".into(),
                     },
-                    Some(Action::WriteAttr {
+                    Some(Action::Write {
                         path: attr.clone(),
                         value: old.to_string(),
                     }),
                     &dev,
                     &format!("clear the stale vGPU type {old} the VF still carries"),
                 );
-                plan.push(
-                    Action::Expect(Expectation::NvidiaType {
+                plan.expect(
+                    Expectation::NvidiaType {
                         vf_dir: pci_dir(vf),
                         type_id: 0,
-                    }),
-                    None,
+                    },
                     &dev,
                     "the VF is free",
                 );
             }
             plan.push(
-                Action::WriteAttr {
+                Action::Write {
                     path: attr.clone(),
                     value: type_id.to_string(),
                 },
-                Some(Action::WriteAttr {
+                Some(Action::Write {
                     path: attr,
                     value: "0".into(),
                 }),
                 &dev,
                 &format!("give {vf} vGPU type {type_id}"),
             );
-            plan.push(
-                Action::Expect(Expectation::NvidiaType {
+            plan.expect(
+                Expectation::NvidiaType {
                     vf_dir: pci_dir(vf),
                     type_id: *type_id,
-                }),
-                None,
+                },
                 &dev,
                 "the VF carries the type",
             );
@@ -212,25 +236,31 @@ pub fn plan_remove(inv: &HostInventory, device: &str) -> Result<Planned, MdevErr
             MdevError::NoSuchDevice(format!("{device} (its current_vgpu_type is already 0)"))
         })?;
         let attr = pci_dir(&vf).join("nvidia/current_vgpu_type");
-        let mut plan = Plan::default();
+        let mut plan = MdevPlan::new(
+            &format!("clear vGPU type {cur} from VF {vf}"),
+            &format!("vgpu-{vf}"),
+        );
+        plan.origin(Check::Content {
+            path: attr.clone(),
+            value: cur.to_string(),
+        });
         plan.push(
-            Action::WriteAttr {
+            Action::Write {
                 path: attr.clone(),
                 value: "0".into(),
             },
-            Some(Action::WriteAttr {
+            Some(Action::Write {
                 path: attr,
                 value: cur.to_string(),
             }),
             device,
             &format!("clear vGPU type {cur} from {vf}"),
         );
-        plan.push(
-            Action::Expect(Expectation::NvidiaType {
+        plan.expect(
+            Expectation::NvidiaType {
                 vf_dir: pci_dir(&vf),
                 type_id: 0,
-            }),
-            None,
+            },
             device,
             "the VF is free",
         );
@@ -266,22 +296,28 @@ pub fn plan_remove(inv: &HostInventory, device: &str) -> Result<Planned, MdevErr
     let parent_name = parent
         .map(|p| p.name.clone())
         .unwrap_or_else(|| d.parent.clone());
-    let mut plan = Plan::default();
+    let mut plan = MdevPlan::new(
+        &format!("remove mediated device {uuid} ({type_id} on {parent_name})"),
+        &format!("mdev-{parent_name}"),
+    );
+    plan.origin(Check::LinkName {
+        path: mdev_dir(&uuid).join("mdev_type"),
+        name: Some(type_id.clone()),
+    });
     plan.push(
-        Action::WriteAttr {
+        Action::Write {
             path: mdev_dir(&uuid).join("remove"),
             value: "1".into(),
         },
-        Some(Action::WriteAttr {
+        Some(Action::Write {
             path: create_path(&parent_name, &type_id),
             value: uuid.clone(),
         }),
         &uuid,
         &format!("remove the {type_id} mediated device from {parent_name}"),
     );
-    plan.push(
-        Action::Expect(Expectation::MdevGone { uuid: uuid.clone() }),
-        None,
+    plan.expect(
+        Expectation::MdevGone { uuid: uuid.clone() },
         &uuid,
         "the kernel removed the device, its group and /dev/vfio node",
     );
@@ -300,7 +336,7 @@ pub fn plan_remove(inv: &HostInventory, device: &str) -> Result<Planned, MdevErr
 
 /// Plans `sriov_numvfs` = `count` on `pf` (0 first when changing a non-zero count, as the
 /// kernel requires), with checks of the `virtfnN` links and VF groups.
-pub fn plan_sriov(inv: &HostInventory, pf: &PciAddress, count: u32) -> Result<Plan, MdevError> {
+pub fn plan_sriov(inv: &HostInventory, pf: &PciAddress, count: u32) -> Result<MdevPlan, MdevError> {
     let f = inv.function(pf).ok_or_else(|| MdevError::ParentNotFound {
         parent: pf.to_string(),
         known: inv
@@ -324,7 +360,14 @@ pub fn plan_sriov(inv: &HostInventory, pf: &PciAddress, count: u32) -> Result<Pl
         });
     }
     let current = s.num_vfs;
-    let mut plan = Plan::default();
+    let mut plan = MdevPlan::new(
+        &format!("set {pf} to {count} virtual functions"),
+        &format!("sriov-{pf}"),
+    );
+    plan.origin(Check::Content {
+        path: pci_dir(pf).join("sriov_numvfs"),
+        value: current.to_string(),
+    });
     if current == count {
         return Ok(plan);
     }
@@ -364,43 +407,41 @@ pub fn plan_sriov(inv: &HostInventory, pf: &PciAddress, count: u32) -> Result<Pl
     let dev = pf.to_string();
     if current != 0 {
         plan.push(
-            Action::WriteAttr {
+            Action::Write {
                 path: attr.clone(),
                 value: "0".into(),
             },
-            Some(Action::WriteAttr {
+            Some(Action::Write {
                 path: attr.clone(),
                 value: current.to_string(),
             }),
             &dev,
             &format!("disable the {current} current virtual functions (the kernel refuses N → M without 0 between)"),
         );
-        plan.push(
-            Action::Expect(Expectation::Vfs {
+        plan.expect(
+            Expectation::Vfs {
                 pf_dir: dir.clone(),
                 count: 0,
-            }),
-            None,
+            },
             &dev,
             "the old virtual functions are gone",
         );
     }
     if count != 0 {
         plan.push(
-            Action::WriteAttr {
+            Action::Write {
                 path: attr.clone(),
                 value: count.to_string(),
             },
-            Some(Action::WriteAttr {
+            Some(Action::Write {
                 path: attr,
                 value: "0".into(),
             }),
             &dev,
             &format!("enable {count} virtual functions"),
         );
-        plan.push(
-            Action::Expect(Expectation::Vfs { pf_dir: dir, count }),
-            None,
+        plan.expect(
+            Expectation::Vfs { pf_dir: dir, count },
             &dev,
             "the kernel made virtfn0.. and their IOMMU groups",
         );
@@ -408,22 +449,12 @@ pub fn plan_sriov(inv: &HostInventory, pf: &PciAddress, count: u32) -> Result<Pl
     Ok(plan)
 }
 
-/// Where an apply journals and writes configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where an apply keeps its journal and lock.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ApplyOptions {
-    /// Root under which host configuration (`/etc/mdevctl.d`) is written (`/` on a host).
-    pub config_root: PathBuf,
-    /// Journal directory (`/run/vm-device`); `None` journals nothing.
+    /// State directory (`/run/vm-device`, see [`crate::plan::default_state_dir`]); `None`
+    /// uses a scratch directory that is removed afterwards (simulations, tests).
     pub state_dir: Option<PathBuf>,
-}
-
-impl Default for ApplyOptions {
-    fn default() -> Self {
-        ApplyOptions {
-            config_root: PathBuf::from("/"),
-            state_dir: None,
-        }
-    }
 }
 
 /// Applies `planned` on `host`, undoing on failure.
@@ -432,27 +463,7 @@ pub fn apply(
     planned: &Planned,
     opts: &ApplyOptions,
 ) -> Result<Vec<Verified>, MdevError> {
-    apply_plan(
-        host,
-        &format!("mdev-{}", planned.device),
-        &planned.plan,
-        opts,
-    )
-}
-
-/// Applies `plan` on `host`, journaling as `NAME.json` under the state dir when one is set,
-/// undoing on failure.
-pub fn apply_plan(
-    host: &dyn HostOps,
-    name: &str,
-    plan: &Plan,
-    opts: &ApplyOptions,
-) -> Result<Vec<Verified>, MdevError> {
-    let mut exec = Executor::new(host, &opts.config_root);
-    if let Some(dir) = &opts.state_dir {
-        exec = exec.with_journal(Journal::new(dir, &name.replace([':', '/'], "_")));
-    }
-    exec.apply(plan)
+    execute(host, &planned.plan, opts)
 }
 
 /// Scans `host`, plans and applies a creation.
@@ -485,10 +496,10 @@ pub fn set_num_vfs(
     pf: &PciAddress,
     count: u32,
     opts: &ApplyOptions,
-) -> Result<(Plan, Vec<Verified>), MdevError> {
+) -> Result<(MdevPlan, Vec<Verified>), MdevError> {
     let inv = HostInventory::scan(host);
     let plan = plan_sriov(&inv, pf, count)?;
-    let v = apply_plan(host, &format!("sriov-{pf}"), &plan, opts)?;
+    let v = execute(host, &plan, opts)?;
     Ok((plan, v))
 }
 

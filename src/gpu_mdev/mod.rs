@@ -21,10 +21,10 @@ use crate::inventory::{HostInventory, MdevParent};
 
 pub use error::{errno_name, MdevError};
 pub use lifecycle::{
-    plan_create, plan_remove, plan_sriov, ApplyOptions, CreateRequest, Planned, UuidSource,
+    plan_create, plan_remove, plan_sriov, ApplyOptions, CreateRequest, Persist, Planned, UuidSource,
 };
 pub use persist::{MdevctlConfig, StartMode};
-pub use plan::{Action, Executor, Expectation, Journal, Plan, Step};
+pub use plan::{execute, Action, Check, Expectation, MdevPlan, Plan, Step};
 pub use types::{Backend, Choice, TypeRequest, TypeRow};
 pub use verify::Verified;
 
@@ -122,7 +122,7 @@ pub struct GpuMdev {
     mdev_type: MdevType,
     type_id: String,
     uuid_source: UuidSource,
-    persist: Option<StartMode>,
+    persist: Option<Persist>,
     options: ApplyOptions,
     created: Option<Planned>,
 }
@@ -182,13 +182,16 @@ impl GpuMdev {
         self
     }
 
-    /// Writes an mdevctl definition on create.
-    pub fn persist(mut self, start: StartMode) -> Self {
-        self.persist = Some(start);
+    /// Writes an mdevctl definition under `config_root` (`/` on a real host) on create.
+    pub fn persist(mut self, start: StartMode, config_root: impl Into<PathBuf>) -> Self {
+        self.persist = Some(Persist {
+            start,
+            config_root: config_root.into(),
+        });
         self
     }
 
-    /// Where configuration and the journal go.
+    /// Where the journal and lock go.
     pub fn with_options(mut self, options: ApplyOptions) -> Self {
         self.options = options;
         self
@@ -207,7 +210,7 @@ impl GpuMdev {
                 numa_node: None,
             },
             uuid: self.uuid_source.clone(),
-            persist: self.persist,
+            persist: self.persist.clone(),
         }
     }
 

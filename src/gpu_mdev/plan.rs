@@ -1,42 +1,20 @@
-//! Plans for the mediated rung: the exact host changes, each with its inverse, printed before
-//! they run and undone in reverse when a later step fails.
+//! The mediated rung's plans on top of [`crate::plan`]: the same `Step { action, inverse,
+//! device, why }`, executor, journal and locks as passthrough, so `restore` undoes a killed
+//! `mdev-create` like a killed passthrough prepare.
 //!
-//! This is the mediated rung's own small plan/journal, shaped like the passthrough rung's
-//! (`Step { action, inverse, device, why }`) so the two can be unified in `src/plan/`.
+//! What this module adds: [`Expectation`]s (what the kernel must show after a step; each
+//! becomes `Verify` steps and, once applied, a [`Verified`] report) and [`execute`], which
+//! runs a plan under a lock and journal and turns failures into [`MdevError`]s.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub use crate::plan::{Action, Check, Plan, Step};
+use crate::plan::{ApplyError, Executor, GroupLock, Journal, Owner, StepError};
+
+use super::lifecycle::ApplyOptions;
+use super::{verify, MdevError, Verified};
 use crate::host::HostOps;
-
-use super::{MdevError, Verified};
-
-/// One host change, or a check of the kernel's state after a change.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Action {
-    /// Write `value` to a sysfs attribute through `HostOps::write_attr`.
-    WriteAttr {
-        /// Absolute kernel path.
-        path: PathBuf,
-        /// Bytes written (text).
-        value: String,
-    },
-    /// Create a host configuration file (an mdevctl definition) under the config root.
-    /// Refuses to overwrite an existing file.
-    WriteConfig {
-        /// Absolute path as on the host (`/etc/mdevctl.d/PARENT/UUID`).
-        path: PathBuf,
-        /// File contents.
-        contents: String,
-    },
-    /// Remove a host configuration file under the config root.
-    RemoveConfig {
-        /// Absolute path as on the host.
-        path: PathBuf,
-    },
-    /// Check that the kernel did what the previous step asked; changes nothing.
-    Expect(Expectation),
-}
 
 /// A state the kernel must be in after a step.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,38 +49,8 @@ pub enum Expectation {
     },
 }
 
-/// One step: what to do, how to undo it, on which device, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Step {
-    /// The change (or check).
-    pub action: Action,
-    /// What puts the host back; `None` for checks and for steps that need no undo.
-    pub inverse: Option<Action>,
-    /// The device concerned (UUID, parent, PCI address).
-    pub device: String,
-    /// Why this step is needed, in one line.
-    pub why: String,
-}
-
-/// A list of steps.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Plan {
-    /// Steps in order.
-    pub steps: Vec<Step>,
-}
-
-impl Action {
-    /// One line for people: `write 1 > /sys/…/remove`.
-    pub fn describe(&self) -> String {
-        match self {
-            Action::WriteAttr { path, value } => {
-                format!("write {} > {}", value.trim_end(), path.display())
-            }
-            Action::WriteConfig { path, .. } => format!("create {}", path.display()),
-            Action::RemoveConfig { path } => format!("remove {}", path.display()),
-            Action::Expect(e) => format!("verify {}", e.describe()),
-        }
-    }
+fn mdev_dir(uuid: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/bus/mdev/devices/{uuid}"))
 }
 
 impl Expectation {
@@ -124,270 +72,188 @@ impl Expectation {
             ),
         }
     }
+
+    /// The plan checks that prove it.
+    pub fn checks(&self) -> Vec<Check> {
+        match self {
+            Expectation::MdevActive { uuid, type_id } => vec![
+                Check::Exists {
+                    path: mdev_dir(uuid),
+                },
+                Check::LinkName {
+                    path: mdev_dir(uuid).join("mdev_type"),
+                    name: Some(type_id.clone()),
+                },
+                Check::VfioGroupOf {
+                    device: mdev_dir(uuid),
+                },
+            ],
+            Expectation::MdevGone { uuid } => vec![Check::LinkName {
+                path: mdev_dir(uuid),
+                name: None,
+            }],
+            Expectation::Vfs { pf_dir, count } => {
+                let mut v = vec![Check::Content {
+                    path: pf_dir.join("sriov_numvfs"),
+                    value: count.to_string(),
+                }];
+                for i in 0..*count {
+                    v.push(Check::Exists {
+                        path: pf_dir.join(format!("virtfn{i}/iommu_group")),
+                    });
+                }
+                v.push(Check::LinkName {
+                    path: pf_dir.join(format!("virtfn{count}")),
+                    name: None,
+                });
+                v
+            }
+            Expectation::NvidiaType { vf_dir, type_id } => vec![Check::Content {
+                path: vf_dir.join("nvidia/current_vgpu_type"),
+                value: type_id.to_string(),
+            }],
+        }
+    }
 }
 
-impl Plan {
-    /// Appends a step.
+/// A plan with the expectations its `Verify` steps came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MdevPlan {
+    /// The steps (shared format with passthrough).
+    pub plan: Plan,
+    /// What the kernel must show once it ran.
+    pub expect: Vec<Expectation>,
+}
+
+impl MdevPlan {
+    /// An empty plan; `key` names its journal and lock (`mdev-mbochs`, `sriov-0000:4b:00.0`).
+    pub fn new(subject: &str, key: &str) -> Self {
+        MdevPlan {
+            plan: Plan {
+                subject: subject.to_string(),
+                key: key.replace(['/', ' '], "_"),
+                steps: Vec::new(),
+                origin: Vec::new(),
+            },
+            expect: Vec::new(),
+        }
+    }
+
+    /// Appends a change.
     pub fn push(&mut self, action: Action, inverse: Option<Action>, device: &str, why: &str) {
-        self.steps.push(Step {
-            action,
-            inverse,
-            device: device.to_string(),
-            why: why.to_string(),
-        });
+        self.plan
+            .steps
+            .push(Step::new(action, inverse, device, why));
     }
 
-    /// The plan as text, one numbered step a line (for `--dry-run`).
+    /// Appends the checks of `e`.
+    pub fn expect(&mut self, e: Expectation, device: &str, why: &str) {
+        for c in e.checks() {
+            self.push(Action::Verify(c), None, device, why);
+        }
+        self.expect.push(e);
+    }
+
+    /// A condition that holds now and must hold again after a full undo.
+    pub fn origin(&mut self, c: Check) {
+        self.plan.origin.push(c);
+    }
+
+    /// Numbered steps for `--dry-run`.
     pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        for (i, s) in self.steps.iter().enumerate() {
-            out.push_str(&format!("{:>2}. {}\n", i + 1, s.action.describe()));
-            out.push_str(&format!("    why: {}\n", s.why));
-            if let Some(inv) = &s.inverse {
-                out.push_str(&format!("    undo: {}\n", inv.describe()));
-            }
-        }
-        out
+        self.plan.to_text()
     }
 }
 
-/// The journal of a plan in progress: one JSON file under the state directory, rewritten
-/// atomically (temp file, fsync, rename) before each step, removed when the plan finished
-/// or was undone. A leftover journal means a process died mid-plan: [`restore`] undoes it.
-#[derive(Debug, Clone)]
-pub struct Journal {
-    path: PathBuf,
-}
+static SCRATCH: AtomicUsize = AtomicUsize::new(0);
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct JournalFile {
-    schema: u32,
-    owner_pid: u32,
-    /// Steps started, in order (the last one may or may not have taken effect).
-    started: Vec<Step>,
-}
-
-impl Journal {
-    /// A journal named `name` (`mdev-UUID`) under `state_dir` (created if needed).
-    pub fn new(state_dir: &Path, name: &str) -> Self {
-        Journal {
-            path: state_dir.join(format!("{name}.json")),
-        }
-    }
-
-    /// Its file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn err(&self, detail: impl std::fmt::Display) -> MdevError {
-        MdevError::Journal {
-            path: self.path.clone(),
-            detail: detail.to_string(),
-        }
-    }
-
-    fn write(&self, started: &[Step]) -> Result<(), MdevError> {
-        use std::io::Write;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| self.err(format!("create directory: {e}")))?;
-        let doc = JournalFile {
-            schema: 1,
-            owner_pid: std::process::id(),
-            started: started.to_vec(),
-        };
-        let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| self.err(e))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| self.err(format!("create: {e}")))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| self.err(format!("write: {e}")))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(format!("rename: {e}")))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            // Best effort: the rename is durable once the directory is synced.
-            let _ = d.sync_all();
-        }
-        Ok(())
-    }
-
-    fn finish(&self) -> Result<(), MdevError> {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err(format!("remove: {e}"))),
-        }
-    }
-}
-
-/// Undoes the steps a dead process's journal records, in reverse, then removes it. Returns
-/// the undo steps that failed (empty: the host is back as before that plan).
-pub fn restore(
+/// Runs `p` on `host` under its lock and journal (in `opts.state_dir`, or a scratch
+/// directory removed afterwards), undoing on failure. On success the journal is removed: a
+/// mediated device is a host object that outlives this process until `mdev-remove`.
+pub fn execute(
     host: &dyn HostOps,
-    config_root: &Path,
-    journal: &Path,
-) -> Result<Vec<String>, MdevError> {
-    let j = Journal {
-        path: journal.to_path_buf(),
+    p: &MdevPlan,
+    opts: &ApplyOptions,
+) -> Result<Vec<Verified>, MdevError> {
+    let (state_dir, scratch) = match &opts.state_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "vm-device-{}-{}",
+                std::process::id(),
+                SCRATCH.fetch_add(1, Ordering::Relaxed)
+            )),
+            true,
+        ),
     };
-    let bytes = std::fs::read(journal).map_err(|e| j.err(format!("read: {e}")))?;
-    let doc: JournalFile = serde_json::from_slice(&bytes).map_err(|e| j.err(e))?;
-    let exec = Executor::new(host, config_root);
-    let left = exec.undo(&doc.started);
-    j.finish()?;
-    Ok(left)
+    let result = run_locked(host, p, &state_dir);
+    if scratch && !matches!(&result, Err(e) if e.left_changes()) {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    result
 }
 
-/// Applies plans through `HostOps` (sysfs) and `std::fs` under a config root (mdevctl
-/// definitions), journaling before each step and undoing in reverse on failure.
-pub struct Executor<'a> {
-    host: &'a dyn HostOps,
-    config_root: PathBuf,
-    journal: Option<Journal>,
+fn run_locked(
+    host: &dyn HostOps,
+    p: &MdevPlan,
+    state_dir: &Path,
+) -> Result<Vec<Verified>, MdevError> {
+    let lock = GroupLock::try_acquire(state_dir, &p.plan.key).map_err(|e| MdevError::Journal {
+        path: GroupLock::path_for(state_dir, &p.plan.key),
+        detail: e.to_string(),
+    })?;
+    let journal = Journal::new(
+        state_dir,
+        &p.plan.key,
+        &p.plan.subject,
+        Owner::current(host),
+        p.plan.origin.clone(),
+    );
+    let mut exec = Executor::new(journal, lock);
+    exec.apply(host, &p.plan).map_err(|e| from_apply(*e))?;
+    let journal = exec.into_journal();
+    journal.remove().map_err(|e| MdevError::Journal {
+        path: journal.path().to_path_buf(),
+        detail: format!("cannot delete after success: {e}"),
+    })?;
+    // The plan's checks passed; this only reports the final state (group number, VFs), so a
+    // read failing now does not turn a finished change into an error.
+    Ok(p.expect
+        .last()
+        .and_then(|e| verify::check(host, e).ok())
+        .into_iter()
+        .collect())
 }
 
-impl<'a> Executor<'a> {
-    /// An executor on `host`; configuration files go under `config_root` (`/` on a real host).
-    pub fn new(host: &'a dyn HostOps, config_root: &Path) -> Self {
-        Executor {
-            host,
-            config_root: config_root.to_path_buf(),
-            journal: None,
-        }
-    }
-
-    /// Journal every step to `journal`.
-    pub fn with_journal(mut self, journal: Journal) -> Self {
-        self.journal = Some(journal);
-        self
-    }
-
-    /// Where a host configuration path lands under the config root.
-    pub fn config_path(&self, path: &Path) -> PathBuf {
-        self.config_root
-            .join(path.strip_prefix("/").unwrap_or(path))
-    }
-
-    /// Runs every step. On a failure, undoes the steps already done in reverse and returns
-    /// [`MdevError::StepFailed`] saying what could not be undone.
-    pub fn apply(&self, plan: &Plan) -> Result<Vec<Verified>, MdevError> {
-        let mut started: Vec<Step> = Vec::new();
-        let mut verified = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            started.push(step.clone());
-            if let Some(j) = &self.journal {
-                if let Err(e) = j.write(&started) {
-                    started.pop();
-                    let left = self.undo(&started);
-                    return Err(MdevError::StepFailed {
-                        index: i + 1,
-                        what: step.action.describe(),
-                        cause: Box::new(e),
-                        left,
-                    });
-                }
-            }
-            match self.run(&step.action) {
-                Ok(v) => verified.extend(v),
-                Err(e) => {
-                    // A write the kernel refused with an errno, or a failed check, changed
-                    // nothing; any other failure (a lost process, an I/O error without
-                    // errno) may have taken effect, so its inverse is tried too.
-                    if matches!(
-                        e,
-                        MdevError::Refused { .. }
-                            | MdevError::Verify { .. }
-                            | MdevError::Persist { .. }
-                    ) {
-                        started.pop();
-                    }
-                    let left = self.undo(&started);
-                    if left.is_empty() {
-                        if let Some(j) = &self.journal {
-                            let _ = j.finish();
-                        }
-                    }
-                    return Err(MdevError::StepFailed {
-                        index: i + 1,
-                        what: step.action.describe(),
-                        cause: Box::new(e),
-                        left,
-                    });
-                }
-            }
-        }
-        if let Some(j) = &self.journal {
-            j.finish()?;
-        }
-        Ok(verified)
-    }
-
-    /// Applies the inverses of `done` in reverse; returns the ones that failed.
-    pub fn undo(&self, done: &[Step]) -> Vec<String> {
-        let mut left = Vec::new();
-        for step in done.iter().rev() {
-            if let Some(inv) = &step.inverse {
-                if let Err(e) = self.run(inv) {
-                    left.push(format!("{} ({e})", inv.describe()));
-                }
-            }
-        }
-        left
-    }
-
-    fn run(&self, action: &Action) -> Result<Option<Verified>, MdevError> {
-        match action {
-            Action::WriteAttr { path, value } => self
-                .host
-                .write_attr(path, value.as_bytes())
-                .map(|_| None)
-                .map_err(|e| MdevError::from_write(path, value, e)),
-            Action::WriteConfig { path, contents } => {
-                self.write_config(path, contents).map(|_| None)
-            }
-            Action::RemoveConfig { path } => {
-                let real = self.config_path(path);
-                std::fs::remove_file(&real).map_err(|e| MdevError::Persist {
-                    path: real.clone(),
-                    detail: format!("remove: {e}"),
-                })?;
-                // An empty parent directory is mdevctl's "no definitions for this parent".
-                if let Some(dir) = real.parent() {
-                    let _ = std::fs::remove_dir(dir);
-                }
-                Ok(None)
-            }
-            Action::Expect(e) => super::verify::check(self.host, e).map(Some),
-        }
-    }
-
-    fn write_config(&self, path: &Path, contents: &str) -> Result<(), MdevError> {
-        use std::io::Write;
-        let real = self.config_path(path);
-        let perr = |detail: String| MdevError::Persist {
-            path: real.clone(),
-            detail,
-        };
-        if let Some(dir) = real.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| perr(format!("create directory: {e}")))?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&real)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    perr("a definition with this UUID exists already: remove it (mdevctl undefine) or use another UUID".into())
+/// An executor failure as an [`MdevError`] that names the errno and what is left.
+pub fn from_apply(e: ApplyError) -> MdevError {
+    let cause = match e.error {
+        StepError::Host(h) => match &e.step.action {
+            Action::Write { path, value } => MdevError::from_write(path, value, h),
+            Action::WriteFile { path, .. } => MdevError::Persist {
+                path: path.clone(),
+                detail: if h.raw_os_error() == Some(17) {
+                    "a definition with this UUID exists already: remove it (`mdevctl undefine`) or use another UUID".into()
                 } else {
-                    perr(format!("create: {e}"))
-                }
-            })?;
-        f.write_all(contents.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| {
-                // Leave nothing half-written: the step must change nothing when it fails.
-                let _ = std::fs::remove_file(&real);
-                perr(format!("write: {e}"))
-            })
+                    h.to_string()
+                },
+            },
+            _ => MdevError::Host(h),
+        },
+        StepError::Verify { expected, found } => MdevError::Verify {
+            step: expected,
+            what: format!("it {found}"),
+        },
+        StepError::Journal { path, source } => MdevError::Journal {
+            path,
+            detail: source.to_string(),
+        },
+    };
+    MdevError::StepFailed {
+        index: e.index + 1,
+        what: e.step.action.describe(),
+        cause: Box::new(cause),
+        left: e.undo.leftovers(),
     }
 }
 
@@ -396,7 +262,10 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use mockall::mock;
-    use vm_passthrough::{AdapterInfo, HostError, NodeKind};
+    use vm_passthrough::{
+        AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, IommuInfo, IommuType, IrqInfo,
+        NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
+    };
 
     use super::*;
 
@@ -411,90 +280,141 @@ mod tests {
             fn write_attr(&self, path: &Path, value: &[u8]) -> Result<(), HostError>;
             fn load_module(&self, name: &str) -> Result<(), HostError>;
             fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
+            fn vfio_open_container(&self) -> Result<VfioContainer, HostError>;
+            fn vfio_api_version(&self, container: VfioContainer) -> Result<i32, HostError>;
+            fn vfio_check_extension(&self, container: VfioContainer, ext: u32) -> Result<u32, HostError>;
+            fn vfio_open_group(&self, group: u32) -> Result<VfioGroup, HostError>;
+            fn vfio_group_status(&self, group: VfioGroup) -> Result<GroupStatus, HostError>;
+            fn vfio_group_set_container(&self, group: VfioGroup, container: VfioContainer) -> Result<(), HostError>;
+            fn vfio_set_iommu(&self, container: VfioContainer, kind: IommuType) -> Result<(), HostError>;
+            fn vfio_iommu_info(&self, container: VfioContainer) -> Result<IommuInfo, HostError>;
+            fn vfio_group_device(&self, group: VfioGroup, name: &str) -> Result<VfioDevice, HostError>;
+            fn vfio_device_info(&self, device: VfioDevice) -> Result<DeviceInfo, HostError>;
+            fn vfio_region_info(&self, device: VfioDevice, index: u32) -> Result<RegionInfo, HostError>;
+            fn vfio_irq_info(&self, device: VfioDevice, index: u32) -> Result<IrqInfo, HostError>;
+            fn vfio_region_read(&self, device: VfioDevice, index: u32, offset: u64, buf: &mut [u8]) -> Result<usize, HostError>;
+            fn vfio_dma_map(&self, container: VfioContainer, iova: u64, size: u64) -> Result<DmaMapping, HostError>;
+            fn vfio_dma_unmap(&self, container: VfioContainer, iova: u64, size: u64) -> Result<u64, HostError>;
+            fn vfio_close(&self, handle: VfioHandle) -> Result<(), HostError>;
+            fn vfio_iommufd_open(&self) -> Result<VfioContainer, HostError>;
+            fn vfio_iommufd_device(&self, iommufd: VfioContainer, name: &str) -> Result<VfioDevice, HostError>;
         }
     }
 
-    fn sriov_plan() -> Plan {
-        let attr = PathBuf::from("/sys/bus/pci/devices/0000:4b:00.0/sriov_numvfs");
-        let mut plan = Plan::default();
-        plan.push(
-            Action::WriteAttr {
+    fn sriov_plan() -> MdevPlan {
+        let dir = PathBuf::from("/sys/bus/pci/devices/0000:4b:00.0");
+        let attr = dir.join("sriov_numvfs");
+        let mut p = MdevPlan::new("sriov", "sriov-test");
+        p.push(
+            Action::Write {
                 path: attr.clone(),
                 value: "0".into(),
             },
-            Some(Action::WriteAttr {
+            Some(Action::Write {
                 path: attr.clone(),
                 value: "4".into(),
             }),
             "pf",
             "disable",
         );
-        plan.push(
-            Action::Expect(Expectation::Vfs {
-                pf_dir: "/sys/bus/pci/devices/0000:4b:00.0".into(),
+        p.expect(
+            Expectation::Vfs {
+                pf_dir: dir,
                 count: 0,
-            }),
-            None,
+            },
             "pf",
             "check",
         );
-        plan.push(
-            Action::WriteAttr {
+        p.push(
+            Action::Write {
                 path: attr.clone(),
                 value: "2".into(),
             },
-            Some(Action::WriteAttr {
+            Some(Action::Write {
                 path: attr,
                 value: "0".into(),
             }),
             "pf",
             "enable",
         );
-        plan
+        p
     }
 
-    #[test]
-    fn refused_step_is_not_undone_and_earlier_steps_are_undone_in_reverse() {
+    fn recording_host(
+        refuse: &'static str,
+        numvfs: &'static [u8],
+    ) -> (MockHost, Arc<Mutex<Vec<String>>>) {
         let writes = Arc::new(Mutex::new(Vec::<String>::new()));
         let mut host = MockHost::new();
         let w = writes.clone();
         host.expect_write_attr().returning(move |_, v| {
             let v = String::from_utf8_lossy(v).into_owned();
             w.lock().unwrap().push(v.clone());
-            if v == "2" {
+            if v == refuse {
                 Err(HostError::errno("write", "sriov_numvfs", 34))
             } else {
                 Ok(())
             }
         });
-        host.expect_read().returning(|_| Ok(b"0\n".to_vec()));
+        host.expect_read().returning(move |p| {
+            if p.ends_with("sriov_numvfs") {
+                Ok(numvfs.to_vec())
+            } else {
+                Err(HostError::errno("read", p, 2))
+            }
+        });
+        host.expect_read_link()
+            .returning(|p| Err(HostError::errno("readlink", p, 2)));
+        host.expect_canonicalize()
+            .returning(|p| Err(HostError::errno("realpath", p, 2)));
         host.expect_kind().returning(|_| None);
-        let err = Executor::new(&host, Path::new("/"))
-            .apply(&sriov_plan())
-            .unwrap_err();
+        (host, writes)
+    }
+
+    fn opts(dir: &tempfile::TempDir) -> ApplyOptions {
+        ApplyOptions {
+            state_dir: Some(dir.path().to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn sriov_expectation_checks_count_groups_and_no_extra_vf() {
+        let checks = Expectation::Vfs {
+            pf_dir: "/p".into(),
+            count: 2,
+        }
+        .checks();
+        let text: Vec<String> = checks.iter().map(|c| c.expectation()).collect();
+        assert_eq!(
+            text,
+            [
+                "/p/sriov_numvfs = 2",
+                "/p/virtfn0/iommu_group exists",
+                "/p/virtfn1/iommu_group exists",
+                "/p/virtfn2 absent"
+            ]
+        );
+    }
+
+    #[test]
+    fn refused_step_is_not_undone_and_earlier_steps_are_undone_in_reverse() {
+        let (host, writes) = recording_host("2", b"0\n");
+        let dir = tempfile::tempdir().unwrap();
+        let err = execute(&host, &sriov_plan(), &opts(&dir)).unwrap_err();
         // "2" was refused (ERANGE): only step 1 is undone, by writing the old count back.
         assert_eq!(*writes.lock().unwrap(), ["0", "2", "4"]);
         assert_eq!(err.errno(), Some(34));
-        assert!(err.undone());
+        assert!(err.undone(), "{err}");
         assert!(err.to_string().contains("ERANGE"), "{err}");
+        assert!(!Journal::path_for(dir.path(), "sriov-test").exists());
     }
 
     #[test]
     fn failed_check_undoes_the_write_before_it() {
-        let writes = Arc::new(Mutex::new(Vec::<String>::new()));
-        let mut host = MockHost::new();
-        let w = writes.clone();
-        host.expect_write_attr().returning(move |_, v| {
-            w.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(v).into_owned());
-            Ok(())
-        });
         // The kernel still reports the old VFs after the write of 0.
-        host.expect_read().returning(|_| Ok(b"4\n".to_vec()));
-        let err = Executor::new(&host, Path::new("/"))
-            .apply(&sriov_plan())
-            .unwrap_err();
+        let (host, writes) = recording_host("", b"4\n");
+        let dir = tempfile::tempdir().unwrap();
+        let err = execute(&host, &sriov_plan(), &opts(&dir)).unwrap_err();
         assert_eq!(*writes.lock().unwrap(), ["0", "4"]);
         assert!(
             matches!(&err, MdevError::StepFailed { index: 2, cause, .. } if matches!(**cause, MdevError::Verify { .. })),
@@ -503,33 +423,14 @@ mod tests {
     }
 
     #[test]
-    fn journal_records_steps_and_is_removed_when_done() {
+    fn success_leaves_no_journal_and_reports_what_it_verified() {
+        let (host, writes) = recording_host("", b"0\n");
         let dir = tempfile::tempdir().unwrap();
-        let mut host = MockHost::new();
-        let j = Journal::new(dir.path(), "t");
-        let path = j.path().to_path_buf();
-        let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
-        let s = seen.clone();
-        host.expect_write_attr().returning(move |_, _| {
-            // The journal is on disk, naming this step, before the step runs.
-            let doc: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            s.lock()
-                .unwrap()
-                .push(doc["started"].as_array().unwrap().len());
-            Ok(())
-        });
-        host.expect_read().returning(|_| Ok(b"0\n".to_vec()));
-        host.expect_kind().returning(|_| None);
-        host.expect_read_link()
-            .returning(|_| Ok(PathBuf::from("../0000:4b:00.1")));
-        let mut plan = sriov_plan();
-        plan.steps.truncate(2);
-        Executor::new(&host, Path::new("/"))
-            .with_journal(j.clone())
-            .apply(&plan)
-            .unwrap();
-        assert_eq!(*seen.lock().unwrap(), [1]);
-        assert!(!j.path().exists());
+        let mut p = sriov_plan();
+        p.plan.steps.truncate(2);
+        let v = execute(&host, &p, &opts(&dir)).unwrap();
+        assert_eq!(*writes.lock().unwrap(), ["0"]);
+        assert_eq!(v, vec![Verified::Vfs { vfs: Vec::new() }]);
+        assert!(!Journal::path_for(dir.path(), "sriov-test").exists());
     }
 }

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::lifecycle::Planned;
-use super::plan::Plan;
+use super::plan::MdevPlan;
 use super::types::{Backend, TypeRow};
 use super::{MdevError, Verified};
 
@@ -128,7 +128,8 @@ pub fn change_json(command: &str, p: &Planned, verified: &[Verified], dry_run: b
         "device": p.device,
         "sysfs_path": p.sysfs_path,
         "choice": p.choice,
-        "plan": p.plan.steps,
+        "plan": p.plan.plan,
+        "expect": p.plan.expect,
         "verified": verified,
     })
 }
@@ -137,11 +138,11 @@ pub fn change_json(command: &str, p: &Planned, verified: &[Verified], dry_run: b
 pub fn sriov_text(
     pf: &str,
     count: u32,
-    plan: &Plan,
+    plan: &MdevPlan,
     verified: &[Verified],
     dry_run: bool,
 ) -> String {
-    if plan.steps.is_empty() {
+    if plan.plan.steps.is_empty() {
         return format!("{pf} already has {count} virtual functions; nothing to do\n");
     }
     if dry_run {
@@ -160,7 +161,7 @@ pub fn sriov_text(
 pub fn sriov_json(
     pf: &str,
     count: u32,
-    plan: &Plan,
+    plan: &MdevPlan,
     verified: &[Verified],
     dry_run: bool,
 ) -> Value {
@@ -170,7 +171,8 @@ pub fn sriov_json(
         "dry_run": dry_run,
         "pf": pf,
         "num_vfs": count,
-        "plan": plan.steps,
+        "plan": plan.plan,
+        "expect": plan.expect,
         "verified": verified,
     })
 }
