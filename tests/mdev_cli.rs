@@ -227,3 +227,33 @@ fn sriov_dry_run_goes_through_zero() {
         .unwrap();
     assert!(w0 < w2, "{text}");
 }
+
+#[test]
+fn mdev_types_tables_of_every_mediated_fixture() {
+    // What a person reads: pinned, reviewed with `cargo insta review`.
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("snapshots/mdev");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        for (name, dir) in [
+            ("qemu-q35-viommu", QEMU_LAB.to_string()),
+            (
+                "intel-desktop-gvtg-dgpu",
+                fixture_dir("intel-desktop-gvtg-dgpu"),
+            ),
+            (
+                "bmc-datacenter-nvidia-vgpu",
+                fixture_dir("bmc-datacenter-nvidia-vgpu"),
+            ),
+            ("sriov-pf-with-vfs", fixture_dir("sriov-pf-with-vfs")),
+        ] {
+            let o = vm_cli(&dir, &["gpu", "mdev-types"]);
+            let text = format!(
+                "exit {}\n{}",
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout)
+            );
+            insta::assert_snapshot!(format!("mdev-types-{name}"), text);
+        }
+    });
+}
