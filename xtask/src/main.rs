@@ -5,6 +5,7 @@
 //! - `gen-bench-host DIR [--functions 1024] [--gpus 16] [--mdev-types 32]`: writes a big
 //!   synthetic host for benchmarks.
 //! - `bench [--runs N] [--debug]`: vm-cli against lspci on a generated 1,024-function host.
+//! - `test [--no-kernel]`: the whole suite as CI runs it.
 //! - `sim`: the manager on every fixture and shared recording, checked against the snapshots.
 //! - `check-fixtures [--dir DIR]`: runs `lspci` on every generated fixture (but `malformed`) and
 //!   compares ids, class, driver and IOMMU group with what the generator meant to write.
@@ -17,6 +18,7 @@ mod fixtures;
 mod hostgen;
 mod kernel_test;
 mod sim;
+mod test;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,7 @@ commands:
                                  write a big synthetic host for benchmarks
   check-fixtures [--dir DIR]     compare lspci's view of each fixture with the generator's model
   bench [--runs N] [--debug]     time vm-cli against lspci on a 1,024-function host
+  test [--no-kernel]             the whole suite: cargo test --workspace, sim, kernel-test
   sim                            run vm-cli gpu list on every fixture and shared recording,
                                  one line per host; fail when a snapshot differs
   kernel-test [--help]           boot Debian's kernel in QEMU and run the real-kernel scenarios";
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Some("gen-bench-host") => fixtures::bench_host_cmd(rest),
         Some("check-fixtures") => check::check_cmd(rest),
         Some("sim") => sim::sim_cmd(rest),
+        Some("test") => test::test_cmd(rest),
         Some("bench") => bench::bench_cmd(rest),
         Some("kernel-test") => kernel_test::run(rest),
         Some("help" | "-h" | "--help") => {
