@@ -93,7 +93,19 @@ fn refused(device: PciAddress, reason: Reason) -> PassthroughError {
 /// The IOMMU group of `addr` (one link read); refusals say why there is none.
 pub fn iommu_group_of(host: &dyn HostOps, addr: &PciAddress) -> Result<u32, PassthroughError> {
     let dir = PciDeviceInfo::sysfs_dir(addr);
-    match host.read_link(&dir.join("iommu_group")) {
+    let link = dir.join("iommu_group");
+    match host.read_link(&link) {
+        Ok(t) if !host.is_dir(&link) => Err(refused(
+            *addr,
+            Reason::new(
+                ReasonCode::NoIommuGroup,
+                format!("{addr} has no usable IOMMU group: its iommu_group link is dangling"),
+            )
+            .evidence(format!("{} -> {} (absent)", link.display(), t.display()))
+            .remedy(
+                "check `dmesg | grep -iE 'DMAR|AMD-Vi'`; the kernel's group table is inconsistent",
+            ),
+        )),
         Ok(t) => t
             .file_name()
             .and_then(|n| n.to_string_lossy().parse().ok())

@@ -258,44 +258,39 @@ impl Executor {
         if let Err(e) = self.save() {
             report.journal_error = Some(e.to_string());
         }
-        let mut kept: Vec<JournalStep> = Vec::new();
+        // Undo is a stack: an inverse that fails stops it, since the ones below may depend
+        // on it (a native driver cannot bind while vfio-pci still holds the device); what
+        // is left stays in the journal, in order, for `restore` to resume.
         while let Some(js) = self.journal.steps.pop() {
             let Some(inverse) = js.step.inverse.clone() else {
                 continue;
             };
-            match js.status {
-                StepStatus::Failed => continue,
-                StepStatus::Started => match inverse.run(host) {
-                    // Whether it took effect was unknown; now it is undone.
-                    Ok(()) => report.undone.push(js.step.clone()),
-                    // The kernel refused the inverse: the step had not taken effect.
-                    Err(e) if !e.uncertain() => {}
-                    // No answer from the kernel: it stays for the next restore.
-                    Err(error) => {
-                        report.failures.push(UndoFailure {
-                            step: js.step.clone(),
-                            error,
-                        });
-                        kept.push(js);
-                    }
-                },
-                StepStatus::Done => match inverse.run(host) {
-                    Ok(()) => report.undone.push(js.step.clone()),
-                    Err(error) => {
-                        report.failures.push(UndoFailure {
-                            step: js.step.clone(),
-                            error,
-                        });
-                        kept.push(js);
-                    }
-                },
+            // The kernel refused the step itself: nothing to undo.
+            if js.status == StepStatus::Failed {
+                continue;
+            }
+            let failed = match (js.status, inverse.run(host)) {
+                (_, Ok(())) => {
+                    report.undone.push(js.step.clone());
+                    None
+                }
+                // The step had been recorded but not confirmed, and the kernel refused its
+                // inverse: it had not taken effect.
+                (StepStatus::Started, Err(e)) if !e.uncertain() => None,
+                (_, Err(error)) => Some(error),
+            };
+            if let Some(error) = failed {
+                report.failures.push(UndoFailure {
+                    step: js.step.clone(),
+                    error,
+                });
+                self.journal.steps.push(js);
+                break;
             }
             if let Err(e) = self.save() {
                 report.journal_error = Some(e.to_string());
             }
         }
-        kept.reverse();
-        self.journal.steps = kept;
         for check in &self.journal.origin {
             if let Err(found) = check.evaluate(host) {
                 report
