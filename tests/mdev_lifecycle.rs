@@ -423,3 +423,39 @@ fn every_available_mediated_candidate_of_the_rung_can_be_created() {
         assert_eq!(h.snapshot(), start, "{name}");
     }
 }
+
+#[test]
+fn kernel_answers_to_create_beyond_capacity_and_for_a_used_uuid() {
+    let h = lab();
+    let start = h.snapshot();
+    let answer = |parent: &str, ty: &str, u: uuid::Uuid| {
+        scenario::kernel_answer_to_create(&h, parent, ty, u).unwrap()
+    };
+    assert_eq!(answer("mtty", "mtty-1", ids::random()), None);
+    assert_eq!(h.snapshot(), start);
+    let ex = |parent: &str, ty: &str| {
+        let mut made = Vec::new();
+        while scenario::counts(&h, parent)[ty] > 0 {
+            let mut r = req(ty, Some(parent));
+            r.uuid = UuidSource::Vm {
+                name: format!("full-{parent}"),
+                index: made.len() as u32,
+            };
+            made.push(create(&h, &r).unwrap());
+        }
+        made
+    };
+    let mdpy = ex("mdpy", "mdpy-vga");
+    assert_eq!(answer("mdpy", "mdpy-hd", ids::random()), Some(EUSERS));
+    let mbochs = ex("mbochs", "mbochs-large");
+    assert_eq!(
+        answer("mbochs", "mbochs-small", ids::random()),
+        Some(ENOSPC)
+    );
+    let used: uuid::Uuid = mdpy[0].parse().unwrap();
+    assert_eq!(answer("mtty", "mtty-2", used), Some(EEXIST));
+    for u in mdpy.iter().chain(&mbochs) {
+        lifecycle::remove(&h, u, &ApplyOptions::default()).unwrap();
+    }
+    assert_eq!(h.snapshot(), start);
+}

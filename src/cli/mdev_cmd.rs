@@ -116,23 +116,8 @@ fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
     let inv = HostInventory::scan(host);
     if let Some(p) = parent {
         // A named parent that does not exist is an error, not an empty table.
-        let rows = types::list(&inv, Some(p));
-        if rows.is_empty() {
-            let err = types::choose(
-                &inv,
-                &TypeRequest {
-                    wanted: String::new(),
-                    parent: Some(p.to_string()),
-                    numa_node: None,
-                },
-            )
-            .err();
-            if let Some(
-                e @ (MdevError::ParentNotFound { .. } | MdevError::ModuleNotLoaded { .. }),
-            ) = err
-            {
-                return fail("mdev-types", &e, json);
-            }
+        if let Err(e) = types::check_parent(&inv, p) {
+            return fail("mdev-types", &e, json);
         }
     }
     let rows = types::list(&inv, parent);

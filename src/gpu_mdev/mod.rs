@@ -1,5 +1,18 @@
-//! The mediated rung: mdev types (GVT-g, NVIDIA vGPU), SR-IOV virtual functions and NVIDIA's
-//! vendor-VFIO vGPU.
+//! The mediated rung: mdev types (GVT-g, NVIDIA vGPU, the kernel's mbochs/mdpy/mtty
+//! samples), SR-IOV virtual functions and NVIDIA's vendor-VFIO vGPU.
+//!
+//! - [`types`]: one model for every shareable type (`mdev_supported_types/T` and a VF's
+//!   `nvidia/creatable_vgpu_types`), type choice by id or name with a did-you-mean, parent
+//!   choice (free instance, NUMA node asked for, least loaded).
+//! - [`lifecycle`]: pure plans for create (UUID random, given, or v5 of a VM name and
+//!   index), remove, `sriov_numvfs` and vendor-VFIO `current_vgpu_type`; [`lifecycle::apply`]
+//!   runs them through [`crate::plan`]'s executor, journal and locks, so a failure is undone
+//!   and a killed process is restored like a passthrough prepare.
+//! - [`persist`]: mdevctl definitions (`/etc/mdevctl.d/PARENT/UUID`) for `--persist`.
+//! - [`verify`]: what the kernel made (group, `/dev/vfio/N`, VFs), reported after a change.
+//! - [`scenario`]: round trips and capacity probes the real-kernel harness runs on any
+//!   [`HostOps`].
+//! - [`GpuMdev`]: the product guide's handle (`new`, `create`, `get_uuid`, `remove`).
 
 pub mod error;
 pub mod ids;

@@ -205,3 +205,31 @@ pub fn round_trip_every_parent(
     }
     out
 }
+
+/// Writes a fresh UUID straight to `parent`'s `type_id/create`, bypassing vm-device's own
+/// checks, and returns the kernel's errno (`None`: it accepted, and the device was removed
+/// again). The harness compares these answers (ENOSPC for mbochs and mtty, EUSERS for mdpy,
+/// EEXIST for a used UUID) between the kernel and the simulator.
+pub fn kernel_answer_to_create(
+    host: &dyn HostOps,
+    parent: &str,
+    type_id: &str,
+    uuid: Uuid,
+) -> Result<Option<i32>, MdevError> {
+    let path = std::path::PathBuf::from(format!(
+        "/sys/class/mdev_bus/{parent}/mdev_supported_types/{type_id}/create"
+    ));
+    let name = ids::sysfs_name(&uuid);
+    match host.write_attr(&path, name.as_bytes()) {
+        Ok(()) => {
+            let remove = std::path::PathBuf::from(format!("/sys/bus/mdev/devices/{name}/remove"));
+            host.write_attr(&remove, b"1")
+                .map_err(|e| MdevError::from_write(&remove, "1", e))?;
+            Ok(None)
+        }
+        Err(e) => match e.raw_os_error() {
+            Some(errno) => Ok(Some(errno)),
+            None => Err(MdevError::Host(e)),
+        },
+    }
+}

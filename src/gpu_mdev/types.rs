@@ -328,7 +328,9 @@ fn nvidia_choice(
     })
 }
 
-fn check_parent(inv: &HostInventory, want: &str) -> Result<(), MdevError> {
+/// Checks that `want` names an mdev parent or an SR-IOV PF/VF of `inv`; otherwise says
+/// which module is missing, or lists the parents that exist.
+pub fn check_parent(inv: &HostInventory, want: &str) -> Result<(), MdevError> {
     let mdev = inv
         .mdev_parents
         .iter()
