@@ -250,8 +250,9 @@ fn product_guide_gpu_mdev_on_a_pci_parent_and_a_named_one() {
     let gpus = vm_device::gpu_mdev::mdev_capable_of(&inv);
     let (address, configs) = &gpus[0];
     let config = configs.iter().find(|c| c.available_instances > 0).unwrap();
-    let mut mdev =
-        GpuMdev::new(*address, config.mdev_type, config.type_id.clone()).with_host(h.clone());
+    let mut mdev = GpuMdev::new(*address, config.mdev_type, config.type_id.clone())
+        .with_host(h.clone())
+        .with_options(ApplyOptions::default());
     assert_eq!(mdev.get_uuid(), None);
     mdev.create().unwrap();
     let uuid = mdev.get_uuid().unwrap();
@@ -265,6 +266,7 @@ fn product_guide_gpu_mdev_on_a_pci_parent_and_a_named_one() {
     let lab: std::sync::Arc<dyn HostOps> = std::sync::Arc::new(lab());
     let mut m = GpuMdev::for_parent("mtty", MdevType::Other, "mtty-2".into())
         .with_host(lab.clone())
+        .with_options(ApplyOptions::default())
         .for_vm("serial-vm", 0);
     m.create().unwrap();
     assert_eq!(m.get_uuid(), Some(ids::for_vm("serial-vm", 0)));

@@ -168,7 +168,13 @@ impl GpuMdev {
             type_id,
             uuid_source: UuidSource::Random,
             persist: None,
-            options: ApplyOptions::default(),
+            // On a real host, journal where `restore` looks; a simulated one (VM_HOST_ROOT)
+            // uses a scratch directory. `with_options` overrides either.
+            options: ApplyOptions {
+                state_dir: std::env::var_os("VM_HOST_ROOT")
+                    .is_none_or(|v| v.is_empty())
+                    .then(crate::plan::default_state_dir),
+            },
             created: None,
         }
     }
