@@ -213,14 +213,29 @@ fn failed_undo_says_what_is_left() {
             .rule(Fault::write("*/remove").errno(EIO)),
     );
     let p = lifecycle::plan_create(&HostInventory::scan(&h), &req("mtty-1", None, None)).unwrap();
-    let err = lifecycle::apply(&h, &p, &ApplyOptions::default()).unwrap_err();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ApplyOptions {
+        state_dir: Some(dir.path().to_path_buf()),
+    };
+    let err = lifecycle::apply(&h, &p, &opts).unwrap_err();
     assert!(err.left_changes(), "{err}");
     let MdevError::StepFailed { left, index, .. } = &err else {
         panic!("{err}");
     };
     // Step 3: the check of the mdev_type link, after the create and the existence check.
     assert_eq!(*index, 3);
-    // The failed undo, then the origin check that proves the device is still there.
+    // The failed undo, the origin check that proves the device is still there, and the
+    // journal kept for restore.
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(
+        left[2].contains(
+            &dir.path()
+                .join("journal/mdev-mtty.json")
+                .display()
+                .to_string()
+        ),
+        "{left:?}"
+    );
     assert!(
         left[0].contains("echo 1 > /sys/bus/mdev/devices/"),
         "{left:?}"

@@ -249,11 +249,18 @@ pub fn from_apply(e: ApplyError) -> MdevError {
             detail: source.to_string(),
         },
     };
+    let mut left = e.undo.leftovers();
+    if let Some(j) = &e.undo.journal_kept {
+        left.push(format!(
+            "the journal {} records what is left; undo it with vm-device's restore once the cause is fixed",
+            j.display()
+        ));
+    }
     MdevError::StepFailed {
         index: e.index + 1,
         what: e.step.action.describe(),
         cause: Box::new(cause),
-        left: e.undo.leftovers(),
+        left,
     }
 }
 
