@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod doctor;
 pub mod gpu_manager;
 pub mod gpu_mdev;
 pub mod gpu_passthrough;

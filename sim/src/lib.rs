@@ -60,6 +60,7 @@ pub struct State {
     pub(crate) log: Vec<Op>,
     pub(crate) logging: bool,
     pub(crate) kernel: kernel::KernelState,
+    pub(crate) kernel_scanned: bool,
     pub(crate) faults: faults::FaultState,
     pub(crate) vfio: vfio::VfioState,
 }
@@ -81,14 +82,16 @@ impl SimHost {
                 tree.add_base_dir(&Path::new("/").join(line));
             }
         }
-        let kernel = kernel::KernelState::scan(&tree, &root);
         Ok(Self {
             root,
             state: Mutex::new(State {
                 tree,
                 log: Vec::new(),
                 logging: true,
-                kernel,
+                // Learnt from the pristine tree on the first call that needs it (a write, a
+                // module load, VFIO): a read-only scan never pays for it.
+                kernel: kernel::KernelState::default(),
+                kernel_scanned: false,
                 faults: faults::FaultState::default(),
                 vfio: vfio::VfioState::default(),
             }),
@@ -119,6 +122,7 @@ impl SimHost {
             log: Vec::new(),
             logging: st.logging,
             kernel: st.kernel.clone(),
+            kernel_scanned: true,
             faults: faults::FaultState::default(),
             // A dead process holds no VFIO objects: its fds closed with it.
             vfio: vfio::VfioState::default(),
@@ -204,19 +208,25 @@ impl SimHost {
         &self.root
     }
 
+    /// Turns the operation log ([`ops`](Self::ops)) on or off (on by default). Programs that
+    /// never look at it, such as `vm-cli --host-root`, turn it off to save the copies.
+    pub fn set_logging(&self, on: bool) {
+        self.lock_raw().logging = on;
+    }
+
     /// Every host operation so far, in order.
     pub fn ops(&self) -> Vec<Op> {
-        self.lock().log.clone()
+        self.lock_raw().log.clone()
     }
 
     /// Forgets the recorded operations.
     pub fn clear_ops(&self) {
-        self.lock().log.clear();
+        self.lock_raw().log.clear();
     }
 
     /// The whole tree as it is now (fixture plus overlay), for byte-equal comparisons.
     pub fn snapshot(&self) -> Snapshot {
-        self.lock().tree.snapshot()
+        self.lock_raw().tree.snapshot()
     }
 
     /// Every open VFIO device fd (one entry per fd), for the rules that depend on them
@@ -241,7 +251,19 @@ impl SimHost {
         self.lock().vfio.faults.push(fault);
     }
 
+    /// The state, with the kernel's memory of the fixture (native drivers, id tables, reset
+    /// methods) learnt if this is the first call that needs it.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock_raw();
+        if !st.kernel_scanned {
+            st.kernel = kernel::KernelState::scan(&st.tree, &self.root);
+            st.kernel_scanned = true;
+        }
+        st
+    }
+
+    /// The state as it is, for calls that only read the tree.
+    fn lock_raw(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the overlay consistent enough to read.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -255,7 +277,7 @@ impl SimHost {
 
 impl HostOps for SimHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
-        let mut st = self.lock();
+        let mut st = self.lock_raw();
         self.record(&mut st, Op::Read(path.to_path_buf()));
         st.faults.check("read", path)?;
         st.tree
@@ -264,7 +286,7 @@ impl HostOps for SimHost {
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {
-        let mut st = self.lock();
+        let mut st = self.lock_raw();
         self.record(&mut st, Op::ReadLink(path.to_path_buf()));
         st.faults.check("readlink", path)?;
         st.tree
@@ -273,7 +295,7 @@ impl HostOps for SimHost {
     }
 
     fn list_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
-        let mut st = self.lock();
+        let mut st = self.lock_raw();
         self.record(&mut st, Op::List(path.to_path_buf()));
         st.faults.check("list", path)?;
         st.tree
@@ -282,7 +304,7 @@ impl HostOps for SimHost {
     }
 
     fn kind(&self, path: &Path) -> Option<NodeKind> {
-        let st = self.lock();
+        let st = self.lock_raw();
         if st.faults.dead.is_some() {
             return None;
         }
@@ -290,7 +312,7 @@ impl HostOps for SimHost {
     }
 
     fn canonicalize(&self, path: &Path) -> Result<PathBuf, HostError> {
-        let st = self.lock();
+        let st = self.lock_raw();
         if st.faults.dead.is_some() {
             return Err(faults::killed_error("realpath", path));
         }
@@ -317,7 +339,7 @@ impl HostOps for SimHost {
     }
 
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
-        let mut st = self.lock();
+        let mut st = self.lock_raw();
         self.record(&mut st, Op::ProbeAdapters);
         st.faults.check("probe-adapters", Path::new("wgpu"))?;
         let file = self.root.join(".fixture/wgpu-adapters.json");

@@ -46,9 +46,93 @@ pub(crate) struct Tree {
     base_dirs: std::collections::BTreeSet<PathBuf>,
     /// What the fixture on disk holds at a path (it never changes): saves a `stat` and, for
     /// small files, the read that tells a flattened link from an attribute.
-    disk_nodes: RefCell<HashMap<PathBuf, Option<Entry>>>,
+    disk_nodes: RefCell<PathMap<Option<Entry>>>,
     /// Resolved paths; cleared whenever the overlay changes.
-    resolved: RefCell<HashMap<(PathBuf, bool), PathBuf>>,
+    /// Indexed by `follow_last`.
+    resolved: [RefCell<PathMap<PathBuf>>; 2],
+    /// Contents of small fixture files, read once when their node was first looked at.
+    disk_bytes: RefCell<PathMap<Vec<u8>>>,
+    /// File types learnt from directory listings.
+    disk_kinds: RefCell<PathMap<DiskKind>>,
+    /// Overlay entries that hide what the fixture has below them (`Gone`, opaque
+    /// directories, files and links): while there are none, no ancestor walk is needed.
+    hiders: usize,
+}
+
+/// FNV-1a: the caches are keyed by path bytes, hashed on every lookup of a scan; SipHash
+/// over `Path`'s component-wise `Hash` cost more than the lookups it saved.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A map keyed by a path's bytes.
+pub(crate) type PathMap<V> = HashMap<std::ffi::OsString, V, std::hash::BuildHasherDefault<Fnv>>;
+
+fn key(p: &Path) -> std::ffi::OsString {
+    p.as_os_str().to_owned()
+}
+
+fn hides(e: &Entry) -> bool {
+    !matches!(e, Entry::Dir { opaque: false })
+}
+
+/// The type of a fixture node as a directory listing gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskKind {
+    Link,
+    Dir,
+    File,
+}
+
+impl DiskKind {
+    fn of(ft: std::fs::FileType) -> Self {
+        if ft.is_symlink() {
+            DiskKind::Link
+        } else if ft.is_dir() {
+            DiskKind::Dir
+        } else {
+            DiskKind::File
+        }
+    }
+}
+
+/// Reads a whole file without the `stat` and `lseek` that `std::fs::read` adds to size its
+/// buffer (fixture files are small).
+fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    buf.resize(512, 0);
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(())
 }
 
 /// Longest link target a flattened link file may hold (`PATH_MAX`).
@@ -112,6 +196,9 @@ impl Tree {
             base_dirs: Default::default(),
             disk_nodes: Default::default(),
             resolved: Default::default(),
+            hiders: 0,
+            disk_bytes: Default::default(),
+            disk_kinds: Default::default(),
         }
     }
 
@@ -145,8 +232,8 @@ impl Tree {
             if !empty || self.in_base(&cur) {
                 break;
             }
-            self.resolved.get_mut().clear();
             self.overlay.remove(&cur);
+            self.changed();
             if !cur.pop() {
                 break;
             }
@@ -172,7 +259,7 @@ impl Tree {
         for k in below {
             self.overlay.remove(&k);
         }
-        self.resolved.get_mut().clear();
+        self.changed();
         let empty: Vec<PathBuf> = self
             .base_dirs
             .iter()
@@ -226,35 +313,55 @@ impl Tree {
         if self.hidden_by_ancestor(p) {
             return None;
         }
-        if let Some(e) = self.disk_nodes.borrow().get(p) {
+        if let Some(e) = self.disk_nodes.borrow().get(p.as_os_str()) {
             return e.clone();
         }
         let e = self.read_disk_node(p);
-        self.disk_nodes
-            .borrow_mut()
-            .insert(p.to_path_buf(), e.clone());
+        self.disk_nodes.borrow_mut().insert(key(p), e.clone());
         e
     }
 
     fn read_disk_node(&self, p: &Path) -> Option<Entry> {
         let d = self.disk(p);
-        let md = std::fs::symlink_metadata(&d).ok()?;
-        if md.file_type().is_symlink() {
-            std::fs::read_link(&d).ok().map(Entry::Link)
-        } else if md.is_dir() {
-            Some(Entry::Dir { opaque: false })
-        } else {
-            if md.len() > 0 && md.len() < MAX_LINK_FILE {
-                if let Some(t) = std::fs::read(&d).ok().as_deref().and_then(flattened_link) {
-                    return Some(Entry::Link(t));
+        let known = self.disk_kinds.borrow().get(p.as_os_str()).copied();
+        let kind = match known {
+            Some(k) => k,
+            None => DiskKind::of(std::fs::symlink_metadata(&d).ok()?.file_type()),
+        };
+        match kind {
+            DiskKind::Link => std::fs::read_link(&d).ok().map(Entry::Link),
+            DiskKind::Dir => Some(Entry::Dir { opaque: false }),
+            DiskKind::File => {
+                // Read it now (one open, no stat): it is either a flattened link or an
+                // attribute whose bytes `read` will want.
+                let mut buf = Vec::new();
+                if read_small(&d, &mut buf).is_err() {
+                    return known.is_none().then(|| Entry::File(Vec::new()));
                 }
+                if buf.len() < MAX_LINK_FILE as usize {
+                    if let Some(t) = flattened_link(&buf) {
+                        return Some(Entry::Link(t));
+                    }
+                }
+                self.disk_bytes.borrow_mut().insert(key(p), buf);
+                // File contents are served from `disk_bytes`; an empty marker is enough here.
+                Some(Entry::File(Vec::new()))
             }
-            // File contents are read lazily by `read`; an empty marker is enough here.
-            Some(Entry::File(Vec::new()))
         }
     }
 
+    /// After any overlay change: resolved paths may differ, and hiding entries are recounted.
+    fn changed(&mut self) {
+        for c in &mut self.resolved {
+            c.get_mut().clear();
+        }
+        self.hiders = self.overlay.values().filter(|e| hides(e)).count();
+    }
+
     fn hidden_by_ancestor(&self, p: &Path) -> bool {
+        if self.hiders == 0 {
+            return false;
+        }
         let mut cur = p.parent();
         while let Some(a) = cur {
             match self.overlay.get(a) {
@@ -269,12 +376,28 @@ impl Tree {
 
     /// Resolves links in `path`; the last component's link is followed when `follow_last`.
     pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
-        let key = (path.to_path_buf(), follow_last);
-        if let Some(p) = self.resolved.borrow().get(&key) {
+        let cache = &self.resolved[usize::from(follow_last)];
+        if let Some(p) = cache.borrow().get(path.as_os_str()) {
             return Ok(p.clone());
         }
-        let p = self.resolve_uncached(path, follow_last)?;
-        self.resolved.borrow_mut().insert(key, p.clone());
+        // Resolve the parent (cached: siblings share it), then only the last component.
+        let p = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if path.is_absolute() && parent != path => {
+                let base = self.resolve(parent, true)?;
+                match self.node(&base) {
+                    Some(Entry::Dir { .. }) => {}
+                    Some(_) => return Err(io::Error::from_raw_os_error(libc_errno::ENOTDIR)),
+                    None => return Err(enoent()),
+                }
+                let cand = base.join(name);
+                match self.node(&cand) {
+                    Some(Entry::Link(_)) if follow_last => self.resolve_uncached(&cand, true)?,
+                    _ => cand,
+                }
+            }
+            _ => self.resolve_uncached(path, follow_last)?,
+        };
+        cache.borrow_mut().insert(key(path), p.clone());
         Ok(p)
     }
 
@@ -343,7 +466,10 @@ impl Tree {
             None => {}
         }
         match self.node(&p) {
-            Some(Entry::File(_)) => std::fs::read(self.disk(&p)),
+            Some(Entry::File(_)) => match self.disk_bytes.borrow().get(p.as_os_str()) {
+                Some(b) => Ok(b.clone()),
+                None => std::fs::read(self.disk(&p)),
+            },
             Some(Entry::Dir { .. }) => Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
             _ => Err(enoent()),
         }
@@ -370,8 +496,14 @@ impl Tree {
             && !self.hidden_by_ancestor(&p);
         if base_visible {
             if let Ok(rd) = std::fs::read_dir(self.disk(&p)) {
+                let mut kinds = self.disk_kinds.borrow_mut();
                 for e in rd.flatten() {
-                    names.insert(e.file_name().to_string_lossy().into_owned());
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    // The directory entry's type saves a `stat` when the child is looked up.
+                    if let Ok(ft) = e.file_type() {
+                        kinds.insert(key(&p.join(&name)), DiskKind::of(ft));
+                    }
+                    names.insert(name);
                 }
             }
         }
@@ -404,8 +536,8 @@ impl Tree {
                 self.ensure_dir(parent);
             }
         }
-        self.resolved.get_mut().clear();
         self.overlay.insert(p.to_path_buf(), e);
+        self.changed();
     }
 
     /// Makes sure a directory exists at canonical path `p`.
@@ -433,8 +565,8 @@ impl Tree {
         for k in below {
             self.overlay.remove(&k);
         }
-        self.resolved.get_mut().clear();
         self.overlay.insert(p.to_path_buf(), Entry::Gone);
+        self.changed();
     }
 
     /// Everything visible, depth first.

@@ -17,7 +17,8 @@ use crate::inventory::HostInventory;
 /// Runs one of the mediated-rung commands.
 pub(super) fn run(host: &dyn HostOps, cmd: GpuCommand, json: bool, simulated: bool) -> i32 {
     match cmd {
-        GpuCommand::List => EXIT_USAGE,
+        // Dispatched by `cli::run` itself; never routed here.
+        GpuCommand::List | GpuCommand::Doctor(_) => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
         GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated),
         GpuCommand::MdevRemove {

@@ -167,6 +167,10 @@ enum GpuCommand {
         #[command(flatten)]
         dirs: ChangeDirs,
     },
+    /// Check everything each mode needs (IOMMU, kernel parameters, modules, groups, reset,
+    /// drivers, device nodes, memlock, mdev types, wgpu adapters): ok / warn / fail with the
+    /// fix. Exit 0 when the mode asked for (any, by default) is ready, 3 otherwise.
+    Doctor(DoctorArgs),
 }
 
 /// `vm-cli gpu mdev-create`.
@@ -217,6 +221,20 @@ pub struct ChangeDirs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// `gpu doctor` flags.
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// The mode that must be ready: auto (any), passthrough, mdev or wgpu.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_mode_arg)]
+    gpu_mode: ModeArg,
+    /// Check only this GPU.
+    #[arg(long, value_name = "DDDD:BB:DD.F")]
+    gpu_device: Option<PciAddress>,
+    /// Guest memory that VFIO will pin: 2G, 512M, 4096 (MiB).
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size)]
+    memory: u64,
+}
+
 /// Parses the process arguments, runs, and returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -245,6 +263,9 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Gpu {
             command: GpuCommand::List,
         }) => gpu_list(&mut mgr, cli.json),
+        Some(Command::Gpu {
+            command: GpuCommand::Doctor(args),
+        }) => gpu_doctor(&mut mgr, &args, cli.json),
         Some(Command::Gpu { command }) => {
             mdev_cmd::run(mgr.host().as_ref(), command, cli.json, simulated)
         }
@@ -359,4 +380,71 @@ fn plan(mgr: &mut UnifiedGpuManager, run: &RunArgs, json: bool) -> i32 {
     }
     eprintln!("vm-cli: this build plans but does not start VMs yet; rerun with --dry-run to print the plan only");
     EXIT_FAILURE
+}
+
+/// `2G`, `512M`, `1024K`, `4096` (MiB, as QEMU's `-m`) in bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => {
+                    return Err(format!(
+                        "`{s}`: unknown size suffix `{c}` (use K, M, G or T)"
+                    ))
+                }
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 20),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 2G, 512M or 4096 (MiB)"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n && *v > 0)
+        .ok_or_else(|| format!("`{s}`: size must be above zero and below 16 EiB"))
+}
+
+fn gpu_doctor(mgr: &mut UnifiedGpuManager, args: &DoctorArgs, json: bool) -> i32 {
+    mgr.set_device(args.gpu_device);
+    if let Err(e) = mgr.scan_backends() {
+        return fail(&e);
+    }
+    let candidates = match mgr.backends() {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let opts = crate::doctor::Options {
+        mode: match args.gpu_mode {
+            ModeArg::Auto => None,
+            ModeArg::Mode(m) => Some(m),
+        },
+        device: args.gpu_device,
+        memory_bytes: args.memory,
+        wgpu_backend: std::env::var("WGPU_BACKEND").ok(),
+    };
+    let inv = mgr.inventory().expect("scanned above");
+    let r = crate::doctor::run(mgr.host().as_ref(), inv, &candidates, &opts);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::doctor_json(&r, &opts))
+                .expect("JSON values serialize")
+        );
+    } else {
+        print!("{}", report::doctor_text(&r, &opts));
+    }
+    for w in &inv.warnings {
+        eprintln!("vm-cli: warning: {}: {}", w.path.display(), w.message);
+    }
+    if r.ready {
+        EXIT_OK
+    } else {
+        EXIT_UNAVAILABLE
+    }
 }

@@ -252,7 +252,11 @@ impl Candidate {
                     .filter(|n| *n != type_id)
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default();
-                format!("{type_id}{name} on {parent}, {available_instances} left")
+                if *available_instances == 0 {
+                    format!("{type_id}{name} on {parent}, none left")
+                } else {
+                    format!("{type_id}{name} on {parent}, {available_instances} left")
+                }
             }
             Target::SriovVf { pf, vf } => format!("virtual function {vf} of {pf}"),
             Target::SriovPf { pf, total_vfs } => {

@@ -60,6 +60,17 @@ impl HostOps for LinuxHost {
         })
     }
 
+    fn access(&self, path: &Path, write: bool) -> bool {
+        use nix::unistd::AccessFlags;
+        let mode = if write {
+            AccessFlags::R_OK | AccessFlags::W_OK
+        } else {
+            AccessFlags::R_OK
+        };
+        // access(2) checks with the real uid and gid: the user who ran vm-cli.
+        nix::unistd::access(path, mode).is_ok()
+    }
+
     fn canonicalize(&self, path: &Path) -> Result<PathBuf, HostError> {
         std::fs::canonicalize(path).map_err(|e| HostError::io("realpath", path, e))
     }

@@ -35,7 +35,11 @@ pub fn default_host() -> Host {
 /// The host named by `--host-root` / `VM_HOST_ROOT`, or the real one.
 pub fn open(host_root: Option<&std::path::Path>) -> Result<Host, HostError> {
     match host_root {
-        Some(dir) => Ok(Arc::new(SimHost::from_fixture(dir)?)),
+        Some(dir) => {
+            let sim = SimHost::from_fixture(dir)?;
+            sim.set_logging(false);
+            Ok(Arc::new(sim))
+        }
         None => Ok(Arc::new(LinuxHost::new())),
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! JSON documents carry `"schema": 1`; fields are only ever added within a schema version.
 
+mod doctor;
+
+pub use doctor::{doctor_json, doctor_text};
+
 use serde_json::{json, Value};
 use vm_passthrough::PciAddress;
 

@@ -278,6 +278,16 @@ pub trait HostOps: Send + Sync {
             .is_some()
     }
 
+    /// True when the user running this process may open `path` for reading, and for writing
+    /// too when `write`, as `access(2)` answers with the real uid. The provided answer is
+    /// "the node exists": a simulated host (a fixture tree) records no owners or modes, so
+    /// `SimHost` keeps this default and every existing node counts as accessible there;
+    /// `LinuxHost` asks the kernel.
+    fn access(&self, path: &Path, write: bool) -> bool {
+        let _ = write;
+        self.exists(path)
+    }
+
     /// True when `path` is a directory, following links.
     fn is_dir(&self, path: &Path) -> bool {
         self.canonicalize(path)

@@ -1,0 +1,23 @@
+//! A virtio-gpu 2D device (virtio spec "GPU Device") whose resources are wgpu textures and
+//! whose scanouts are composited on the GPU.
+//!
+//! The core ([`VirtioGpuDevice::process_request`]) takes the request bytes and the guest
+//! memory and returns the response bytes; [`VirtioGpuDevice::process_queue`] is a split
+//! virtqueue front end over `virtio-queue`, so the same core can serve a vhost-user backend.
+//! Only `VIRTIO_GPU_F_EDID` is offered: never VIRGL or RESOURCE_BLOB.
+
+pub mod device;
+pub mod edid;
+pub mod protocol;
+pub mod resources;
+pub mod scanout;
+pub mod stats;
+pub mod transfer;
+
+pub use device::{
+    is_ok, response_type, DeviceError, QueueKind, QueueRun, VirtioGpuConfig, VirtioGpuDevice,
+    DEFAULT_MAX_HOSTMEM,
+};
+pub use protocol::{Command, CtrlHeader, CursorPos, ErrorCode, Format, MemEntry, Rect, Response};
+pub use scanout::RgbaImage;
+pub use stats::{DeviceStats, NamedCount};
