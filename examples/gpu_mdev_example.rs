@@ -8,7 +8,7 @@ fn main() {
     // Scan GPUs that support mdev.
     let mdev_gpus = scan_mdev_capable_gpus();
     for (address, configs) in &mdev_gpus {
-        println!("GPU at {}:", address.to_string());
+        println!("GPU at {}:", address);
         for config in configs {
             println!("  - {} ({})", config.name, config.type_id);
             println!("    Available instances: {}", config.available_instances);

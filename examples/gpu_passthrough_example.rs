@@ -13,9 +13,7 @@ fn main() {
     for gpu in &gpus {
         println!(
             "Found GPU: {:?} {} at {}",
-            gpu.vendor,
-            gpu.model,
-            gpu.pci_address.to_string()
+            gpu.vendor, gpu.model, gpu.pci_address
         );
         println!("  VRAM: {} MB", gpu.vram_size / 1024 / 1024);
         println!("  Driver: {}", gpu.driver);
