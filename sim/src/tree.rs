@@ -62,8 +62,9 @@ pub(crate) struct Tree {
     overlay_keys: std::collections::HashSet<std::ffi::OsString, std::hash::BuildHasherDefault<Fnv>>,
 }
 
-/// FNV-1a: the caches are keyed by path bytes, hashed on every lookup of a scan; SipHash
-/// over `Path`'s component-wise `Hash` cost more than the lookups it saved.
+/// A word-at-a-time multiplicative hash (FxHash's): the caches are keyed by path bytes,
+/// hashed on every lookup of a scan; SipHash over `Path`'s component-wise `Hash` cost more
+/// than the lookups it saved. Keys come from the fixture, not from an adversary.
 #[derive(Default)]
 pub(crate) struct Fnv(u64);
 
@@ -72,14 +73,15 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100_0000_01b3);
+        // Eight bytes at a time (FxHash's step): paths are long and hashed on every lookup.
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = (h.rotate_left(5) ^ w).wrapping_mul(0x51_7cc1_b727_220a_95);
+        }
+        for b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7cc1_b727_220a_95);
         }
         self.0 = h;
     }

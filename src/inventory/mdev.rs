@@ -167,38 +167,45 @@ pub(super) fn scan(scan: &mut Scan<'_>) -> (Vec<MdevParent>, Vec<MdevDevice>) {
             iommu_group,
         });
     }
+    for p in &mut parents {
+        let parent_dir = p
+            .sysfs_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        for t in &mut p.types {
+            t.devices = devices
+                .iter()
+                .filter(|d| {
+                    Some(&d.parent) == parent_dir.as_ref()
+                        && d.type_id.as_deref() == Some(t.id.as_str())
+                })
+                .map(|d| d.uuid.clone())
+                .collect();
+        }
+    }
     (parents, devices)
 }
 
 fn mdev_type(scan: &mut Scan<'_>, dir: &Path, id: String) -> MdevTypeInfo {
-    let entries = scan.list(dir);
-    let has = |n: &str| entries.iter().any(|e| e == n);
-    let name = if has("name") {
-        scan.attr(&dir.join("name"))
-    } else {
-        None
+    // Read directly (an absent optional attribute is a quiet ENOENT): a server has hundreds
+    // of types, and listing each directory first doubled the work.
+    let name = scan.attr(&dir.join("name"));
+    let description = scan.attr(&dir.join("description"));
+    let device_api = scan.attr(&dir.join("device_api"));
+    let path = dir.join("available_instances");
+    let available_instances = match scan.host.read_attr(&path) {
+        Ok(text) => scan.dec_text::<u32>(&path, &text),
+        Err(e) if e.is_not_found() => {
+            scan.warn(&path, "missing");
+            None
+        }
+        Err(e) => {
+            scan.warn(&path, format!("unreadable: {e}"));
+            None
+        }
     };
-    let description = if has("description") {
-        scan.attr(&dir.join("description"))
-    } else {
-        None
-    };
-    let device_api = if has("device_api") {
-        scan.attr(&dir.join("device_api"))
-    } else {
-        None
-    };
-    let available_instances = if has("available_instances") {
-        scan.dec::<u32>(&dir.join("available_instances"))
-    } else {
-        scan.warn(&dir.join("available_instances"), "missing");
-        None
-    };
-    let devices = if has("devices") {
-        scan.list(&dir.join("devices"))
-    } else {
-        Vec::new()
-    };
+    // Filled from /sys/bus/mdev/devices (one listing for the host, not one per type).
+    let devices = Vec::new();
     MdevTypeInfo {
         id,
         name,

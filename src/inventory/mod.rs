@@ -126,10 +126,15 @@ impl Scan<'_> {
     /// Reads a decimal attribute, warning on garbage.
     pub(crate) fn dec<T: std::str::FromStr>(&mut self, path: &Path) -> Option<T> {
         let text = self.attr(path)?;
+        self.dec_text(path, &text)
+    }
+
+    /// Parses the text of a decimal attribute, warning on garbage.
+    pub(crate) fn dec_text<T: std::str::FromStr>(&mut self, path: &Path, text: &str) -> Option<T> {
         match text.trim().parse::<T>() {
             Ok(v) => Some(v),
             Err(_) => {
-                self.warn(path, format!("not a number: {:?}", truncate(&text)));
+                self.warn(path, format!("not a number: {:?}", truncate(text)));
                 None
             }
         }
