@@ -4,45 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use mockall::mock;
 use vm_device::plan::{Action, Executor, GroupLock, Journal, Owner, Plan, Step};
-use vm_passthrough::vfio::{
-    DeviceInfo, DmaMapping, GroupStatus, IommuInfo, IommuType, IrqInfo, RegionInfo, VfioContainer,
-    VfioDevice, VfioGroup, VfioHandle,
-};
-use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind};
-
-mock! {
-    pub Host {}
-    impl HostOps for Host {
-        fn read(&self, path: &Path) -> Result<Vec<u8>, HostError>;
-        fn read_link(&self, path: &Path) -> Result<PathBuf, HostError>;
-        fn list_dir(&self, path: &Path) -> Result<Vec<String>, HostError>;
-        fn kind(&self, path: &Path) -> Option<NodeKind>;
-        fn canonicalize(&self, path: &Path) -> Result<PathBuf, HostError>;
-        fn write_attr(&self, path: &Path, value: &[u8]) -> Result<(), HostError>;
-        fn load_module(&self, name: &str) -> Result<(), HostError>;
-        fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
-        fn vfio_open_container(&self) -> Result<VfioContainer, HostError>;
-        fn vfio_api_version(&self, container: VfioContainer) -> Result<i32, HostError>;
-        fn vfio_check_extension(&self, container: VfioContainer, ext: u32) -> Result<u32, HostError>;
-        fn vfio_open_group(&self, group: u32) -> Result<VfioGroup, HostError>;
-        fn vfio_group_status(&self, group: VfioGroup) -> Result<GroupStatus, HostError>;
-        fn vfio_group_set_container(&self, group: VfioGroup, container: VfioContainer) -> Result<(), HostError>;
-        fn vfio_set_iommu(&self, container: VfioContainer, kind: IommuType) -> Result<(), HostError>;
-        fn vfio_iommu_info(&self, container: VfioContainer) -> Result<IommuInfo, HostError>;
-        fn vfio_group_device(&self, group: VfioGroup, name: &str) -> Result<VfioDevice, HostError>;
-        fn vfio_device_info(&self, device: VfioDevice) -> Result<DeviceInfo, HostError>;
-        fn vfio_region_info(&self, device: VfioDevice, index: u32) -> Result<RegionInfo, HostError>;
-        fn vfio_irq_info(&self, device: VfioDevice, index: u32) -> Result<IrqInfo, HostError>;
-        fn vfio_region_read(&self, device: VfioDevice, index: u32, offset: u64, buf: &mut [u8]) -> Result<usize, HostError>;
-        fn vfio_dma_map(&self, container: VfioContainer, iova: u64, size: u64) -> Result<DmaMapping, HostError>;
-        fn vfio_dma_unmap(&self, container: VfioContainer, iova: u64, size: u64) -> Result<u64, HostError>;
-        fn vfio_close(&self, handle: VfioHandle) -> Result<(), HostError>;
-        fn vfio_iommufd_open(&self) -> Result<VfioContainer, HostError>;
-        fn vfio_iommufd_device(&self, iommufd: VfioContainer, name: &str) -> Result<VfioDevice, HostError>;
-    }
-}
+use vm_passthrough::mock::MockHost;
+use vm_passthrough::HostError;
 
 fn write(path: &str, value: &str) -> Action {
     Action::Write {

@@ -8,6 +8,8 @@
 
 pub mod address;
 pub mod host;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod vfio;
 
 pub use address::{AddressParseError, PciAddress};
