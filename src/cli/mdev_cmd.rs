@@ -32,10 +32,9 @@ pub(super) fn run(
         | GpuCommand::Restore => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
         GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated, sd),
-        GpuCommand::MdevRemove {
-            uuid,
-            dry_run,
-        } => mdev_remove(host, &uuid, dry_run, json, simulated, sd),
+        GpuCommand::MdevRemove { uuid, dry_run } => {
+            mdev_remove(host, &uuid, dry_run, json, simulated, sd)
+        }
         GpuCommand::Sriov {
             gpu_device,
             num_vfs,

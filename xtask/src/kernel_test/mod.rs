@@ -170,27 +170,39 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-fn build_vm_cli(root: &Path) -> Result<PathBuf, String> {
-    stamp("cargo build -p vm-device --bin vm-cli");
+/// Examples the scenarios run beside vm-cli (`examples/NAME.rs`), copied into the guest's
+/// `/bin` like vm-cli.
+pub const GUEST_EXAMPLES: &[&str] = &["vfio_smoke"];
+
+/// Builds `vm-cli` and [`GUEST_EXAMPLES`] (debug, one cargo call); their paths, vm-cli first.
+fn build_vm_cli(root: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut args = vec!["build", "--quiet", "-p", "vm-device", "--bin", "vm-cli"];
+    for e in GUEST_EXAMPLES {
+        args.extend(["--example", e]);
+    }
+    stamp(&format!("cargo {}", args.join(" ")));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "vm-device", "--bin", "vm-cli"])
+        .args(&args)
         .current_dir(root)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(format!(
-            "cargo build -p vm-device --bin vm-cli failed ({status})"
-        ));
+        return Err(format!("cargo {} failed ({status})", args.join(" ")));
     }
-    let bin = target_dir(root).join("debug/vm-cli");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
+    let debug = target_dir(root).join("debug");
+    let mut bins = vec![debug.join("vm-cli")];
+    bins.extend(
+        GUEST_EXAMPLES
+            .iter()
+            .map(|e| debug.join("examples").join(e)),
+    );
+    match bins.iter().find(|b| !b.is_file()) {
+        Some(missing) => Err(format!(
             "cargo build succeeded but {} is missing",
-            bin.display()
-        ))
+            missing.display()
+        )),
+        None => Ok(bins),
     }
 }
 
@@ -288,7 +300,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let t_kernel = t.elapsed().as_secs_f64();
     stamp(&format!("kernel cache {}", kernel.dir.display()));
     let t = Instant::now();
-    let vm_cli = build_vm_cli(&root)?;
+    let bins = build_vm_cli(&root)?;
     let t_cli = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -296,7 +308,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
     let initrd = work.join("initramfs.cpio");
-    initramfs::build(&kernel, &vm_cli, &selected, &work.join("root"), &initrd)?;
+    initramfs::build(&kernel, &bins, &selected, &work.join("root"), &initrd)?;
     let t_initrd = t.elapsed().as_secs_f64();
 
     let logs = lab_root.join("logs");

@@ -76,6 +76,21 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: &["created", "appeared", "removed"],
         host_check: None,
     },
+    Scenario {
+        name: "passthrough",
+        about: "vm-cli gpu prepare/release of 01:00.0 with VFIO in between, the shared group 11 as one, boot VGA refused",
+        script: include_str!("guest/scenarios/passthrough.sh"),
+        expect: &[
+            "ok gpu prepare 0000:01:00.0 exits 0",
+            "ok config read through VFIO: vendor 0x1234",
+            "ok DMA map/unmap released",
+            "ok gpu release 0000:01:00.0 exits 0",
+            "ok 0000:06:02.0 (same group",
+            "ok gpu prepare 0000:02:00.0 (boot VGA) refused with exit 3",
+            "snapshot 4-end",
+        ],
+        host_check: None,
+    },
 ];
 
 /// Finds a scenario by name.
