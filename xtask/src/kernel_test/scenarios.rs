@@ -91,6 +91,32 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         host_check: None,
     },
+    Scenario {
+        name: "crash-restore",
+        about: "kill -9 of vm-cli gpu prepare mid-way (after 4 changes), then gpu restore: every driver and override as before",
+        script: include_str!("guest/scenarios/crash-restore.sh"),
+        expect: &[
+            "ok vm-cli died of SIGKILL",
+            "ok killed mid-way: 0000:06:01.0 unbound",
+            "ok gpu restore exits 0",
+            "ok driver links, driver_override and /dev/vfio after restore equal the listing before",
+            "snapshot 2-restored",
+        ],
+        host_check: None,
+    },
+    Scenario {
+        name: "mdev",
+        about: "vm-cli mdev-create/remove on mbochs, mdpy, mtty with VFIO in between; mdpy full: exit 3 and the kernel's EUSERS",
+        script: include_str!("guest/scenarios/mdev.sh"),
+        expect: &[
+            "ok vfio_smoke",
+            "ok gpu mdev-remove",
+            "ok create #5 refused with exit 3",
+            "ok the kernel itself refuses a create beyond capacity (EUSERS)",
+            "snapshot 4-end",
+        ],
+        host_check: None,
+    },
 ];
 
 /// Finds a scenario by name.
