@@ -89,7 +89,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "ok gpu prepare 0000:02:00.0 (boot VGA) refused with exit 3",
             "snapshot 4-end",
         ],
-        host_check: None,
+        host_check: Some(super::differential::check_passthrough),
     },
     Scenario {
         name: "crash-restore",
@@ -102,7 +102,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "ok driver links, driver_override and /dev/vfio after restore equal the listing before",
             "snapshot 2-restored",
         ],
-        host_check: None,
+        host_check: Some(super::differential::check_crash_restore),
     },
     Scenario {
         name: "mdev",
@@ -115,7 +115,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "ok the kernel itself refuses a create beyond capacity (EUSERS)",
             "snapshot 4-end",
         ],
-        host_check: None,
+        host_check: Some(super::differential::check_mdev),
     },
 ];
 
