@@ -1,7 +1,7 @@
 //! `vm-cli gpu mdev-types | mdev-create | mdev-remove | sriov`: glue from clap to
 //! [`crate::gpu_mdev`], exit codes, and printing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{
     ChangeDirs, GpuCommand, MdevCreateArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK,
@@ -20,9 +20,8 @@ pub(super) fn run(
     cmd: GpuCommand,
     json: bool,
     simulated: bool,
-    state_dir: Option<PathBuf>,
+    state_dir: &Option<PathBuf>,
 ) -> i32 {
-    let sd = state_dir.as_deref();
     match cmd {
         // Dispatched by `cli::run` itself; never routed here.
         GpuCommand::List
@@ -31,9 +30,9 @@ pub(super) fn run(
         | GpuCommand::Release { .. }
         | GpuCommand::Restore => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
-        GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated, sd),
+        GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated, state_dir),
         GpuCommand::MdevRemove { uuid, dry_run } => {
-            mdev_remove(host, &uuid, dry_run, json, simulated, sd)
+            mdev_remove(host, &uuid, dry_run, json, simulated, state_dir)
         }
         GpuCommand::Sriov {
             gpu_device,
@@ -49,7 +48,7 @@ pub(super) fn run(
             let verified = if dry_run {
                 Vec::new()
             } else {
-                let opts = options(sd, simulated);
+                let opts = options(state_dir, simulated);
                 match crate::gpu_mdev::execute(host, &plan, &opts) {
                     Ok(v) => v,
                     Err(e) => return fail("sriov", &e, json),
@@ -99,10 +98,10 @@ fn fail(command: &str, e: &MdevError, json: bool) -> i32 {
 
 /// The state directory: `--state-dir`, else the default on a real host, else a scratch
 /// directory (a simulated host's changes die with this process).
-fn options(state_dir: Option<&Path>, simulated: bool) -> ApplyOptions {
+fn options(state_dir: &Option<PathBuf>, simulated: bool) -> ApplyOptions {
     ApplyOptions {
         state_dir: match (state_dir, simulated) {
-            (Some(d), _) => Some(d.to_path_buf()),
+            (Some(d), _) => Some(d.clone()),
             (None, false) => Some(crate::plan::default_state_dir()),
             (None, true) => None,
         },
@@ -153,7 +152,7 @@ fn mdev_create(
     a: &MdevCreateArgs,
     json: bool,
     simulated: bool,
-    state_dir: Option<&Path>,
+    state_dir: &Option<PathBuf>,
 ) -> i32 {
     let mut req = CreateRequest {
         ty: TypeRequest {
@@ -221,7 +220,7 @@ fn mdev_remove(
     dry_run: bool,
     json: bool,
     simulated: bool,
-    state_dir: Option<&Path>,
+    state_dir: &Option<PathBuf>,
 ) -> i32 {
     let inv = HostInventory::scan(host);
     let planned = match lifecycle::plan_remove(&inv, device) {

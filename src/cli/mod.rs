@@ -142,6 +142,26 @@ enum HostCommand {
 enum GpuCommand {
     /// List GPUs and what each mode (passthrough, mdev, wgpu) can offer, with reasons.
     List,
+    /// Move a GPU's IOMMU group to vfio-pci (with its companions), journaled and reversible.
+    Prepare {
+        /// The GPU.
+        #[arg(value_name = "DDDD:BB:DD.F")]
+        addr: PciAddress,
+        /// Print the plan (every sysfs write and module load) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow passing through the host's boot display (the host loses its console).
+        #[arg(long)]
+        allow_boot_vga: bool,
+    },
+    /// Give a prepared GPU's group back to its original drivers.
+    Release {
+        /// The GPU (or any member of its group).
+        #[arg(value_name = "DDDD:BB:DD.F")]
+        addr: PciAddress,
+    },
+    /// Undo what processes that died (crash, kill -9) left prepared.
+    Restore,
     /// List mediated-device types (mdev and NVIDIA vendor-VFIO) with instances left.
     MdevTypes {
         /// Only this parent (PCI address, or an mdev_bus name such as mbochs).
@@ -175,26 +195,6 @@ enum GpuCommand {
     /// drivers, device nodes, memlock, mdev types, wgpu adapters): ok / warn / fail with the
     /// fix. Exit 0 when the mode asked for (any, by default) is ready, 3 otherwise.
     Doctor(DoctorArgs),
-    /// Move a GPU's IOMMU group to vfio-pci (with its companions), journaled and reversible.
-    Prepare {
-        /// The GPU.
-        #[arg(value_name = "DDDD:BB:DD.F")]
-        addr: PciAddress,
-        /// Print the plan (every sysfs write and module load) and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Allow passing through the host's boot display (the host loses its console).
-        #[arg(long)]
-        allow_boot_vga: bool,
-    },
-    /// Give a prepared GPU's group back to its original drivers.
-    Release {
-        /// The GPU (or any member of its group).
-        #[arg(value_name = "DDDD:BB:DD.F")]
-        addr: PciAddress,
-    },
-    /// Undo what processes that died (crash, kill -9) left prepared.
-    Restore,
 }
 
 /// `vm-cli gpu mdev-create`.
@@ -232,7 +232,7 @@ pub struct MdevCreateArgs {
     dirs: ChangeDirs,
 }
 
-/// Where host changes keep configuration (journals go to the global `--state-dir`).
+/// Where host changes keep configuration and journals.
 #[derive(Debug, Args)]
 pub struct ChangeDirs {
     /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` on a
@@ -313,9 +313,13 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Gpu {
             command: GpuCommand::Doctor(args),
         }) => gpu_doctor(&mut mgr, &args, cli.json),
-        Some(Command::Gpu { command }) => {
-            mdev_cmd::run(mgr.host().as_ref(), command, cli.json, simulated, state_dir)
-        }
+        Some(Command::Gpu { command }) => mdev_cmd::run(
+            mgr.host().as_ref(),
+            command,
+            cli.json,
+            simulated,
+            &state_dir,
+        ),
         Some(Command::Host {
             command: HostCommand::Record { dir },
         }) => match crate::recorder::record_host(mgr.host().as_ref(), &dir) {

@@ -4,6 +4,7 @@ use vm_passthrough::{AdapterInfo, PciAddress};
 
 use super::rungs::{self, Filter};
 use super::{decide, Candidate, Decision, GpuMode, ManagerError, Preference};
+use crate::gpu_virt::{BackendStats, GpuBackend};
 use crate::host::{self, Host};
 use crate::inventory::HostInventory;
 
@@ -21,6 +22,7 @@ pub struct UnifiedGpuManager {
     adapters: Option<Result<Vec<AdapterInfo>, String>>,
     decision: Option<Decision>,
     selected: Option<Candidate>,
+    backend: Option<Box<dyn GpuBackend>>,
 }
 
 impl Default for UnifiedGpuManager {
@@ -46,6 +48,7 @@ impl UnifiedGpuManager {
             adapters: None,
             decision: None,
             selected: None,
+            backend: None,
         }
     }
 
@@ -200,6 +203,33 @@ impl UnifiedGpuManager {
         });
         self.selected = Some(c);
         Ok(self.selected.as_ref().expect("just set"))
+    }
+
+    /// Builds the selected backend and initializes it: prepares the GPU and opens it through
+    /// VFIO (passthrough, a VF), creates the mediated device (mdev, vendor vGPU), or opens
+    /// the wgpu adapter. A passthrough backend gives the GPU back when the manager is dropped
+    /// or another backend is initialized.
+    pub fn initialize_selected(&mut self) -> Result<(), ManagerError> {
+        let c = self.selected.clone().ok_or(ManagerError::NothingSelected)?;
+        // Drop (release) a previous backend first: one GPU per manager.
+        self.backend = None;
+        let mut b = super::backends::build(&self.host, &c, self.filter.allow_boot_vga)?;
+        b.initialize().map_err(|e| ManagerError::Init {
+            mode: c.mode,
+            message: e.source.to_string(),
+        })?;
+        self.backend = Some(b);
+        Ok(())
+    }
+
+    /// The initialized backend.
+    pub fn backend(&self) -> Option<&dyn GpuBackend> {
+        self.backend.as_deref()
+    }
+
+    /// Counters of the initialized backend.
+    pub fn get_stats(&self) -> Option<BackendStats> {
+        self.backend.as_ref().map(|b| b.stats())
     }
 
     /// The selected backend.

@@ -4,6 +4,7 @@
 //! or not with a [`Reason`], and [`decide`] walks the ladder (passthrough, mdev, wgpu) from
 //! the preferred rung down. Both are pure, so property tests drive them without a host.
 
+mod backends;
 mod candidate;
 mod error;
 mod manager;
@@ -11,6 +12,7 @@ mod mode;
 mod ranking;
 pub mod rungs;
 
+pub use backends::{MdevBackend, PassthroughBackend};
 pub use candidate::{Availability, Candidate, Reason, ReasonCode, Target};
 pub use error::ManagerError;
 pub use manager::UnifiedGpuManager;
