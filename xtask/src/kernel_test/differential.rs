@@ -467,6 +467,107 @@ pub fn check_mdev(_lines: &[String], art: &Path) -> Result<String, String> {
     )
 }
 
+/// One sysfs write of a shell scenario: (path, bytes as `echo` writes them).
+type Write = (String, String);
+
+/// `bind_vfio ADDR` of `guest/lib.sh`: override, unbind, probe.
+fn bind_vfio(a: &str) -> Vec<Write> {
+    let dev = format!("/sys/bus/pci/devices/{a}");
+    vec![
+        (format!("{dev}/driver_override"), "vfio-pci\n".into()),
+        (format!("{dev}/driver/unbind"), format!("{a}\n")),
+        ("/sys/bus/pci/drivers_probe".into(), format!("{a}\n")),
+    ]
+}
+
+/// `unbind_vfio ADDR` of `guest/lib.sh`: clear the override, unbind, probe.
+fn unbind_vfio(a: &str) -> Vec<Write> {
+    let dev = format!("/sys/bus/pci/devices/{a}");
+    vec![
+        (format!("{dev}/driver_override"), "\n".into()),
+        (format!("{dev}/driver/unbind"), format!("{a}\n")),
+        ("/sys/bus/pci/drivers_probe".into(), format!("{a}\n")),
+    ]
+}
+
+/// Replays the raw sysfs writes of a shell scenario on the simulator from `0-before`,
+/// comparing at each named checkpoint. Every write must succeed (the guest checked that it
+/// did on the kernel).
+fn replay_writes(art: &Path, batches: Vec<(Vec<Write>, &str)>) -> Result<String, String> {
+    let mut r = Replay::new(art);
+    let sim = r.open("0-before")?;
+    let mut writes = 0;
+    for (batch, checkpoint) in batches {
+        for (path, value) in batch {
+            writes += 1;
+            if let Err(e) = sim.write_attr(Path::new(&path), value.as_bytes()) {
+                r.problem(format!(
+                    "echo {:?} > {path}: the kernel accepted it, the simulator said {e}",
+                    value.trim_end()
+                ));
+            }
+        }
+        r.compare(&sim, checkpoint)?;
+    }
+    r.verdict(&format!("; {writes} sysfs writes replayed"))
+}
+
+/// lab-vfio-bind: 01:00.0 to vfio-pci and back by hand.
+pub fn check_lab_vfio_bind(_lines: &[String], art: &Path) -> Result<String, String> {
+    let a = "0000:01:00.0";
+    replay_writes(
+        art,
+        vec![(bind_vfio(a), "1-bound"), (unbind_vfio(a), "2-released")],
+    )
+}
+
+/// lab-shared-group: both members of group 11 to vfio-pci and back, one at a time.
+pub fn check_lab_shared_group(_lines: &[String], art: &Path) -> Result<String, String> {
+    let (a, b) = ("0000:06:01.0", "0000:06:02.0");
+    replay_writes(
+        art,
+        vec![
+            (bind_vfio(a), "1-a-bound"),
+            (bind_vfio(b), "2-both-bound"),
+            (unbind_vfio(a), "3-a-released"),
+            (unbind_vfio(b), "4-released"),
+        ],
+    )
+}
+
+/// lab-mdev: create and remove an mbochs device on the first type with room, as the script
+/// chooses it (types in listing order).
+pub fn check_lab_mdev(_lines: &[String], art: &Path) -> Result<String, String> {
+    let u = "6b2e6c0e-1d2a-4c3b-8e4f-0000000000a1";
+    let sim = SimHost::from_fixture(art.join("trees/0-before"))
+        .map_err(|e| format!("snapshot 0-before: {e}"))?;
+    let types_dir = "/sys/class/mdev_bus/mbochs/mdev_supported_types";
+    let mut types = sim.list_dir(Path::new(types_dir)).unwrap_or_default();
+    types.sort();
+    let t = types
+        .iter()
+        .find(|t| {
+            sim.read_attr(Path::new(&format!("{types_dir}/{t}/available_instances")))
+                .ok()
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .is_some_and(|n| n > 0)
+        })
+        .ok_or_else(|| format!("the 'before' tree has no mbochs type with room ({types:?})"))?;
+    replay_writes(
+        art,
+        vec![
+            (
+                vec![(format!("{types_dir}/{t}/create"), format!("{u}\n"))],
+                "1-created",
+            ),
+            (
+                vec![(format!("/sys/bus/mdev/devices/{u}/remove"), "1\n".into())],
+                "2-removed",
+            ),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
