@@ -467,6 +467,44 @@ pub fn check_mdev(_lines: &[String], art: &Path) -> Result<String, String> {
     )
 }
 
+/// gpu-list: `vm-cli --host-root trees/tree gpu list --json` (the simulator on the tree the
+/// guest recorded right after its own `gpu list --json`) prints the same document as vm-cli
+/// did on the kernel (`gpus.json`). `vm_cli` is the binary built for the guest.
+pub fn gpu_list_on_sim(art: &Path, vm_cli: &Path) -> Result<String, String> {
+    let tree = art.join("trees/tree");
+    let state = state_dir()?;
+    let out = std::process::Command::new(vm_cli)
+        .arg("--host-root")
+        .arg(&tree)
+        .args(["gpu", "list", "--json"])
+        .env("VM_STATE_DIR", state.path())
+        .env_remove("WGPU_BACKEND")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", vm_cli.display()))?;
+    let sim: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "vm-cli --host-root {} gpu list --json printed no JSON ({e}; exit {}): {}",
+            tree.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let file = art.join("gpus.json");
+    let kernel: Value = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", file.display())))?;
+    let d = diff_json("", &kernel, &sim);
+    if d.is_empty() {
+        Ok("the simulator on the recorded tree prints the same gpu list --json".into())
+    } else {
+        let n = d.len();
+        Err(format!(
+            "gpu list --json differs between the kernel and the simulator on its recording ({n} leaves): {}",
+            d.into_iter().take(12).collect::<Vec<_>>().join("; ")
+        ))
+    }
+}
+
 /// One sysfs write of a shell scenario: (path, bytes as `echo` writes them).
 type Write = (String, String);
 
@@ -620,6 +658,35 @@ mod tests {
         assert!(d[0].starts_with(".regions[1].size"), "{d:?}");
         assert!(d[1].starts_with(".x"), "{d:?}");
         assert!(diff_json("", &a, &a).is_empty());
+    }
+
+    #[test]
+    fn gpu_list_differential_names_a_missing_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = gpu_list_on_sim(dir.path(), &dir.path().join("no-vm-cli")).unwrap_err();
+        assert!(e.contains("no-vm-cli"), "{e}");
+    }
+
+    #[test]
+    fn replayed_writes_that_the_simulator_refuses_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for t in ["0-before", "1-x"] {
+            let d = dir.path().join("trees").join(t);
+            std::fs::create_dir_all(&d).unwrap();
+            vm_device_sim::copy_fixture(&lab(), &d).unwrap();
+        }
+        // an unknown address: drivers_probe says ENODEV on the simulator as on the kernel
+        let w = vec![(
+            "/sys/bus/pci/drivers_probe".to_string(),
+            "0000:09:00.0\n".to_string(),
+        )];
+        let e = replay_writes(dir.path(), vec![(w, "1-x")]).unwrap_err();
+        assert!(e.contains("drivers_probe"), "{e}");
+        // no writes: the simulator is the recording
+        assert!(replay_writes(dir.path(), vec![(Vec::new(), "1-x")]).is_ok());
+        // a real bind shows up against an unchanged recording
+        let e = replay_writes(dir.path(), vec![(bind_vfio("0000:01:00.0"), "1-x")]).unwrap_err();
+        assert!(e.contains("pci 0000:01:00.0 driver"), "{e}");
     }
 
     #[test]

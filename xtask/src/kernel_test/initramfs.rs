@@ -1,7 +1,6 @@
-//! The guest's initramfs: busybox, the project's `vm-cli` (and the examples scenarios run)
-//! with their shared libraries, the
-//! modules, `/init` and the scenario scripts, packed as an uncompressed newc cpio (the
-//! kernel unpacks it faster under TCG than a gzip one).
+//! The guest's initramfs: busybox, the project's `vm-cli` and the examples the scenarios run
+//! (with their shared libraries), the modules, `/init` and the scenario scripts, packed as
+//! an uncompressed newc cpio (the kernel unpacks it faster under TCG than a gzip one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

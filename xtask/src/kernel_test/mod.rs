@@ -1,7 +1,14 @@
 //! `cargo xtask kernel-test`: boot Debian's real kernel in QEMU (q35, emulated Intel IOMMU,
 //! the lab's display devices, the kernel's sample mdev parents) with an initramfs holding
-//! the project's `vm-cli`, run the scenario scripts of [`scenarios::SCENARIOS`] inside,
-//! and report one line per scenario plus `N passed, M failed`.
+//! the project's `vm-cli` and the examples of [`GUEST_EXAMPLES`] (`vfio_smoke`), run the
+//! scenario scripts of [`scenarios::SCENARIOS`] inside, and report one line per scenario
+//! plus `N passed, M failed`.
+//!
+//! Scenarios that change the host record the tree at their checkpoints (`snap NAME`); their
+//! host checks ([`differential`]) replay the same operations on the simulator from the first
+//! tree and fail on any difference in drivers, overrides, mdevs, pools, groups, `/dev/vfio`
+//! or VFIO reports: a simulator bug. The crash scenario slows `vm-cli gpu prepare` down with
+//! `VM_DEVICE_STEP_DELAY_MS` (see `vm_device::plan::step_delay`) to kill it between steps.
 //!
 //! The recipe is `shared/tools/qemu-kernel-lab.sh`; measurements in
 //! `shared/docs/qemu-kernel-lab.md`. Everything downloaded or built is cached under

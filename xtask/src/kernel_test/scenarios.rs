@@ -198,8 +198,18 @@ fn plain_text(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 /// gpu-list: every display-class function (class 0x03xxxx) of sysfs is in `gpus[]` with the
-/// same vendor, device, class, driver and IOMMU group, and nothing else is.
+/// same vendor, device, class, driver and IOMMU group, and nothing else is; and vm-cli on
+/// the simulator, over the tree recorded right after, prints the same document
+/// ([`super::differential::gpu_list_on_sim`]).
 pub fn check_gpu_list(lines: &[String], art: &Path) -> Result<String, String> {
+    let facts = check_gpu_list_facts(lines, art)?;
+    let vm_cli = super::target_dir(&super::workspace_root()).join("debug/vm-cli");
+    let sim = super::differential::gpu_list_on_sim(art, &vm_cli)?;
+    Ok(format!("{facts}; {sim}"))
+}
+
+/// The sysfs half of [`check_gpu_list`]: `gpus.json` against the `fact` lines.
+pub fn check_gpu_list_facts(lines: &[String], art: &Path) -> Result<String, String> {
     let facts = parse_facts(lines);
     if facts.is_empty() {
         return Err("the guest printed no `fact` lines to compare with".into());
@@ -396,7 +406,7 @@ mod tests {
             r#"{"schema":1,"gpus":[{"address":"0000:01:00.0","vendor_id":"0x1234","device_id":4369,"class":"038000","driver":"bochs-drm","iommu_group":7}]}"#,
         )
         .unwrap();
-        let ok = check_gpu_list(&facts_two(), dir.path()).unwrap();
+        let ok = check_gpu_list_facts(&facts_two(), dir.path()).unwrap();
         assert!(ok.contains("1 GPUs"), "{ok}");
     }
 
@@ -408,13 +418,13 @@ mod tests {
             r#"{"gpus":[{"address":"0000:01:00.0","vendor_id":"0x1234","device_id":"0x1111","class":"0x038000","driver":"vfio-pci","iommu_group":"7"}]}"#,
         )
         .unwrap();
-        let err = check_gpu_list(&facts_two(), dir.path()).unwrap_err();
+        let err = check_gpu_list_facts(&facts_two(), dir.path()).unwrap_err();
         assert!(err.contains("driver"), "{err}");
         std::fs::write(dir.path().join("gpus.json"), r#"{"gpus":[]}"#).unwrap();
-        let err = check_gpu_list(&facts_two(), dir.path()).unwrap_err();
+        let err = check_gpu_list_facts(&facts_two(), dir.path()).unwrap_err();
         assert!(err.contains("missing from gpus[]"), "{err}");
         std::fs::write(dir.path().join("gpus.json"), "usage: vm-cli").unwrap();
-        assert!(check_gpu_list(&facts_two(), dir.path()).is_err());
+        assert!(check_gpu_list_facts(&facts_two(), dir.path()).is_err());
     }
 
     #[test]
