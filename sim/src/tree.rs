@@ -119,8 +119,13 @@ impl DiskKind {
 /// Reads a whole file without the `stat` and `lseek` that `std::fs::read` adds to size its
 /// buffer (fixture files are small).
 fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    read_all(&mut std::fs::File::open(path)?, buf)
+}
+
+/// Reads an open fixture file to its end. A short read of a regular file on a local file
+/// system is its end, which saves the second `read` that would return 0.
+fn read_all(f: &mut std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
     buf.resize(512, 0);
     let mut n = 0;
     loop {
@@ -129,13 +134,49 @@ fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
         }
         match f.read(&mut buf[n..]) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            Ok(k) => {
+                n += k;
+                if n < buf.len() {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
     buf.truncate(n);
     Ok(())
+}
+
+/// What a path of the fixture is, found with one `open(O_NOFOLLOW)` instead of a `stat`
+/// and an `open`: a link refuses (`ELOOP`), a directory opens but refuses `read`
+/// (`EISDIR`), and a file hands over its bytes at once.
+fn probe_disk(d: &Path) -> Option<(DiskKind, Option<Vec<u8>>)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(d)
+    {
+        Ok(mut f) => {
+            let mut buf = Vec::new();
+            match read_all(&mut f, &mut buf) {
+                Ok(()) => Some((DiskKind::File, Some(buf))),
+                Err(e) if e.raw_os_error() == Some(libc_errno::EISDIR) => {
+                    Some((DiskKind::Dir, None))
+                }
+                Err(_) => Some((DiskKind::File, None)),
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc_errno::ELOOP) => Some((DiskKind::Link, None)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        // Anything else (a fixture file without read permission): ask stat what it is.
+        Err(_) => Some((
+            DiskKind::of(std::fs::symlink_metadata(d).ok()?.file_type()),
+            None,
+        )),
+    }
 }
 
 /// Longest link target a flattened link file may hold (`PATH_MAX`).
@@ -328,9 +369,9 @@ impl Tree {
     fn read_disk_node(&self, p: &Path) -> Option<Entry> {
         let d = self.disk(p);
         let known = self.disk_kinds.borrow().get(p.as_os_str()).copied();
-        let kind = match known {
-            Some(k) => k,
-            None => DiskKind::of(std::fs::symlink_metadata(&d).ok()?.file_type()),
+        let (kind, mut bytes) = match known {
+            Some(k) => (k, None),
+            None => probe_disk(&d)?,
         };
         match kind {
             DiskKind::Link => std::fs::read_link(&d).ok().map(Entry::Link),
@@ -338,10 +379,15 @@ impl Tree {
             DiskKind::File => {
                 // Read it now (one open, no stat): it is either a flattened link or an
                 // attribute whose bytes `read` will want.
-                let mut buf = Vec::new();
-                if read_small(&d, &mut buf).is_err() {
-                    return known.is_none().then(|| Entry::File(Vec::new()));
+                if bytes.is_none() {
+                    let mut buf = Vec::new();
+                    if read_small(&d, &mut buf).is_ok() {
+                        bytes = Some(buf);
+                    }
                 }
+                let Some(buf) = bytes else {
+                    return Some(Entry::File(Vec::new()));
+                };
                 if buf.len() < MAX_LINK_FILE as usize {
                     if let Some(t) = flattened_link(&buf) {
                         return Some(Entry::Link(t));
