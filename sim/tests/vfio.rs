@@ -411,3 +411,63 @@ fn iommufd_path_when_the_tree_has_it() {
     host.vfio_close(d.into()).unwrap();
     host.vfio_close(c.into()).unwrap();
 }
+
+/// What the real-kernel harness (`cargo xtask kernel-test`, scenarios passthrough and mdev)
+/// measured with `vfio_smoke` on Linux 6.1 and the simulator first got wrong.
+#[test]
+fn vfio_details_the_kernel_harness_measured() {
+    let dir = fixture("qemu-q35-viommu-assigned");
+    let host = SimHost::from_fixture(dir.path()).unwrap();
+    // No VGA region on a device that is not VGA-class: EINVAL, not an empty region.
+    let (c, g) = attach(&host, 7);
+    let d = host.vfio_group_device(g, "0000:01:00.0").unwrap();
+    assert_eq!(errno(host.vfio_region_info(d, region::VGA)), EINVAL);
+    // Alone behind its root port, `bus` reset works: the RESET flag.
+    assert!(host.vfio_device_info(d).unwrap().can_reset());
+    for h in [VfioHandle::from(d), g.into(), c.into()] {
+        host.vfio_close(h).unwrap();
+    }
+    // 06:01.0 lists `bus` but shares its bus with 06:02.0: no working reset, flags 0x2.
+    for a in ["0000:06:01.0", "0000:06:02.0"] {
+        let dev = format!("/sys/bus/pci/devices/{a}");
+        host.write_attr(Path::new(&format!("{dev}/driver_override")), b"vfio-pci")
+            .unwrap();
+        host.write_attr(Path::new(&format!("{dev}/driver/unbind")), a.as_bytes())
+            .unwrap();
+        host.write_attr(Path::new("/sys/bus/pci/drivers_probe"), a.as_bytes())
+            .unwrap();
+    }
+    let (c, g) = attach(&host, 11);
+    let d = host.vfio_group_device(g, "0000:06:01.0").unwrap();
+    let info = host.vfio_device_info(d).unwrap();
+    assert_eq!(info.flags, 0x2, "{info:?}");
+    for h in [VfioHandle::from(d), g.into(), c.into()] {
+        host.vfio_close(h).unwrap();
+    }
+    // mbochs: its own region offsets (memory BAR 0x3000, MMIO 0x1000, EDID 0x2000, config
+    // 0) and IRQ infos of flags 0, count 0.
+    let (c, g) = attach(&host, 12);
+    let d = host.vfio_group_device(g, MBOCHS).unwrap();
+    let offsets: Vec<u64> = (0..10)
+        .map(|i| host.vfio_region_info(d, i).unwrap().offset)
+        .collect();
+    assert_eq!(offsets, [0x3000, 0, 0x1000, 0, 0, 0, 0, 0, 0, 0x2000]);
+    for i in 0..5 {
+        let irq = host.vfio_irq_info(d, i).unwrap();
+        assert_eq!((irq.flags, irq.count), (0, 0), "{irq:?}");
+    }
+    for h in [VfioHandle::from(d), g.into(), c.into()] {
+        host.vfio_close(h).unwrap();
+    }
+    // mdpy: memory BAR at 0x1000.
+    let (c, g) = attach(&host, 13);
+    let d = host.vfio_group_device(g, MDPY).unwrap();
+    assert_eq!(
+        host.vfio_region_info(d, region::BAR0).unwrap().offset,
+        0x1000
+    );
+    assert_eq!(host.vfio_region_info(d, region::CONFIG).unwrap().offset, 0);
+    for h in [VfioHandle::from(d), g.into(), c.into()] {
+        host.vfio_close(h).unwrap();
+    }
+}

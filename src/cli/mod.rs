@@ -40,6 +40,8 @@ Environment:
   VM_HOST_ROOT    same as --host-root: run against a recorded host tree (the simulator)
   VM_STATE_DIR    same as --state-dir: journals and locks (default /run/vm-device)
   VM_CONFIG_ROOT  same as --config-root (where --persist writes etc/mdevctl.d)
+  VM_DEVICE_STEP_DELAY_MS  for crash tests: pause this long after each host change of
+                  prepare / mdev-create (so a kill lands between two journaled steps)
   WGPU_BACKEND    vulkan, gl, …: which graphics API the wgpu rung may use";
 
 /// `vm-cli`.

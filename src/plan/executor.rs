@@ -141,6 +141,19 @@ impl std::fmt::Display for ApplyError {
 
 impl std::error::Error for ApplyError {}
 
+/// Environment variable: milliseconds to pause after each host change of a plan (after its
+/// journal entry is marked done), so a test can kill the process between two steps; unset,
+/// empty, `0` or not a number means no pause. See [`step_delay`].
+pub const STEP_DELAY_ENV: &str = "VM_DEVICE_STEP_DELAY_MS";
+
+/// The pause [`STEP_DELAY_ENV`] asks for after each host change, if any (at most one minute).
+/// For crash tests on a real kernel (`cargo xtask kernel-test`, scenario `crash-restore`):
+/// the kill lands while the journal says exactly which steps took effect.
+pub fn step_delay() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(STEP_DELAY_ENV).ok()?.trim().parse().ok()?;
+    (ms > 0).then(|| std::time::Duration::from_millis(ms.min(60_000)))
+}
+
 /// Applies a plan with a journal, holding the plan's lock. The host is passed to each call,
 /// so a handle that owns its host (`GpuPassthrough`) can keep an executor.
 #[derive(Debug)]
@@ -224,6 +237,9 @@ impl Executor {
                         }
                         // A lost "done" mark only makes restore treat the step as uncertain.
                         let _ = self.save();
+                        if let Some(pause) = step_delay() {
+                            std::thread::sleep(pause);
+                        }
                     }
                 }
                 Err(error) => {

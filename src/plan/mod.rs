@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vm_passthrough::{HostError, HostOps};
 
-pub use executor::{run_action, ApplyError, Executor, StepError, UndoFailure, UndoReport};
+pub use executor::{
+    run_action, step_delay, ApplyError, Executor, StepError, UndoFailure, UndoReport,
+    STEP_DELAY_ENV,
+};
 pub use journal::{
     list_journals, restore_dead, Journal, JournalState, JournalStep, Owner, OwnerStatus,
     RestoreOutcome, RestoreReport, StepStatus,

@@ -1,6 +1,6 @@
-//! The guest's initramfs: busybox, the project's `vm-cli` with its shared libraries, the
-//! modules, `/init` and the scenario scripts, packed as an uncompressed newc cpio (the
-//! kernel unpacks it faster under TCG than a gzip one).
+//! The guest's initramfs: busybox, the project's `vm-cli` and the examples the scenarios run
+//! (with their shared libraries), the modules, `/init` and the scenario scripts, packed as
+//! an uncompressed newc cpio (the kernel unpacks it faster under TCG than a gzip one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -102,7 +102,7 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
 /// Builds the initramfs at `out` from the staging directory `root` (emptied first).
 pub fn build(
     kernel: &Kernel,
-    vm_cli: &Path,
+    bins: &[PathBuf],
     scenarios: &[&Scenario],
     root: &Path,
     out: &Path,
@@ -144,18 +144,28 @@ pub fn build(
         0o644,
     )?;
 
-    // vm-cli, stripped, with the shared libraries ldd names at the same paths
-    run_cmd(
-        Command::new("strip")
-            .arg("-o")
-            .arg(root.join("bin/vm-cli"))
-            .arg(vm_cli),
-        "strip vm-cli",
-    )?;
-    let ldd = run_cmd(Command::new("ldd").arg(vm_cli), "ldd vm-cli")?;
-    for lib in parse_ldd(&ldd) {
-        let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
-        copy(&lib, &dest)?; // std::fs::copy follows links: the real file lands there
+    // vm-cli and the examples, stripped, with the shared libraries ldd names at the same paths
+    for bin in bins {
+        let name = bin
+            .file_name()
+            .ok_or_else(|| format!("{} has no file name", bin.display()))?;
+        run_cmd(
+            Command::new("strip")
+                .arg("-o")
+                .arg(root.join("bin").join(name))
+                .arg(bin),
+            &format!("strip {}", bin.display()),
+        )?;
+        let ldd = run_cmd(
+            Command::new("ldd").arg(bin),
+            &format!("ldd {}", bin.display()),
+        )?;
+        for lib in parse_ldd(&ldd) {
+            let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
+            if !dest.exists() {
+                copy(&lib, &dest)?; // std::fs::copy follows links: the real file lands there
+            }
+        }
     }
 
     // modules and a modules.dep for just these

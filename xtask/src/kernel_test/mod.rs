@@ -1,12 +1,20 @@
 //! `cargo xtask kernel-test`: boot Debian's real kernel in QEMU (q35, emulated Intel IOMMU,
 //! the lab's display devices, the kernel's sample mdev parents) with an initramfs holding
-//! the project's `vm-cli`, run the scenario scripts of [`scenarios::SCENARIOS`] inside,
-//! and report one line per scenario plus `N passed, M failed`.
+//! the project's `vm-cli` and the examples of [`GUEST_EXAMPLES`] (`vfio_smoke`), run the
+//! scenario scripts of [`scenarios::SCENARIOS`] inside, and report one line per scenario
+//! plus `N passed, M failed`.
+//!
+//! Scenarios that change the host record the tree at their checkpoints (`snap NAME`); their
+//! host checks ([`differential`]) replay the same operations on the simulator from the first
+//! tree and fail on any difference in drivers, overrides, mdevs, pools, groups, `/dev/vfio`
+//! or VFIO reports: a simulator bug. The crash scenario slows `vm-cli gpu prepare` down with
+//! `VM_DEVICE_STEP_DELAY_MS` (see `vm_device::plan::step_delay`) to kill it between steps.
 //!
 //! The recipe is `shared/tools/qemu-kernel-lab.sh`; measurements in
 //! `shared/docs/qemu-kernel-lab.md`. Everything downloaded or built is cached under
 //! `target/kernel-lab/<kernel-version>/`; serial logs go to `target/kernel-lab/logs/`.
 
+mod differential;
 mod initramfs;
 mod lab;
 mod qemu;
@@ -170,27 +178,39 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-fn build_vm_cli(root: &Path) -> Result<PathBuf, String> {
-    stamp("cargo build -p vm-device --bin vm-cli");
+/// Examples the scenarios run beside vm-cli (`examples/NAME.rs`), copied into the guest's
+/// `/bin` like vm-cli.
+pub const GUEST_EXAMPLES: &[&str] = &["vfio_smoke"];
+
+/// Builds `vm-cli` and [`GUEST_EXAMPLES`] (debug, one cargo call); their paths, vm-cli first.
+fn build_vm_cli(root: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut args = vec!["build", "--quiet", "-p", "vm-device", "--bin", "vm-cli"];
+    for e in GUEST_EXAMPLES {
+        args.extend(["--example", e]);
+    }
+    stamp(&format!("cargo {}", args.join(" ")));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "vm-device", "--bin", "vm-cli"])
+        .args(&args)
         .current_dir(root)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(format!(
-            "cargo build -p vm-device --bin vm-cli failed ({status})"
-        ));
+        return Err(format!("cargo {} failed ({status})", args.join(" ")));
     }
-    let bin = target_dir(root).join("debug/vm-cli");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
+    let debug = target_dir(root).join("debug");
+    let mut bins = vec![debug.join("vm-cli")];
+    bins.extend(
+        GUEST_EXAMPLES
+            .iter()
+            .map(|e| debug.join("examples").join(e)),
+    );
+    match bins.iter().find(|b| !b.is_file()) {
+        Some(missing) => Err(format!(
             "cargo build succeeded but {} is missing",
-            bin.display()
-        ))
+            missing.display()
+        )),
+        None => Ok(bins),
     }
 }
 
@@ -288,7 +308,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let t_kernel = t.elapsed().as_secs_f64();
     stamp(&format!("kernel cache {}", kernel.dir.display()));
     let t = Instant::now();
-    let vm_cli = build_vm_cli(&root)?;
+    let bins = build_vm_cli(&root)?;
     let t_cli = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -296,7 +316,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
     let initrd = work.join("initramfs.cpio");
-    initramfs::build(&kernel, &vm_cli, &selected, &work.join("root"), &initrd)?;
+    initramfs::build(&kernel, &bins, &selected, &work.join("root"), &initrd)?;
     let t_initrd = t.elapsed().as_secs_f64();
 
     let logs = lab_root.join("logs");

@@ -60,21 +60,62 @@ pub const SCENARIOS: &[Scenario] = &[
             "appeared",
             "ok 0000:01:00.0 back on",
         ],
-        host_check: None,
+        host_check: Some(super::differential::check_lab_vfio_bind),
     },
     Scenario {
         name: "lab-shared-group",
         about: "both members of the bridge's shared group go to vfio-pci and back",
         script: include_str!("guest/scenarios/lab-shared-group.sh"),
         expect: &["ok 0000:06:02.0 on vfio-pci", "gone"],
-        host_check: None,
+        host_check: Some(super::differential::check_lab_shared_group),
     },
     Scenario {
         name: "lab-mdev",
         about: "create and remove an mbochs mediated device through sysfs",
         script: include_str!("guest/scenarios/lab-mdev.sh"),
         expect: &["created", "appeared", "removed"],
-        host_check: None,
+        host_check: Some(super::differential::check_lab_mdev),
+    },
+    Scenario {
+        name: "passthrough",
+        about: "vm-cli gpu prepare/release of 01:00.0 with VFIO in between, the shared group 11 as one, boot VGA refused",
+        script: include_str!("guest/scenarios/passthrough.sh"),
+        expect: &[
+            "ok gpu prepare 0000:01:00.0 exits 0",
+            "ok config read through VFIO: vendor 0x1234",
+            "ok DMA map/unmap released",
+            "ok gpu release 0000:01:00.0 exits 0",
+            "ok 0000:06:02.0 (same group",
+            "ok gpu prepare 0000:02:00.0 (boot VGA) refused with exit 3",
+            "snapshot 4-end",
+        ],
+        host_check: Some(super::differential::check_passthrough),
+    },
+    Scenario {
+        name: "crash-restore",
+        about: "kill -9 of vm-cli gpu prepare mid-way (after 4 changes), then gpu restore: every driver and override as before",
+        script: include_str!("guest/scenarios/crash-restore.sh"),
+        expect: &[
+            "ok vm-cli died of SIGKILL",
+            "ok killed mid-way: 0000:06:01.0 unbound",
+            "ok gpu restore exits 0",
+            "ok driver links, driver_override and /dev/vfio after restore equal the listing before",
+            "snapshot 2-restored",
+        ],
+        host_check: Some(super::differential::check_crash_restore),
+    },
+    Scenario {
+        name: "mdev",
+        about: "vm-cli mdev-create/remove on mbochs, mdpy, mtty with VFIO in between; mdpy full: exit 3 and the kernel's EUSERS",
+        script: include_str!("guest/scenarios/mdev.sh"),
+        expect: &[
+            "ok vfio_smoke",
+            "ok gpu mdev-remove",
+            "ok create #5 refused with exit 3",
+            "ok the kernel itself refuses a create beyond capacity (EUSERS)",
+            "snapshot 4-end",
+        ],
+        host_check: Some(super::differential::check_mdev),
     },
 ];
 
@@ -157,8 +198,18 @@ fn plain_text(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 /// gpu-list: every display-class function (class 0x03xxxx) of sysfs is in `gpus[]` with the
-/// same vendor, device, class, driver and IOMMU group, and nothing else is.
+/// same vendor, device, class, driver and IOMMU group, and nothing else is; and vm-cli on
+/// the simulator, over the tree recorded right after, prints the same document
+/// ([`super::differential::gpu_list_on_sim`]).
 pub fn check_gpu_list(lines: &[String], art: &Path) -> Result<String, String> {
+    let facts = check_gpu_list_facts(lines, art)?;
+    let vm_cli = super::target_dir(&super::workspace_root()).join("debug/vm-cli");
+    let sim = super::differential::gpu_list_on_sim(art, &vm_cli)?;
+    Ok(format!("{facts}; {sim}"))
+}
+
+/// The sysfs half of [`check_gpu_list`]: `gpus.json` against the `fact` lines.
+pub fn check_gpu_list_facts(lines: &[String], art: &Path) -> Result<String, String> {
     let facts = parse_facts(lines);
     if facts.is_empty() {
         return Err("the guest printed no `fact` lines to compare with".into());
@@ -355,7 +406,7 @@ mod tests {
             r#"{"schema":1,"gpus":[{"address":"0000:01:00.0","vendor_id":"0x1234","device_id":4369,"class":"038000","driver":"bochs-drm","iommu_group":7}]}"#,
         )
         .unwrap();
-        let ok = check_gpu_list(&facts_two(), dir.path()).unwrap();
+        let ok = check_gpu_list_facts(&facts_two(), dir.path()).unwrap();
         assert!(ok.contains("1 GPUs"), "{ok}");
     }
 
@@ -367,13 +418,13 @@ mod tests {
             r#"{"gpus":[{"address":"0000:01:00.0","vendor_id":"0x1234","device_id":"0x1111","class":"0x038000","driver":"vfio-pci","iommu_group":"7"}]}"#,
         )
         .unwrap();
-        let err = check_gpu_list(&facts_two(), dir.path()).unwrap_err();
+        let err = check_gpu_list_facts(&facts_two(), dir.path()).unwrap_err();
         assert!(err.contains("driver"), "{err}");
         std::fs::write(dir.path().join("gpus.json"), r#"{"gpus":[]}"#).unwrap();
-        let err = check_gpu_list(&facts_two(), dir.path()).unwrap_err();
+        let err = check_gpu_list_facts(&facts_two(), dir.path()).unwrap_err();
         assert!(err.contains("missing from gpus[]"), "{err}");
         std::fs::write(dir.path().join("gpus.json"), "usage: vm-cli").unwrap();
-        assert!(check_gpu_list(&facts_two(), dir.path()).is_err());
+        assert!(check_gpu_list_facts(&facts_two(), dir.path()).is_err());
     }
 
     #[test]

@@ -48,7 +48,9 @@ done
 
 # artifacts leave over the second serial port as base64(tar.gz)
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
-(cd /artifacts && tar -czf - . | base64) > /dev/ttyS1
-echo "KTEST-ARTIFACTS $(cd /artifacts && tar -czf - . | wc -c)"
+# (compressed once: the recorded trees make it a few hundred KiB, and gzip is slow under TCG)
+(cd /artifacts && tar -czf /tmp/artifacts.tgz .)
+base64 /tmp/artifacts.tgz > /dev/ttyS1
+echo "KTEST-ARTIFACTS $(wc -c < /tmp/artifacts.tgz) uptime=$(up)"
 echo "KTEST-END uptime=$(up)"
 poweroff -f

@@ -40,3 +40,31 @@ unbind_vfio() {
 need_vm_cli() {
   command -v vm-cli > /dev/null || die "vm-cli is not in the initramfs"
 }
+# snap NAME: record the host tree as the artifact trees/NAME (`vm-cli host record`). The
+# differential host check replays the scenario on the simulator from the first snapshot and
+# compares driver links, overrides, mdevs, available_instances, groups and /dev/vfio at each.
+snap() {
+  mkdir -p "$KTEST_ART/trees"
+  if vm-cli host record "$KTEST_ART/trees/$1" > /dev/null 2> "$KTEST_ART/record-$1.err"; then
+    echo "snapshot $1"
+  else
+    bad "vm-cli host record (snapshot $1) failed: $(head -1 "$KTEST_ART/record-$1.err")"
+  fi
+}
+# cli NAME ARGS...: run `vm-cli ARGS`, keep stdout/stderr as artifacts NAME.out/NAME.err,
+# echo them (prefixed) and the exit status; the status is left in $rc
+cli() {
+  local n=$1; shift
+  vm-cli "$@" > "$KTEST_ART/$n.out" 2> "$KTEST_ART/$n.err"; rc=$?
+  sed "s/^/  $n: /" "$KTEST_ART/$n.out" "$KTEST_ART/$n.err" | head -30
+  echo "vm-cli $* -> exit $rc"
+}
+# smoke NAME GROUP DEVICE: the vfio_smoke example (whole VFIO open sequence) on DEVICE of
+# GROUP; the JSON report is the artifact NAME.json; the status is left in $rc
+smoke() {
+  vfio_smoke "$2" "$3" legacy > "$KTEST_ART/$1.json" 2> "$KTEST_ART/$1.err"; rc=$?
+  sed "s/^/  vfio_smoke: /" "$KTEST_ART/$1.err" | head -10
+  echo "vfio_smoke $2 $3 -> exit $rc"
+}
+# json_num FILE KEY: the first number value of "KEY" in a pretty-printed JSON file
+json_num() { sed -n "s/^ *\"$2\": \([0-9][0-9]*\),*$/\1/p" "$1" | head -1; }

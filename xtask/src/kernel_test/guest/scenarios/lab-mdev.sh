@@ -12,6 +12,7 @@ done
 [ -n "$t" ] || die "no mbochs type has an available instance"
 T=$P/mdev_supported_types/$t
 before=$(cat $T/available_instances)
+snap 0-before
 U=6b2e6c0e-1d2a-4c3b-8e4f-0000000000a1
 echo $U > $T/create || die "create $t ($U) failed"
 M=/sys/bus/mdev/devices/$U
@@ -22,8 +23,10 @@ check "mdev has an IOMMU group ($g)" [ "$g" != - ]
 check "/dev/vfio/$g appeared" [ -c /dev/vfio/$g ]
 check "available_instances $before -> $((before - 1))" [ "$(cat $T/available_instances)" = $((before - 1)) ]
 check "listed in the type's devices/" [ -e $T/devices/$U ]
+snap 1-created
 echo 1 > $M/remove || bad "remove $U failed"
 check "mdev $U removed" [ ! -e $M ]
 check "/dev/vfio/$g gone" [ ! -e /dev/vfio/$g ]
 check "available_instances back to $before" [ "$(cat $T/available_instances)" = "$before" ]
+snap 2-removed
 finish "mbochs/$t create + remove, group $g"
