@@ -55,12 +55,27 @@ pub fn hosts() -> Vec<(String, PathBuf)> {
     v
 }
 
-/// Builds vm-cli (debug, or release with `--release`) and returns its path.
+/// The cargo arguments of the debug build every xtask command uses: what `cargo test
+/// --workspace` builds (vm-cli and the examples included), so the features, and so the
+/// artifacts, are the test run's and nothing is built twice.
+pub const TEST_BUILD: &[&str] = &["test", "--workspace", "--no-run", "--quiet"];
+
+/// Builds vm-cli (debug, as the tests build it, or release with `--release`) and returns its
+/// path.
 pub fn build_vm_cli(release: bool) -> Result<PathBuf, String> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-q", "-p", "vm-device", "--bin", "vm-cli"]);
     if release {
-        cmd.arg("--release");
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "vm-device",
+            "--bin",
+            "vm-cli",
+            "--release",
+        ]);
+    } else {
+        cmd.args(TEST_BUILD);
     }
     let st = cmd
         .current_dir(repo_root())

@@ -182,12 +182,12 @@ fn target_dir(root: &Path) -> PathBuf {
 /// `/bin` like vm-cli.
 pub const GUEST_EXAMPLES: &[&str] = &["vfio_smoke"];
 
-/// Builds `vm-cli` and [`GUEST_EXAMPLES`] (debug, one cargo call); their paths, vm-cli first.
+/// Builds `vm-cli` and [`GUEST_EXAMPLES`] (debug, the test build); their paths, vm-cli first.
 fn build_vm_cli(root: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut args = vec!["build", "--quiet", "-p", "vm-device", "--bin", "vm-cli"];
-    for e in GUEST_EXAMPLES {
-        args.extend(["--example", e]);
-    }
+    // The same build `cargo test --workspace` makes (it builds vm-cli and the examples with
+    // the test run's feature set), so after the tests this is a no-op, not a second build of
+    // wgpu with other features.
+    let args = crate::sim::TEST_BUILD.to_vec();
     stamp(&format!("cargo {}", args.join(" ")));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
