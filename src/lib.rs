@@ -15,5 +15,6 @@ pub mod gpu_passthrough;
 pub mod gpu_virt;
 pub mod host;
 pub mod inventory;
+pub mod plan;
 pub mod recorder;
 pub mod report;

@@ -17,15 +17,25 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status: no GPU mode available, or the requested mode is unavailable.
 pub const EXIT_UNAVAILABLE: i32 = 3;
+/// Exit status: a host change failed and was undone (the host is as it was).
+pub const EXIT_UNDONE: i32 = 4;
+/// Exit status: a host change failed and could not be undone fully (see the message;
+/// `vm-cli gpu restore` finishes the undo).
+pub const EXIT_LEFT_CHANGES: i32 = 5;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success
   1  the host could not be read, or another failure (the message says which file or step)
   2  usage error (unknown flag, bad PCI address, bad mode)
-  3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable
+  3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable;
+     gpu prepare: refused (boot display, shared group, device in use) or the group is busy
+  4  a host change failed and was undone: the host is as it was
+  5  a host change failed and could not be undone fully: the message says what is left;
+     run `vm-cli gpu restore` once the cause is fixed
 
 Environment:
   VM_HOST_ROOT  same as --host-root: run against a recorded host tree (the simulator)
+  VM_STATE_DIR  same as --state-dir: journals and locks (default /run/vm-device)
   WGPU_BACKEND  vulkan, gl, …: which graphics API the wgpu rung may use";
 
 /// `vm-cli`.
@@ -43,6 +53,9 @@ pub struct Cli {
     /// Print JSON (schema 1) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Where journals and group locks live (default /run/vm-device).
+    #[arg(long, env = "VM_STATE_DIR", global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -127,6 +140,26 @@ enum GpuCommand {
     /// drivers, device nodes, memlock, mdev types, wgpu adapters): ok / warn / fail with the
     /// fix. Exit 0 when the mode asked for (any, by default) is ready, 3 otherwise.
     Doctor(DoctorArgs),
+    /// Move a GPU's IOMMU group to vfio-pci (with its companions), journaled and reversible.
+    Prepare {
+        /// The GPU.
+        #[arg(value_name = "DDDD:BB:DD.F")]
+        addr: PciAddress,
+        /// Print the plan (every sysfs write and module load) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow passing through the host's boot display (the host loses its console).
+        #[arg(long)]
+        allow_boot_vga: bool,
+    },
+    /// Give a prepared GPU's group back to its original drivers.
+    Release {
+        /// The GPU (or any member of its group).
+        #[arg(value_name = "DDDD:BB:DD.F")]
+        addr: PciAddress,
+    },
+    /// Undo what processes that died (crash, kill -9) left prepared.
+    Restore,
 }
 
 /// `gpu doctor` flags.
@@ -165,14 +198,41 @@ pub fn run(cli: Cli) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let mut mgr = UnifiedGpuManager::with_host(host);
+    let state_dir = cli.state_dir.clone();
+    let mut mgr = UnifiedGpuManager::with_host(host.clone());
     match cli.command {
         Some(Command::Gpu {
             command: GpuCommand::List,
-        }) => gpu_list(&mut mgr, cli.json),
+        }) => gpu_list(&mut mgr, cli.json, state_dir.as_deref()),
         Some(Command::Gpu {
             command: GpuCommand::Doctor(args),
         }) => gpu_doctor(&mut mgr, &args, cli.json),
+        Some(Command::Gpu {
+            command:
+                GpuCommand::Prepare {
+                    addr,
+                    dry_run,
+                    allow_boot_vga,
+                },
+        }) => gpu_prepare(
+            host.as_ref(),
+            &addr,
+            dry_run,
+            allow_boot_vga,
+            &state_dir_or_default(state_dir),
+            cli.json,
+        ),
+        Some(Command::Gpu {
+            command: GpuCommand::Release { addr },
+        }) => gpu_release(
+            host.as_ref(),
+            &addr,
+            &state_dir_or_default(state_dir),
+            cli.json,
+        ),
+        Some(Command::Gpu {
+            command: GpuCommand::Restore,
+        }) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
         Some(Command::Host {
             command: HostCommand::Record { dir },
         }) => match crate::recorder::record_host(mgr.host().as_ref(), &dir) {
@@ -203,7 +263,13 @@ fn fail(e: &ManagerError) -> i32 {
     }
 }
 
-fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool) -> i32 {
+fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: Option<&std::path::Path>) -> i32 {
+    let holders = {
+        let dir = state_dir
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(crate::plan::default_state_dir);
+        crate::gpu_passthrough::holders(mgr.host().as_ref(), &dir)
+    };
     if let Err(e) = mgr.scan_backends() {
         return fail(&e);
     }
@@ -214,13 +280,20 @@ fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool) -> i32 {
     let auto = mgr.auto_select().ok().cloned();
     let inv = mgr.inventory().expect("scanned above");
     if json {
+        let mut doc = report::list_json(inv, &backends, auto.as_ref());
+        if let Some(o) = doc.as_object_mut() {
+            o.insert(
+                "passthrough_holders".into(),
+                report::passthrough::holders_json(&holders),
+            );
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&report::list_json(inv, &backends, auto.as_ref()))
-                .expect("JSON values serialize")
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
         );
     } else {
         print!("{}", report::list_text(inv, &backends, auto.as_ref()));
+        print!("{}", report::passthrough::holders_text(&holders));
     }
     for w in &inv.warnings {
         eprintln!("vm-cli: warning: {}: {}", w.path.display(), w.message);
@@ -350,5 +423,130 @@ fn gpu_doctor(mgr: &mut UnifiedGpuManager, args: &DoctorArgs, json: bool) -> i32
         EXIT_OK
     } else {
         EXIT_UNAVAILABLE
+    }
+}
+
+fn state_dir_or_default(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(crate::plan::default_state_dir)
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialize")
+    );
+}
+
+/// Exit code of a passthrough error: 3 refused or busy, 4 undone, 5 left changed, 1 other.
+fn passthrough_exit(e: &crate::gpu_passthrough::PassthroughError) -> i32 {
+    if e.is_refusal() {
+        return EXIT_UNAVAILABLE;
+    }
+    match e.undone_fully() {
+        Some(true) => EXIT_UNDONE,
+        Some(false) => EXIT_LEFT_CHANGES,
+        None => EXIT_FAILURE,
+    }
+}
+
+fn passthrough_fail(
+    command: &str,
+    e: &crate::gpu_passthrough::PassthroughError,
+    json: bool,
+) -> i32 {
+    if json {
+        print_json(&report::passthrough::error_json(command, e));
+    }
+    eprintln!("vm-cli: {e}");
+    passthrough_exit(e)
+}
+
+fn gpu_prepare(
+    host: &dyn crate::host::HostOps,
+    addr: &PciAddress,
+    dry_run: bool,
+    allow_boot_vga: bool,
+    state_dir: &std::path::Path,
+    json: bool,
+) -> i32 {
+    use crate::gpu_passthrough::{plan_prepare, prepare, PrepareOptions};
+    if dry_run {
+        return match plan_prepare(host, addr, allow_boot_vga) {
+            Ok(p) => {
+                if json {
+                    print_json(&report::passthrough::plan_json(&p, true, None));
+                } else {
+                    print!("{}", report::passthrough::plan_text(&p));
+                }
+                EXIT_OK
+            }
+            Err(e) => passthrough_fail("gpu prepare", &e, json),
+        };
+    }
+    let opts = PrepareOptions {
+        allow_boot_vga,
+        state_dir: state_dir.to_path_buf(),
+    };
+    let prepared = match prepare(host, addr, &opts) {
+        Ok(p) => p,
+        Err(e) => return passthrough_fail("gpu prepare", &e, json),
+    };
+    let plan = prepared.plan().clone();
+    // The devices stay on vfio-pci after vm-cli exits, until `gpu release`.
+    match prepared.detach() {
+        Ok(journal) => {
+            if json {
+                print_json(&report::passthrough::plan_json(
+                    &plan,
+                    false,
+                    Some(&journal),
+                ));
+            } else {
+                print!("{}", report::passthrough::plan_text(&plan));
+                println!(
+                    "prepared: IOMMU group {} is on vfio-pci (journal {}); give it back with `vm-cli gpu release {addr}`",
+                    plan.group,
+                    journal.display()
+                );
+            }
+            EXIT_OK
+        }
+        Err(e) => passthrough_fail("gpu prepare", &e, json),
+    }
+}
+
+fn gpu_release(
+    host: &dyn crate::host::HostOps,
+    addr: &PciAddress,
+    state_dir: &std::path::Path,
+    json: bool,
+) -> i32 {
+    match crate::gpu_passthrough::release(host, addr, state_dir) {
+        Ok(r) => {
+            if json {
+                print_json(&report::passthrough::undo_json("gpu release", &r));
+            } else {
+                println!(
+                    "released: {} step(s) undone; every device is back on its driver",
+                    r.undone.len()
+                );
+            }
+            EXIT_OK
+        }
+        Err(e) => passthrough_fail("gpu release", &e, json),
+    }
+}
+
+fn gpu_restore(host: &dyn crate::host::HostOps, state_dir: &std::path::Path, json: bool) -> i32 {
+    let report = crate::gpu_passthrough::restore(host, state_dir);
+    if json {
+        print_json(&report::passthrough::restore_json(&report));
+    } else {
+        print!("{}", report::passthrough::restore_text(&report));
+    }
+    if report.complete() {
+        EXIT_OK
+    } else {
+        EXIT_LEFT_CHANGES
     }
 }

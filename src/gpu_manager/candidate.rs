@@ -45,6 +45,10 @@ pub enum ReasonCode {
     AdapterNotOnDevice,
     /// An attribute needed for the decision could not be read.
     UnreadableState,
+    /// Host processes hold the device open (`/dev/dri/cardN`, `/dev/nvidiaN`).
+    HeldOpen,
+    /// Another process holds the device's IOMMU group.
+    GroupBusy,
 }
 
 /// Why a candidate is unavailable: what, the files that said so, and what to do.

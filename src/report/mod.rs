@@ -3,6 +3,7 @@
 //! JSON documents carry `"schema": 1`; fields are only ever added within a schema version.
 
 mod doctor;
+pub mod passthrough;
 
 pub use doctor::{doctor_json, doctor_text};
 

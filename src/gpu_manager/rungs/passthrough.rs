@@ -8,8 +8,8 @@ use crate::inventory::{Gpu, HostInventory, IommuKind};
 
 const MODE: GpuMode = GpuMode::Passthrough;
 
-/// Drivers a group member may be on without blocking VFIO (rule 23 of the kernel notes).
-pub const VFIO_SAFE_DRIVERS: [&str; 2] = ["vfio-pci", "pci-stub"];
+pub use crate::gpu_passthrough::group::VFIO_SAFE_DRIVERS;
+use crate::gpu_passthrough::group::{classify, MemberFacts};
 
 /// Passthrough candidates: one per physical GPU (VFs belong to the mediated rung).
 pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
@@ -147,7 +147,7 @@ fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
             );
         }
     }
-    let blockers = group_blockers(inv, group, gpu);
+    let blockers = group_blockers_with(inv, group, gpu, filter.allow_boot_vga);
     if !blockers.is_empty() {
         let list: Vec<String> = blockers
             .iter()
@@ -168,25 +168,51 @@ fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
     None
 }
 
-/// Members of `group` that are not the GPU, its companions, a bridge, or on a VFIO-safe
-/// driver (or none): `(address, name, driver)`.
+/// Members of `group` that keep `gpu` from being passed through, as `gpu prepare` decides
+/// (`gpu_passthrough::group`): endpoints on host drivers other than the GPU, its companions,
+/// and other GPUs of the group that can move with it: `(address, name, driver)`.
 pub fn group_blockers(
     inv: &HostInventory,
     group: u32,
     gpu: &Gpu,
 ) -> Vec<(PciAddress, String, String)> {
+    group_blockers_with(inv, group, gpu, false)
+}
+
+/// As [`group_blockers`], with `--allow-boot-vga` deciding whether a boot display sharing
+/// the group may move too.
+pub fn group_blockers_with(
+    inv: &HostInventory,
+    group: u32,
+    gpu: &Gpu,
+    allow_boot_vga: bool,
+) -> Vec<(PciAddress, String, String)> {
     let Some(g) = inv.groups.get(&group) else {
         return Vec::new();
     };
-    g.members
+    let facts: Vec<MemberFacts> = g
+        .members
         .iter()
-        .filter(|m| **m != gpu.address && !gpu.companions.contains(m))
         .filter_map(|m| inv.function(m))
-        .filter(|f| !f.is_bridge())
-        .filter_map(|f| {
-            let drv = f.driver.as_deref()?;
-            (!VFIO_SAFE_DRIVERS.contains(&drv))
-                .then(|| (f.address, f.display_name(), drv.to_string()))
+        .map(|f| MemberFacts {
+            address: f.address,
+            class: f.class,
+            driver: f.driver.clone(),
+            boot_vga: f.boot_vga == Some(true),
+            active_mdevs: inv.mdev_parent(&f.address).map_or(0, |p| p.active_count()),
+            vfs: f.sriov.as_ref().map_or(0, |s| s.num_vfs),
+            label: f.display_name(),
+        })
+        .collect();
+    classify(gpu.address, &facts, allow_boot_vga)
+        .blockers
+        .into_iter()
+        .map(|b| {
+            let drv = match b.driver {
+                Some(d) => format!("{d} ({})", b.why),
+                None => format!("no driver ({})", b.why),
+            };
+            (b.address, b.label, drv)
         })
         .collect()
 }
