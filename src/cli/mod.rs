@@ -9,6 +9,8 @@ use vm_passthrough::PciAddress;
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
 use crate::report::{self, PlanRequest};
 
+mod mdev_cmd;
+
 /// Exit status: success.
 pub const EXIT_OK: i32 = 0;
 /// Exit status: the host could not be read, or another failure.
@@ -28,15 +30,17 @@ const EXIT_CODES: &str = "Exit codes:
   1  the host could not be read, or another failure (the message says which file or step)
   2  usage error (unknown flag, bad PCI address, bad mode)
   3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable;
-     gpu prepare: refused (boot display, shared group, device in use) or the group is busy
+     gpu prepare: refused (boot display, shared group, device in use) or the group is busy;
+     mdev commands: unknown type or parent, no instance left, vendor module not loaded
   4  a host change failed and was undone: the host is as it was
   5  a host change failed and could not be undone fully: the message says what is left;
      run `vm-cli gpu restore` once the cause is fixed
 
 Environment:
-  VM_HOST_ROOT  same as --host-root: run against a recorded host tree (the simulator)
-  VM_STATE_DIR  same as --state-dir: journals and locks (default /run/vm-device)
-  WGPU_BACKEND  vulkan, gl, …: which graphics API the wgpu rung may use";
+  VM_HOST_ROOT    same as --host-root: run against a recorded host tree (the simulator)
+  VM_STATE_DIR    same as --state-dir: journals and locks (default /run/vm-device)
+  VM_CONFIG_ROOT  same as --config-root (where --persist writes etc/mdevctl.d)
+  WGPU_BACKEND    vulkan, gl, …: which graphics API the wgpu rung may use";
 
 /// `vm-cli`.
 #[derive(Debug, Parser)]
@@ -136,6 +140,39 @@ enum HostCommand {
 enum GpuCommand {
     /// List GPUs and what each mode (passthrough, mdev, wgpu) can offer, with reasons.
     List,
+    /// List mediated-device types (mdev and NVIDIA vendor-VFIO) with instances left.
+    MdevTypes {
+        /// Only this parent (PCI address, or an mdev_bus name such as mbochs).
+        #[arg(long, value_name = "PARENT")]
+        gpu_device: Option<String>,
+    },
+    /// Create a mediated device (or an NVIDIA vendor-VFIO vGPU on a free VF).
+    MdevCreate(MdevCreateArgs),
+    /// Remove a mediated device by UUID (or clear a VF's vendor-VFIO vGPU by VF address).
+    MdevRemove {
+        /// The mdev's UUID, or the VF's PCI address.
+        #[arg(value_name = "UUID")]
+        uuid: String,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        dirs: ChangeDirs,
+    },
+    /// Set the number of SR-IOV virtual functions of a GPU.
+    Sriov {
+        /// The physical function.
+        #[arg(long, value_name = "DDDD:BB:DD.F")]
+        gpu_device: PciAddress,
+        /// Virtual functions wanted (0 disables them).
+        #[arg(long, value_name = "N")]
+        num_vfs: u32,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        dirs: ChangeDirs,
+    },
     /// Check everything each mode needs (IOMMU, kernel parameters, modules, groups, reset,
     /// drivers, device nodes, memlock, mdev types, wgpu adapters): ok / warn / fail with the
     /// fix. Exit 0 when the mode asked for (any, by default) is ready, 3 otherwise.
@@ -160,6 +197,54 @@ enum GpuCommand {
     },
     /// Undo what processes that died (crash, kill -9) left prepared.
     Restore,
+}
+
+/// `vm-cli gpu mdev-create`.
+#[derive(Debug, Args)]
+pub struct MdevCreateArgs {
+    /// Type id (i915-GVTg_V5_4, nvidia-228, mbochs-small) or name (GRID T4-8Q).
+    #[arg(long, value_name = "TYPE")]
+    pub mdev_type: String,
+    /// Parent: PCI address or mdev_bus name; by default a parent with a free instance,
+    /// least loaded first.
+    #[arg(long, value_name = "PARENT")]
+    pub gpu_device: Option<String>,
+    /// Prefer parents on this NUMA node.
+    #[arg(long, value_name = "NODE")]
+    pub numa_node: Option<u32>,
+    /// Use this UUID (8-4-4-4-12 hex) instead of a random one.
+    #[arg(long, value_name = "UUID", conflicts_with = "vm_name")]
+    pub mdev_uuid: Option<String>,
+    /// Derive the UUID from the VM's name, so a restarted VM gets the same device back.
+    #[arg(long, value_name = "NAME")]
+    pub vm_name: Option<String>,
+    /// With --vm-name: which of the VM's devices this is.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "vm_name")]
+    pub index: u32,
+    /// Keep the device across reboots: write an mdevctl definition.
+    #[arg(long)]
+    pub persist: bool,
+    /// With --persist: start it automatically when the parent appears (mdevctl `auto`).
+    #[arg(long, requires = "persist")]
+    pub auto: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    dirs: ChangeDirs,
+}
+
+/// Where host changes keep configuration and journals.
+#[derive(Debug, Args)]
+pub struct ChangeDirs {
+    /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` on a
+    /// real host. Required with --host-root, so a simulation never writes this host's /etc.
+    #[arg(long, env = "VM_CONFIG_ROOT", value_name = "DIR")]
+    pub config_root: Option<PathBuf>,
+    /// Directory for journals of changes in progress (default /run/vm-device on a real host;
+    /// none with --host-root).
+    #[arg(long, env = "VM_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `gpu doctor` flags.
@@ -199,6 +284,7 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     let state_dir = cli.state_dir.clone();
+    let simulated = cli.host_root.is_some();
     let mut mgr = UnifiedGpuManager::with_host(host.clone());
     match cli.command {
         Some(Command::Gpu {
@@ -233,6 +319,9 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Gpu {
             command: GpuCommand::Restore,
         }) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
+        Some(Command::Gpu { command }) => {
+            mdev_cmd::run(mgr.host().as_ref(), command, cli.json, simulated)
+        }
         Some(Command::Host {
             command: HostCommand::Record { dir },
         }) => match crate::recorder::record_host(mgr.host().as_ref(), &dir) {

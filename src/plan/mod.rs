@@ -63,6 +63,12 @@ pub enum Check {
         /// Expected text.
         value: String,
     },
+    /// The device at `device` has an `iommu_group` link and the group's `/dev/vfio/N` node
+    /// exists (an mdev's group number is chosen by the kernel at creation).
+    VfioGroupOf {
+        /// The device's sysfs directory (`/sys/bus/mdev/devices/UUID`).
+        device: PathBuf,
+    },
 }
 
 impl Check {
@@ -99,6 +105,20 @@ impl Check {
                 Ok(v) => Err(format!("reads `{v}`")),
                 Err(e) => Err(format!("cannot read: {e}")),
             },
+            Check::VfioGroupOf { device } => {
+                let group = host
+                    .link_name(&device.join("iommu_group"))
+                    .map_err(|e| format!("has no IOMMU group ({e})"))?;
+                let node = PathBuf::from(format!("/dev/vfio/{group}"));
+                if host.exists(&node) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "is in group {group} but {} is missing",
+                        node.display()
+                    ))
+                }
+            }
         }
     }
 
@@ -108,6 +128,7 @@ impl Check {
             Check::LinkName { path, .. } | Check::Exists { path } | Check::Content { path, .. } => {
                 path
             }
+            Check::VfioGroupOf { device } => device,
         }
     }
 
@@ -121,6 +142,9 @@ impl Check {
             Check::LinkName { path, name: None } => format!("{} absent", path.display()),
             Check::Exists { path } => format!("{} exists", path.display()),
             Check::Content { path, value } => format!("{} = {value}", path.display()),
+            Check::VfioGroupOf { device } => {
+                format!("{}/iommu_group with its /dev/vfio node", device.display())
+            }
         }
     }
 }
@@ -143,6 +167,19 @@ pub enum Action {
     },
     /// Read back a condition; fails the step when it does not hold.
     Verify(Check),
+    /// Create a host configuration file that must not exist yet (an mdevctl definition),
+    /// with `std::fs`: `path` is where it lands on this machine (config root included).
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// Its contents.
+        contents: String,
+    },
+    /// Remove a host configuration file, and its directory when that is left empty.
+    RemoveFile {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl Action {
@@ -157,6 +194,18 @@ impl Action {
                 expected: check.expectation(),
                 found,
             }),
+            Action::WriteFile { path, contents } => {
+                write_new_file(path, contents).map_err(StepError::Host)
+            }
+            Action::RemoveFile { path } => {
+                std::fs::remove_file(path)
+                    .map_err(|e| StepError::Host(HostError::io("remove", path, e)))?;
+                // An empty parent directory means "no definitions for this parent" to mdevctl.
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -177,8 +226,30 @@ impl Action {
             }
             Action::LoadModule { name } => format!("modprobe {name}"),
             Action::Verify(c) => format!("check {}", c.expectation()),
+            Action::WriteFile { path, .. } => format!("create {}", path.display()),
+            Action::RemoveFile { path } => format!("rm {}", path.display()),
         }
     }
+}
+
+/// Creates `path` (and its directory) with `contents`; fails `EEXIST` when it exists, and
+/// leaves nothing behind when the write fails.
+fn write_new_file(path: &Path, contents: &str) -> Result<(), HostError> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| HostError::io("mkdir", dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| HostError::io("create", path, e))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            HostError::io("write", path, e)
+        })
 }
 
 /// One planned change with its inverse and the reason for it.

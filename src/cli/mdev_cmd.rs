@@ -1,0 +1,244 @@
+//! `vm-cli gpu mdev-types | mdev-create | mdev-remove | sriov`: glue from clap to
+//! [`crate::gpu_mdev`], exit codes, and printing.
+
+use std::path::PathBuf;
+
+use super::{
+    ChangeDirs, GpuCommand, MdevCreateArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK,
+    EXIT_UNAVAILABLE, EXIT_UNDONE, EXIT_USAGE,
+};
+use crate::gpu_mdev::{
+    lifecycle, render, types, ApplyOptions, CreateRequest, MdevError, Persist, StartMode,
+    TypeRequest, UuidSource,
+};
+use crate::host::HostOps;
+use crate::inventory::HostInventory;
+
+/// Runs one of the mediated-rung commands.
+pub(super) fn run(host: &dyn HostOps, cmd: GpuCommand, json: bool, simulated: bool) -> i32 {
+    match cmd {
+        // Dispatched by `cli::run` itself; never routed here.
+        GpuCommand::List
+        | GpuCommand::Doctor(_)
+        | GpuCommand::Prepare { .. }
+        | GpuCommand::Release { .. }
+        | GpuCommand::Restore => EXIT_USAGE,
+        GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
+        GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated),
+        GpuCommand::MdevRemove {
+            uuid,
+            dry_run,
+            dirs,
+        } => mdev_remove(host, &uuid, dry_run, &dirs, json, simulated),
+        GpuCommand::Sriov {
+            gpu_device,
+            num_vfs,
+            dry_run,
+            dirs,
+        } => {
+            let inv = HostInventory::scan(host);
+            let plan = match lifecycle::plan_sriov(&inv, &gpu_device, num_vfs) {
+                Ok(p) => p,
+                Err(e) => return fail("sriov", &e, json),
+            };
+            let pf = gpu_device.to_string();
+            let verified = if dry_run {
+                Vec::new()
+            } else {
+                let opts = options(&dirs, simulated);
+                match crate::gpu_mdev::execute(host, &plan, &opts) {
+                    Ok(v) => v,
+                    Err(e) => return fail("sriov", &e, json),
+                }
+            };
+            if json {
+                print_json(&render::sriov_json(&pf, num_vfs, &plan, &verified, dry_run));
+            } else {
+                print!(
+                    "{}",
+                    render::sriov_text(&pf, num_vfs, &plan, &verified, dry_run)
+                );
+            }
+            EXIT_OK
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    );
+}
+
+fn exit_code(e: &MdevError) -> i32 {
+    match e {
+        MdevError::StepFailed { left, .. } if left.is_empty() => EXIT_UNDONE,
+        MdevError::StepFailed { .. } => EXIT_LEFT_CHANGES,
+        MdevError::ParentNotFound { .. }
+        | MdevError::ModuleNotLoaded { .. }
+        | MdevError::TypeNotFound { .. }
+        | MdevError::NoInstances { .. }
+        | MdevError::NoSuchDevice(_) => EXIT_UNAVAILABLE,
+        MdevError::BadUuid(_) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    }
+}
+
+fn fail(command: &str, e: &MdevError, json: bool) -> i32 {
+    if json {
+        print_json(&render::error_json(command, e));
+    }
+    eprintln!("vm-cli: {e}");
+    exit_code(e)
+}
+
+/// The state directory: `--state-dir`, else the default on a real host, else a scratch
+/// directory (a simulated host's changes die with this process).
+fn options(dirs: &ChangeDirs, simulated: bool) -> ApplyOptions {
+    ApplyOptions {
+        state_dir: match (&dirs.state_dir, simulated) {
+            (Some(d), _) => Some(d.clone()),
+            (None, false) => Some(crate::plan::default_state_dir()),
+            (None, true) => None,
+        },
+    }
+}
+
+/// The config root for `--persist`; a simulation must not write this host's /etc.
+fn config_root(dirs: &ChangeDirs, simulated: bool) -> Result<PathBuf, i32> {
+    match (&dirs.config_root, simulated) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, false) => Ok(PathBuf::from("/")),
+        (None, true) => {
+            eprintln!("vm-cli: --persist with --host-root needs --config-root DIR (a simulated host must not write this machine's /etc/mdevctl.d)");
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
+    let inv = HostInventory::scan(host);
+    if let Some(p) = parent {
+        // A named parent that does not exist is an error, not an empty table.
+        if let Err(e) = types::check_parent(&inv, p) {
+            return fail("mdev-types", &e, json);
+        }
+    }
+    let rows = types::list(&inv, parent);
+    if json {
+        print_json(&render::types_json(&rows));
+    } else {
+        print!("{}", render::types_text(&rows));
+        if render::has_vendor_vfio(&rows) {
+            println!("(NVIDIA vendor-VFIO types: AVAILABLE counts free VFs that can take the type; ACTIVE counts VFs carrying it)");
+        }
+    }
+    for w in &inv.warnings {
+        eprintln!("vm-cli: warning: {}: {}", w.path.display(), w.message);
+    }
+    if rows.is_empty() {
+        EXIT_UNAVAILABLE
+    } else {
+        EXIT_OK
+    }
+}
+
+fn mdev_create(host: &dyn HostOps, a: &MdevCreateArgs, json: bool, simulated: bool) -> i32 {
+    let mut req = CreateRequest {
+        ty: TypeRequest {
+            wanted: a.mdev_type.clone(),
+            parent: a.gpu_device.clone(),
+            numa_node: a.numa_node,
+        },
+        uuid: match (&a.mdev_uuid, &a.vm_name) {
+            (Some(u), _) => UuidSource::Given(u.clone()),
+            (None, Some(n)) => UuidSource::Vm {
+                name: n.clone(),
+                index: a.index,
+            },
+            (None, None) => UuidSource::Random,
+        },
+        persist: None,
+    };
+    if a.persist {
+        let root = match config_root(&a.dirs, simulated) {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        req.persist = Some(Persist {
+            start: if a.auto {
+                StartMode::Auto
+            } else {
+                StartMode::Manual
+            },
+            config_root: root,
+        });
+    }
+    let inv = HostInventory::scan(host);
+    let planned = match lifecycle::plan_create(&inv, &req) {
+        Ok(p) => p,
+        Err(e) => return fail("mdev-create", &e, json),
+    };
+    let verified = if a.dry_run {
+        Vec::new()
+    } else {
+        let opts = options(&a.dirs, simulated);
+        match lifecycle::apply(host, &planned, &opts) {
+            Ok(v) => v,
+            Err(e) => return fail("mdev-create", &e, json),
+        }
+    };
+    if json {
+        print_json(&render::change_json(
+            "mdev-create",
+            &planned,
+            &verified,
+            a.dry_run,
+        ));
+    } else {
+        print!(
+            "{}",
+            render::change_text("create", &planned, &verified, a.dry_run)
+        );
+    }
+    EXIT_OK
+}
+
+fn mdev_remove(
+    host: &dyn HostOps,
+    device: &str,
+    dry_run: bool,
+    dirs: &ChangeDirs,
+    json: bool,
+    simulated: bool,
+) -> i32 {
+    let inv = HostInventory::scan(host);
+    let planned = match lifecycle::plan_remove(&inv, device) {
+        Ok(p) => p,
+        Err(e) => return fail("mdev-remove", &e, json),
+    };
+    let verified = if dry_run {
+        Vec::new()
+    } else {
+        let opts = options(dirs, simulated);
+        match lifecycle::apply(host, &planned, &opts) {
+            Ok(v) => v,
+            Err(e) => return fail("mdev-remove", &e, json),
+        }
+    };
+    if json {
+        print_json(&render::change_json(
+            "mdev-remove",
+            &planned,
+            &verified,
+            dry_run,
+        ));
+    } else {
+        print!(
+            "{}",
+            render::change_text("remove", &planned, &verified, dry_run)
+        );
+    }
+    EXIT_OK
+}

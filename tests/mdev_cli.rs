@@ -1,0 +1,259 @@
+//! `vm-cli gpu mdev-types | mdev-create | mdev-remove | sriov` against fixture hosts: output,
+//! JSON schema 1 and exit codes.
+
+mod mdev_common;
+
+use std::process::{Command, Output};
+
+use mdev_common::*;
+use serde_json::Value;
+
+fn vm_cli(root: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+        .arg("--host-root")
+        .arg(root)
+        .args(args)
+        .env_remove("VM_CONFIG_ROOT")
+        .env_remove("VM_STATE_DIR")
+        .output()
+        .expect("run vm-cli")
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+#[test]
+fn mdev_types_lists_every_sample_type_as_json() {
+    let o = vm_cli(QEMU_LAB, &["gpu", "mdev-types", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["schema"], 1);
+    let ids: Vec<&str> = v["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "mbochs-large",
+            "mbochs-medium",
+            "mbochs-small",
+            "mdpy-hd",
+            "mdpy-vga",
+            "mdpy-xga",
+            "mtty-1",
+            "mtty-2"
+        ]
+    );
+    let mtty1 = &v["types"][6];
+    assert_eq!(mtty1["available_instances"], 24);
+    assert_eq!(mtty1["description"], Value::Null);
+    assert_eq!(mtty1["name"], "Single port serial");
+}
+
+#[test]
+fn mdev_types_of_an_unknown_parent_exits_3() {
+    let o = vm_cli(QEMU_LAB, &["gpu", "mdev-types", "--gpu-device", "mbochz"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("parents here: mbochs, mdpy, mtty"));
+}
+
+#[test]
+fn dry_run_create_prints_the_plan_with_its_undo() {
+    let o = vm_cli(
+        QEMU_LAB,
+        &[
+            "gpu",
+            "mdev-create",
+            "--mdev-type",
+            "mdpy-xga",
+            "--vm-name",
+            "web",
+            "--index",
+            "1",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    let uuid = vm_device::gpu_mdev::ids::for_vm("web", 1).to_string();
+    assert_eq!(v["device"], uuid.as_str());
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["choice"]["backend"], "mdev");
+    assert_eq!(v["choice"]["parent"], "mdpy");
+    assert_eq!(
+        v["plan"]["steps"][0]["action"]["path"],
+        "/sys/class/mdev_bus/mdpy/mdev_supported_types/mdpy-xga/create"
+    );
+    assert_eq!(
+        v["plan"]["steps"][0]["inverse"]["path"],
+        format!("/sys/bus/mdev/devices/{uuid}/remove").as_str()
+    );
+    assert_eq!(v["plan"]["key"], "mdev-mdpy");
+    assert_eq!(v["plan"]["steps"][1]["action"]["op"], "verify");
+    assert_eq!(v["expect"][0]["state"], "mdev_active");
+    assert_eq!(v["verified"], Value::Array(Vec::new()));
+}
+
+#[test]
+fn create_reports_the_group_and_the_qemu_device() {
+    let o = vm_cli(
+        QEMU_LAB,
+        &[
+            "gpu",
+            "mdev-create",
+            "--mdev-type",
+            "mbochs-small",
+            "--mdev-uuid",
+            "5e5e5e5e-0000-4000-8000-000000000001",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("IOMMU group 12, /dev/vfio/12"), "{text}");
+    assert!(
+        text.contains("sysfsdev=/sys/bus/mdev/devices/5e5e5e5e-0000-4000-8000-000000000001"),
+        "{text}"
+    );
+}
+
+#[test]
+fn usage_and_availability_errors_have_their_exit_codes() {
+    let bad_uuid = vm_cli(
+        QEMU_LAB,
+        &[
+            "gpu",
+            "mdev-create",
+            "--mdev-type",
+            "mtty-1",
+            "--mdev-uuid",
+            "nope",
+        ],
+    );
+    assert_eq!(bad_uuid.status.code(), Some(2));
+    let unknown = vm_cli(QEMU_LAB, &["gpu", "mdev-create", "--mdev-type", "mtty-3"]);
+    assert_eq!(unknown.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("did you mean"));
+    let gone = vm_cli(
+        QEMU_LAB,
+        &["gpu", "mdev-remove", "5e5e5e5e-0000-4000-8000-000000000001"],
+    );
+    assert_eq!(gone.status.code(), Some(3));
+    // A simulated host must not write this machine's /etc.
+    let persist = vm_cli(
+        QEMU_LAB,
+        &["gpu", "mdev-create", "--mdev-type", "mtty-1", "--persist"],
+    );
+    assert_eq!(persist.status.code(), Some(2));
+}
+
+#[test]
+fn persist_writes_the_definition_under_the_config_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = vm_cli(
+        QEMU_LAB,
+        &[
+            "gpu",
+            "mdev-create",
+            "--mdev-type",
+            "mtty-2",
+            "--vm-name",
+            "tty-vm",
+            "--persist",
+            "--config-root",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let uuid = vm_device::gpu_mdev::ids::for_vm("tty-vm", 0).to_string();
+    let file = dir.path().join(format!("etc/mdevctl.d/mtty/{uuid}"));
+    assert_eq!(
+        std::fs::read_to_string(file).unwrap(),
+        "{\n  \"mdev_type\": \"mtty-2\",\n  \"start\": \"manual\",\n  \"attrs\": []\n}"
+    );
+}
+
+#[test]
+fn sriov_dry_run_goes_through_zero() {
+    let o = vm_cli(
+        &fixture_dir("sriov-pf-with-vfs"),
+        &[
+            "gpu",
+            "sriov",
+            "--gpu-device",
+            "0000:41:00.0",
+            "--num-vfs",
+            "2",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let w0 = text
+        .find("echo 0 > /sys/bus/pci/devices/0000:41:00.0/sriov_numvfs")
+        .unwrap();
+    let w2 = text
+        .find("echo 2 > /sys/bus/pci/devices/0000:41:00.0/sriov_numvfs")
+        .unwrap();
+    assert!(w0 < w2, "{text}");
+}
+
+#[test]
+fn mdev_types_tables_of_every_mediated_fixture() {
+    // What a person reads: pinned, reviewed with `cargo insta review`.
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("snapshots/mdev");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        for (name, dir) in [
+            ("qemu-q35-viommu", QEMU_LAB.to_string()),
+            (
+                "intel-desktop-gvtg-dgpu",
+                fixture_dir("intel-desktop-gvtg-dgpu"),
+            ),
+            (
+                "bmc-datacenter-nvidia-vgpu",
+                fixture_dir("bmc-datacenter-nvidia-vgpu"),
+            ),
+            ("sriov-pf-with-vfs", fixture_dir("sriov-pf-with-vfs")),
+        ] {
+            let o = vm_cli(&dir, &["gpu", "mdev-types"]);
+            let text = format!(
+                "exit {}\n{}",
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout)
+            );
+            insta::assert_snapshot!(format!("mdev-types-{name}"), text);
+        }
+    });
+}
