@@ -9,6 +9,7 @@ use vm_passthrough::PciAddress;
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
 use crate::report::{self, PlanRequest};
 
+mod launch;
 mod mdev_cmd;
 
 /// Exit status: success.
@@ -93,6 +94,27 @@ pub struct RunArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Initial ramdisk for the guest.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Guest kernel command line.
+    #[arg(long, value_name = "CMDLINE", requires = "kernel")]
+    pub append: Option<String>,
+    /// Guest RAM: 2G, 512M, 4096 (MiB).
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size)]
+    pub memory: u64,
+    /// Virtual CPUs.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub cpus: u32,
+    /// The QEMU to run (default: the newest qemu-system-x86_64 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+    /// Print the QEMU command line and the host changes it needs, and change nothing.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub print_cmdline: bool,
+    /// Passthrough: `x-vga=on` on the GPU (legacy VGA ranges go to the guest's GPU).
+    #[arg(long)]
+    pub x_vga: bool,
 }
 
 /// `--gpu-mode` value.
@@ -335,7 +357,13 @@ pub fn run(cli: Cli) -> i32 {
             }
         },
         None => match &cli.run.kernel {
-            Some(_) => plan(&mut mgr, &cli.run, cli.json),
+            Some(_) => plan(
+                &mut mgr,
+                &cli.run,
+                cli.json,
+                state_dir.as_deref(),
+                simulated,
+            ),
             None => {
                 eprintln!("vm-cli: nothing to do: give --kernel FILE to start a VM, or a command such as `vm-cli gpu list` (see --help)");
                 EXIT_USAGE
@@ -394,7 +422,13 @@ fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: Option<&std::pat
     }
 }
 
-fn plan(mgr: &mut UnifiedGpuManager, run: &RunArgs, json: bool) -> i32 {
+fn plan(
+    mgr: &mut UnifiedGpuManager,
+    run: &RunArgs,
+    json: bool,
+    state_dir: Option<&std::path::Path>,
+    simulated: bool,
+) -> i32 {
     mgr.set_device(run.gpu_device);
     mgr.set_mdev_type(run.mdev_type.clone());
     mgr.set_allow_boot_vga(run.allow_boot_vga);
@@ -427,25 +461,42 @@ fn plan(mgr: &mut UnifiedGpuManager, run: &RunArgs, json: bool) -> i32 {
         gpu_device: run.gpu_device,
         mdev_type: run.mdev_type.clone(),
     };
-    if let Some(d) = mgr.decision() {
+    let mut doc = mgr.decision().map(|d| {
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report::plan_json(&req, &pref, d))
-                    .expect("JSON values serialize")
-            );
+            report::plan_json(&req, &pref, d)
         } else {
             print!("{}", report::plan_text(&req, d));
+            serde_json::Value::Null
         }
-    }
+    });
+    let print_doc = |doc: &Option<serde_json::Value>| {
+        if let Some(v) = doc.as_ref().filter(|_| json) {
+            print_json(v);
+        }
+    };
     if let Err(e) = result {
+        print_doc(&doc);
         return fail(&e);
     }
     if run.dry_run {
+        print_doc(&doc);
         return EXIT_OK;
     }
-    eprintln!("vm-cli: this build plans but does not start VMs yet; rerun with --dry-run to print the plan only");
-    EXIT_FAILURE
+    let Some(candidate) = mgr.get_selected_backend().cloned() else {
+        print_doc(&doc);
+        eprintln!("vm-cli: no GPU was selected");
+        return EXIT_UNAVAILABLE;
+    };
+    let code = launch::launch(
+        mgr.host(),
+        &candidate,
+        run,
+        (state_dir, simulated),
+        json,
+        &mut doc,
+    );
+    print_doc(&doc);
+    code
 }
 
 /// `2G`, `512M`, `1024K`, `4096` (MiB, as QEMU's `-m`) in bytes.
