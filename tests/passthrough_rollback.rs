@@ -165,8 +165,56 @@ fn every_fault_point_of_every_plan_leaves_the_host_as_it_was() {
         plans.len() >= 8,
         "expected plans on several fixtures, got {plans:?}"
     );
+    // Plans are independent: spread them over the cores.
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    let chunks: Vec<&[(PathBuf, PciAddress, usize, usize)]> =
+        plans.chunks(plans.len().div_ceil(threads)).collect();
+    let cases: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || run_cases(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .sum()
+    });
+    eprintln!("{cases} fault cases over {} plans", plans.len());
+}
+
+#[test]
+fn a_release_that_fails_midway_is_finished_by_restore() {
+    for (fx, addr, writes, _) in plans() {
+        // Fault each write of the release (they come after the prepare's writes).
+        for k in 1..=writes as u32 {
+            let h = SimHost::from_fixture(&fx).unwrap();
+            let before = h.snapshot();
+            let state = tempfile::tempdir().unwrap();
+            let p = prepare(&h, &addr, &opts(state.path())).unwrap();
+            h.set_faults(FaultPlan::new().rule(Fault::write("").nth(k).errno(EIO)));
+            let ctx = format!("{} {addr} release write #{k} EIO", fx.display());
+            let err = p.release().expect_err(&ctx);
+            assert_eq!(err.undone_fully(), Some(false), "{ctx}: {err}");
+            assert!(
+                err.to_string().contains("vm-cli gpu restore"),
+                "{ctx}: {err}"
+            );
+            h.set_faults(FaultPlan::new());
+            let report = restore(&h, state.path());
+            assert!(report.complete(), "{ctx}: {report:?}");
+            let d = diff(&before, &h.snapshot());
+            assert!(d.is_empty(), "{ctx}: host differs:\n{}", d.join("\n"));
+            assert_eq!(journals(state.path()), 0, "{ctx}");
+        }
+    }
+}
+
+/// Every fault case of `chunk`'s plans; returns how many ran.
+fn run_cases(chunk: &[(PathBuf, PciAddress, usize, usize)]) -> usize {
     let mut cases = 0;
-    for (fx, addr, writes, loads) in &plans {
+    for (fx, addr, writes, loads) in chunk {
         let pristine = SimHost::from_fixture(fx).unwrap();
         let before = pristine.snapshot();
         let check =
@@ -224,32 +272,5 @@ fn every_fault_point_of_every_plan_leaves_the_host_as_it_was() {
             cases += 2;
         }
     }
-    eprintln!("{cases} fault cases over {} plans", plans.len());
-}
-
-#[test]
-fn a_release_that_fails_midway_is_finished_by_restore() {
-    for (fx, addr, writes, _) in plans() {
-        // Fault each write of the release (they come after the prepare's writes).
-        for k in 1..=writes as u32 {
-            let h = SimHost::from_fixture(&fx).unwrap();
-            let before = h.snapshot();
-            let state = tempfile::tempdir().unwrap();
-            let p = prepare(&h, &addr, &opts(state.path())).unwrap();
-            h.set_faults(FaultPlan::new().rule(Fault::write("").nth(k).errno(EIO)));
-            let ctx = format!("{} {addr} release write #{k} EIO", fx.display());
-            let err = p.release().expect_err(&ctx);
-            assert_eq!(err.undone_fully(), Some(false), "{ctx}: {err}");
-            assert!(
-                err.to_string().contains("vm-cli gpu restore"),
-                "{ctx}: {err}"
-            );
-            h.set_faults(FaultPlan::new());
-            let report = restore(&h, state.path());
-            assert!(report.complete(), "{ctx}: {report:?}");
-            let d = diff(&before, &h.snapshot());
-            assert!(d.is_empty(), "{ctx}: host differs:\n{}", d.join("\n"));
-            assert_eq!(journals(state.path()), 0, "{ctx}");
-        }
-    }
+    cases
 }
