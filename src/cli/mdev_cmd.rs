@@ -22,7 +22,8 @@ pub(super) fn run(host: &dyn HostOps, cmd: GpuCommand, json: bool, simulated: bo
         | GpuCommand::Doctor(_)
         | GpuCommand::Prepare { .. }
         | GpuCommand::Release { .. }
-        | GpuCommand::Restore => EXIT_USAGE,
+        | GpuCommand::Restore
+        | GpuCommand::ServeWgpu { .. } => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
         GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated),
         GpuCommand::MdevRemove {

@@ -219,6 +219,20 @@ enum GpuCommand {
     },
     /// Undo what processes that died (crash, kill -9) left prepared.
     Restore,
+    /// Serve one VM's virtio-gpu as a vhost-user-gpu backend rendered with wgpu (QEMU's
+    /// `-device vhost-user-gpu-pci`); runs until QEMU disconnects. `vm-cli --kernel …
+    /// --gpu-mode wgpu` starts it by itself.
+    ServeWgpu {
+        /// The unix socket to listen on (QEMU's `-chardev socket,path=`).
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// Display width offered to the guest.
+        #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(1..=16384))]
+        width: u32,
+        /// Display height offered to the guest.
+        #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(1..=16384))]
+        height: u32,
+    },
 }
 
 /// `vm-cli gpu mdev-create`.
@@ -341,6 +355,14 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Gpu {
             command: GpuCommand::Restore,
         }) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
+        Some(Command::Gpu {
+            command:
+                GpuCommand::ServeWgpu {
+                    socket,
+                    width,
+                    height,
+                },
+        }) => serve_wgpu(&socket, width, height),
         Some(Command::Gpu { command }) => {
             mdev_cmd::run(mgr.host().as_ref(), command, cli.json, simulated)
         }
@@ -497,6 +519,46 @@ fn plan(
     );
     print_doc(&doc);
     code
+}
+
+fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
+    use crate::gpu_virt::vhost_user::VhostUserGpu;
+    use crate::gpu_virt::virtio_gpu::VirtioGpuConfig;
+    use crate::gpu_virt::WgpuBackend;
+    let mut backend = WgpuBackend::new();
+    if let Err(e) = backend.init() {
+        eprintln!("vm-cli: gpu serve-wgpu: {e}");
+        return EXIT_UNAVAILABLE;
+    }
+    let device = match backend.create_device(VirtioGpuConfig {
+        scanouts: vec![(width, height)],
+        ..VirtioGpuConfig::default()
+    }) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vm-cli: gpu serve-wgpu: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(info) = backend.adapter_info() {
+        eprintln!(
+            "vm-cli: gpu serve-wgpu: {} ({:?}), {width}x{height}, listening on {}",
+            info.name,
+            info.backend,
+            socket.display()
+        );
+    }
+    let gpu = VhostUserGpu::new(device);
+    let result = gpu.serve(socket);
+    let _ = std::fs::remove_file(socket);
+    eprintln!("vm-cli: gpu serve-wgpu: {}", gpu.with_device(|d| d.stats()));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("vm-cli: gpu serve-wgpu: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 /// `2G`, `512M`, `1024K`, `4096` (MiB, as QEMU's `-m`) in bytes.

@@ -61,9 +61,15 @@ pub struct LaunchOutcome {
 }
 
 impl LaunchOutcome {
-    /// The host is as it was and QEMU exited 0 (or was stopped on request).
+    /// The host is as it was, and the VM ended as asked: the guest powered off (QEMU
+    /// exited 0) or a stop was requested. A dead backend is not clean.
     pub fn clean(&self) -> bool {
-        self.left.is_empty() && (self.qemu_exit == Some(0) || self.ended_by == "stop")
+        self.left.is_empty()
+            && match self.ended_by.as_str() {
+                "stop" => true,
+                "guest" => self.qemu_exit == Some(0),
+                _ => false,
+            }
     }
 }
 
