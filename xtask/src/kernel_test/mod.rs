@@ -7,6 +7,7 @@
 //! `shared/docs/qemu-kernel-lab.md`. Everything downloaded or built is cached under
 //! `target/kernel-lab/<kernel-version>/`; serial logs go to `target/kernel-lab/logs/`.
 
+pub mod e2e;
 mod initramfs;
 mod lab;
 mod qemu;
