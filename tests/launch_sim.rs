@@ -275,3 +275,58 @@ fn a_wgpu_backend_that_dies_before_listening_is_reported_and_nothing_is_left() {
     assert!(!dir.path().join("argv").exists(), "QEMU must not start");
     assert_eq!(sim.snapshot(), before);
 }
+
+/// What `vm-cli gpu restore` does after `kill -9` of a launching vm-cli, tried while the VM
+/// runs: with the launcher alive (its lock held) restore leaves the journal alone; on a copy
+/// of the host at that moment, with the journal alone in a state directory nobody locks (as
+/// after the launcher died), restore puts the host back as it was before the launch.
+fn restore_after_kill(sim: &SimHost, state: &Path, before: &Snapshot) {
+    use vm_device::plan::{restore_dead, RestoreOutcome};
+    let live = restore_dead(sim, state);
+    assert!(
+        live.outcomes
+            .iter()
+            .all(|o| matches!(o, RestoreOutcome::Skipped { .. })),
+        "restore must leave a live launcher's journal: {:?}",
+        live.outcomes
+    );
+    assert_eq!(journals(state), 1);
+    let dead = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dead.path().join("journal")).unwrap();
+    for e in std::fs::read_dir(state.join("journal")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dead.path().join("journal").join(e.file_name())).unwrap();
+    }
+    let after_kill = sim.fork();
+    let r = restore_dead(&after_kill, dead.path());
+    assert!(
+        matches!(r.outcomes.as_slice(), [RestoreOutcome::Restored { .. }]),
+        "{:?}",
+        r.outcomes
+    );
+    assert!(r.complete(), "{:?}", r.outcomes);
+    let d = diff(before, &after_kill.snapshot());
+    assert!(d.is_empty(), "host differs after restore: {d:#?}");
+    assert_eq!(journals(dead.path()), 0, "restore deletes the journal");
+}
+
+#[test]
+fn gpu_restore_undoes_a_launch_whose_vm_cli_was_killed() {
+    for (mode, fx) in [
+        (GpuMode::Passthrough, "intel-desktop-gvtg-dgpu"),
+        (GpuMode::Mdev, "intel-desktop-gvtg-dgpu"),
+        (GpuMode::Mdev, "bmc-datacenter-nvidia-vgpu"),
+    ] {
+        let sim = SimHost::from_fixture(fixture(fx)).unwrap();
+        let before = sim.snapshot();
+        let c = candidate(&sim, mode, |t| {
+            matches!(t, Target::Gpu { .. } | Target::MdevType { .. })
+        });
+        let (_, outcome) = launch_and_end(&sim, &c, End::PowerOff, |sim, state| {
+            assert_ne!(sim.snapshot(), before, "{fx}: the launch changed nothing");
+            restore_after_kill(sim, state, &before);
+        });
+        assert!(outcome.left.is_empty(), "{fx}: {:?}", outcome.left);
+        assert!(diff(&before, &sim.snapshot()).is_empty());
+    }
+}
