@@ -217,3 +217,40 @@ fn a_pf_without_vfs_is_refused_with_the_command_that_enables_them() {
     assert!(err.to_string().contains("vm-cli gpu sriov"), "{err}");
     assert_eq!(err.exit_code(), 3);
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &t).unwrap();
+        } else if ft.is_dir() {
+            std::fs::create_dir_all(&t).unwrap();
+            copy_tree(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn kvm_only_where_it_can_boot_a_stock_kernel() {
+    use vm_device::launch::choose_accel;
+    let sim = SimHost::from_fixture(fixture("no-gpu-server")).unwrap();
+    assert_eq!(choose_accel(&sim).accel, Accel::Kvm);
+
+    let no_kvm = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("no-gpu-server"), no_kvm.path());
+    std::fs::remove_file(no_kvm.path().join("dev/kvm")).unwrap();
+    let c = choose_accel(&SimHost::from_fixture(no_kvm.path()).unwrap());
+    assert_eq!(c.accel, Accel::Tcg);
+    assert!(c.why.contains("/dev/kvm"), "{}", c.why);
+
+    let pvm = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("no-gpu-server"), pvm.path());
+    std::fs::create_dir_all(pvm.path().join("sys/module/kvm_pvm")).unwrap();
+    let c = choose_accel(&SimHost::from_fixture(pvm.path()).unwrap());
+    assert_eq!(c.accel, Accel::Tcg);
+    assert!(c.why.contains("PVM"), "{}", c.why);
+}

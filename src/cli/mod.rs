@@ -27,8 +27,10 @@ pub const EXIT_UNDONE: i32 = 4;
 pub const EXIT_LEFT_CHANGES: i32 = 5;
 
 const EXIT_CODES: &str = "Exit codes:
-  0  success
-  1  the host could not be read, or another failure (the message says which file or step)
+  0  success; --kernel without --dry-run: the guest powered off (or SIGINT/SIGTERM stopped
+     the VM) and every host change was given back
+  1  the host could not be read, or another failure (the message says which file or step);
+     --kernel: no suitable QEMU, QEMU exited with an error, or the GPU backend died
   2  usage error (unknown flag, bad PCI address, bad mode)
   3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable;
      gpu prepare: refused (boot display, shared group, device in use) or the group is busy;
@@ -41,7 +43,8 @@ Environment:
   VM_HOST_ROOT    same as --host-root: run against a recorded host tree (the simulator)
   VM_STATE_DIR    same as --state-dir: journals and locks (default /run/vm-device)
   VM_CONFIG_ROOT  same as --config-root (where --persist writes etc/mdevctl.d)
-  WGPU_BACKEND    vulkan, gl, …: which graphics API the wgpu rung may use";
+  WGPU_BACKEND    vulkan, gl, …: which graphics API the wgpu rung may use
+  XDG_RUNTIME_DIR where a VM's sockets go (vm-device/vm-PID/{gpu,qmp}.sock; else the temp dir)";
 
 /// `vm-cli`.
 #[derive(Debug, Parser)]
