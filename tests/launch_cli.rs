@@ -198,3 +198,56 @@ fn a_whole_launch_on_a_recorded_host_runs_qemu_and_gives_everything_back() {
     );
     assert!(argv.contains("console=ttyS0"), "{argv}");
 }
+
+#[test]
+fn sigterm_stops_the_vm_and_gives_everything_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let q = dir.path().join("qemu-system-x86_64");
+    std::fs::write(
+        &q,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) echo 'QEMU emulator version 10.0.2'; exit 0;; esac\n\
+             printf '%s\\n' \"$@\" > {d}/argv\nwhile :; do sleep 0.05; done\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+        .args([
+            "--host-root",
+            &fixture("intel-desktop-gvtg-dgpu"),
+            "--kernel",
+            "/k",
+        ])
+        .args(["--gpu-mode", "passthrough", "--qemu"])
+        .arg(&q)
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("VM_HOST_ROOT")
+        .env_remove("VM_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !dir.path().join("argv").exists() {
+        assert!(start.elapsed().as_secs() < 20, "QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("ended by stop"), "{err}");
+    assert!(err.contains("everything given back"), "{err}");
+    assert!(
+        !dir.path()
+            .join("vm-device")
+            .join(format!("vm-{pid}"))
+            .exists(),
+        "the VM's run directory is left"
+    );
+}
