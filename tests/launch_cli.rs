@@ -214,7 +214,7 @@ fn sigterm_stops_the_vm_and_gives_everything_back() {
     )
     .unwrap();
     std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vm-cli"))
         .args([
             "--host-root",
             &fixture("intel-desktop-gvtg-dgpu"),
