@@ -15,6 +15,7 @@ pub mod gpu_passthrough;
 pub mod gpu_virt;
 pub mod host;
 pub mod inventory;
+pub mod launch;
 pub mod plan;
 pub mod recorder;
 pub mod report;

@@ -209,8 +209,15 @@ fn boot_display_is_refused_unless_allowed() {
 }
 
 #[test]
-fn launching_without_dry_run_says_so() {
-    let (c, _, e) = run(&["--host-root", &host("no-gpu-server"), "--kernel", "k"]);
+fn launching_without_a_qemu_names_the_flag_that_gives_one() {
+    let (c, _, e) = run(&[
+        "--host-root",
+        &host("no-gpu-server"),
+        "--kernel",
+        "k",
+        "--qemu",
+        "/nonexistent/qemu-system-x86_64",
+    ]);
     assert_eq!(c, 1);
-    assert!(e.contains("--dry-run"), "{e}");
+    assert!(e.contains("--qemu PATH"), "{e}");
 }

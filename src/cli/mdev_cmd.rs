@@ -28,7 +28,8 @@ pub(super) fn run(
         | GpuCommand::Doctor(_)
         | GpuCommand::Prepare { .. }
         | GpuCommand::Release { .. }
-        | GpuCommand::Restore => EXIT_USAGE,
+        | GpuCommand::Restore
+        | GpuCommand::ServeWgpu { .. } => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
         GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated, state_dir),
         GpuCommand::MdevRemove { uuid, dry_run } => {

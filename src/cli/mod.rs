@@ -9,6 +9,7 @@ use vm_passthrough::PciAddress;
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
 use crate::report::{self, PlanRequest};
 
+mod launch;
 mod mdev_cmd;
 
 /// Exit status: success.
@@ -26,8 +27,10 @@ pub const EXIT_UNDONE: i32 = 4;
 pub const EXIT_LEFT_CHANGES: i32 = 5;
 
 const EXIT_CODES: &str = "Exit codes:
-  0  success
-  1  the host could not be read, or another failure (the message says which file or step)
+  0  success; --kernel without --dry-run: the guest powered off (or SIGINT/SIGTERM stopped
+     the VM) and every host change was given back
+  1  the host could not be read, or another failure (the message says which file or step);
+     --kernel: no suitable QEMU, QEMU exited with an error, or the GPU backend died
   2  usage error (unknown flag, bad PCI address, bad mode)
   3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable;
      gpu prepare: refused (boot display, shared group, device in use) or the group is busy;
@@ -42,7 +45,8 @@ Environment:
   VM_CONFIG_ROOT  same as --config-root (where --persist writes etc/mdevctl.d)
   VM_DEVICE_STEP_DELAY_MS  for crash tests: pause this long after each host change of
                   prepare / mdev-create (so a kill lands between two journaled steps)
-  WGPU_BACKEND    vulkan, gl, …: which graphics API the wgpu rung may use";
+  WGPU_BACKEND    vulkan, gl, …: which graphics API the wgpu rung may use
+  XDG_RUNTIME_DIR where a VM's sockets go (vm-device/vm-PID/{gpu,qmp}.sock; else the temp dir)";
 
 /// `vm-cli`.
 #[derive(Debug, Parser)]
@@ -95,6 +99,27 @@ pub struct RunArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Initial ramdisk for the guest.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Guest kernel command line.
+    #[arg(long, value_name = "CMDLINE", requires = "kernel")]
+    pub append: Option<String>,
+    /// Guest RAM: 2G, 512M, 4096 (MiB).
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size)]
+    pub memory: u64,
+    /// Virtual CPUs.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub cpus: u32,
+    /// The QEMU to run (default: the newest qemu-system-x86_64 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+    /// Print the QEMU command line and the host changes it needs, and change nothing.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub print_cmdline: bool,
+    /// Passthrough: `x-vga=on` on the GPU (legacy VGA ranges go to the guest's GPU).
+    #[arg(long)]
+    pub x_vga: bool,
 }
 
 /// `--gpu-mode` value.
@@ -142,26 +167,6 @@ enum HostCommand {
 enum GpuCommand {
     /// List GPUs and what each mode (passthrough, mdev, wgpu) can offer, with reasons.
     List,
-    /// Move a GPU's IOMMU group to vfio-pci (with its companions), journaled and reversible.
-    Prepare {
-        /// The GPU.
-        #[arg(value_name = "DDDD:BB:DD.F")]
-        addr: PciAddress,
-        /// Print the plan (every sysfs write and module load) and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Allow passing through the host's boot display (the host loses its console).
-        #[arg(long)]
-        allow_boot_vga: bool,
-    },
-    /// Give a prepared GPU's group back to its original drivers.
-    Release {
-        /// The GPU (or any member of its group).
-        #[arg(value_name = "DDDD:BB:DD.F")]
-        addr: PciAddress,
-    },
-    /// Undo what processes that died (crash, kill -9) left prepared.
-    Restore,
     /// List mediated-device types (mdev and NVIDIA vendor-VFIO) with instances left.
     MdevTypes {
         /// Only this parent (PCI address, or an mdev_bus name such as mbochs).
@@ -195,6 +200,40 @@ enum GpuCommand {
     /// drivers, device nodes, memlock, mdev types, wgpu adapters): ok / warn / fail with the
     /// fix. Exit 0 when the mode asked for (any, by default) is ready, 3 otherwise.
     Doctor(DoctorArgs),
+    /// Move a GPU's IOMMU group to vfio-pci (with its companions), journaled and reversible.
+    Prepare {
+        /// The GPU.
+        #[arg(value_name = "DDDD:BB:DD.F")]
+        addr: PciAddress,
+        /// Print the plan (every sysfs write and module load) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow passing through the host's boot display (the host loses its console).
+        #[arg(long)]
+        allow_boot_vga: bool,
+    },
+    /// Give a prepared GPU's group back to its original drivers.
+    Release {
+        /// The GPU (or any member of its group).
+        #[arg(value_name = "DDDD:BB:DD.F")]
+        addr: PciAddress,
+    },
+    /// Undo what processes that died (crash, kill -9) left prepared.
+    Restore,
+    /// Serve one VM's virtio-gpu as a vhost-user-gpu backend rendered with wgpu (QEMU's
+    /// `-device vhost-user-gpu-pci`); runs until QEMU disconnects. `vm-cli --kernel …
+    /// --gpu-mode wgpu` starts it by itself.
+    ServeWgpu {
+        /// The unix socket to listen on (QEMU's `-chardev socket,path=`).
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// Display width offered to the guest.
+        #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(1..=16384))]
+        width: u32,
+        /// Display height offered to the guest.
+        #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(1..=16384))]
+        height: u32,
+    },
 }
 
 /// `vm-cli gpu mdev-create`.
@@ -285,6 +324,9 @@ pub fn run(cli: Cli) -> i32 {
             command: GpuCommand::List,
         }) => gpu_list(&mut mgr, cli.json, state_dir.as_deref()),
         Some(Command::Gpu {
+            command: GpuCommand::Doctor(args),
+        }) => gpu_doctor(&mut mgr, &args, cli.json),
+        Some(Command::Gpu {
             command:
                 GpuCommand::Prepare {
                     addr,
@@ -311,8 +353,13 @@ pub fn run(cli: Cli) -> i32 {
             command: GpuCommand::Restore,
         }) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
         Some(Command::Gpu {
-            command: GpuCommand::Doctor(args),
-        }) => gpu_doctor(&mut mgr, &args, cli.json),
+            command:
+                GpuCommand::ServeWgpu {
+                    socket,
+                    width,
+                    height,
+                },
+        }) => serve_wgpu(&socket, width, height),
         Some(Command::Gpu { command }) => mdev_cmd::run(
             mgr.host().as_ref(),
             command,
@@ -333,7 +380,13 @@ pub fn run(cli: Cli) -> i32 {
             }
         },
         None => match &cli.run.kernel {
-            Some(_) => plan(&mut mgr, &cli.run, cli.json),
+            Some(_) => plan(
+                &mut mgr,
+                &cli.run,
+                cli.json,
+                state_dir.as_deref(),
+                simulated,
+            ),
             None => {
                 eprintln!("vm-cli: nothing to do: give --kernel FILE to start a VM, or a command such as `vm-cli gpu list` (see --help)");
                 EXIT_USAGE
@@ -392,7 +445,13 @@ fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: Option<&std::pat
     }
 }
 
-fn plan(mgr: &mut UnifiedGpuManager, run: &RunArgs, json: bool) -> i32 {
+fn plan(
+    mgr: &mut UnifiedGpuManager,
+    run: &RunArgs,
+    json: bool,
+    state_dir: Option<&std::path::Path>,
+    simulated: bool,
+) -> i32 {
     mgr.set_device(run.gpu_device);
     mgr.set_mdev_type(run.mdev_type.clone());
     mgr.set_allow_boot_vga(run.allow_boot_vga);
@@ -425,25 +484,82 @@ fn plan(mgr: &mut UnifiedGpuManager, run: &RunArgs, json: bool) -> i32 {
         gpu_device: run.gpu_device,
         mdev_type: run.mdev_type.clone(),
     };
-    if let Some(d) = mgr.decision() {
+    let mut doc = mgr.decision().map(|d| {
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report::plan_json(&req, &pref, d))
-                    .expect("JSON values serialize")
-            );
+            report::plan_json(&req, &pref, d)
         } else {
             print!("{}", report::plan_text(&req, d));
+            serde_json::Value::Null
         }
-    }
+    });
+    let print_doc = |doc: &Option<serde_json::Value>| {
+        if let Some(v) = doc.as_ref().filter(|_| json) {
+            print_json(v);
+        }
+    };
     if let Err(e) = result {
+        print_doc(&doc);
         return fail(&e);
     }
     if run.dry_run {
+        print_doc(&doc);
         return EXIT_OK;
     }
-    eprintln!("vm-cli: this build plans but does not start VMs yet; rerun with --dry-run to print the plan only");
-    EXIT_FAILURE
+    let Some(candidate) = mgr.get_selected_backend().cloned() else {
+        print_doc(&doc);
+        eprintln!("vm-cli: no GPU was selected");
+        return EXIT_UNAVAILABLE;
+    };
+    let code = launch::launch(
+        mgr.host(),
+        &candidate,
+        run,
+        (state_dir, simulated),
+        json,
+        &mut doc,
+    );
+    print_doc(&doc);
+    code
+}
+
+fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
+    use crate::gpu_virt::vhost_user::VhostUserGpu;
+    use crate::gpu_virt::virtio_gpu::VirtioGpuConfig;
+    use crate::gpu_virt::WgpuBackend;
+    let mut backend = WgpuBackend::new();
+    if let Err(e) = backend.init() {
+        eprintln!("vm-cli: gpu serve-wgpu: {e}");
+        return EXIT_UNAVAILABLE;
+    }
+    let device = match backend.create_device(VirtioGpuConfig {
+        scanouts: vec![(width, height)],
+        ..VirtioGpuConfig::default()
+    }) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vm-cli: gpu serve-wgpu: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(info) = backend.adapter_info() {
+        eprintln!(
+            "vm-cli: gpu serve-wgpu: {} ({:?}), {width}x{height}, listening on {}",
+            info.name,
+            info.backend,
+            socket.display()
+        );
+    }
+    let gpu = VhostUserGpu::new(device);
+    let result = gpu.serve(socket);
+    let _ = std::fs::remove_file(socket);
+    eprintln!("vm-cli: gpu serve-wgpu: {}", gpu.with_device(|d| d.stats()));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("vm-cli: gpu serve-wgpu: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 /// `2G`, `512M`, `1024K`, `4096` (MiB, as QEMU's `-m`) in bytes.

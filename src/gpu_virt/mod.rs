@@ -2,6 +2,7 @@
 
 mod adapters;
 pub mod backend;
+pub mod vhost_user;
 pub mod virtio_gpu;
 pub mod wgpu_backend;
 

@@ -120,6 +120,40 @@ impl HostOps for LinuxHost {
         crate::gpu_virt::probe_adapters()
     }
 
+    fn kvm_create_vm(&self) -> Result<i32, HostError> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // KVM_GET_API_VERSION = _IO(0xAE, 0x00), KVM_CREATE_VM = _IO(0xAE, 0x01).
+        const KVM_GET_API_VERSION: nix::libc::c_ulong = 0xAE00;
+        const KVM_CREATE_VM: nix::libc::c_ulong = 0xAE01;
+        let node = Path::new("/dev/kvm");
+        let kvm = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(node)
+            .map_err(|e| HostError::io("open", node, e))?;
+        // SAFETY: both ioctls take an integer argument and touch no caller memory.
+        let version = unsafe { nix::libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+        if version < 0 {
+            return Err(HostError::io(
+                "KVM_GET_API_VERSION",
+                node,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: as above; a returned fd is owned (and closed) by `OwnedFd`.
+        let vm = unsafe { nix::libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM as _, 0) };
+        if vm < 0 {
+            return Err(HostError::io(
+                "KVM_CREATE_VM",
+                node,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `vm` is a new fd that nothing else owns.
+        drop(unsafe { OwnedFd::from_raw_fd(vm) });
+        Ok(version)
+    }
+
     fn vfio_open_container(&self) -> Result<VfioContainer, HostError> {
         self.vfio.open_container()
     }

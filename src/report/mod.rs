@@ -3,9 +3,9 @@
 //! JSON documents carry `"schema": 1`; fields are only ever added within a schema version.
 
 mod doctor;
+pub mod passthrough;
 
 pub use doctor::{doctor_json, doctor_text};
-pub mod passthrough;
 
 use serde_json::{json, Value};
 use vm_passthrough::PciAddress;

@@ -263,6 +263,19 @@ pub trait HostOps: Send + Sync {
         IommufdAvailability { iommu_dev, cdev }
     }
 
+    /// Opens `/dev/kvm`, checks `KVM_GET_API_VERSION` (12) and creates (then closes) a VM
+    /// with `KVM_CREATE_VM`: whether this process can use KVM at all. Returns the API
+    /// version. The provided answer is "the node exists, API 12": a recorded tree cannot make
+    /// ioctls; `LinuxHost` makes them.
+    fn kvm_create_vm(&self) -> Result<i32, HostError> {
+        let node = Path::new("/dev/kvm");
+        if self.exists(node) {
+            Ok(12)
+        } else {
+            Err(HostError::errno("open", node, 2))
+        }
+    }
+
     /// Reads an attribute as text, without the trailing newline.
     fn read_attr(&self, path: &Path) -> Result<String, HostError> {
         let bytes = self.read(path)?;

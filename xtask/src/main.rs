@@ -11,6 +11,9 @@
 //!   compares ids, class, driver and IOMMU group with what the generator meant to write.
 //! - `kernel-test [--accel tcg|kvm] [--scenario NAME]... [--update-fixtures] [--keep]`: boots
 //!   Debian's kernel in QEMU with `vm-cli` in the initramfs and runs the real-kernel scenarios.
+//! - `e2e [--qemu PATH] [--timeout SECS]`: `vm-cli --kernel … --gpu-mode wgpu` boots Debian's
+//!   kernel with the project's vhost-user-gpu backend; a QMP screendump of the guest's
+//!   framebuffer pattern must match pixel for pixel.
 
 mod bench;
 mod check;
@@ -32,7 +35,9 @@ commands:
   test [--no-kernel]             the whole suite: cargo test --workspace, sim, kernel-test
   sim                            run vm-cli gpu list on every fixture and shared recording,
                                  one line per host; fail when a snapshot differs
-  kernel-test [--help]           boot Debian's kernel in QEMU and run the real-kernel scenarios";
+  kernel-test [--help]           boot Debian's kernel in QEMU and run the real-kernel scenarios
+  e2e [--help]                   boot a guest through vm-cli --gpu-mode wgpu and compare a
+                                 screendump of its framebuffer with the pattern it drew";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         Some("test") => test::test_cmd(rest),
         Some("bench") => bench::bench_cmd(rest),
         Some("kernel-test") => kernel_test::run(rest),
+        Some("e2e") => kernel_test::e2e::run(rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -4,7 +4,8 @@
 //!    (the simulator, the manager, the CLI, wgpu on a real adapter).
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
 //! 3. `cargo xtask kernel-test`: the same binary against a real Linux kernel with an IOMMU,
-//!    in QEMU (skipped with `--no-kernel`).
+//!    in QEMU, and `cargo xtask e2e`: a guest booted by `vm-cli --gpu-mode wgpu` draws on
+//!    our vhost-user-gpu backend, checked pixel for pixel (both skipped with `--no-kernel`).
 
 use std::process::Command;
 
@@ -36,6 +37,8 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
     if kernel {
         println!("== cargo xtask kernel-test");
         crate::kernel_test::run(&[])?;
+        println!("== cargo xtask e2e");
+        crate::kernel_test::e2e::run(&[])?;
     }
     Ok(())
 }

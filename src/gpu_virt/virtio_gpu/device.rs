@@ -85,6 +85,28 @@ pub enum DeviceError {
     },
 }
 
+/// A change an external display must see (the vhost-user-gpu display socket), recorded
+/// once [`VirtioGpuDevice::record_display_events`] is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayEvent {
+    /// The scanout now shows an image of this size; 0×0: it is disabled.
+    Mode {
+        /// Scanout.
+        scanout: u32,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// This area of the scanout (scanout coordinates) changed: a flush, or the cursor.
+    Damage {
+        /// Scanout.
+        scanout: u32,
+        /// The area.
+        rect: Rect,
+    },
+}
+
 /// What one pass over a virtqueue did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueRun {
@@ -113,6 +135,8 @@ pub struct VirtioGpuDevice {
     /// Cache-sized bounce buffer for formats converted on the way to staging memory.
     scratch: Vec<u8>,
     driver_features: u64,
+    /// Display changes since the last [`VirtioGpuDevice::take_display_events`], when on.
+    display_events: Option<Vec<DisplayEvent>>,
 }
 
 impl VirtioGpuDevice {
@@ -150,6 +174,7 @@ impl VirtioGpuDevice {
             last_submit: None,
             scratch: Vec::new(),
             driver_features: DEVICE_FEATURES,
+            display_events: None,
             ctx,
         })
     }
@@ -233,6 +258,84 @@ impl VirtioGpuDevice {
         };
         read_back(&self.ctx.device, &self.ctx.queue, tex, s.opaque)
             .map_err(|message| DeviceError::Readback { scanout, message })
+    }
+
+    /// Starts (or stops) recording [`DisplayEvent`]s for an external display.
+    pub fn record_display_events(&mut self, on: bool) {
+        self.display_events = on.then(Vec::new);
+    }
+
+    /// The display changes since the last call (empty when not recording).
+    pub fn take_display_events(&mut self) -> Vec<DisplayEvent> {
+        self.display_events
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn display_event(&mut self, e: DisplayEvent) {
+        let Some(v) = self.display_events.as_mut() else {
+            return;
+        };
+        if v.len() < 4096 {
+            v.push(e);
+            return;
+        }
+        // Nobody took the events for a long time: the current state says it all.
+        v.clear();
+        for (i, s) in self.scanouts.iter().enumerate() {
+            let (scanout, width, height) = (i as u32, s.rect.width, s.rect.height);
+            v.push(DisplayEvent::Mode {
+                scanout,
+                width,
+                height,
+            });
+            if s.is_enabled() {
+                v.push(DisplayEvent::Damage {
+                    scanout,
+                    rect: Rect::new(0, 0, width, height),
+                });
+            }
+        }
+    }
+
+    /// Reads `rect` (scanout coordinates) of a scanout's presented image as x8r8g8b8
+    /// little-endian pixels (bytes B, G, R, X: what QEMU's vhost-user-gpu UPDATE carries),
+    /// `rect.width * 4` bytes per row.
+    pub fn read_scanout_bgrx(&mut self, scanout: u32, rect: Rect) -> Result<Vec<u8>, DeviceError> {
+        self.present();
+        let s = self
+            .scanouts
+            .get(scanout as usize)
+            .ok_or(DeviceError::NoSuchScanout(scanout))?;
+        let res = self
+            .resources
+            .get(&s.resource_id)
+            .ok_or(DeviceError::ScanoutDisabled(scanout))?;
+        if rect.is_empty() || !rect.fits_in(s.rect.width, s.rect.height) {
+            return Err(DeviceError::Readback {
+                scanout,
+                message: format!(
+                    "area {rect:?} is outside the {}x{} scanout",
+                    s.rect.width, s.rect.height
+                ),
+            });
+        }
+        let (tex, x, y) = if s.direct {
+            (&res.texture, s.rect.x + rect.x, s.rect.y + rect.y)
+        } else {
+            match s.target.as_ref() {
+                Some((t, _)) => (t, rect.x, rect.y),
+                None => (&res.texture, s.rect.x + rect.x, s.rect.y + rect.y),
+            }
+        };
+        super::scanout::read_back_region_bgrx(
+            &self.ctx.device,
+            &self.ctx.queue,
+            tex,
+            Rect::new(x, y, rect.width, rect.height),
+        )
+        .map_err(|message| DeviceError::Readback { scanout, message })
     }
 
     /// Processes one request (the bytes the driver wrote) and returns the response bytes;
@@ -513,10 +616,19 @@ impl VirtioGpuDevice {
             .remove(&id)
             .ok_or(ErrorCode::InvalidResourceId)?;
         self.hostmem_used = self.hostmem_used.saturating_sub(res.charged);
-        for s in &mut self.scanouts {
+        let mut disabled = Vec::new();
+        for (i, s) in self.scanouts.iter_mut().enumerate() {
             if s.resource_id == id {
                 s.disable();
+                disabled.push(i as u32);
             }
+        }
+        for scanout in disabled {
+            self.display_event(DisplayEvent::Mode {
+                scanout,
+                width: 0,
+                height: 0,
+            });
         }
         self.publish_resources();
         Ok(Response::OkNoData)
@@ -529,6 +641,11 @@ impl VirtioGpuDevice {
             .ok_or(ErrorCode::InvalidScanoutId)?;
         if rid == 0 {
             s.disable();
+            self.display_event(DisplayEvent::Mode {
+                scanout: sid,
+                width: 0,
+                height: 0,
+            });
             return Ok(Response::OkNoData);
         }
         let res = self
@@ -552,6 +669,15 @@ impl VirtioGpuDevice {
         s.opaque = res.format.is_opaque();
         s.dirty.clear();
         s.mark_dirty(Rect::new(0, 0, rect.width, rect.height));
+        self.display_event(DisplayEvent::Mode {
+            scanout: sid,
+            width: rect.width,
+            height: rect.height,
+        });
+        self.display_event(DisplayEvent::Damage {
+            scanout: sid,
+            rect: Rect::new(0, 0, rect.width, rect.height),
+        });
         Ok(Response::OkNoData)
     }
 
@@ -563,15 +689,21 @@ impl VirtioGpuDevice {
         if !rect.fits_in(res.width, res.height) {
             return Err(ErrorCode::InvalidParameter);
         }
-        for s in self.scanouts.iter_mut() {
+        let mut damaged = Vec::new();
+        for (i, s) in self.scanouts.iter_mut().enumerate() {
             if s.resource_id != rid {
                 continue;
             }
             let Some(r) = rect.intersect(&s.rect) else {
                 continue;
             };
-            s.mark_dirty(Rect::new(r.x - s.rect.x, r.y - s.rect.y, r.width, r.height));
+            let local = Rect::new(r.x - s.rect.x, r.y - s.rect.y, r.width, r.height);
+            s.mark_dirty(local);
             s.flushed = true;
+            damaged.push((i as u32, local));
+        }
+        for (scanout, rect) in damaged {
+            self.display_event(DisplayEvent::Damage { scanout, rect });
         }
         Ok(Response::OkNoData)
     }
@@ -739,7 +871,9 @@ impl VirtioGpuDevice {
         let (cx0, cy0) = (clip(x0, w), clip(y0, h));
         let (cx1, cy1) = (clip(x0 + size.0 as i64, w), clip(y0 + size.1 as i64, h));
         if cx1 > cx0 && cy1 > cy0 {
-            s.mark_dirty(Rect::new(cx0, cy0, cx1 - cx0, cy1 - cy0));
+            let rect = Rect::new(cx0, cy0, cx1 - cx0, cy1 - cy0);
+            s.mark_dirty(rect);
+            self.display_event(DisplayEvent::Damage { scanout: sid, rect });
         }
     }
 

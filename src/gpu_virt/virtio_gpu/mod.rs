@@ -15,8 +15,8 @@ pub mod stats;
 pub mod transfer;
 
 pub use device::{
-    is_ok, response_type, DeviceError, QueueKind, QueueRun, VirtioGpuConfig, VirtioGpuDevice,
-    DEFAULT_MAX_HOSTMEM,
+    is_ok, response_type, DeviceError, DisplayEvent, QueueKind, QueueRun, VirtioGpuConfig,
+    VirtioGpuDevice, DEFAULT_MAX_HOSTMEM,
 };
 pub use protocol::{Command, CtrlHeader, CursorPos, ErrorCode, Format, MemEntry, Rect, Response};
 pub use scanout::RgbaImage;

@@ -466,6 +466,91 @@ impl RgbaImage {
     }
 }
 
+/// Reads `rect` of `texture` (`Bgra8Unorm` or `Rgba8Unorm`) back as B, G, R, X bytes, rows
+/// packed (`rect.width * 4` bytes each).
+pub fn read_back_region_bgrx(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    texture: &wgpu::Texture,
+    rect: Rect,
+) -> Result<Vec<u8>, String> {
+    let (w, h) = (rect.width, rect.height);
+    if w == 0 || h == 0 || !rect.fits_in(texture.width(), texture.height()) {
+        return Err(format!(
+            "area {rect:?} is outside the {}x{} image",
+            texture.width(),
+            texture.height()
+        ));
+    }
+    let pitch = (w as u64 * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64);
+    let buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("virtio-gpu display readback"),
+        size: pitch * h as u64,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("virtio-gpu display readback"),
+    });
+    enc.copy_texture_to_buffer(
+        wgpu::TexelCopyTextureInfo {
+            texture,
+            mip_level: 0,
+            origin: wgpu::Origin3d {
+                x: rect.x,
+                y: rect.y,
+                z: 0,
+            },
+            aspect: wgpu::TextureAspect::All,
+        },
+        wgpu::TexelCopyBufferInfo {
+            buffer: &buf,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(pitch as u32),
+                rows_per_image: Some(h),
+            },
+        },
+        wgpu::Extent3d {
+            width: w,
+            height: h,
+            depth_or_array_layers: 1,
+        },
+    );
+    let idx = queue.submit([enc.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(idx),
+            timeout: None,
+        })
+        .map_err(|e| format!("waiting for the readback copy: {e}"))?;
+    rx.recv()
+        .map_err(|e| format!("readback map callback lost: {e}"))?
+        .map_err(|e| format!("mapping the readback buffer: {e}"))?;
+    let mut data = Vec::with_capacity(w as usize * h as usize * 4);
+    {
+        let view = buf
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| format!("reading the mapped readback buffer: {e}"))?;
+        for r in 0..h as usize {
+            let s = r * pitch as usize;
+            data.extend_from_slice(&view[s..s + w as usize * 4]);
+        }
+    }
+    buf.unmap();
+    if texture.format() != wgpu::TextureFormat::Bgra8Unorm {
+        for px in data.chunks_exact_mut(4) {
+            px.swap(0, 2);
+        }
+    }
+    Ok(data)
+}
+
 /// Reads a scanout's composited image back to the CPU as RGBA (alpha forced to 255 when
 /// `opaque`).
 pub fn read_back(

@@ -274,6 +274,82 @@ pub fn prepare(lab_root: &Path, opts: &Opts) -> Result<Kernel, String> {
     })
 }
 
+/// The kernel alone for `cargo xtask e2e`: the image and the modules of `modules` (with
+/// their dependencies) from the same cache as [`prepare`], without the mdev samples or their
+/// headers.
+pub fn prepare_plain(lab_root: &Path, opts: &Opts, modules: &[&str]) -> Result<Kernel, String> {
+    let kver = debian_kernel_version(opts)?;
+    stamp(&format!("kernel linux-image-{kver}"));
+    ensure_packages(
+        &["busybox-static".to_string(), "xz-utils".to_string()],
+        opts,
+    )?;
+    let dir = lab_root.join(&kver);
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| format!("mkdir {}: {e}", debs.display()))?;
+    let img_prefix = format!("linux-image-{kver}_");
+    if find_deb(&debs, &img_prefix).is_none() {
+        apt_download(&format!("linux-image-{kver}"), &debs, opts)?;
+    }
+    let img_deb = find_deb(&debs, &img_prefix).ok_or_else(|| {
+        format!(
+            "apt-get download left no {img_prefix}*.deb in {}",
+            debs.display()
+        )
+    })?;
+    let pkg_version = run_cmd(
+        Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&img_deb)
+            .arg("Version"),
+        "dpkg-deb -f Version",
+    )?
+    .trim()
+    .to_string();
+    let kimg = dir.join("kimg");
+    let modroot = kimg.join("lib/modules").join(&kver);
+    let vmlinuz = kimg.join("boot").join(format!("vmlinuz-{kver}"));
+    let present = std::fs::read_to_string(modroot.join("modules.dep"))
+        .ok()
+        .and_then(|dep| module_closure(&dep, modules).ok())
+        .is_some_and(|files| files.iter().all(|f| modroot.join(f).is_file()));
+    if !vmlinuz.is_file() || !present {
+        stamp(&format!("extract {}", img_deb.display()));
+        let _ = std::fs::remove_dir_all(&kimg);
+        std::fs::create_dir_all(&kimg).map_err(|e| format!("mkdir {}: {e}", kimg.display()))?;
+        run_cmd(
+            Command::new("dpkg-deb").arg("-x").arg(&img_deb).arg(&kimg),
+            "dpkg-deb -x",
+        )?;
+        depmod(&kimg, &kver)?;
+        // Keep what kernel-test needs too (the samples are not built here, so only the
+        // Debian modules of its list), drop the other 400 MB.
+        let dep_path = modroot.join("modules.dep");
+        let dep = std::fs::read_to_string(&dep_path)
+            .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
+        let mut keep = module_closure(&dep, modules)?;
+        let debian: Vec<&str> = MODULES
+            .iter()
+            .copied()
+            .filter(|m| !SAMPLES.contains(m))
+            .collect();
+        keep.extend(module_closure(&dep, &debian).unwrap_or_default());
+        prune_except(&modroot, &keep)?;
+    }
+    let vmlinux = dir.join(format!("vmlinux-{kver}"));
+    if !vmlinux.is_file() {
+        stamp("uncompress vmlinuz -> vmlinux");
+        extract_vmlinux(&vmlinuz, &vmlinux)?;
+    }
+    Ok(Kernel {
+        kver,
+        pkg_version,
+        dir,
+        vmlinux,
+        modroot,
+    })
+}
+
 /// True when `modules.dep` is there and every Debian module of [`MODULES`]' closure too
 /// (the samples in `extra/` are checked separately).
 fn modules_present(modroot: &Path) -> bool {
@@ -297,7 +373,11 @@ fn prune_modules(modroot: &Path) -> Result<(), String> {
     let dep_path = modroot.join("modules.dep");
     let dep = std::fs::read_to_string(&dep_path)
         .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
-    let keep = module_closure(&dep, MODULES)?;
+    prune_except(modroot, &module_closure(&dep, MODULES)?)
+}
+
+/// Deletes every `.ko` under `modroot/kernel` not in `keep`.
+fn prune_except(modroot: &Path, keep: &std::collections::BTreeSet<String>) -> Result<(), String> {
     let mut stack = vec![modroot.join("kernel")];
     let mut removed = 0usize;
     while let Some(dir) = stack.pop() {

@@ -15,6 +15,7 @@
 //! `target/kernel-lab/<kernel-version>/`; serial logs go to `target/kernel-lab/logs/`.
 
 mod differential;
+pub mod e2e;
 mod initramfs;
 mod lab;
 mod qemu;

@@ -1,0 +1,144 @@
+//! `vm-cli --kernel K …` without `--dry-run`: plan the launch, print it (`--print-cmdline`)
+//! or run the VM and give everything back when it ends.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::{RunArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK};
+use crate::gpu_manager::Candidate;
+use crate::host::Host;
+use crate::launch::{self as l, LaunchOptions};
+
+/// This VM's directory for sockets: `$XDG_RUNTIME_DIR/vm-device/vm-PID`, or under the
+/// temporary directory.
+fn run_dir() -> PathBuf {
+    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => std::env::temp_dir(),
+    };
+    base.join("vm-device")
+        .join(format!("vm-{}", std::process::id()))
+}
+
+fn backend_command() -> Vec<OsString> {
+    let exe = std::env::current_exe()
+        .map(PathBuf::into_os_string)
+        .unwrap_or_else(|_| "vm-cli".into());
+    vec![exe, "gpu".into(), "serve-wgpu".into()]
+}
+
+/// Plans and prints (`--print-cmdline`) or runs the VM; adds `launch` (and `outcome`) to
+/// the JSON document.
+pub(super) fn launch(
+    host: &Host,
+    candidate: &Candidate,
+    run: &RunArgs,
+    (state_dir, simulated): (Option<&Path>, bool),
+    json: bool,
+    doc: &mut Option<Value>,
+) -> i32 {
+    let Some(kernel) = run.kernel.clone() else {
+        eprintln!("vm-cli: --kernel is required to start a VM");
+        return super::EXIT_USAGE;
+    };
+    let run_dir = run_dir();
+    let state_dir = match state_dir {
+        Some(d) => d.to_path_buf(),
+        // A simulated host's journals describe no real change: keep them with the VM's
+        // sockets, which are removed when it ends.
+        None if simulated => run_dir.join("state"),
+        None => crate::plan::default_state_dir(),
+    };
+    let opts = LaunchOptions {
+        kernel,
+        initrd: run.initrd.clone(),
+        append: run.append.clone(),
+        memory_bytes: run.memory,
+        cpus: run.cpus,
+        x_vga: run.x_vga,
+        allow_boot_vga: run.allow_boot_vga,
+        state_dir,
+        run_dir,
+        backend_command: backend_command(),
+        mdev_uuid: crate::gpu_mdev::UuidSource::Random,
+    };
+    let qemu = match l::find_qemu(run.qemu.as_deref(), std::env::var_os("PATH")) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("vm-cli: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let accel = l::choose_accel(host.as_ref());
+    let plan = match l::plan_launch(host.as_ref(), candidate, qemu, accel, &opts) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vm-cli: {e}");
+            return e.exit_code();
+        }
+    };
+    if let Some(v) = doc.as_mut().filter(|_| json) {
+        v["launch"] = serde_json::to_value(&plan).unwrap_or(Value::Null);
+    }
+    if run.print_cmdline {
+        if !json {
+            print!("{}", plan.text());
+        }
+        return EXIT_OK;
+    }
+    if plan.accel.accel == l::Accel::Tcg {
+        eprintln!(
+            "vm-cli: warning: running without KVM, under TCG (slow): {}",
+            plan.accel.why
+        );
+    }
+    if simulated {
+        eprintln!("vm-cli: warning: --host-root: the host changes are simulated; QEMU runs on this machine");
+    }
+    let stop = match l::install_stop_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vm-cli: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    if !json {
+        eprintln!(
+            "vm-cli: {}",
+            plan.change.text().trim_end().replace('\n', "\nvm-cli: ")
+        );
+        eprintln!("vm-cli: starting {}", l::shell_line(&plan.argv));
+    }
+    let outcome = match l::run(host.as_ref(), &plan, &opts, stop) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("vm-cli: {e}");
+            return e.exit_code();
+        }
+    };
+    if let Some(v) = doc.as_mut().filter(|_| json) {
+        v["outcome"] = json!(outcome);
+    }
+    eprintln!(
+        "vm-cli: QEMU {} (ended by {}); {}",
+        outcome.qemu_status,
+        outcome.ended_by,
+        if outcome.left.is_empty() {
+            "everything given back".to_string()
+        } else {
+            format!(
+                "NOT given back: {}; run `vm-cli gpu restore` once the cause is fixed",
+                outcome.left.join("; ")
+            )
+        }
+    );
+    if !outcome.left.is_empty() {
+        EXIT_LEFT_CHANGES
+    } else if outcome.clean() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
+}

@@ -1,0 +1,327 @@
+//! Starting a VM with the chosen GPU: plan, prepare, run QEMU, give everything back.
+//!
+//! - [`plan_launch`] (pure apart from reading the host): from the selected candidate, the
+//!   host change it needs (a passthrough prepare or an mdev creation, as a printable plan),
+//!   the [`GpuAttachment`], and the QEMU command line ([`argv::qemu_argv`]).
+//! - [`qemu::find_qemu`]: `--qemu PATH` or the newest `qemu-system-x86_64` on `PATH`, with
+//!   the version the device needs ([`required_qemu`]).
+//! - [`accel::choose_accel`]: KVM when it can run a stock kernel, else TCG with the reason.
+//! - [`run`]: applies the change under a journal (so `vm-cli gpu restore` undoes it if this
+//!   process is killed), starts the wgpu backend when the rung is wgpu, runs QEMU with the
+//!   serial console on the terminal, and takes one release path whatever ends the VM: the
+//!   guest powering off, QEMU dying, or a stop request (SIGINT/SIGTERM, see
+//!   [`install_stop_signals`]): QEMU stopped, backend stopped, mdev removed, devices back
+//!   on their drivers.
+
+pub mod accel;
+pub mod argv;
+pub mod qemu;
+mod supervise;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use accel::{choose_accel, Accel, AccelChoice};
+pub use argv::{qemu_argv, shell_line, GpuAttachment, VmConfig};
+pub use qemu::{find_qemu, QemuBinary, QemuError, QemuVersion};
+pub use supervise::{install_stop_signals, run, stop_requested, LaunchOutcome, StopFlag};
+
+use crate::gpu_manager::{Candidate, Target};
+use crate::gpu_mdev::{MdevType, Planned, UuidSource};
+use crate::gpu_passthrough::PassthroughPlan;
+use crate::host::HostOps;
+use crate::inventory::HostInventory;
+
+/// The oldest QEMU whose `vhost-user-gpu-pci` starts without KVM (7.2 stops with
+/// `vhost initialization failed: requires kvm`).
+pub const VHOST_USER_GPU_TCG_QEMU: QemuVersion = QemuVersion::new(8, 0, 0);
+/// The first QEMU with `vhost-user-gpu-pci`.
+pub const VHOST_USER_GPU_QEMU: QemuVersion = QemuVersion::new(4, 1, 0);
+
+/// What the user asked for, beyond the GPU choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchOptions {
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub append: Option<String>,
+    /// Guest RAM in bytes.
+    pub memory_bytes: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// `x-vga=on` for a passed-through GPU.
+    pub x_vga: bool,
+    /// Allow the host's boot display to be passed through.
+    pub allow_boot_vga: bool,
+    /// Journals and locks (`/run/vm-device`).
+    pub state_dir: PathBuf,
+    /// This VM's sockets (backend, QMP): created by [`run`], removed afterwards.
+    pub run_dir: PathBuf,
+    /// The wgpu backend's command, without `--socket PATH` (default: this program's
+    /// `gpu serve-wgpu`).
+    pub backend_command: Vec<OsString>,
+    /// Where a new mdev's UUID comes from (random by default).
+    pub mdev_uuid: UuidSource,
+}
+
+/// The host change a launch makes before QEMU starts, undone when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HostChange {
+    /// A GPU's (or VF's) IOMMU group moves to vfio-pci.
+    Passthrough {
+        /// The prepare plan.
+        plan: Box<PassthroughPlan>,
+    },
+    /// An mdev (or vendor-VFIO vGPU) is created.
+    Mdev {
+        /// The creation plan (its undo removes the device).
+        planned: Box<Planned>,
+    },
+    /// Nothing on the host changes (wgpu).
+    None,
+}
+
+impl HostChange {
+    /// The plan as text (one line per step, with its undo).
+    pub fn text(&self) -> String {
+        match self {
+            HostChange::Passthrough { plan } => crate::report::passthrough::plan_text(plan),
+            HostChange::Mdev { planned } => planned.plan.plan.to_text(),
+            HostChange::None => "Plan: nothing to change on the host\n".into(),
+        }
+    }
+}
+
+/// Everything a launch will do, before it does any of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchPlan {
+    /// The host change.
+    pub change: HostChange,
+    /// The VM.
+    pub vm: VmConfig,
+    /// The accelerator and why.
+    pub accel: AccelChoice,
+    /// The QEMU that runs it.
+    pub qemu: QemuBinary,
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// The wgpu backend's command line, when the rung is wgpu.
+    pub backend: Option<Vec<String>>,
+}
+
+/// Why a launch could not be planned or run.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The candidate names nothing that can be attached.
+    #[error("{0}")]
+    NotAttachable(String),
+    /// Planning or applying the passthrough prepare failed.
+    #[error(transparent)]
+    Passthrough(#[from] crate::gpu_passthrough::PassthroughError),
+    /// Planning or applying the mdev creation failed.
+    #[error(transparent)]
+    Mdev(#[from] crate::gpu_mdev::MdevError),
+    /// No suitable QEMU.
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    /// A process or socket step failed.
+    #[error("{what}: {detail}")]
+    Process {
+        /// The step.
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl LaunchError {
+    /// The CLI's exit code for it: 3 refused/unavailable, 4 undone, 5 left changes, 1 other.
+    pub fn exit_code(&self) -> i32 {
+        use crate::cli::{EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_UNAVAILABLE, EXIT_UNDONE};
+        match self {
+            LaunchError::NotAttachable(_) => EXIT_UNAVAILABLE,
+            LaunchError::Passthrough(e) if e.is_refusal() => EXIT_UNAVAILABLE,
+            LaunchError::Passthrough(e) => match e.undone_fully() {
+                Some(true) => EXIT_UNDONE,
+                Some(false) => EXIT_LEFT_CHANGES,
+                None => EXIT_FAILURE,
+            },
+            LaunchError::Mdev(e) if e.left_changes() => EXIT_LEFT_CHANGES,
+            LaunchError::Mdev(crate::gpu_mdev::MdevError::StepFailed { .. }) => EXIT_UNDONE,
+            LaunchError::Mdev(_) => EXIT_UNAVAILABLE,
+            LaunchError::Qemu(_) | LaunchError::Process { .. } => EXIT_FAILURE,
+        }
+    }
+}
+
+/// The QEMU version the attachment needs under `accel`, and for what.
+pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, String)> {
+    match (gpu, accel) {
+        (GpuAttachment::VhostUserGpu { .. }, Accel::Tcg) => Some((
+            VHOST_USER_GPU_TCG_QEMU,
+            "vhost-user-gpu-pci under TCG (no usable KVM)".into(),
+        )),
+        (GpuAttachment::VhostUserGpu { .. }, Accel::Kvm) => {
+            Some((VHOST_USER_GPU_QEMU, "vhost-user-gpu-pci".into()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether an mdev type offers a display (region or dmabuf) for QEMU's `display=on`: the
+/// kernel's mbochs and mdpy samples and Intel GVT-g do; NVIDIA vGPU and others do not.
+pub fn mdev_offers_display(planned: &Planned) -> bool {
+    match &planned.choice {
+        crate::gpu_mdev::Choice::Mdev {
+            parent, mdev_type, ..
+        } => *mdev_type == MdevType::IntelGvtg || matches!(parent.as_str(), "mbochs" | "mdpy"),
+        crate::gpu_mdev::Choice::NvidiaVfio { .. } => false,
+    }
+}
+
+/// The backend socket inside `run_dir`.
+pub fn backend_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("gpu.sock")
+}
+
+/// Plans the launch of `candidate` (selected by the manager) on `host`: reads the host,
+/// changes nothing.
+pub fn plan_launch(
+    host: &dyn HostOps,
+    candidate: &Candidate,
+    qemu: QemuBinary,
+    accel: AccelChoice,
+    opts: &LaunchOptions,
+) -> Result<LaunchPlan, LaunchError> {
+    let (change, gpu) = match &candidate.target {
+        Target::Gpu {
+            address,
+            companions,
+        } => {
+            let plan = crate::gpu_passthrough::plan_prepare(host, address, opts.allow_boot_vga)?;
+            let mut functions = vec![*address];
+            functions.extend(companions.iter().copied());
+            (
+                HostChange::Passthrough {
+                    plan: Box::new(plan),
+                },
+                GpuAttachment::Passthrough {
+                    functions,
+                    x_vga: opts.x_vga,
+                },
+            )
+        }
+        Target::SriovVf { vf, .. } => {
+            let plan = crate::gpu_passthrough::plan_prepare(host, vf, opts.allow_boot_vga)?;
+            (
+                HostChange::Passthrough {
+                    plan: Box::new(plan),
+                },
+                GpuAttachment::VirtualFunction { vf: *vf },
+            )
+        }
+        t @ (Target::MdevType { .. } | Target::NvidiaVgpu { .. }) => {
+            let req = crate::gpu_mdev::lifecycle::request_for_target(t, opts.mdev_uuid.clone())
+                .ok_or_else(|| {
+                    LaunchError::NotAttachable(format!(
+                        "{}: no creation request for this target",
+                        candidate.describe()
+                    ))
+                })?;
+            let planned = crate::gpu_mdev::plan_create(&HostInventory::scan(host), &req)?;
+            let gpu = GpuAttachment::Mediated {
+                sysfsdev: planned.sysfs_path.clone(),
+                display: mdev_offers_display(&planned),
+            };
+            (
+                HostChange::Mdev {
+                    planned: Box::new(planned),
+                },
+                gpu,
+            )
+        }
+        Target::SriovPf { pf, total_vfs } => {
+            return Err(LaunchError::NotAttachable(format!(
+                "{pf} has SR-IOV ({total_vfs} virtual functions) but none is enabled; enable some with `vm-cli gpu sriov --gpu-device {pf} --num-vfs N`, then launch again"
+            )))
+        }
+        Target::Adapter { .. } => (
+            HostChange::None,
+            GpuAttachment::VhostUserGpu {
+                socket: backend_socket(&opts.run_dir),
+            },
+        ),
+        Target::Nothing => {
+            return Err(LaunchError::NotAttachable(format!(
+                "the {} rung has nothing to attach: {}",
+                candidate.mode(),
+                candidate
+                    .reason()
+                    .map(|r| r.message.clone())
+                    .unwrap_or_default()
+            )))
+        }
+    };
+    if let Some((needed, what)) = required_qemu(&gpu, accel.accel) {
+        qemu.require(needed, &what)?;
+    }
+    let backend = match &gpu {
+        GpuAttachment::VhostUserGpu { socket } => {
+            let mut b: Vec<String> = opts
+                .backend_command
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect();
+            b.push("--socket".into());
+            b.push(socket.display().to_string());
+            Some(b)
+        }
+        _ => None,
+    };
+    let vm = VmConfig {
+        kernel: opts.kernel.clone(),
+        initrd: opts.initrd.clone(),
+        append: opts.append.clone(),
+        memory_bytes: opts.memory_bytes,
+        cpus: opts.cpus,
+        accel: accel.accel,
+        gpu,
+        qmp: Some(opts.run_dir.join("qmp.sock")),
+    };
+    let argv = qemu_argv(&qemu, &vm);
+    Ok(LaunchPlan {
+        change,
+        vm,
+        accel,
+        qemu,
+        argv,
+        backend,
+    })
+}
+
+impl LaunchPlan {
+    /// The plan for people: host change, accelerator, backend and QEMU command line.
+    pub fn text(&self) -> String {
+        let mut out = self.change.text();
+        out.push_str(&format!(
+            "Accelerator: {} ({})\n",
+            self.accel.accel.as_str(),
+            self.accel.why
+        ));
+        out.push_str(&format!(
+            "QEMU: {} (version {})\n",
+            self.qemu.path.display(),
+            self.qemu.version
+        ));
+        if let Some(b) = &self.backend {
+            out.push_str(&format!("Backend: {}\n", shell_line(b)));
+        }
+        out.push_str(&format!("Command line:\n{}\n", shell_line(&self.argv)));
+        out
+    }
+}

@@ -1,0 +1,331 @@
+//! Running the VM: apply the host change, start the backend and QEMU, wait, release.
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use super::{HostChange, LaunchError, LaunchOptions, LaunchPlan};
+use crate::gpu_passthrough::{prepare, PrepareOptions, Prepared};
+use crate::host::HostOps;
+use crate::plan::{Executor, GroupLock, Journal, Owner};
+
+/// A stop request: set from a signal handler, or by a caller that wants the VM stopped.
+pub type StopFlag = AtomicBool;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Turns SIGINT, SIGTERM and SIGHUP into a stop request ([`stop_requested`]) instead of
+/// killing this process, so the release path runs; returns the flag to pass to [`run`].
+pub fn install_stop_signals() -> Result<&'static StopFlag, LaunchError> {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let action = signal::SigAction::new(
+            SigHandler::Handler(on_stop_signal),
+            signal::SaFlags::SA_RESTART,
+            signal::SigSet::empty(),
+        );
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { signal::sigaction(sig, &action) }.map_err(|e| LaunchError::Process {
+            what: format!("installing a {sig} handler"),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(&STOP)
+}
+
+/// True once SIGINT/SIGTERM/SIGHUP arrived (after [`install_stop_signals`]).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// How a launch ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchOutcome {
+    /// QEMU's exit code (`None`: never started, or ended by a signal).
+    pub qemu_exit: Option<i32>,
+    /// QEMU's status in words (`exited with 0`, `killed by SIGTERM`).
+    pub qemu_status: String,
+    /// What ended the VM: `guest` (QEMU exited on its own), `stop` (a signal or caller),
+    /// `backend` (the GPU backend died).
+    pub ended_by: String,
+    /// What the release could not put back, one line each (empty: host as before).
+    pub left: Vec<String>,
+}
+
+impl LaunchOutcome {
+    /// The host is as it was, and the VM ended as asked: the guest powered off (QEMU
+    /// exited 0) or a stop was requested. A dead backend is not clean.
+    pub fn clean(&self) -> bool {
+        self.left.is_empty()
+            && match self.ended_by.as_str() {
+                "stop" => true,
+                "guest" => self.qemu_exit == Some(0),
+                _ => false,
+            }
+    }
+}
+
+/// What is held while the VM runs.
+enum Held<'h> {
+    Passthrough(Prepared<'h>),
+    Mdev(Executor),
+    None,
+}
+
+fn apply<'h>(
+    host: &'h dyn HostOps,
+    plan: &LaunchPlan,
+    opts: &LaunchOptions,
+) -> Result<Held<'h>, LaunchError> {
+    match &plan.change {
+        HostChange::Passthrough { plan: p } => {
+            let prepared = prepare(
+                host,
+                &p.target,
+                &PrepareOptions {
+                    allow_boot_vga: opts.allow_boot_vga,
+                    state_dir: opts.state_dir.clone(),
+                },
+            )?;
+            Ok(Held::Passthrough(prepared))
+        }
+        HostChange::Mdev { planned } => {
+            // Journaled under this device's own key and kept while the VM runs, so
+            // `vm-cli gpu restore` removes the device if this process is killed. Creations
+            // on one parent are serialized by the kernel (a full type refuses with EINVAL).
+            let mut p = planned.plan.plan.clone();
+            p.key = format!("launch-mdev-{}", planned.device.replace([':', '/'], "_"));
+            let lock = GroupLock::try_acquire(&opts.state_dir, &p.key).map_err(|e| {
+                LaunchError::Process {
+                    what: format!(
+                        "locking {}",
+                        GroupLock::path_for(&opts.state_dir, &p.key).display()
+                    ),
+                    detail: e.to_string(),
+                }
+            })?;
+            let journal = Journal::new(
+                &opts.state_dir,
+                &p.key,
+                &p.subject,
+                Owner::current(host),
+                p.origin.clone(),
+            );
+            let mut exec = Executor::new(journal, lock);
+            exec.apply(host, &p)
+                .map_err(|e| crate::gpu_mdev::plan::from_apply(*e))?;
+            Ok(Held::Mdev(exec))
+        }
+        HostChange::None => Ok(Held::None),
+    }
+}
+
+fn release(host: &dyn HostOps, held: Held<'_>) -> Vec<String> {
+    match held {
+        Held::Passthrough(p) => match p.release() {
+            Ok(r) if r.complete() => Vec::new(),
+            Ok(r) => r.leftovers(),
+            Err(e) => vec![e.to_string()],
+        },
+        Held::Mdev(mut exec) => {
+            let r = exec.undo(host);
+            if r.complete() {
+                Vec::new()
+            } else {
+                r.leftovers()
+            }
+        }
+        Held::None => Vec::new(),
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with {c}"),
+        (None, Some(s)) => match Signal::try_from(s) {
+            Ok(sig) => format!("killed by {sig}"),
+            Err(_) => format!("killed by signal {s}"),
+        },
+        _ => status.to_string(),
+    }
+}
+
+/// SIGTERM, then SIGKILL after `grace`; waits for the exit.
+fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(s)) = child.try_wait() {
+        return Some(s);
+    }
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+fn start_backend(cmd: &[String], socket: &Path, stop: &StopFlag) -> Result<Child, LaunchError> {
+    use std::os::unix::process::CommandExt;
+    let (prog, args) = cmd.split_first().ok_or_else(|| LaunchError::Process {
+        what: "starting the GPU backend".into(),
+        detail: "empty backend command".into(),
+    })?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        // Its own process group: a Ctrl-C on the terminal reaches QEMU and vm-cli, and
+        // vm-cli stops the backend after QEMU, not before.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| LaunchError::Process {
+            what: format!("starting the GPU backend `{prog}`"),
+            detail: e.to_string(),
+        })?;
+    let start = Instant::now();
+    while !socket.exists() {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Err(LaunchError::Process {
+                what: format!("GPU backend `{}`", cmd.join(" ")),
+                detail: format!("{} before listening on {}", describe(s), socket.display()),
+            });
+        }
+        if stop.load(Ordering::SeqCst) || start.elapsed() > Duration::from_secs(30) {
+            terminate(&mut child, Duration::from_secs(2));
+            return Err(LaunchError::Process {
+                what: format!("GPU backend `{}`", cmd.join(" ")),
+                detail: if stop.load(Ordering::SeqCst) {
+                    "stopped on request before it listened".into()
+                } else {
+                    format!("no socket at {} after 30 s", socket.display())
+                },
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+/// Runs the VM of `plan` on `host`: applies the host change (journaled under
+/// `opts.state_dir`), starts the backend (wgpu), runs QEMU with this process's terminal,
+/// and when QEMU exits, the backend dies or `stop` is set, stops QEMU and the backend and
+/// undoes the host change. An error before QEMU starts is returned after the same release.
+pub fn run(
+    host: &dyn HostOps,
+    plan: &LaunchPlan,
+    opts: &LaunchOptions,
+    stop: &StopFlag,
+) -> Result<LaunchOutcome, LaunchError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.run_dir)
+        .map_err(|e| LaunchError::Process {
+            what: format!("creating {}", opts.run_dir.display()),
+            detail: e.to_string(),
+        })?;
+    let result = run_in_dir(host, plan, opts, stop);
+    let _ = std::fs::remove_dir_all(&opts.run_dir);
+    result
+}
+
+fn run_in_dir(
+    host: &dyn HostOps,
+    plan: &LaunchPlan,
+    opts: &LaunchOptions,
+    stop: &StopFlag,
+) -> Result<LaunchOutcome, LaunchError> {
+    let held = apply(host, plan, opts)?;
+    let started = start_processes(plan, stop);
+    let (mut qemu, mut backend) = match started {
+        Ok(p) => p,
+        Err(e) => {
+            let left = release(host, held);
+            for l in &left {
+                eprintln!("vm-cli: left on the host: {l}");
+            }
+            return Err(e);
+        }
+    };
+    let mut ended_by = "guest";
+    let status = loop {
+        if let Ok(Some(s)) = qemu.try_wait() {
+            break Some(s);
+        }
+        if stop.load(Ordering::SeqCst) {
+            ended_by = "stop";
+            break terminate(&mut qemu, Duration::from_secs(10));
+        }
+        if let Some(b) = backend.as_mut() {
+            if let Ok(Some(s)) = b.try_wait() {
+                eprintln!("vm-cli: the GPU backend {}; stopping the VM", describe(s));
+                ended_by = "backend";
+                break terminate(&mut qemu, Duration::from_secs(10));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if let Some(b) = backend.as_mut() {
+        terminate(b, Duration::from_secs(5));
+    }
+    let left = release(host, held);
+    Ok(LaunchOutcome {
+        qemu_exit: status.and_then(|s| s.code()),
+        qemu_status: status
+            .map(describe)
+            .unwrap_or_else(|| "could not be waited for".into()),
+        ended_by: ended_by.into(),
+        left,
+    })
+}
+
+fn start_processes(
+    plan: &LaunchPlan,
+    stop: &StopFlag,
+) -> Result<(Child, Option<Child>), LaunchError> {
+    let mut backend = match (&plan.backend, &plan.vm.gpu) {
+        (Some(cmd), super::GpuAttachment::VhostUserGpu { socket }) => {
+            Some(start_backend(cmd, socket, stop)?)
+        }
+        _ => None,
+    };
+    if stop.load(Ordering::SeqCst) {
+        if let Some(b) = backend.as_mut() {
+            terminate(b, Duration::from_secs(2));
+        }
+        return Err(LaunchError::Process {
+            what: "starting QEMU".into(),
+            detail: "stopped on request before QEMU started".into(),
+        });
+    }
+    let (prog, args) = plan
+        .argv
+        .split_first()
+        .expect("qemu_argv always starts with the binary");
+    match Command::new(prog).args(args).envs(plan.qemu.env()).spawn() {
+        Ok(q) => Ok((q, backend)),
+        Err(e) => {
+            if let Some(b) = backend.as_mut() {
+                terminate(b, Duration::from_secs(2));
+            }
+            Err(LaunchError::Process {
+                what: format!("starting {prog}"),
+                detail: e.to_string(),
+            })
+        }
+    }
+}
