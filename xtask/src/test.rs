@@ -23,6 +23,7 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
         }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut passed = 0;
     println!("== cargo test --workspace");
     let st = Command::new(&cargo)
         .args(["test", "--workspace"])
@@ -30,15 +31,25 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !st.success() {
+        println!("stages: {passed} passed, 1 failed");
         return Err("cargo test failed".into());
     }
-    println!("== cargo xtask sim");
-    crate::sim::sim_cmd(&[])?;
+    passed += 1;
+    let mut stages: Vec<(&str, fn(&[String]) -> Result<(), String>)> =
+        vec![("cargo xtask sim", crate::sim::sim_cmd)];
     if kernel {
-        println!("== cargo xtask kernel-test");
-        crate::kernel_test::run(&[])?;
-        println!("== cargo xtask e2e");
-        crate::kernel_test::e2e::run(&[])?;
+        stages.push(("cargo xtask kernel-test", crate::kernel_test::run));
+        stages.push(("cargo xtask e2e", crate::kernel_test::e2e::run));
     }
+    for (name, run) in stages {
+        println!("== {name}");
+        if let Err(e) = run(&[]) {
+            println!("stages: {passed} passed, 1 failed");
+            return Err(format!("{name}: {e}"));
+        }
+        passed += 1;
+    }
+    // The closing line CI reads: every stage above, each a test run of its own.
+    println!("stages: {passed} passed, 0 failed");
     Ok(())
 }
