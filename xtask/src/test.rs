@@ -9,6 +9,9 @@
 
 use std::process::Command;
 
+/// One xtask command run as a stage of the suite.
+type Stage = fn(&[String]) -> Result<(), String>;
+
 /// `cargo xtask test [--no-kernel]`.
 pub fn test_cmd(args: &[String]) -> Result<(), String> {
     let mut kernel = true;
@@ -35,8 +38,7 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
         return Err("cargo test failed".into());
     }
     passed += 1;
-    let mut stages: Vec<(&str, fn(&[String]) -> Result<(), String>)> =
-        vec![("cargo xtask sim", crate::sim::sim_cmd)];
+    let mut stages: Vec<(&str, Stage)> = vec![("cargo xtask sim", crate::sim::sim_cmd)];
     if kernel {
         stages.push(("cargo xtask kernel-test", crate::kernel_test::run));
         stages.push(("cargo xtask e2e", crate::kernel_test::e2e::run));
