@@ -251,17 +251,46 @@ fn deb_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 pub(super) fn c_backend(dir: &Path, opts: &Opts) -> Result<(PathBuf, PathBuf), String> {
     let root = dir.join("root");
     let libdir = root.join("usr/lib/x86_64-linux-gnu");
-    let bin = ["usr/libexec/vhost-user-gpu", "usr/lib/qemu/vhost-user-gpu"]
-        .iter()
-        .map(|p| root.join(p))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "no vhost-user-gpu under {} (qemu-system-gui from bookworm-backports; remove {} to fetch it again)",
-                root.display(),
-                dir.display()
-            )
-        })?;
+    let find = || {
+        ["usr/libexec/vhost-user-gpu", "usr/lib/qemu/vhost-user-gpu"]
+            .iter()
+            .map(|p| root.join(p))
+            .find(|p| p.is_file())
+    };
+    let bin = match find() {
+        Some(b) => b,
+        // A QEMU ≥ 8 on PATH was used, so nothing was extracted yet: only the backend's
+        // package is needed.
+        None if !opts.no_install => {
+            stamp("QEMU's C vhost-user-gpu: qemu-system-gui from bookworm-backports (extracted)");
+            let apt_opts = bpo_apt(dir)?;
+            let madison = run_cmd(
+                Command::new("apt-cache")
+                    .args(&apt_opts)
+                    .args(["madison", "qemu-system-gui"]),
+                "apt-cache madison qemu-system-gui",
+            )?;
+            let version = madison
+                .lines()
+                .find(|l| l.contains("backports"))
+                .and_then(|l| l.split('|').nth(1))
+                .map(|v| v.trim().to_string())
+                .ok_or("bookworm-backports has no qemu-system-gui")?;
+            bpo_extract(dir, &apt_opts, &[format!("qemu-system-gui={version}")])?;
+            find().ok_or_else(|| {
+                format!(
+                    "qemu-system-gui extracted under {} has no vhost-user-gpu",
+                    root.display()
+                )
+            })?
+        }
+        None => {
+            return Err(format!(
+                "no vhost-user-gpu under {} and --no-install forbids fetching qemu-system-gui from bookworm-backports",
+                root.display()
+            ))
+        }
+    };
     let missing = || -> Result<Vec<String>, String> {
         let out = Command::new("ldd")
             .arg(&bin)
