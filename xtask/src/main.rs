@@ -4,7 +4,8 @@
 //! - `gen-fixtures [--out DIR]`: (re)writes every fixture host under `fixtures/hosts/`.
 //! - `gen-bench-host DIR [--functions 1024] [--gpus 16] [--mdev-types 32]`: writes a big
 //!   synthetic host for benchmarks.
-//! - `bench [--runs N] [--debug]`: vm-cli against lspci on a generated 1,024-function host.
+//! - `bench [--runs N] [--debug] [--display-secs N]`: vm-cli against lspci on a generated
+//!   1,024-function host, then `bench-display`.
 //! - `test [--no-kernel]`: the whole suite as CI runs it.
 //! - `sim`: the manager on every fixture and shared recording, checked against the snapshots.
 //! - `check-fixtures [--dir DIR]`: runs `lspci` on every generated fixture (but `malformed`) and
@@ -14,6 +15,8 @@
 //! - `e2e [--qemu PATH] [--timeout SECS]`: `vm-cli --kernel … --gpu-mode wgpu` boots Debian's
 //!   kernel with the project's vhost-user-gpu backend; a QMP screendump of the guest's
 //!   framebuffer pattern must match pixel for pixel.
+//! - `bench-display [--secs N]`: full-frame and device-path updates per second of the same
+//!   guest against QEMU's built-in virtio-gpu-pci, QEMU's C vhost-user-gpu and ours.
 
 mod bench;
 mod check;
@@ -31,13 +34,17 @@ commands:
   gen-bench-host DIR [--functions 1024] [--gpus 16] [--mdev-types 32]
                                  write a big synthetic host for benchmarks
   check-fixtures [--dir DIR]     compare lspci's view of each fixture with the generator's model
-  bench [--runs N] [--debug]     time vm-cli against lspci on a 1,024-function host
+  bench [--runs N] [--debug] [--display-secs N]
+                                 time vm-cli against lspci on a 1,024-function host, then
+                                 run bench-display (N s per phase, default 5; 0 skips it)
   test [--no-kernel]             the whole suite: cargo test --workspace, sim, kernel-test
   sim                            run vm-cli gpu list on every fixture and shared recording,
                                  one line per host; fail when a snapshot differs
   kernel-test [--help]           boot Debian's kernel in QEMU and run the real-kernel scenarios
   e2e [--help]                   boot a guest through vm-cli --gpu-mode wgpu and compare a
-                                 screendump of its framebuffer with the pattern it drew";
+                                 screendump of its framebuffer with the pattern it drew
+  bench-display [--secs N]       frame rates of our vhost-user-gpu backend, QEMU's C backend
+                                 and QEMU's built-in virtio-gpu-pci with the same guest";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,6 +58,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench_cmd(rest),
         Some("kernel-test") => kernel_test::run(rest),
         Some("e2e") => kernel_test::e2e::run(rest),
+        Some("bench-display") => kernel_test::bench_display::run(rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -34,9 +34,9 @@ usage: cargo xtask e2e [--qemu PATH] [--timeout SECS] [--no-install] [--verbose]
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 800;
 /// Modules the guest needs, with their dependencies.
-const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio-gpu"];
+pub(super) const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio-gpu"];
 /// Host packages: a Vulkan driver for wgpu (lavapipe on a host without a GPU).
-const HOST_PACKAGES: &[&str] = &["mesa-vulkan-drivers", "libvulkan1"];
+pub(super) const HOST_PACKAGES: &[&str] = &["mesa-vulkan-drivers", "libvulkan1"];
 /// The QEMU the recipe was measured with.
 const BPO_QEMU: &[&str] = &[
     "qemu-system-x86",
@@ -90,7 +90,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
 }
 
 /// `QEMU emulator version 10.0.2 (…)` → (10, 0).
-fn qemu_version(qemu: &Path) -> Option<(u32, u32)> {
+pub(super) fn qemu_version(qemu: &Path) -> Option<(u32, u32)> {
     let out = Command::new(qemu).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v = text.split("version ").nth(1)?.split_whitespace().next()?;
@@ -99,7 +99,11 @@ fn qemu_version(qemu: &Path) -> Option<(u32, u32)> {
 }
 
 /// QEMU ≥ 8: `--qemu`, the one on PATH, or bookworm-backports' extracted under `dir`.
-fn find_qemu(explicit: Option<PathBuf>, dir: &Path, opts: &Opts) -> Result<PathBuf, String> {
+pub(super) fn find_qemu(
+    explicit: Option<PathBuf>,
+    dir: &Path,
+    opts: &Opts,
+) -> Result<PathBuf, String> {
     if let Some(q) = explicit {
         return match qemu_version(&q) {
             Some(v) if v.0 >= 8 => Ok(q),
@@ -127,6 +131,36 @@ fn find_qemu(explicit: Option<PathBuf>, dir: &Path, opts: &Opts) -> Result<PathB
         );
     }
     stamp("QEMU from bookworm-backports (private apt state, extracted, not installed)");
+    let apt_opts = bpo_apt(dir)?;
+    let madison = run_cmd(
+        Command::new("apt-cache")
+            .args(&apt_opts)
+            .args(["madison", "qemu-system-x86"]),
+        "apt-cache madison qemu-system-x86",
+    )?;
+    let version = madison
+        .lines()
+        .find(|l| l.contains("backports"))
+        .and_then(|l| l.split('|').nth(1))
+        .map(|v| v.trim().to_string())
+        .ok_or("bookworm-backports has no qemu-system-x86")?;
+    let specs: Vec<String> = BPO_QEMU.iter().map(|p| format!("{p}={version}")).collect();
+    let _ = std::fs::remove_dir_all(&root);
+    bpo_extract(dir, &apt_opts, &specs)?;
+    if bin.is_file() {
+        stamp(&format!(
+            "QEMU {version} extracted under {}",
+            root.display()
+        ));
+        Ok(bin)
+    } else {
+        Err(format!("extracting QEMU left no {}", bin.display()))
+    }
+}
+
+/// The private apt state under `dir` (bookworm + bookworm-backports, the system's mirror),
+/// updated; returns the `-o …` options that select it.
+fn bpo_apt(dir: &Path) -> Result<Vec<String>, String> {
     for d in [
         "lists/partial",
         "cache/archives/partial",
@@ -167,45 +201,136 @@ fn find_qemu(explicit: Option<PathBuf>, dir: &Path, opts: &Opts) -> Result<PathB
             .args(["update", "-qq"]),
         "apt-get update (bookworm-backports, private state)",
     )?;
-    let madison = run_cmd(
-        Command::new("apt-cache")
-            .args(&apt_opts)
-            .args(["madison", "qemu-system-x86"]),
-        "apt-cache madison qemu-system-x86",
-    )?;
-    let version = madison
-        .lines()
-        .find(|l| l.contains("backports"))
-        .and_then(|l| l.split('|').nth(1))
-        .map(|v| v.trim().to_string())
-        .ok_or("bookworm-backports has no qemu-system-x86")?;
-    let specs: Vec<String> = BPO_QEMU.iter().map(|p| format!("{p}={version}")).collect();
+    Ok(apt_opts)
+}
+
+/// Downloads `specs` (`pkg` or `pkg=version`) with the private apt state into `dir/debs` and
+/// extracts each downloaded .deb under `dir/root` (nothing is installed).
+fn bpo_extract(dir: &Path, apt_opts: &[String], specs: &[String]) -> Result<(), String> {
+    let debs = dir.join("debs");
     run_cmd(
         Command::new("apt-get")
-            .args(&apt_opts)
+            .args(apt_opts)
             .args(["download", "-qq"])
-            .args(&specs)
-            .current_dir(dir.join("debs")),
-        "apt-get download (QEMU from bookworm-backports)",
+            .args(specs)
+            .current_dir(&debs),
+        &format!("apt-get download {}", specs.join(" ")),
     )?;
-    let _ = std::fs::remove_dir_all(&root);
-    for e in std::fs::read_dir(dir.join("debs")).map_err(|e| e.to_string())? {
-        let p = e.map_err(|e| e.to_string())?.path();
-        if p.extension().is_some_and(|x| x == "deb") {
+    let root = dir.join("root");
+    for p in deb_files(&debs)? {
+        let wanted = specs.iter().any(|s| {
+            let name = s.split('=').next().unwrap_or(s);
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with(&format!("{name}_")))
+        });
+        if wanted {
             run_cmd(
                 Command::new("dpkg-deb").arg("-x").arg(&p).arg(&root),
                 "dpkg-deb -x",
             )?;
         }
     }
-    if bin.is_file() {
-        stamp(&format!(
-            "QEMU {version} extracted under {}",
-            root.display()
+    Ok(())
+}
+
+fn deb_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| format!("list {}: {e}", dir.display()))? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        if p.extension().is_some_and(|x| x == "deb") {
+            v.push(p);
+        }
+    }
+    Ok(v)
+}
+
+/// QEMU's own C vhost-user-gpu from the extracted `qemu-system-gui` under `dir/root`, with
+/// bookworm's `libvirglrenderer1` (which it links but does not use in 2D) extracted next to
+/// it when the system lacks it. Returns (backend, the `LD_LIBRARY_PATH` it needs).
+pub(super) fn c_backend(dir: &Path, opts: &Opts) -> Result<(PathBuf, PathBuf), String> {
+    let root = dir.join("root");
+    let libdir = root.join("usr/lib/x86_64-linux-gnu");
+    let find = || {
+        ["usr/libexec/vhost-user-gpu", "usr/lib/qemu/vhost-user-gpu"]
+            .iter()
+            .map(|p| root.join(p))
+            .find(|p| p.is_file())
+    };
+    let bin = match find() {
+        Some(b) => b,
+        // A QEMU ≥ 8 on PATH was used, so nothing was extracted yet: only the backend's
+        // package is needed.
+        None if !opts.no_install => {
+            stamp("QEMU's C vhost-user-gpu: qemu-system-gui from bookworm-backports (extracted)");
+            let apt_opts = bpo_apt(dir)?;
+            let madison = run_cmd(
+                Command::new("apt-cache")
+                    .args(&apt_opts)
+                    .args(["madison", "qemu-system-gui"]),
+                "apt-cache madison qemu-system-gui",
+            )?;
+            let version = madison
+                .lines()
+                .find(|l| l.contains("backports"))
+                .and_then(|l| l.split('|').nth(1))
+                .map(|v| v.trim().to_string())
+                .ok_or("bookworm-backports has no qemu-system-gui")?;
+            bpo_extract(dir, &apt_opts, &[format!("qemu-system-gui={version}")])?;
+            find().ok_or_else(|| {
+                format!(
+                    "qemu-system-gui extracted under {} has no vhost-user-gpu",
+                    root.display()
+                )
+            })?
+        }
+        None => {
+            return Err(format!(
+                "no vhost-user-gpu under {} and --no-install forbids fetching qemu-system-gui from bookworm-backports",
+                root.display()
+            ))
+        }
+    };
+    let missing = || -> Result<Vec<String>, String> {
+        let out = Command::new("ldd")
+            .arg(&bin)
+            .env("LD_LIBRARY_PATH", &libdir)
+            .output()
+            .map_err(|e| format!("ldd {}: {e}", bin.display()))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("not found"))
+            .map(|l| l.trim().to_string())
+            .collect())
+    };
+    let gone = missing()?;
+    if gone.is_empty() {
+        return Ok((bin, libdir));
+    }
+    if opts.no_install {
+        return Err(format!(
+            "{} lacks {}; --no-install forbids fetching libvirglrenderer1",
+            bin.display(),
+            gone.join(", ")
         ));
-        Ok(bin)
+    }
+    stamp("libvirglrenderer1 from bookworm (private apt state, extracted, not installed)");
+    let apt_opts = bpo_apt(dir)?;
+    let specs: Vec<String> = ["libvirglrenderer1", "libva2", "libva-drm2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    bpo_extract(dir, &apt_opts, &specs)?;
+    let gone = missing()?;
+    if gone.is_empty() {
+        Ok((bin, libdir))
     } else {
-        Err(format!("extracting QEMU left no {}", bin.display()))
+        Err(format!(
+            "{} still lacks {} with LD_LIBRARY_PATH={}",
+            bin.display(),
+            gone.join(", "),
+            libdir.display()
+        ))
     }
 }
 
@@ -231,7 +356,15 @@ fn expected(x: u32) -> [u8; 3] {
     }
 }
 
-fn build_initramfs(kernel: &lab::Kernel, root: &Path, out: &Path) -> Result<(), String> {
+/// The guest of `e2e` and `bench-display`: busybox, the virtio-gpu modules, `init` as
+/// `/init` and each of `files` (path in the guest, bytes, mode), packed into `out`.
+pub(super) fn build_initramfs(
+    kernel: &lab::Kernel,
+    root: &Path,
+    out: &Path,
+    init: &str,
+    files: &[(&str, &[u8], u32)],
+) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(root);
     for d in ["bin", "proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(root.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
@@ -246,8 +379,10 @@ fn build_initramfs(kernel: &lab::Kernel, root: &Path, out: &Path) -> Result<(), 
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {}: {e}", p.display()))
     };
-    write("init", include_str!("e2e-init.sh").as_bytes(), 0o755)?;
-    write("pattern.bin", &pattern(), 0o644)?;
+    write("init", init.as_bytes(), 0o755)?;
+    for (rel, data, mode) in files {
+        write(rel, data, *mode)?;
+    }
     let dep_path = kernel.modroot.join("modules.dep");
     let dep = std::fs::read_to_string(&dep_path)
         .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
@@ -381,12 +516,15 @@ fn compare(w: u32, h: u32, px: &[u8]) -> (usize, Option<(u32, u32, [u8; 3])>) {
     (bad, first)
 }
 
-enum Line {
+/// One line from a child: its stdout (the guest console) or its stderr.
+pub(super) enum Line {
+    /// stdout.
     Out(String),
+    /// stderr.
     Err(String),
 }
 
-fn pump(r: impl Read + Send + 'static, tx: mpsc::Sender<Line>, err: bool) {
+pub(super) fn pump(r: impl Read + Send + 'static, tx: mpsc::Sender<Line>, err: bool) {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(l) = line else { break };
@@ -398,7 +536,7 @@ fn pump(r: impl Read + Send + 'static, tx: mpsc::Sender<Line>, err: bool) {
     });
 }
 
-fn kill(child: &mut Child) {
+pub(super) fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -422,7 +560,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     // vm-cli is the first of the binaries the harness builds.
     let vm_cli = build_vm_cli(&root)?.swap_remove(0);
     let initrd = run_dir.join("initramfs.cpio");
-    build_initramfs(&kernel, &run_dir.join("initramfs-root"), &initrd)?;
+    build_initramfs(
+        &kernel,
+        &run_dir.join("initramfs-root"),
+        &initrd,
+        include_str!("e2e-init.sh"),
+        &[("pattern.bin", &pattern(), 0o644)],
+    )?;
 
     stamp("vm-cli --kernel … --gpu-mode wgpu");
     let t0 = Instant::now();

@@ -14,6 +14,7 @@
 //! `shared/docs/qemu-kernel-lab.md`. Everything downloaded or built is cached under
 //! `target/kernel-lab/<kernel-version>/`; serial logs go to `target/kernel-lab/logs/`.
 
+pub mod bench_display;
 mod differential;
 pub mod e2e;
 mod initramfs;
