@@ -129,7 +129,12 @@ pub fn bench_cmd(args: &[String]) -> Result<(), String> {
     if display_secs > 0 {
         // Its own builds, downloads and guests can fail on a host that has the scan bench's
         // tools only; say why and keep the scan numbers.
-        let args = ["--secs".to_string(), display_secs.to_string()];
+        let args = [
+            "--secs".to_string(),
+            display_secs.to_string(),
+            "--vm-cli".to_string(),
+            cli.display().to_string(),
+        ];
         if let Err(e) = crate::kernel_test::bench_display::run(&args) {
             println!("display bench did not complete: {e}");
         }

@@ -27,7 +27,7 @@ use super::e2e::{
 use super::{build_vm_cli, lab, run_cmd, stamp, target_dir, workspace_root, Accel, Opts};
 
 const USAGE: &str = "\
-usage: cargo xtask bench-display [--secs N] [--qemu PATH] [--no-install] [--verbose]
+usage: cargo xtask bench-display [--secs N] [--qemu PATH] [--vm-cli PATH] [--no-install] [--verbose]
   --secs N        seconds per phase (full frames, then device path) in each guest (default 5)
   --qemu PATH     the QEMU (8.0 or newer) for all three peers (default as cargo xtask e2e)
   --no-install    never run apt-get (fail with what is missing instead)
@@ -62,12 +62,15 @@ fn parse_bench(line: &str) -> Option<Rates> {
 struct Args {
     secs: u32,
     qemu: Option<PathBuf>,
+    /// A vm-cli to run instead of the test build (`cargo xtask bench` passes its release one).
+    vm_cli: Option<PathBuf>,
     opts: Opts,
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     let mut secs = 5;
     let mut qemu = None;
+    let mut vm_cli = None;
     let (mut no_install, mut verbose) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -81,6 +84,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
                     .ok_or_else(|| format!("--secs {v}: expected 1 to 120 seconds"))?;
             }
             "--qemu" => qemu = Some(PathBuf::from(it.next().ok_or("--qemu needs a path")?)),
+            "--vm-cli" => vm_cli = Some(PathBuf::from(it.next().ok_or("--vm-cli needs a path")?)),
             "--no-install" => no_install = true,
             "--verbose" => verbose = true,
             "-h" | "--help" => {
@@ -93,6 +97,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     Ok(Some(Args {
         secs,
         qemu,
+        vm_cli,
         opts: Opts {
             accel: Accel::Tcg,
             keep: false,
@@ -276,7 +281,13 @@ fn ratio(
 
 /// Runs the three peers and prints the table.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let Some(Args { secs, qemu, opts }) = parse_args(args)? else {
+    let Some(Args {
+        secs,
+        qemu,
+        vm_cli,
+        opts,
+    }) = parse_args(args)?
+    else {
         return Ok(());
     };
     let root = workspace_root();
@@ -293,7 +304,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let kernel = lab::prepare_plain(&target.join("kernel-lab"), &opts, GUEST_MODULES)?;
     let bpo = e2e.join("qemu-bpo");
     let qemu = find_qemu(qemu, &bpo, &opts)?;
-    let vm_cli = build_vm_cli(&root)?.swap_remove(0);
+    let vm_cli = match vm_cli {
+        Some(p) => p,
+        None => build_vm_cli(&root)?.swap_remove(0),
+    };
 
     let tool = run_dir.join("displaybench");
     let src = root.join("xtask/src/kernel_test/guest/displaybench.c");
