@@ -133,6 +133,7 @@ fn inventory(iommu: bool, gpus: &[GpuSpec]) -> HostInventory {
                 units: if iommu { vec!["dmar0".into()] } else { vec![] },
                 kind: iommu.then_some(IommuKind::IntelVtd),
                 group_count: groups.len(),
+                group_numbers: groups.keys().copied().collect(),
             },
             cpu_vendor: None,
             cmdline: None,

@@ -427,10 +427,7 @@ fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: Option<&std::pat
                 report::passthrough::holders_json(&holders),
             );
         }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
-        );
+        write_json(&doc);
     } else {
         print!("{}", report::list_text(inv, &backends, auto.as_ref()));
         print!("{}", report::passthrough::holders_text(&holders));
@@ -611,11 +608,7 @@ fn gpu_doctor(mgr: &mut UnifiedGpuManager, args: &DoctorArgs, json: bool) -> i32
     let inv = mgr.inventory().expect("scanned above");
     let r = crate::doctor::run(mgr.host().as_ref(), inv, &candidates, &opts);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report::doctor_json(&r, &opts))
-                .expect("JSON values serialize")
-        );
+        write_json(&report::doctor_json(&r, &opts));
     } else {
         print!("{}", report::doctor_text(&r, &opts));
     }
@@ -633,11 +626,20 @@ fn state_dir_or_default(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(crate::plan::default_state_dir)
 }
 
+/// Writes a JSON document (pretty, as people read it too) straight to standard output.
+fn write_json(v: &serde_json::Value) {
+    use std::io::Write;
+    let out = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, out.lock());
+    // A closed pipe (`| head`) is not an error worth a panic.
+    if serde_json::to_writer_pretty(&mut w, v).is_ok() {
+        let _ = writeln!(w);
+    }
+    let _ = w.flush();
+}
+
 fn print_json(v: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("JSON values serialize")
-    );
+    write_json(v);
 }
 
 /// Exit code of a passthrough error: 3 refused or busy, 4 undone, 5 left changed, 1 other.

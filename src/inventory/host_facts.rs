@@ -28,6 +28,8 @@ pub struct IommuState {
     pub kind: Option<IommuKind>,
     /// Number of IOMMU groups.
     pub group_count: usize,
+    /// The groups' numbers (`/sys/kernel/iommu_groups`), sorted.
+    pub group_numbers: Vec<u32>,
 }
 
 /// CPU vendor from `/proc/cpuinfo`.
@@ -90,7 +92,10 @@ impl HostFacts {
 
 pub(super) fn scan(scan: &mut Scan<'_>) -> HostFacts {
     let units = scan.list(Path::new("/sys/class/iommu"));
-    let group_count = scan.list(Path::new("/sys/kernel/iommu_groups")).len();
+    let group_names = scan.list(Path::new("/sys/kernel/iommu_groups"));
+    let group_count = group_names.len();
+    let mut group_numbers: Vec<u32> = group_names.iter().filter_map(|g| g.parse().ok()).collect();
+    group_numbers.sort_unstable();
     let kind = units.first().map(|u| {
         if u.starts_with("dmar") {
             IommuKind::IntelVtd
@@ -140,6 +145,7 @@ pub(super) fn scan(scan: &mut Scan<'_>) -> HostFacts {
             units,
             kind,
             group_count,
+            group_numbers,
         },
         cpu_vendor,
         cmdline,

@@ -193,7 +193,7 @@ impl HostInventory {
             warnings: Vec::new(),
         };
         let host_facts = host_facts::scan(&mut scan);
-        let functions = pci::scan(&mut scan);
+        let functions = pci::scan(&mut scan, &host_facts);
         let (mdev_parents, mdev_devices) = mdev::scan(&mut scan);
         let mut groups: BTreeMap<u32, IommuGroup> = BTreeMap::new();
         for f in &functions {

@@ -154,21 +154,44 @@ pub(crate) fn hex4(v: Option<u16>) -> String {
         .unwrap_or_else(|| "????".into())
 }
 
-pub(super) fn scan(scan: &mut Scan<'_>) -> Vec<PciFunction> {
+/// What the scan learns once and every function's links are checked against.
+struct Known<'a> {
+    /// Registered PCI drivers (`/sys/bus/pci/drivers`).
+    drivers: BTreeSet<String>,
+    /// Existing IOMMU groups.
+    groups: &'a [u32],
+}
+
+pub(super) fn scan(scan: &mut Scan<'_>, facts: &super::HostFacts) -> Vec<PciFunction> {
     let root = Path::new("/sys/bus/pci/devices");
+    // A `driver` link whose driver is not registered dangles, and an `iommu_group` link to a
+    // group that does not exist is no group: lspci reads them so. One listing each, instead
+    // of resolving every function's links.
+    let known = Known {
+        drivers: scan
+            .list(Path::new("/sys/bus/pci/drivers"))
+            .into_iter()
+            .collect(),
+        groups: &facts.iommu.group_numbers,
+    };
     let mut out = Vec::new();
     for name in scan.list(root) {
         let Ok(address) = name.parse::<PciAddress>() else {
             scan.warn(&root.join(&name), "not a PCI address; skipped");
             continue;
         };
-        out.push(function(scan, address, &root.join(&name)));
+        out.push(function(scan, &known, address, &root.join(&name)));
     }
     out.sort_by_key(|f| f.address);
     out
 }
 
-fn function(scan: &mut Scan<'_>, address: PciAddress, dir: &Path) -> PciFunction {
+fn function(
+    scan: &mut Scan<'_>,
+    known: &Known<'_>,
+    address: PciAddress,
+    dir: &Path,
+) -> PciFunction {
     let sysfs_path = scan
         .host
         .canonicalize(dir)
@@ -207,7 +230,7 @@ fn function(scan: &mut Scan<'_>, address: PciAddress, dir: &Path) -> PciFunction
         let link = dir.join("driver");
         match scan.link_name(&link) {
             // A dangling link is no driver, as lspci reads it.
-            Some(n) if scan.host.exists(&link) => Some(n),
+            Some(n) if known.drivers.contains(&n) => Some(n),
             Some(n) => {
                 scan.warn(
                     &link,
@@ -241,7 +264,7 @@ fn function(scan: &mut Scan<'_>, address: PciAddress, dir: &Path) -> PciFunction
         let link = dir.join("iommu_group");
         match scan.link_name(&link) {
             Some(n) => match n.parse::<u32>() {
-                Ok(g) if scan.host.is_dir(&link) => Some(g),
+                Ok(g) if known.groups.binary_search(&g).is_ok() => Some(g),
                 Ok(_) => {
                     scan.warn(
                         &link,

@@ -157,9 +157,11 @@ pub fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Cand
             );
             o.insert("sriov".into(), json!(f.sriov));
             o.insert("physfn".into(), json!(f.physfn));
+            // Its types are under `mdev_parents[]` (once, not twice: a vGPU server has
+            // hundreds).
             o.insert(
-                "mdev_types".into(),
-                json!(inv.mdev_parent(&g.address).map(|p| &p.types)),
+                "mdev_parent".into(),
+                json!(inv.mdev_parent(&g.address).map(|p| &p.name)),
             );
             Some(v)
         })
