@@ -3,6 +3,8 @@
 //! the change for `gpu restore`; after QEMU exits — on its own, with an error, or stopped on
 //! request — the host tree is byte-equal to the one before and no journal is left.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,34 +22,6 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/hosts")
         .join(name)
-}
-
-/// The simulator recreates a rebound GPU's DRM node directories but not the files in them
-/// that generated fixtures carry (see tests/passthrough_rollback.rs): only those are exempt.
-fn sim_drm_node_file(p: &Path) -> bool {
-    let parts: Vec<String> = p
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let n = parts.len();
-    n >= 3
-        && parts[n - 3] == "drm"
-        && (parts[n - 2].starts_with("card") || parts[n - 2].starts_with("renderD"))
-}
-
-fn diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
-    let mut out: Vec<String> = before
-        .iter()
-        .filter(|(k, v)| !sim_drm_node_file(k) && after.get(*k) != Some(v))
-        .map(|(k, _)| format!("changed or gone: {}", k.display()))
-        .collect();
-    out.extend(
-        after
-            .keys()
-            .filter(|k| !before.contains_key(*k))
-            .map(|k| format!("new: {}", k.display())),
-    );
-    out
 }
 
 /// A fake QEMU in `dir`: `--version` answers 10.0.2; a run writes its argv (one per line) to
@@ -207,7 +181,7 @@ fn passthrough_launch_gives_the_gpu_and_its_audio_back_however_qemu_ends() {
             driver(&sim, "0000:01:00.1").as_deref(),
             Some("snd_hda_intel")
         );
-        let d = diff(&before, &sim.snapshot());
+        let d = common::snapshot_diff(&before, &sim.snapshot());
         assert!(d.is_empty(), "host differs after the launch: {d:#?}");
     }
 }
@@ -237,7 +211,7 @@ fn mdev_launch_removes_the_mdev_however_qemu_ends() {
             .any(|a| a == &format!("vfio-pci,sysfsdev={dev},display=on")));
         assert!(outcome.left.is_empty(), "{:?}", outcome.left);
         assert!(!sim.exists(Path::new(&dev)), "the mdev is removed");
-        let d = diff(&before, &sim.snapshot());
+        let d = common::snapshot_diff(&before, &sim.snapshot());
         assert!(d.is_empty(), "host differs after the launch: {d:#?}");
     }
 }
@@ -257,7 +231,7 @@ fn a_qemu_that_cannot_start_still_releases_the_gpu() {
     let err = launch::run(&sim, &plan, &opts, &AtomicBool::new(false)).unwrap_err();
     assert!(err.to_string().contains("starting"), "{err}");
     assert_eq!(driver(&sim, "0000:01:00.0").as_deref(), Some("nouveau"));
-    assert!(diff(&before, &sim.snapshot()).is_empty());
+    assert!(common::snapshot_diff(&before, &sim.snapshot()).is_empty());
     assert_eq!(journals(&opts.state_dir), 0);
 }
 
@@ -305,7 +279,7 @@ fn restore_after_kill(sim: &SimHost, state: &Path, before: &Snapshot) {
         r.outcomes
     );
     assert!(r.complete(), "{:?}", r.outcomes);
-    let d = diff(before, &after_kill.snapshot());
+    let d = common::snapshot_diff(before, &after_kill.snapshot());
     assert!(d.is_empty(), "host differs after restore: {d:#?}");
     assert_eq!(journals(dead.path()), 0, "restore deletes the journal");
 }
@@ -327,6 +301,6 @@ fn gpu_restore_undoes_a_launch_whose_vm_cli_was_killed() {
             restore_after_kill(sim, state, &before);
         });
         assert!(outcome.left.is_empty(), "{fx}: {:?}", outcome.left);
-        assert!(diff(&before, &sim.snapshot()).is_empty());
+        assert!(common::snapshot_diff(&before, &sim.snapshot()).is_empty());
     }
 }

@@ -2,6 +2,8 @@
 //! `gpu_passthrough::scenario` (which the real-kernel harness runs too) plus, on the
 //! simulator, a byte-for-byte comparison of the whole host tree before and after.
 
+mod common;
+
 use std::path::Path;
 
 use vm_device::gpu_manager::ReasonCode;
@@ -33,21 +35,6 @@ fn ok(r: scenario::ScenarioResult) -> Vec<String> {
 /// Runs `f` and asserts the host tree is byte-for-byte what it was.
 fn unchanged(host: &SimHost, f: impl FnOnce(&SimHost, &Path)) {
     unchanged_but(host, |_| false, f)
-}
-
-/// The simulator recreates a rebound GPU's DRM node directories (`drm/card1`) but not the
-/// files inside them (`dev`, `device`), which the generated fixtures have and the QEMU
-/// recording does not: a simulator limitation (sim/src/kernel.rs, native DRM rebind), not a
-/// host change the plan left behind. Only those files are exempt.
-fn sim_drm_node_file(p: &Path) -> bool {
-    let parts: Vec<String> = p
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let n = parts.len();
-    n >= 3
-        && parts[n - 3] == "drm"
-        && (parts[n - 2].starts_with("card") || parts[n - 2].starts_with("renderD"))
 }
 
 /// As [`unchanged`], ignoring paths `exempt` says the simulator cannot restore.
@@ -159,7 +146,7 @@ fn q35_non_gpu_and_unknown_devices_are_refused() {
 #[test]
 fn desktop_dgpu_takes_its_hdmi_audio_along() {
     let h = host(&fixture("intel-desktop-gvtg-dgpu"));
-    unchanged_but(&h, sim_drm_node_file, |h, s| {
+    unchanged_but(&h, common::sim_drm_node_file, |h, s| {
         ok(scenario::companion_moves_too(
             h,
             s,
@@ -173,7 +160,7 @@ fn desktop_dgpu_takes_its_hdmi_audio_along() {
 #[test]
 fn amd_workstation_spare_gpu_round_trips() {
     let h = host(&fixture("amd-vi-workstation"));
-    unchanged_but(&h, sim_drm_node_file, |h, s| {
+    unchanged_but(&h, common::sim_drm_node_file, |h, s| {
         ok(scenario::round_trip(h, s, &a("0000:0c:00.0")));
     });
 }

@@ -3,6 +3,8 @@
 //! the process being killed before or after it — the host tree after the automatic undo (or
 //! after `restore` by a new process, for a kill) equals the tree before, byte for byte.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use vm_device::gpu_passthrough::{plan_prepare, prepare, restore, PrepareOptions};
@@ -27,35 +29,6 @@ fn fixtures() -> Vec<PathBuf> {
         .unwrap_or_default();
     more.sort();
     out.extend(more);
-    out
-}
-
-/// The simulator recreates a rebound GPU's DRM node directories but not the files in them
-/// (`drm/card1/dev`, `device`) that generated fixtures carry: a simulator limitation, not a
-/// change left by the plan. Only those files are exempt.
-fn sim_drm_node_file(p: &Path) -> bool {
-    let parts: Vec<String> = p
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let n = parts.len();
-    n >= 3
-        && parts[n - 3] == "drm"
-        && (parts[n - 2].starts_with("card") || parts[n - 2].starts_with("renderD"))
-}
-
-fn diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
-    let mut out: Vec<String> = before
-        .iter()
-        .filter(|(k, v)| !sim_drm_node_file(k) && after.get(*k) != Some(v))
-        .map(|(k, _)| format!("changed or gone: {}", k.display()))
-        .collect();
-    out.extend(
-        after
-            .keys()
-            .filter(|k| !before.contains_key(*k))
-            .map(|k| format!("new: {}", k.display())),
-    );
     out
 }
 
@@ -153,7 +126,7 @@ fn check(
     } else {
         h
     };
-    let d = diff(before, &host_after.snapshot());
+    let d = common::snapshot_diff(before, &host_after.snapshot());
     assert!(d.is_empty(), "{ctx}: host differs:\n{}", d.join("\n"));
     assert_eq!(journals(state.path()), 0, "{ctx}: journal left behind");
 }
@@ -204,7 +177,7 @@ fn a_release_that_fails_midway_is_finished_by_restore() {
             h.set_faults(FaultPlan::new());
             let report = restore(&h, state.path());
             assert!(report.complete(), "{ctx}: {report:?}");
-            let d = diff(&before, &h.snapshot());
+            let d = common::snapshot_diff(&before, &h.snapshot());
             assert!(d.is_empty(), "{ctx}: host differs:\n{}", d.join("\n"));
             assert_eq!(journals(state.path()), 0, "{ctx}");
         }

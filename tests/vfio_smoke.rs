@@ -1,6 +1,8 @@
 //! `vfio_smoke` runs the whole VFIO open sequence on the simulated recordings of the QEMU
 //! q35 + vIOMMU guest, and fails with a step, an errno and a remedy where the kernel would.
 
+mod common;
+
 use std::path::PathBuf;
 
 use vm_device::host::{vfio_smoke, vfio_smoke_with, HostOps, PathChoice, SimHost};
@@ -8,20 +10,9 @@ use vm_device_sim::copy_fixture;
 use vm_passthrough::vfio::region;
 use vm_passthrough::VfioPath;
 
-/// `shared/hosts/real`: `$VM_SHARED_DIR`, else `shared/` beside the repository.
+/// `shared/hosts/real`.
 fn shared_hosts() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut candidates = Vec::new();
-    if let Ok(d) = std::env::var("VM_SHARED_DIR") {
-        candidates.push(PathBuf::from(d));
-    }
-    candidates.push(manifest.join("../shared"));
-    candidates.push(manifest.join("shared"));
-    candidates
-        .into_iter()
-        .map(|c| c.join("hosts/real"))
-        .find(|c| c.is_dir())
-        .expect("shared/hosts/real not found: set VM_SHARED_DIR to the shared directory")
+    common::shared().join("hosts/real")
 }
 
 fn fixture(name: &str) -> tempfile::TempDir {

@@ -290,16 +290,34 @@ fn device_ref<'a>(st: &'a State, d: VfioDevice, op: &'static str) -> Result<&'a 
 }
 
 pub(crate) fn open_container(st: &mut State) -> Result<VfioContainer, HostError> {
-    log(st, "open_container".into());
-    check_fault(st, "vfio:open_container", Path::new(CONTAINER_DEV))?;
-    if !exists(&st.tree, Path::new(CONTAINER_DEV)) {
-        return Err(err("open", CONTAINER_DEV, ENOENT));
+    open_iommu_context(
+        st,
+        "open_container",
+        "vfio:open_container",
+        CONTAINER_DEV,
+        VfioPath::Legacy,
+    )
+}
+
+/// Opens a legacy container (`/dev/vfio/vfio`) or an iommufd (`/dev/iommu`): both start
+/// with no group, no IOMMU backend and no mapping.
+fn open_iommu_context(
+    st: &mut State,
+    name: &str,
+    fault_op: &'static str,
+    dev: &'static str,
+    path: VfioPath,
+) -> Result<VfioContainer, HostError> {
+    log(st, name.into());
+    check_fault(st, fault_op, Path::new(dev))?;
+    if !exists(&st.tree, Path::new(dev)) {
+        return Err(err("open", dev, ENOENT));
     }
     let id = st.vfio.id();
     st.vfio.containers.insert(
         id,
         Container {
-            path: VfioPath::Legacy,
+            path,
             fd_open: true,
             groups: BTreeSet::new(),
             iommu: None,
@@ -307,10 +325,7 @@ pub(crate) fn open_container(st: &mut State) -> Result<VfioContainer, HostError>
             devices: BTreeSet::new(),
         },
     );
-    Ok(VfioContainer {
-        id,
-        path: VfioPath::Legacy,
-    })
+    Ok(VfioContainer { id, path })
 }
 
 pub(crate) fn api_version(st: &mut State, c: VfioContainer) -> Result<i32, HostError> {
@@ -811,27 +826,13 @@ pub(crate) fn close(st: &mut State, h: VfioHandle) -> Result<(), HostError> {
 }
 
 pub(crate) fn iommufd_open(st: &mut State) -> Result<VfioContainer, HostError> {
-    log(st, "iommufd_open".into());
-    check_fault(st, "vfio:iommufd_open", Path::new(IOMMU_DEV))?;
-    if !exists(&st.tree, Path::new(IOMMU_DEV)) {
-        return Err(err("open", IOMMU_DEV, ENOENT));
-    }
-    let id = st.vfio.id();
-    st.vfio.containers.insert(
-        id,
-        Container {
-            path: VfioPath::Iommufd,
-            fd_open: true,
-            groups: BTreeSet::new(),
-            iommu: None,
-            mappings: BTreeMap::new(),
-            devices: BTreeSet::new(),
-        },
-    );
-    Ok(VfioContainer {
-        id,
-        path: VfioPath::Iommufd,
-    })
+    open_iommu_context(
+        st,
+        "iommufd_open",
+        "vfio:iommufd_open",
+        IOMMU_DEV,
+        VfioPath::Iommufd,
+    )
 }
 
 /// Binds a device cdev to an iommufd. Not measured (6.1 has no cdev): follows

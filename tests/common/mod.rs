@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use vm_device_sim::Snapshot;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -78,4 +80,34 @@ pub fn materialize(src: &Path, dest: &Path) {
             let _ = std::fs::create_dir_all(dest.join(l.trim()));
         }
     }
+}
+
+/// The simulator recreates a rebound GPU's DRM node directories but not the files in them
+/// (`drm/card1/dev`, `device`) that generated fixtures carry: a simulator limitation, not a
+/// change left behind. Round-trip checks exempt exactly those files.
+pub fn sim_drm_node_file(p: &Path) -> bool {
+    let parts: Vec<String> = p
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let n = parts.len();
+    n >= 3
+        && parts[n - 3] == "drm"
+        && (parts[n - 2].starts_with("card") || parts[n - 2].starts_with("renderD"))
+}
+
+/// What differs between two snapshots, DRM node files excepted (see [`sim_drm_node_file`]).
+pub fn snapshot_diff(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let mut out: Vec<String> = before
+        .iter()
+        .filter(|(k, v)| !sim_drm_node_file(k) && after.get(*k) != Some(v))
+        .map(|(k, _)| format!("changed or gone: {}", k.display()))
+        .collect();
+    out.extend(
+        after
+            .keys()
+            .filter(|k| !before.contains_key(*k))
+            .map(|k| format!("new: {}", k.display())),
+    );
+    out
 }

@@ -474,23 +474,42 @@ pub fn read_back_region_bgrx(
     texture: &wgpu::Texture,
     rect: Rect,
 ) -> Result<Vec<u8>, String> {
-    let (w, h) = (rect.width, rect.height);
-    if w == 0 || h == 0 || !rect.fits_in(texture.width(), texture.height()) {
+    if rect.width == 0 || rect.height == 0 || !rect.fits_in(texture.width(), texture.height()) {
         return Err(format!(
             "area {rect:?} is outside the {}x{} image",
             texture.width(),
             texture.height()
         ));
     }
+    let mut data = copy_out(device, queue, texture, rect, "display readback")?;
+    if texture.format() != wgpu::TextureFormat::Bgra8Unorm {
+        for px in data.chunks_exact_mut(4) {
+            px.swap(0, 2);
+        }
+    }
+    Ok(data)
+}
+
+/// Copies `rect` of `texture` to the CPU, rows packed (`rect.width * 4` bytes each), in the
+/// texture's own byte order; `what` names the copy in errors.
+fn copy_out(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    texture: &wgpu::Texture,
+    rect: Rect,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let (w, h) = (rect.width, rect.height);
     let pitch = (w as u64 * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64);
+    let label = format!("virtio-gpu {what}");
     let buf = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("virtio-gpu display readback"),
+        label: Some(&label),
         size: pitch * h as u64,
         usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
         mapped_at_creation: false,
     });
     let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("virtio-gpu display readback"),
+        label: Some(&label),
     });
     enc.copy_texture_to_buffer(
         wgpu::TexelCopyTextureInfo {
@@ -527,27 +546,22 @@ pub fn read_back_region_bgrx(
             submission_index: Some(idx),
             timeout: None,
         })
-        .map_err(|e| format!("waiting for the readback copy: {e}"))?;
+        .map_err(|e| format!("waiting for the {what} copy: {e}"))?;
     rx.recv()
-        .map_err(|e| format!("readback map callback lost: {e}"))?
-        .map_err(|e| format!("mapping the readback buffer: {e}"))?;
+        .map_err(|e| format!("{what} map callback lost: {e}"))?
+        .map_err(|e| format!("mapping the {what} buffer: {e}"))?;
     let mut data = Vec::with_capacity(w as usize * h as usize * 4);
     {
         let view = buf
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| format!("reading the mapped readback buffer: {e}"))?;
+            .map_err(|e| format!("reading the mapped {what} buffer: {e}"))?;
         for r in 0..h as usize {
             let s = r * pitch as usize;
             data.extend_from_slice(&view[s..s + w as usize * 4]);
         }
     }
     buf.unmap();
-    if texture.format() != wgpu::TextureFormat::Bgra8Unorm {
-        for px in data.chunks_exact_mut(4) {
-            px.swap(0, 2);
-        }
-    }
     Ok(data)
 }
 
@@ -560,58 +574,13 @@ pub fn read_back(
     opaque: bool,
 ) -> Result<RgbaImage, String> {
     let (w, h) = (texture.width(), texture.height());
-    let pitch = (w as u64 * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64);
-    let buf = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("virtio-gpu screenshot"),
-        size: pitch * h as u64,
-        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
-        mapped_at_creation: false,
-    });
-    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("virtio-gpu screenshot"),
-    });
-    enc.copy_texture_to_buffer(
-        texture.as_image_copy(),
-        wgpu::TexelCopyBufferInfo {
-            buffer: &buf,
-            layout: wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some(pitch as u32),
-                rows_per_image: Some(h),
-            },
-        },
-        wgpu::Extent3d {
-            width: w,
-            height: h,
-            depth_or_array_layers: 1,
-        },
-    );
-    let idx = queue.submit([enc.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(idx),
-            timeout: None,
-        })
-        .map_err(|e| format!("waiting for the screenshot copy: {e}"))?;
-    rx.recv()
-        .map_err(|e| format!("screenshot map callback lost: {e}"))?
-        .map_err(|e| format!("mapping the screenshot buffer: {e}"))?;
-    let mut data = Vec::with_capacity(w as usize * h as usize * 4);
-    {
-        let view = buf
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| format!("reading the mapped screenshot buffer: {e}"))?;
-        for r in 0..h as usize {
-            let s = r * pitch as usize;
-            data.extend_from_slice(&view[s..s + w as usize * 4]);
-        }
-    }
-    buf.unmap();
+    let full = Rect {
+        x: 0,
+        y: 0,
+        width: w,
+        height: h,
+    };
+    let mut data = copy_out(device, queue, texture, full, "screenshot")?;
     let bgra = texture.format() == wgpu::TextureFormat::Bgra8Unorm;
     if bgra || opaque {
         for px in data.chunks_exact_mut(4) {
