@@ -135,6 +135,27 @@ fn display_round_trip(b: wgpu::Backends) {
     assert_eq!(forward_display(&mut g.dev, &display).unwrap(), 1);
     let (req, body) = read_msg(&mut qemu);
     assert_eq!((req, words(&body, 3)), (SCANOUT, vec![0, 0, 0]));
+    // An R, G, B, X resource (an RGBA texture, read back through the same reused buffer):
+    // UPDATE still carries B, G, R, X.
+    let buf = g.resource(2, Format::R8G8B8X8, w, h);
+    g.paint(2, &buf, w, h, pixel);
+    g.ok(&Command::SetScanout {
+        rect: Rect::new(0, 0, w, h),
+        scanout_id: 0,
+        resource_id: 2,
+    });
+    assert_eq!(forward_display(&mut g.dev, &display).unwrap(), 2);
+    let _ = read_msg(&mut qemu);
+    let (req, body) = read_msg(&mut qemu);
+    assert_eq!(req, UPDATE);
+    let px = &body[20..];
+    for y in 0..h {
+        for x in 0..w {
+            let o = ((y * w + x) * 4) as usize;
+            let p = pixel(x, y);
+            assert_eq!(&px[o..o + 3], &[p[2], p[1], p[0]], "pixel ({x},{y})");
+        }
+    }
 }
 
 fn backend_surface(b: wgpu::Backends) {

@@ -192,22 +192,22 @@ pub fn forward_display(device: &mut VirtioGpuDevice, display: &GpuBackend) -> io
         }
     }
     for (scanout, rect) in damage {
-        let pixels = match device.read_scanout_bgrx(scanout, rect) {
-            Ok(p) => p,
+        let update = VhostUserGpuUpdate {
+            scanout_id: scanout,
+            x: rect.x,
+            y: rect.y,
+            width: rect.width,
+            height: rect.height,
+        };
+        // The pixels go to the socket straight from the mapped readback buffer.
+        match device.with_scanout_bgrx(scanout, rect, |pixels| {
+            display.update_scanout(&update, pixels)
+        }) {
+            Ok(sent_ok) => sent_ok?,
             // A scanout disabled after its last flush: nothing to show.
             Err(super::virtio_gpu::DeviceError::ScanoutDisabled(_)) => continue,
             Err(e) => return Err(other(e.to_string())),
-        };
-        display.update_scanout(
-            &VhostUserGpuUpdate {
-                scanout_id: scanout,
-                x: rect.x,
-                y: rect.y,
-                width: rect.width,
-                height: rect.height,
-            },
-            &pixels,
-        )?;
+        }
         sent += 1;
     }
     Ok(sent)

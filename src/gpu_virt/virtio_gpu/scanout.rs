@@ -466,14 +466,18 @@ impl RgbaImage {
     }
 }
 
-/// Reads `rect` of `texture` (`Bgra8Unorm` or `Rgba8Unorm`) back as B, G, R, X bytes, rows
-/// packed (`rect.width * 4` bytes each).
-pub fn read_back_region_bgrx(
+/// Reads `rect` of `texture` (`Bgra8Unorm` or `Rgba8Unorm`) back through `rb` and calls `f`
+/// with the pixels as B, G, R, X bytes, rows packed (`rect.width * 4` bytes each). A
+/// `Bgra8Unorm` area whose rows need no padding is handed over straight from the mapped
+/// buffer; others are packed (and swizzled) into a vector first.
+pub fn with_region_bgrx<R>(
+    rb: &mut Readback,
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     texture: &wgpu::Texture,
     rect: Rect,
-) -> Result<Vec<u8>, String> {
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, String> {
     if rect.width == 0 || rect.height == 0 || !rect.fits_in(texture.width(), texture.height()) {
         return Err(format!(
             "area {rect:?} is outside the {}x{} image",
@@ -481,36 +485,107 @@ pub fn read_back_region_bgrx(
             texture.height()
         ));
     }
-    let mut data = copy_out(device, queue, texture, rect, "display readback")?;
-    if texture.format() != wgpu::TextureFormat::Bgra8Unorm {
-        for px in data.chunks_exact_mut(4) {
-            px.swap(0, 2);
-        }
-    }
-    Ok(data)
+    let bgra = texture.format() == wgpu::TextureFormat::Bgra8Unorm;
+    let row = rect.width as usize * 4;
+    rb.read(
+        device,
+        queue,
+        texture,
+        rect,
+        "display readback",
+        |rows, pitch| {
+            if bgra && pitch == row {
+                return f(rows);
+            }
+            let mut data = pack_rows(rows, pitch, row, rect.height as usize);
+            if !bgra {
+                for px in data.chunks_exact_mut(4) {
+                    px.swap(0, 2);
+                }
+            }
+            f(&data)
+        },
+    )
 }
 
-/// Copies `rect` of `texture` to the CPU, rows packed (`rect.width * 4` bytes each), in the
-/// texture's own byte order; `what` names the copy in errors.
-fn copy_out(
+/// The first `row` bytes of each of `height` rows `pitch` bytes apart, packed.
+fn pack_rows(rows: &[u8], pitch: usize, row: usize, height: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(row * height);
+    for r in 0..height {
+        data.extend_from_slice(&rows[r * pitch..r * pitch + row]);
+    }
+    data
+}
+
+/// The buffer textures are read back through, kept from one read to the next: the display
+/// path reads every flushed area, and a fresh multi-megabyte buffer each time costs its
+/// allocation and page faults.
+#[derive(Debug, Default)]
+pub struct Readback {
+    buf: Option<wgpu::Buffer>,
+}
+
+impl Readback {
+    /// Copies `rect` of `texture` to the CPU and calls `f` with the mapped rows and their
+    /// pitch (`rect.width * 4` rounded up to wgpu's row alignment), in the texture's own byte
+    /// order; `what` names the copy in errors.
+    pub fn read<R>(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        texture: &wgpu::Texture,
+        rect: Rect,
+        what: &str,
+        f: impl FnOnce(&[u8], usize) -> R,
+    ) -> Result<R, String> {
+        let (w, h) = (rect.width, rect.height);
+        let pitch = (w as u64 * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64);
+        let size = pitch * h as u64;
+        let label = format!("virtio-gpu {what}");
+        if self.buf.as_ref().is_none_or(|b| b.size() < size) {
+            self.buf = None;
+        }
+        let buf = self.buf.get_or_insert_with(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("virtio-gpu readback"),
+                size,
+                usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+                mapped_at_creation: false,
+            })
+        });
+        let r = copy_and_map(device, queue, texture, rect, buf, pitch, &label).and_then(|()| {
+            let r = {
+                let view = buf
+                    .slice(..size)
+                    .get_mapped_range()
+                    .map_err(|e| format!("reading the mapped {label} buffer: {e}"))?;
+                f(&view, pitch as usize)
+            };
+            buf.unmap();
+            Ok(r)
+        });
+        if r.is_err() {
+            // Whatever state the failed map left it in, the next read starts afresh.
+            self.buf = None;
+        }
+        r
+    }
+}
+
+/// Records and submits the copy of `rect` of `texture` into `buf` (rows `pitch` bytes apart),
+/// then maps that part of `buf` for reading and waits for it.
+fn copy_and_map(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     texture: &wgpu::Texture,
     rect: Rect,
-    what: &str,
-) -> Result<Vec<u8>, String> {
+    buf: &wgpu::Buffer,
+    pitch: u64,
+    label: &str,
+) -> Result<(), String> {
     let (w, h) = (rect.width, rect.height);
-    let pitch = (w as u64 * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64);
-    let label = format!("virtio-gpu {what}");
-    let buf = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(&label),
-        size: pitch * h as u64,
-        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
-        mapped_at_creation: false,
-    });
-    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some(&label),
-    });
+    let mut enc =
+        device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
     enc.copy_texture_to_buffer(
         wgpu::TexelCopyTextureInfo {
             texture,
@@ -523,7 +598,7 @@ fn copy_out(
             aspect: wgpu::TextureAspect::All,
         },
         wgpu::TexelCopyBufferInfo {
-            buffer: &buf,
+            buffer: buf,
             layout: wgpu::TexelCopyBufferLayout {
                 offset: 0,
                 bytes_per_row: Some(pitch as u32),
@@ -538,36 +613,25 @@ fn copy_out(
     );
     let idx = queue.submit([enc.finish()]);
     let (tx, rx) = std::sync::mpsc::channel();
-    buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
+    buf.slice(..pitch * h as u64)
+        .map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
     device
         .poll(wgpu::PollType::Wait {
             submission_index: Some(idx),
             timeout: None,
         })
-        .map_err(|e| format!("waiting for the {what} copy: {e}"))?;
+        .map_err(|e| format!("waiting for the {label} copy: {e}"))?;
     rx.recv()
-        .map_err(|e| format!("{what} map callback lost: {e}"))?
-        .map_err(|e| format!("mapping the {what} buffer: {e}"))?;
-    let mut data = Vec::with_capacity(w as usize * h as usize * 4);
-    {
-        let view = buf
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| format!("reading the mapped {what} buffer: {e}"))?;
-        for r in 0..h as usize {
-            let s = r * pitch as usize;
-            data.extend_from_slice(&view[s..s + w as usize * 4]);
-        }
-    }
-    buf.unmap();
-    Ok(data)
+        .map_err(|e| format!("{label} map callback lost: {e}"))?
+        .map_err(|e| format!("mapping the {label} buffer: {e}"))
 }
 
 /// Reads a scanout's composited image back to the CPU as RGBA (alpha forced to 255 when
 /// `opaque`).
 pub fn read_back(
+    rb: &mut Readback,
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     texture: &wgpu::Texture,
@@ -580,7 +644,10 @@ pub fn read_back(
         width: w,
         height: h,
     };
-    let mut data = copy_out(device, queue, texture, full, "screenshot")?;
+    let row = w as usize * 4;
+    let mut data = rb.read(device, queue, texture, full, "screenshot", |rows, pitch| {
+        pack_rows(rows, pitch, row, h as usize)
+    })?;
     let bgra = texture.format() == wgpu::TextureFormat::Bgra8Unorm;
     if bgra || opaque {
         for px in data.chunks_exact_mut(4) {
