@@ -221,3 +221,28 @@ fn launching_without_a_qemu_names_the_flag_that_gives_one() {
     assert_eq!(c, 1);
     assert!(e.contains("--qemu PATH"), "{e}");
 }
+
+/// `vm-cli … | head`: standard output closed before vm-cli writes. The commands end quietly
+/// with their usual exit code instead of panicking on the broken pipe.
+#[test]
+fn a_closed_standard_output_is_no_panic() {
+    let h = host("intel-desktop-gvtg-dgpu");
+    for args in [
+        vec!["--host-root", h.as_str(), "gpu", "list"],
+        vec!["--host-root", h.as_str(), "gpu", "list", "--json"],
+        vec!["--host-root", h.as_str(), "gpu", "doctor"],
+        vec!["--host-root", h.as_str(), "--kernel", "k", "--dry-run"],
+        vec!["--host-root", h.as_str(), "gpu", "mdev-types"],
+    ] {
+        let (read, write) = std::io::pipe().unwrap();
+        drop(read);
+        let out = Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+            .args(&args)
+            .stdout(write)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

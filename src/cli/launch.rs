@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::{RunArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK};
+use super::{write_text, RunArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK};
 use crate::gpu_manager::Candidate;
 use crate::host::Host;
 use crate::launch::{self as l, LaunchOptions};
@@ -84,7 +84,7 @@ pub(super) fn launch(
     }
     if run.print_cmdline {
         if !json {
-            print!("{}", plan.text());
+            write_text(&plan.text());
         }
         return EXIT_OK;
     }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::write_text;
 use super::{
     ChangeDirs, GpuCommand, MdevCreateArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK,
     EXIT_UNAVAILABLE, EXIT_UNDONE, EXIT_USAGE,
@@ -58,10 +59,7 @@ pub(super) fn run(
             if json {
                 print_json(&render::sriov_json(&pf, num_vfs, &plan, &verified, dry_run));
             } else {
-                print!(
-                    "{}",
-                    render::sriov_text(&pf, num_vfs, &plan, &verified, dry_run)
-                );
+                write_text(&render::sriov_text(&pf, num_vfs, &plan, &verified, dry_run));
             }
             EXIT_OK
         }
@@ -69,10 +67,10 @@ pub(super) fn run(
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!(
-        "{}",
+    write_text(&format!(
+        "{}\n",
         serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    );
+    ));
 }
 
 fn exit_code(e: &MdevError) -> i32 {
@@ -133,9 +131,9 @@ fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
     if json {
         print_json(&render::types_json(&rows));
     } else {
-        print!("{}", render::types_text(&rows));
+        write_text(&render::types_text(&rows));
         if render::has_vendor_vfio(&rows) {
-            println!("(NVIDIA vendor-VFIO types: AVAILABLE counts free VFs that can take the type; ACTIVE counts VFs carrying it)");
+            write_text("(NVIDIA vendor-VFIO types: AVAILABLE counts free VFs that can take the type; ACTIVE counts VFs carrying it)\n");
         }
     }
     for w in &inv.warnings {
@@ -207,10 +205,9 @@ fn mdev_create(
             a.dry_run,
         ));
     } else {
-        print!(
-            "{}",
-            render::change_text("create", &planned, &verified, a.dry_run)
-        );
+        write_text(&render::change_text(
+            "create", &planned, &verified, a.dry_run,
+        ));
     }
     EXIT_OK
 }
@@ -245,10 +242,7 @@ fn mdev_remove(
             dry_run,
         ));
     } else {
-        print!(
-            "{}",
-            render::change_text("remove", &planned, &verified, dry_run)
-        );
+        write_text(&render::change_text("remove", &planned, &verified, dry_run));
     }
     EXIT_OK
 }

@@ -371,7 +371,7 @@ pub fn run(cli: Cli) -> i32 {
             command: HostCommand::Record { dir },
         }) => match crate::recorder::record_host(mgr.host().as_ref(), &dir) {
             Ok(summary) => {
-                println!("{summary}");
+                write_text(&format!("{summary}\n"));
                 EXIT_OK
             }
             Err(e) => {
@@ -429,8 +429,8 @@ fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: Option<&std::pat
         }
         write_json(&doc);
     } else {
-        print!("{}", report::list_text(inv, &backends, auto.as_ref()));
-        print!("{}", report::passthrough::holders_text(&holders));
+        write_text(&report::list_text(inv, &backends, auto.as_ref()));
+        write_text(&report::passthrough::holders_text(&holders));
     }
     for w in &inv.warnings {
         eprintln!("vm-cli: warning: {}: {}", w.path.display(), w.message);
@@ -485,7 +485,7 @@ fn plan(
         if json {
             report::plan_json(&req, &pref, d)
         } else {
-            print!("{}", report::plan_text(&req, d));
+            write_text(&report::plan_text(&req, d));
             serde_json::Value::Null
         }
     });
@@ -610,7 +610,7 @@ fn gpu_doctor(mgr: &mut UnifiedGpuManager, args: &DoctorArgs, json: bool) -> i32
     if json {
         write_json(&report::doctor_json(&r, &opts));
     } else {
-        print!("{}", report::doctor_text(&r, &opts));
+        write_text(&report::doctor_text(&r, &opts));
     }
     for w in &inv.warnings {
         eprintln!("vm-cli: warning: {}: {}", w.path.display(), w.message);
@@ -640,6 +640,18 @@ fn write_json(v: &serde_json::Value) {
 
 fn print_json(v: &serde_json::Value) {
     write_json(v);
+}
+
+/// Writes text to standard output. A closed pipe (`vm-cli gpu list | head`) ends the output
+/// quietly, where `print!` would panic; another write error is reported on standard error.
+pub(crate) fn write_text(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("vm-cli: writing to standard output: {e}");
+        }
+    }
 }
 
 /// Exit code of a passthrough error: 3 refused or busy, 4 undone, 5 left changed, 1 other.
@@ -681,7 +693,7 @@ fn gpu_prepare(
                 if json {
                     print_json(&report::passthrough::plan_json(&p, true, None));
                 } else {
-                    print!("{}", report::passthrough::plan_text(&p));
+                    write_text(&report::passthrough::plan_text(&p));
                 }
                 EXIT_OK
             }
@@ -707,12 +719,12 @@ fn gpu_prepare(
                     Some(&journal),
                 ));
             } else {
-                print!("{}", report::passthrough::plan_text(&plan));
-                println!(
-                    "prepared: IOMMU group {} is on vfio-pci (journal {}); give it back with `vm-cli gpu release {addr}`",
+                write_text(&report::passthrough::plan_text(&plan));
+                write_text(&format!(
+                    "prepared: IOMMU group {} is on vfio-pci (journal {}); give it back with `vm-cli gpu release {addr}`\n",
                     plan.group,
                     journal.display()
-                );
+                ));
             }
             EXIT_OK
         }
@@ -731,10 +743,10 @@ fn gpu_release(
             if json {
                 print_json(&report::passthrough::undo_json("gpu release", &r));
             } else {
-                println!(
-                    "released: {} step(s) undone; every device is back on its driver",
+                write_text(&format!(
+                    "released: {} step(s) undone; every device is back on its driver\n",
                     r.undone.len()
-                );
+                ));
             }
             EXIT_OK
         }
@@ -747,7 +759,7 @@ fn gpu_restore(host: &dyn crate::host::HostOps, state_dir: &std::path::Path, jso
     if json {
         print_json(&report::passthrough::restore_json(&report));
     } else {
-        print!("{}", report::passthrough::restore_text(&report));
+        write_text(&report::passthrough::restore_text(&report));
     }
     if report.complete() {
         EXIT_OK
