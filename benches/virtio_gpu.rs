@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p vm-device --bench virtio_gpu` (WGPU_BACKEND picks the backend;
 //! VIRTIO_GPU_BENCH_SECS sets the time per measurement, default 2;
-//! VIRTIO_GPU_BENCH_ONLY=1080p|4k|text|text1|text8|text60 selects cases).
+//! VIRTIO_GPU_BENCH_ONLY=1080p|4k|text|text1|text8|text60 selects cases;
+//! VIRTIO_GPU_BENCH_GATHER=gpu|cpu forces the transfer path).
 
 #[path = "../tests/virtio_gpu_harness/mod.rs"]
 mod harness;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use harness::Guest;
 use vm_device::gpu_virt::virtio_gpu::protocol::ctrl;
 use vm_device::gpu_virt::virtio_gpu::{
-    Command, CtrlHeader, Format, QueueKind, Rect, VirtioGpuConfig,
+    Command, CtrlHeader, Format, GpuGather, QueueKind, Rect, VirtioGpuConfig,
 };
 use vm_device::gpu_virt::WgpuBackend;
 use vm_memory::{Bytes, GuestAddress};
@@ -78,11 +79,21 @@ fn measure(mut f: impl FnMut()) -> (u64, f64) {
     (n, t.elapsed().as_secs_f64())
 }
 
+/// VIRTIO_GPU_BENCH_GATHER=gpu|cpu forces the transfer path (default: the device's choice).
+fn gather_policy() -> GpuGather {
+    match std::env::var("VIRTIO_GPU_BENCH_GATHER").as_deref() {
+        Ok("gpu") => GpuGather::Always,
+        Ok("cpu") => GpuGather::Never,
+        _ => GpuGather::Auto,
+    }
+}
+
 fn full_frames(be: &WgpuBackend, w: u32, h: u32) {
     let mut g = Guest::new(
         be,
         VirtioGpuConfig {
             scanouts: vec![(w, h)],
+            gpu_gather: gather_policy(),
             ..Default::default()
         },
     );
@@ -162,6 +173,12 @@ fn full_frames(be: &WgpuBackend, w: u32, h: u32) {
         1e3 * bytes as f64 / 1e9 / m_gbs,
         100.0 * ratio
     );
+    let path = if g.dev.gpu_gathered_transfers() > 0 {
+        "GPU gather from the guest pages in place"
+    } else {
+        "CPU gather into staging memory"
+    };
+    println!("  path: {path}");
     let g_gbs = median(gather_v);
     println!(
         "  CPU only, the same scattered 4 KiB pages copied to a host buffer: {g_gbs:6.2} GB/s ({:.0}% of memcpy)",
@@ -178,6 +195,7 @@ fn text_cells(be: &WgpuBackend, per_kick: u64) {
         be,
         VirtioGpuConfig {
             scanouts: vec![(w, h)],
+            gpu_gather: gather_policy(),
             ..Default::default()
         },
     );

@@ -838,7 +838,7 @@ fn budget(b: wgpu::Backends) {
         VirtioGpuConfig {
             scanouts: vec![(64, 64)],
             max_hostmem: 1 << 20,
-            edid_serial: 1,
+            ..Default::default()
         },
     );
     // 256×256×4 = 256 KiB each: four fit, the fifth does not.

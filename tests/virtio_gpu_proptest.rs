@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use virtio_queue::{Queue, QueueT};
 use vm_device::gpu_virt::virtio_gpu::protocol::{ctrl, Response, HDR_SIZE};
 use vm_device::gpu_virt::virtio_gpu::{
-    Command, CtrlHeader, CursorPos, ErrorCode, MemEntry, QueueKind, Rect, VirtioGpuConfig,
-    VirtioGpuDevice,
+    Command, CtrlHeader, CursorPos, ErrorCode, GpuGather, MemEntry, QueueKind, Rect,
+    VirtioGpuConfig, VirtioGpuDevice,
 };
 use vm_device::gpu_virt::WgpuBackend;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -49,6 +49,8 @@ fn device() -> VirtioGpuDevice {
             scanouts: vec![(64, 48), (32, 32)],
             max_hostmem: BUDGET,
             edid_serial: 3,
+            // Transfers from backings that qualify run on the GPU, the rest on the CPU.
+            gpu_gather: GpuGather::Always,
         })
         .unwrap()
 }

@@ -2,6 +2,7 @@
 
 mod adapters;
 pub mod backend;
+pub mod host_import;
 pub mod vhost_user;
 pub mod virtio_gpu;
 pub mod wgpu_backend;

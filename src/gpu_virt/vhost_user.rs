@@ -264,7 +264,10 @@ impl VhostUserBackend for VhostUserGpu {
     }
 
     fn update_memory(&self, mem: Mem) -> io::Result<()> {
-        self.lock().mem = Some(mem);
+        let mut inner = self.lock();
+        // The old regions may be unmapped once replaced: nothing may refer to them in place.
+        inner.device.forget_guest_memory();
+        inner.mem = Some(mem);
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::adapters::instance_descriptor;
 use super::backend::{BackendError, BackendStats, GpuBackend};
+use super::host_import::HostImport;
 use super::virtio_gpu::scanout::Compositor;
 use super::virtio_gpu::stats::{DeviceCounters, DeviceStats};
 use super::virtio_gpu::{VirtioGpuConfig, VirtioGpuDevice};
@@ -60,6 +61,8 @@ pub struct GpuContext {
     pub compositor: Compositor,
     /// Errors wgpu reported asynchronously (validation, out of memory); logged, never fatal.
     pub uncaptured_errors: Arc<AtomicU64>,
+    /// Guest memory imports, where the device was opened with `VK_EXT_external_memory_host`.
+    pub host_import: Option<HostImport>,
 }
 
 /// The wgpu rung's backend: one adapter and wgpu device, shared by the virtio-gpu devices
@@ -166,16 +169,31 @@ impl WgpuBackend {
             });
         };
         let info = adapter.get_info();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        let desc = wgpu::DeviceDescriptor {
             label: Some("vm-device virtio-gpu"),
             required_features: wgpu::Features::empty(),
             required_limits: adapter.limits(),
             ..Default::default()
-        }))
-        .map_err(|source| WgpuError::RequestDevice {
-            adapter: format!("{} ({:?})", info.name, info.backend),
-            source,
-        })?;
+        };
+        // Vulkan with VK_EXT_external_memory_host: the GPU can read guest RAM in place.
+        let opened = match crate::gpu_virt::host_import::open_device(&adapter, &desc) {
+            Some(Ok(pair)) => Some(pair),
+            Some(Err(e)) => {
+                eprintln!("vm-device: {e}; opening {} without it", info.name);
+                None
+            }
+            None => None,
+        };
+        let (device, queue) = match opened {
+            Some(pair) => pair,
+            None => pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
+                WgpuError::RequestDevice {
+                    adapter: format!("{} ({:?})", info.name, info.backend),
+                    source,
+                }
+            })?,
+        };
+        let host_import = HostImport::probe(&device);
         let uncaptured_errors = Arc::new(AtomicU64::new(0));
         let errs = uncaptured_errors.clone();
         let name = info.name.clone();
@@ -192,6 +210,7 @@ impl WgpuBackend {
             max_texture_dim,
             compositor,
             uncaptured_errors,
+            host_import,
         }));
         Ok(())
     }

@@ -96,8 +96,9 @@ impl Ring {
 
 /// A guest with a virtio-gpu device.
 pub struct Guest {
-    pub mem: GuestMemoryMmap,
+    // Dropped before the memory it may have imported.
     pub dev: VirtioGpuDevice,
+    pub mem: GuestMemoryMmap,
     ctrl: Ring,
     cursor: Ring,
     next_page: u64,

@@ -8,6 +8,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, VolatileSlice};
 
 use super::edid::{build_edid, EDID_MAX_DIMENSION};
+use super::gpu_gather::{GatherBinding, GpuGather as GpuGather_};
 use super::protocol::{
     ctrl, decode_request, Command, CtrlHeader, CursorPos, DisplayOne, ErrorCode, Format, Rect,
     Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID,
@@ -59,7 +60,28 @@ pub struct VirtioGpuConfig {
     pub max_hostmem: u64,
     /// Serial number written into the EDIDs.
     pub edid_serial: u32,
+    /// When transfers are gathered by the GPU from guest memory imported in place.
+    pub gpu_gather: GpuGather,
 }
+
+/// When TRANSFER_TO_HOST_2D is done by the GPU, reading the guest's pages in place
+/// ([`super::gpu_gather`]), rather than gathered by the CPU into staging memory. Either
+/// needs a Vulkan device with `VK_EXT_external_memory_host` and a backing that qualifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuGather {
+    /// On hardware adapters, for transfers of at least 256 KiB (on a CPU adapter the CPU
+    /// path's two copies run on two threads and measured faster).
+    #[default]
+    Auto,
+    /// Whenever possible (tests use it to check the shader on any adapter).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Smallest transfer [`GpuGather::Auto`] hands to the GPU: below it, the CPU gather is
+/// cheaper than a submission and a wait.
+const GPU_GATHER_MIN: u64 = 256 << 10;
 
 impl Default for VirtioGpuConfig {
     fn default() -> Self {
@@ -67,6 +89,7 @@ impl Default for VirtioGpuConfig {
             scanouts: vec![(1024, 768)],
             max_hostmem: DEFAULT_MAX_HOSTMEM,
             edid_serial: 1,
+            gpu_gather: GpuGather::Auto,
         }
     }
 }
@@ -156,6 +179,12 @@ pub struct VirtioGpuDevice {
     last_submit: Option<wgpu::SubmissionIndex>,
     /// Cache-sized bounce buffer for formats converted on the way to staging memory.
     scratch: Vec<u8>,
+    /// The GPU gather's pipelines and guest memory imports, once used.
+    gather: Option<GpuGather_>,
+    /// Per resource: its GPU gather binding, or `None` when its backing does not qualify.
+    gather_bindings: HashMap<u32, Option<GatherBinding>>,
+    /// Transfers done by the GPU gather.
+    gpu_gathered: u64,
     /// The buffer screenshots and display updates are read back through.
     readback: Readback,
     driver_features: u64,
@@ -197,6 +226,9 @@ impl VirtioGpuDevice {
             pending: None,
             last_submit: None,
             scratch: Vec::new(),
+            gather: None,
+            gather_bindings: HashMap::new(),
+            gpu_gathered: 0,
             readback: Readback::default(),
             driver_features: DEVICE_FEATURES,
             display_events: None,
@@ -545,6 +577,7 @@ impl VirtioGpuDevice {
                         return Err(ErrorCode::Unspec);
                     }
                     res.backing = Some(Backing::new(&entries, mem)?);
+                    self.gather_bindings.remove(&resource_id);
                     Ok(Response::OkNoData)
                 })
             }
@@ -553,6 +586,7 @@ impl VirtioGpuDevice {
                 .get_mut(&resource_id)
                 .ok_or(ErrorCode::InvalidResourceId)
                 .and_then(|res| {
+                    self.gather_bindings.remove(&resource_id);
                     res.backing
                         .take()
                         .map(|_| Response::OkNoData)
@@ -621,9 +655,11 @@ impl VirtioGpuDevice {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: texture_format(format),
+            // RENDER_ATTACHMENT: the GPU gather draws into it.
             usage: wgpu::TextureUsages::TEXTURE_BINDING
                 | wgpu::TextureUsages::COPY_DST
-                | wgpu::TextureUsages::COPY_SRC,
+                | wgpu::TextureUsages::COPY_SRC
+                | wgpu::TextureUsages::RENDER_ATTACHMENT,
             view_formats: &[],
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -659,6 +695,7 @@ impl VirtioGpuDevice {
             .resources
             .remove(&id)
             .ok_or(ErrorCode::InvalidResourceId)?;
+        self.gather_bindings.remove(&id);
         self.hostmem_used = self.hostmem_used.saturating_sub(res.charged);
         let mut disabled = Vec::new();
         for (i, s) in self.scanouts.iter_mut().enumerate() {
@@ -767,6 +804,21 @@ impl VirtioGpuDevice {
         if bytes == 0 {
             return Ok(Response::OkNoData);
         }
+        let gpu = match self.config.gpu_gather {
+            GpuGather::Never => false,
+            GpuGather::Always => true,
+            GpuGather::Auto => {
+                self.ctx.info.device_type != wgpu::DeviceType::Cpu && bytes >= GPU_GATHER_MIN
+            }
+        };
+        if gpu && offset % 4 == 0 && self.gpu_transfer(rid, &rect, offset, mem) {
+            self.counters.bytes_to_host(bytes);
+            return Ok(Response::OkNoData);
+        }
+        let res = self
+            .resources
+            .get(&rid)
+            .ok_or(ErrorCode::InvalidResourceId)?;
         let (pitch, _) = transfer::staging_len(&rect).ok_or(ErrorCode::InvalidParameter)?;
         let align = wgpu::BufferSize::new(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64)
             .ok_or(ErrorCode::Unspec)?;
@@ -811,6 +863,71 @@ impl VirtioGpuDevice {
         }
         self.counters.bytes_to_host(bytes);
         Ok(Response::OkNoData)
+    }
+
+    /// The transfer done by the GPU from the guest's pages in place; false when the
+    /// resource's backing does not qualify (the CPU path runs instead). The transfer is
+    /// complete when this returns: the guest may reuse its pages once it has the response.
+    fn gpu_transfer<M: GuestMemory>(
+        &mut self,
+        rid: u32,
+        rect: &Rect,
+        offset: u64,
+        mem: &M,
+    ) -> bool {
+        let VirtioGpuDevice {
+            ctx,
+            resources,
+            gather,
+            gather_bindings,
+            pending,
+            belt,
+            last_submit,
+            ..
+        } = self;
+        let Some(import) = ctx.host_import.as_ref() else {
+            return false;
+        };
+        let Some(res) = resources.get(&rid) else {
+            return false;
+        };
+        let Some(backing) = res.backing.as_ref() else {
+            return false;
+        };
+        let gather = gather.get_or_insert_with(|| GpuGather_::new(&ctx.device));
+        let binding = gather_bindings.entry(rid).or_insert_with(|| {
+            // SAFETY: guest memory stays mapped until `forget_guest_memory`, which whoever
+            // changes the memory map calls first (the vhost-user backend does).
+            unsafe { gather.bind(&ctx.device, import, backing, mem) }
+        });
+        let Some(binding) = binding.as_ref() else {
+            return false;
+        };
+        let enc = pending.get_or_insert_with(|| new_encoder(&ctx.device));
+        gather.record(enc, &ctx.queue, binding, res, rect, offset);
+        if let Some(i) = submit_pending(ctx, belt, pending) {
+            *last_submit = Some(i);
+        }
+        self.complete_gpu_work();
+        self.gpu_gathered += 1;
+        true
+    }
+
+    /// Drops everything that refers to guest memory in place (GPU gather imports), after
+    /// waiting for the GPU work that reads it. Call it before the guest memory map changes
+    /// or is unmapped.
+    pub fn forget_guest_memory(&mut self) {
+        self.complete_gpu_work();
+        self.gather_bindings.clear();
+        if let Some(g) = self.gather.as_mut() {
+            g.forget_imports();
+        }
+    }
+
+    /// Transfers the GPU gathered from guest memory in place (the rest went through the
+    /// CPU).
+    pub fn gpu_gathered_transfers(&self) -> u64 {
+        self.gpu_gathered
     }
 
     fn update_cursor(

@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod edid;
+pub mod gpu_gather;
 pub mod protocol;
 pub mod resources;
 pub mod scanout;
@@ -15,8 +16,8 @@ pub mod stats;
 pub mod transfer;
 
 pub use device::{
-    is_ok, response_type, DeviceError, DisplayEvent, QueueKind, QueueRun, VirtioGpuConfig,
-    VirtioGpuDevice, DEFAULT_MAX_HOSTMEM,
+    is_ok, response_type, DeviceError, DisplayEvent, GpuGather, QueueKind, QueueRun,
+    VirtioGpuConfig, VirtioGpuDevice, DEFAULT_MAX_HOSTMEM,
 };
 pub use protocol::{Command, CtrlHeader, CursorPos, ErrorCode, Format, MemEntry, Rect, Response};
 pub use scanout::RgbaImage;

@@ -70,6 +70,11 @@ impl Backing {
         self.segs.len()
     }
 
+    /// (guest address, length) of each entry, in the guest's order.
+    pub fn segments(&self) -> &[(u64, u64)] {
+        &self.segs
+    }
+
     /// Index of the segment holding byte `off` (`off < len()`).
     pub(crate) fn segment_of(&self, off: u64) -> usize {
         self.starts.partition_point(|s| *s <= off).saturating_sub(1)
