@@ -100,6 +100,11 @@ fn key(p: &Path) -> std::ffi::OsString {
     p.as_os_str().to_owned()
 }
 
+/// An overlay key in the normalised form that resolved paths have (no trailing `/`).
+fn normal_key(p: &Path) -> std::ffi::OsString {
+    p.components().collect::<PathBuf>().into_os_string()
+}
+
 fn hides(e: &Entry) -> bool {
     !matches!(e, Entry::Dir { opaque: false })
 }
@@ -357,10 +362,10 @@ impl Tree {
         self.ensure_dir(p);
         let mut cur = Some(p);
         while let Some(d) = cur {
-            if d == Path::new("/") {
+            // A directory already recorded came with all its ancestors.
+            if d == Path::new("/") || !self.base_dirs.insert(d.to_path_buf()) {
                 break;
             }
-            self.base_dirs.insert(d.to_path_buf());
             cur = d.parent();
         }
     }
@@ -548,12 +553,7 @@ impl Tree {
             c.get_mut().clear();
         }
         self.hiders = self.overlay.values().filter(|e| hides(e)).count();
-        // Keyed in the normalised form that resolved paths have (no trailing `/`).
-        self.overlay_keys = self
-            .overlay
-            .keys()
-            .map(|k| k.components().collect::<PathBuf>().into_os_string())
-            .collect();
+        self.overlay_keys = self.overlay.keys().map(|k| normal_key(k)).collect();
     }
 
     fn overlay_get(&self, p: &Path) -> Option<&Entry> {
@@ -768,19 +768,37 @@ impl Tree {
                 self.ensure_dir(parent);
             }
         }
-        self.overlay.insert(p.to_path_buf(), e);
-        self.changed();
+        // One entry changed: update the counts and key set for it alone (the fixture's
+        // empty directories are put one by one when a host opens; recounting the whole
+        // overlay each time made that quadratic).
+        let new_hides = hides(&e);
+        let old = self.overlay.insert(p.to_path_buf(), e);
+        if old.as_ref().is_some_and(hides) {
+            self.hiders -= 1;
+        }
+        if new_hides {
+            self.hiders += 1;
+        }
+        self.overlay_keys.insert(normal_key(p));
+        for c in &mut self.resolved {
+            c.get_mut().clear();
+        }
     }
 
     /// Makes sure a directory exists at canonical path `p`.
     pub(crate) fn ensure_dir(&mut self, p: &Path) {
-        match self.node(p) {
+        let node = self.node_expect(p, Expect::Dir);
+        match node {
             Some(Entry::Dir { .. }) => {}
             Some(Entry::File(_)) | Some(Entry::Link(_)) | Some(Entry::Gone) | None => {
+                let overlaid = self.overlay_get(p);
+                // Nothing in the overlay and nothing found: the lookup just asked the disk,
+                // which has nothing there either (a fixture's empty directory).
+                let on_disk = (node.is_some() || overlaid.is_some())
+                    && std::fs::symlink_metadata(self.disk(p)).is_ok();
                 // A previously removed directory comes back empty, as the kernel recreates it.
-                let opaque = self.overlay_get(p) == Some(&Entry::Gone)
-                    || self.hidden_by_ancestor(p)
-                    || std::fs::symlink_metadata(self.disk(p)).is_ok();
+                let opaque =
+                    overlaid == Some(&Entry::Gone) || self.hidden_by_ancestor(p) || on_disk;
                 self.put(p, Entry::Dir { opaque });
             }
         }
@@ -899,6 +917,38 @@ mod tests {
         assert_eq!(
             t.list(dev).expect("list"),
             vec!["driver", "iommu_group", "vendor"]
+        );
+    }
+
+    #[test]
+    fn one_by_one_puts_keep_the_overlay_index_whole() {
+        let d = fixture();
+        let mut t = Tree::new(d.path().to_path_buf());
+        let dev = Path::new("/sys/devices/pci0000:00/0000:00:02.0");
+        t.add_base_dir(&dev.join("mdev_supported_types/t1/devices"));
+        t.add_base_dir(&dev.join("mdev_supported_types/t2/devices"));
+        t.put_file(&dev.join("vendor"), "0x10de\n");
+        t.put_link(
+            &dev.join("driver"),
+            Path::new("/sys/bus/pci/drivers/vfio-pci"),
+        );
+        t.put(&dev.join("vendor"), Entry::Dir { opaque: false });
+        t.remove(&dev.join("mdev_supported_types/t2"));
+        t.ensure_dir(&dev.join("mdev_supported_types/t2"));
+        let incremental = (t.hiders, t.overlay_keys.clone());
+        t.changed();
+        assert_eq!((t.hiders, t.overlay_keys.clone()), incremental);
+        assert_eq!(
+            t.list(&dev.join("mdev_supported_types")).expect("list"),
+            vec!["t1", "t2"]
+        );
+        assert!(t
+            .list(&dev.join("mdev_supported_types/t2"))
+            .expect("list")
+            .is_empty());
+        assert_eq!(
+            t.list(dev).expect("list"),
+            vec!["driver", "iommu_group", "mdev_supported_types", "vendor"]
         );
     }
 }
