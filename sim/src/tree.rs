@@ -52,12 +52,10 @@ pub(crate) struct Tree {
     base_dirs: std::collections::BTreeSet<PathBuf>,
     /// What the fixture on disk holds at a path (it never changes): saves a `stat` and, for
     /// small files, the read that tells a flattened link from an attribute.
-    disk_nodes: RefCell<PathMap<Option<Entry>>>,
+    disk_nodes: RefCell<PathMap<Option<DiskNode>>>,
     /// Resolved paths; cleared whenever the overlay changes.
     /// Indexed by `follow_last`.
     resolved: [RefCell<PathMap<PathBuf>>; 2],
-    /// Contents of small fixture files, read once when their node was first looked at.
-    disk_bytes: RefCell<PathMap<Vec<u8>>>,
     /// File types learnt from directory listings.
     disk_kinds: RefCell<PathMap<DiskKind>>,
     /// Overlay entries that hide what the fixture has below them (`Gone`, opaque
@@ -107,6 +105,26 @@ fn normal_key(p: &Path) -> std::ffi::OsString {
 
 fn hides(e: &Entry) -> bool {
     !matches!(e, Entry::Dir { opaque: false })
+}
+
+/// What the fixture on disk holds at a path, as [`Tree`] keeps it.
+#[derive(Debug, Clone)]
+enum DiskNode {
+    /// A directory or a link, as the overlay would hold it.
+    Entry(Entry),
+    /// A regular file and its bytes, read when the node was first looked at (`None`: it
+    /// could not be read then; `read` opens it again and reports why).
+    File(Option<Vec<u8>>),
+}
+
+impl DiskNode {
+    /// The node as [`Tree::node`] gives it: a file's bytes stay here (a marker goes out).
+    fn entry(&self) -> Entry {
+        match self {
+            DiskNode::Entry(e) => e.clone(),
+            DiskNode::File(_) => Entry::File(Vec::new()),
+        }
+    }
 }
 
 /// The type of a fixture node as a directory listing gives it.
@@ -352,7 +370,6 @@ impl Tree {
             resolved: Default::default(),
             hiders: 0,
             overlay_keys: Default::default(),
-            disk_bytes: Default::default(),
             disk_kinds: Default::default(),
         }
     }
@@ -495,14 +512,15 @@ impl Tree {
             return None;
         }
         if let Some(e) = self.disk_nodes.borrow().get(p.as_os_str()) {
-            return e.clone();
+            return e.as_ref().map(DiskNode::entry);
         }
         let e = self.read_disk_node(p, expect);
-        self.disk_nodes.borrow_mut().insert(key(p), e.clone());
-        e
+        let out = e.as_ref().map(DiskNode::entry);
+        self.disk_nodes.borrow_mut().insert(key(p), e);
+        out
     }
 
-    fn read_disk_node(&self, p: &Path, expect: Expect) -> Option<Entry> {
+    fn read_disk_node(&self, p: &Path, expect: Expect) -> Option<DiskNode> {
         let d = self.at(p);
         let known = self.disk_kinds.borrow().get(p.as_os_str()).copied();
         let (kind, mut bytes) = match (known, expect) {
@@ -514,15 +532,17 @@ impl Tree {
                 Err(_) => probe_disk(&d)?,
             },
             (None, Expect::Link) => match read_link_at(&d) {
-                Ok(t) => return Some(Entry::Link(t)),
+                Ok(t) => return Some(DiskNode::Entry(Entry::Link(t))),
                 Err(e) if is_absent(&e) => return None,
                 // Not a link (EINVAL), or unreadable: find out what it is.
                 Err(_) => probe_disk(&d)?,
             },
         };
         match kind {
-            DiskKind::Link => read_link_at(&d).ok().map(Entry::Link),
-            DiskKind::Dir => Some(Entry::Dir { opaque: false }),
+            DiskKind::Link => read_link_at(&d)
+                .ok()
+                .map(|t| DiskNode::Entry(Entry::Link(t))),
+            DiskKind::Dir => Some(DiskNode::Entry(Entry::Dir { opaque: false })),
             DiskKind::File => {
                 // Read it now (one open, no stat): it is either a flattened link or an
                 // attribute whose bytes `read` will want.
@@ -532,17 +552,14 @@ impl Tree {
                         bytes = Some(buf);
                     }
                 }
-                let Some(buf) = bytes else {
-                    return Some(Entry::File(Vec::new()));
-                };
-                if buf.len() < MAX_LINK_FILE as usize {
-                    if let Some(t) = flattened_link(&buf) {
-                        return Some(Entry::Link(t));
-                    }
+                if let Some(t) = bytes
+                    .as_deref()
+                    .filter(|b| b.len() < MAX_LINK_FILE as usize)
+                    .and_then(flattened_link)
+                {
+                    return Some(DiskNode::Entry(Entry::Link(t)));
                 }
-                self.disk_bytes.borrow_mut().insert(key(p), buf);
-                // File contents are served from `disk_bytes`; an empty marker is enough here.
-                Some(Entry::File(Vec::new()))
+                Some(DiskNode::File(bytes))
             }
         }
     }
@@ -607,13 +624,20 @@ impl Tree {
                 }
                 let cand = base.join(name);
                 // Without following, the last component is whatever it is: no need to look.
-                if follow_last {
+                let followed = if follow_last {
                     match self.node_expect(&cand, expect) {
-                        Some(Entry::Link(_)) => self.resolve_uncached(&cand, true, expect)?,
-                        _ => cand,
+                        Some(Entry::Link(_)) => Some(self.resolve_uncached(&cand, true, expect)?),
+                        _ => None,
                     }
                 } else {
-                    cand
+                    None
+                };
+                match followed {
+                    Some(p) => p,
+                    // A file or link read once needs no entry: its parent's is enough to
+                    // find it again (directories are kept: their children ask for them).
+                    None if expect != Expect::Dir => return Ok(cand),
+                    None => cand,
                 }
             }
             _ => self.resolve_uncached(path, follow_last, expect)?,
@@ -698,9 +722,9 @@ impl Tree {
             None => {}
         }
         match self.node(&p) {
-            Some(Entry::File(_)) => match self.disk_bytes.borrow().get(p.as_os_str()) {
-                Some(b) => Ok(b.clone()),
-                None => std::fs::read(self.disk(&p)),
+            Some(Entry::File(_)) => match self.disk_nodes.borrow().get(p.as_os_str()) {
+                Some(Some(DiskNode::File(Some(b)))) => Ok(b.clone()),
+                _ => std::fs::read(self.disk(&p)),
             },
             Some(Entry::Dir { .. }) => Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
             _ => Err(enoent()),
