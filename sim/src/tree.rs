@@ -49,7 +49,9 @@ pub(crate) struct Tree {
     root_fd: Option<Arc<OwnedFd>>,
     overlay: BTreeMap<PathBuf, Entry>,
     /// Directories the fixture has without holding them on disk (`.fixture/empty-dirs`).
-    base_dirs: std::collections::BTreeSet<PathBuf>,
+    /// A hash set: a host opens with hundreds of them, and a B-tree of `PathBuf`s compares
+    /// component by component on every insert.
+    base_dirs: std::collections::HashSet<PathBuf, std::hash::BuildHasherDefault<Fnv>>,
     /// What the fixture on disk holds at a path (it never changes): saves a `stat` and, for
     /// small files, the read that tells a flattened link from an attribute.
     disk_nodes: RefCell<PathMap<Option<DiskNode>>>,
@@ -432,12 +434,14 @@ impl Tree {
             self.overlay.remove(&k);
         }
         self.changed();
-        let empty: Vec<PathBuf> = self
+        let mut empty: Vec<PathBuf> = self
             .base_dirs
             .iter()
             .filter(|d| d.starts_with(p))
             .cloned()
             .collect();
+        // Parents first, as the fixture lists them.
+        empty.sort();
         for d in empty {
             self.ensure_dir(&d);
         }
