@@ -316,8 +316,9 @@ impl HostOps for SimHost {
         if st.faults.dead.is_some() {
             return Err(faults::killed_error("realpath", path));
         }
+        // Mostly asked of device directories (a `/sys/bus/pci/devices` link's target).
         st.tree
-            .resolve(path, true)
+            .resolve_expect(path, true, tree::Expect::Dir)
             .map_err(|e| HostError::io("realpath", path, e))
     }
 

@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use vm_passthrough::NodeKind;
 
@@ -41,17 +43,21 @@ pub type Snapshot = BTreeMap<PathBuf, SnapNode>;
 #[derive(Clone)]
 pub(crate) struct Tree {
     root: PathBuf,
+    /// The fixture root, open: disk lookups go relative to it (`openat`), so the kernel
+    /// walks only the path inside the fixture, not the fixture's own location each time.
+    /// `None` when it could not be opened: absolute paths are used then.
+    root_fd: Option<Arc<OwnedFd>>,
     overlay: BTreeMap<PathBuf, Entry>,
     /// Directories the fixture has without holding them on disk (`.fixture/empty-dirs`).
-    base_dirs: std::collections::BTreeSet<PathBuf>,
+    /// A hash set: a host opens with hundreds of them, and a B-tree of `PathBuf`s compares
+    /// component by component on every insert.
+    base_dirs: std::collections::HashSet<PathBuf, std::hash::BuildHasherDefault<Fnv>>,
     /// What the fixture on disk holds at a path (it never changes): saves a `stat` and, for
     /// small files, the read that tells a flattened link from an attribute.
-    disk_nodes: RefCell<PathMap<Option<Entry>>>,
+    disk_nodes: RefCell<PathMap<Option<DiskNode>>>,
     /// Resolved paths; cleared whenever the overlay changes.
     /// Indexed by `follow_last`.
     resolved: [RefCell<PathMap<PathBuf>>; 2],
-    /// Contents of small fixture files, read once when their node was first looked at.
-    disk_bytes: RefCell<PathMap<Vec<u8>>>,
     /// File types learnt from directory listings.
     disk_kinds: RefCell<PathMap<DiskKind>>,
     /// Overlay entries that hide what the fixture has below them (`Gone`, opaque
@@ -94,8 +100,33 @@ fn key(p: &Path) -> std::ffi::OsString {
     p.as_os_str().to_owned()
 }
 
+/// An overlay key in the normalised form that resolved paths have (no trailing `/`).
+fn normal_key(p: &Path) -> std::ffi::OsString {
+    p.components().collect::<PathBuf>().into_os_string()
+}
+
 fn hides(e: &Entry) -> bool {
     !matches!(e, Entry::Dir { opaque: false })
+}
+
+/// What the fixture on disk holds at a path, as [`Tree`] keeps it.
+#[derive(Debug, Clone)]
+enum DiskNode {
+    /// A directory or a link, as the overlay would hold it.
+    Entry(Entry),
+    /// A regular file and its bytes, read when the node was first looked at (`None`: it
+    /// could not be read then; `read` opens it again and reports why).
+    File(Option<Vec<u8>>),
+}
+
+impl DiskNode {
+    /// The node as [`Tree::node`] gives it: a file's bytes stay here (a marker goes out).
+    fn entry(&self) -> Entry {
+        match self {
+            DiskNode::Entry(e) => e.clone(),
+            DiskNode::File(_) => Entry::File(Vec::new()),
+        }
+    }
 }
 
 /// The type of a fixture node as a directory listing gives it.
@@ -118,10 +149,80 @@ impl DiskKind {
     }
 }
 
+/// A fixture path as the `*at` calls take it: the root's fd and the path below it, or (no
+/// fd) the absolute path on disk.
+struct At<'a> {
+    dirfd: Option<RawFd>,
+    path: std::borrow::Cow<'a, Path>,
+}
+
+/// Opens a fixture file for reading (`O_CLOEXEC`, plus `extra` flags).
+fn open_at(at: &At<'_>, extra: nix::fcntl::OFlag) -> io::Result<std::fs::File> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        at.dirfd,
+        at.path.as_ref(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    // SAFETY: `openat` just returned this fd and nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// `readlinkat(2)` in one call (nix's version adds an `fstatat` to size its buffer).
+fn read_link_at(at: &At<'_>) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut buf = [0u8; MAX_LINK_FILE as usize];
+    let n = nix::NixPath::with_nix_path(at.path.as_ref(), |c| {
+        // SAFETY: `c` is NUL-terminated and `buf` is writable for `buf.len()` bytes.
+        unsafe {
+            nix::libc::readlinkat(
+                at.dirfd.unwrap_or(nix::libc::AT_FDCWD),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        }
+    })
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `PATH_MAX` bytes filled means the target may have been cut short: no kernel link is
+    // that long, so refuse it as Linux refuses an over-long path.
+    let n = n as usize;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc_errno::ENAMETOOLONG));
+    }
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(
+        buf[..n].to_vec(),
+    )))
+}
+
+/// The type of a fixture node from one `fstatat(AT_SYMLINK_NOFOLLOW)`.
+fn stat_kind(at: &At<'_>) -> io::Result<DiskKind> {
+    use nix::sys::stat::{fstatat, SFlag};
+    let st = fstatat(
+        at.dirfd,
+        at.path.as_ref(),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    let fmt = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    Ok(if fmt == SFlag::S_IFLNK {
+        DiskKind::Link
+    } else if fmt == SFlag::S_IFDIR {
+        DiskKind::Dir
+    } else {
+        DiskKind::File
+    })
+}
+
 /// Reads a whole file without the `stat` and `lseek` that `std::fs::read` adds to size its
 /// buffer (fixture files are small).
-fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    read_all(&mut std::fs::File::open(path)?, buf)
+fn read_small(at: &At<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
+    read_all(&mut open_at(at, nix::fcntl::OFlag::empty())?, buf)
 }
 
 /// Reads an open fixture file to its end. A short read of a regular file on a local file
@@ -153,14 +254,9 @@ fn read_all(f: &mut std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
 /// What a path of the fixture is, found with one `open(O_NOFOLLOW)` instead of a `stat`
 /// and an `open`: a link refuses (`ELOOP`), a directory opens but refuses `read`
 /// (`EISDIR`), and a file hands over its bytes at once.
-fn probe_disk(d: &Path) -> Option<(DiskKind, Option<Vec<u8>>)> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn probe_disk(at: &At<'_>) -> Option<(DiskKind, Option<Vec<u8>>)> {
     let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits())
-        .open(d)
-    {
+    match open_at(at, flags) {
         Ok(mut f) => {
             let mut buf = Vec::new();
             match read_all(&mut f, &mut buf) {
@@ -174,11 +270,21 @@ fn probe_disk(d: &Path) -> Option<(DiskKind, Option<Vec<u8>>)> {
         Err(e) if e.raw_os_error() == Some(libc_errno::ELOOP) => Some((DiskKind::Link, None)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         // Anything else (a fixture file without read permission): ask stat what it is.
-        Err(_) => Some((
-            DiskKind::of(std::fs::symlink_metadata(d).ok()?.file_type()),
-            None,
-        )),
+        Err(_) => Some((stat_kind(at).ok()?, None)),
     }
+}
+
+/// What the caller of a lookup expects to find, so that the first look at a fixture path
+/// costs one system call where the guess is right (and stays correct where it is wrong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Probably a file to read: `open` it, which reads it too.
+    File,
+    /// A directory (a path's parent, a listing, a device directory to canonicalize):
+    /// `fstatat`, instead of an `open`, a `read` that fails and a `close`.
+    Dir,
+    /// A link to read: `readlinkat`, instead of an `open` that fails with `ELOOP` first.
+    Link,
 }
 
 /// Longest link target a flattened link file may hold (`PATH_MAX`).
@@ -216,6 +322,15 @@ pub(crate) fn relative(from_dir: &Path, to: &Path) -> PathBuf {
     out
 }
 
+/// True for the errors that mean "nothing at this path" (a missing node, or a file where
+/// a directory was needed on the way).
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::ENOENT) | Some(libc_errno::ENOTDIR)
+    )
+}
+
 fn enoent() -> io::Error {
     io::Error::from_raw_os_error(libc_errno::ENOENT)
 }
@@ -232,19 +347,31 @@ pub mod libc_errno {
     pub const EINVAL: i32 = 22;
     /// Too many levels of symbolic links.
     pub const ELOOP: i32 = 40;
+    /// File name too long.
+    pub const ENAMETOOLONG: i32 = 36;
 }
 
 impl Tree {
     pub(crate) fn new(root: PathBuf) -> Self {
+        use nix::fcntl::OFlag;
+        let root_fd = nix::fcntl::openat(
+            None,
+            &root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        // SAFETY: `openat` just returned this fd and nothing else owns it.
+        .map(|fd| Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }));
         Self {
             root,
+            root_fd,
             overlay: BTreeMap::new(),
             base_dirs: Default::default(),
             disk_nodes: Default::default(),
             resolved: Default::default(),
             hiders: 0,
             overlay_keys: Default::default(),
-            disk_bytes: Default::default(),
             disk_kinds: Default::default(),
         }
     }
@@ -254,10 +381,10 @@ impl Tree {
         self.ensure_dir(p);
         let mut cur = Some(p);
         while let Some(d) = cur {
-            if d == Path::new("/") {
+            // A directory already recorded came with all its ancestors.
+            if d == Path::new("/") || !self.base_dirs.insert(d.to_path_buf()) {
                 break;
             }
-            self.base_dirs.insert(d.to_path_buf());
             cur = d.parent();
         }
     }
@@ -307,12 +434,14 @@ impl Tree {
             self.overlay.remove(&k);
         }
         self.changed();
-        let empty: Vec<PathBuf> = self
+        let mut empty: Vec<PathBuf> = self
             .base_dirs
             .iter()
             .filter(|d| d.starts_with(p))
             .cloned()
             .collect();
+        // Parents first, as the fixture lists them.
+        empty.sort();
         for d in empty {
             self.ensure_dir(&d);
         }
@@ -352,8 +481,34 @@ impl Tree {
         self.root.join(p.strip_prefix("/").unwrap_or(p))
     }
 
+    /// Canonical path `p` as the `*at` calls take it.
+    fn at<'a>(&self, p: &'a Path) -> At<'a> {
+        match &self.root_fd {
+            Some(fd) => {
+                let rel = p.strip_prefix("/").unwrap_or(p);
+                At {
+                    dirfd: Some(fd.as_raw_fd()),
+                    path: if rel.as_os_str().is_empty() {
+                        std::borrow::Cow::Borrowed(Path::new("."))
+                    } else {
+                        std::borrow::Cow::Borrowed(rel)
+                    },
+                }
+            }
+            None => At {
+                dirfd: None,
+                path: std::borrow::Cow::Owned(self.disk(p)),
+            },
+        }
+    }
+
     /// The node at canonical path `p` (no link followed), overlay first.
     pub(crate) fn node(&self, p: &Path) -> Option<Entry> {
+        self.node_expect(p, Expect::File)
+    }
+
+    /// [`node`](Self::node), saying what the caller expects there (see [`Expect`]).
+    pub(crate) fn node_expect(&self, p: &Path, expect: Expect) -> Option<Entry> {
         if let Some(e) = self.overlay_get(p) {
             return (*e != Entry::Gone).then(|| e.clone());
         }
@@ -361,23 +516,37 @@ impl Tree {
             return None;
         }
         if let Some(e) = self.disk_nodes.borrow().get(p.as_os_str()) {
-            return e.clone();
+            return e.as_ref().map(DiskNode::entry);
         }
-        let e = self.read_disk_node(p);
-        self.disk_nodes.borrow_mut().insert(key(p), e.clone());
-        e
+        let e = self.read_disk_node(p, expect);
+        let out = e.as_ref().map(DiskNode::entry);
+        self.disk_nodes.borrow_mut().insert(key(p), e);
+        out
     }
 
-    fn read_disk_node(&self, p: &Path) -> Option<Entry> {
-        let d = self.disk(p);
+    fn read_disk_node(&self, p: &Path, expect: Expect) -> Option<DiskNode> {
+        let d = self.at(p);
         let known = self.disk_kinds.borrow().get(p.as_os_str()).copied();
-        let (kind, mut bytes) = match known {
-            Some(k) => (k, None),
-            None => probe_disk(&d)?,
+        let (kind, mut bytes) = match (known, expect) {
+            (Some(k), _) => (k, None),
+            (None, Expect::File) => probe_disk(&d)?,
+            (None, Expect::Dir) => match stat_kind(&d) {
+                Ok(k) => (k, None),
+                Err(e) if is_absent(&e) => return None,
+                Err(_) => probe_disk(&d)?,
+            },
+            (None, Expect::Link) => match read_link_at(&d) {
+                Ok(t) => return Some(DiskNode::Entry(Entry::Link(t))),
+                Err(e) if is_absent(&e) => return None,
+                // Not a link (EINVAL), or unreadable: find out what it is.
+                Err(_) => probe_disk(&d)?,
+            },
         };
         match kind {
-            DiskKind::Link => std::fs::read_link(&d).ok().map(Entry::Link),
-            DiskKind::Dir => Some(Entry::Dir { opaque: false }),
+            DiskKind::Link => read_link_at(&d)
+                .ok()
+                .map(|t| DiskNode::Entry(Entry::Link(t))),
+            DiskKind::Dir => Some(DiskNode::Entry(Entry::Dir { opaque: false })),
             DiskKind::File => {
                 // Read it now (one open, no stat): it is either a flattened link or an
                 // attribute whose bytes `read` will want.
@@ -387,17 +556,14 @@ impl Tree {
                         bytes = Some(buf);
                     }
                 }
-                let Some(buf) = bytes else {
-                    return Some(Entry::File(Vec::new()));
-                };
-                if buf.len() < MAX_LINK_FILE as usize {
-                    if let Some(t) = flattened_link(&buf) {
-                        return Some(Entry::Link(t));
-                    }
+                if let Some(t) = bytes
+                    .as_deref()
+                    .filter(|b| b.len() < MAX_LINK_FILE as usize)
+                    .and_then(flattened_link)
+                {
+                    return Some(DiskNode::Entry(Entry::Link(t)));
                 }
-                self.disk_bytes.borrow_mut().insert(key(p), buf);
-                // File contents are served from `disk_bytes`; an empty marker is enough here.
-                Some(Entry::File(Vec::new()))
+                Some(DiskNode::File(bytes))
             }
         }
     }
@@ -408,12 +574,7 @@ impl Tree {
             c.get_mut().clear();
         }
         self.hiders = self.overlay.values().filter(|e| hides(e)).count();
-        // Keyed in the normalised form that resolved paths have (no trailing `/`).
-        self.overlay_keys = self
-            .overlay
-            .keys()
-            .map(|k| k.components().collect::<PathBuf>().into_os_string())
-            .collect();
+        self.overlay_keys = self.overlay.keys().map(|k| normal_key(k)).collect();
     }
 
     fn overlay_get(&self, p: &Path) -> Option<&Entry> {
@@ -442,6 +603,16 @@ impl Tree {
 
     /// Resolves links in `path`; the last component's link is followed when `follow_last`.
     pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+        self.resolve_expect(path, follow_last, Expect::File)
+    }
+
+    /// [`resolve`](Self::resolve), saying what the caller expects the last component to be.
+    pub(crate) fn resolve_expect(
+        &self,
+        path: &Path,
+        follow_last: bool,
+        expect: Expect,
+    ) -> io::Result<PathBuf> {
         let cache = &self.resolved[usize::from(follow_last)];
         if let Some(p) = cache.borrow().get(path.as_os_str()) {
             return Ok(p.clone());
@@ -449,25 +620,42 @@ impl Tree {
         // Resolve the parent (cached: siblings share it), then only the last component.
         let p = match (path.parent(), path.file_name()) {
             (Some(parent), Some(name)) if path.is_absolute() && parent != path => {
-                let base = self.resolve(parent, true)?;
-                match self.node(&base) {
+                let base = self.resolve_expect(parent, true, Expect::Dir)?;
+                match self.node_expect(&base, Expect::Dir) {
                     Some(Entry::Dir { .. }) => {}
                     Some(_) => return Err(io::Error::from_raw_os_error(libc_errno::ENOTDIR)),
                     None => return Err(enoent()),
                 }
                 let cand = base.join(name);
-                match self.node(&cand) {
-                    Some(Entry::Link(_)) if follow_last => self.resolve_uncached(&cand, true)?,
-                    _ => cand,
+                // Without following, the last component is whatever it is: no need to look.
+                let followed = if follow_last {
+                    match self.node_expect(&cand, expect) {
+                        Some(Entry::Link(_)) => Some(self.resolve_uncached(&cand, true, expect)?),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                match followed {
+                    Some(p) => p,
+                    // A file or link read once needs no entry: its parent's is enough to
+                    // find it again (directories are kept: their children ask for them).
+                    None if expect != Expect::Dir => return Ok(cand),
+                    None => cand,
                 }
             }
-            _ => self.resolve_uncached(path, follow_last)?,
+            _ => self.resolve_uncached(path, follow_last, expect)?,
         };
         cache.borrow_mut().insert(key(path), p.clone());
         Ok(p)
     }
 
-    fn resolve_uncached(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+    fn resolve_uncached(
+        &self,
+        path: &Path,
+        follow_last: bool,
+        expect: Expect,
+    ) -> io::Result<PathBuf> {
         let mut out = PathBuf::from("/");
         let mut pending: Vec<PathBuf> = path
             .components()
@@ -486,8 +674,14 @@ impl Tree {
                 Some(Component::Normal(name)) => {
                     let cand = out.join(name);
                     let last = pending.is_empty();
-                    match self.node(&cand) {
-                        Some(Entry::Link(target)) if !last || follow_last => {
+                    if last && !follow_last {
+                        // The last component is not followed, so what it is does not matter.
+                        out = cand;
+                        continue;
+                    }
+                    let want = if last { expect } else { Expect::Dir };
+                    match self.node_expect(&cand, want) {
+                        Some(Entry::Link(target)) => {
                             hops += 1;
                             if hops > MAX_HOPS {
                                 return Err(io::Error::from_raw_os_error(libc_errno::ELOOP));
@@ -532,9 +726,9 @@ impl Tree {
             None => {}
         }
         match self.node(&p) {
-            Some(Entry::File(_)) => match self.disk_bytes.borrow().get(p.as_os_str()) {
-                Some(b) => Ok(b.clone()),
-                None => std::fs::read(self.disk(&p)),
+            Some(Entry::File(_)) => match self.disk_nodes.borrow().get(p.as_os_str()) {
+                Some(Some(DiskNode::File(Some(b)))) => Ok(b.clone()),
+                _ => std::fs::read(self.disk(&p)),
             },
             Some(Entry::Dir { .. }) => Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
             _ => Err(enoent()),
@@ -543,7 +737,7 @@ impl Tree {
 
     pub(crate) fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
         let p = self.resolve(path, false)?;
-        match self.node(&p) {
+        match self.node_expect(&p, Expect::Link) {
             Some(Entry::Link(t)) => Ok(t),
             Some(_) => Err(io::Error::from_raw_os_error(libc_errno::EINVAL)),
             None => Err(enoent()),
@@ -551,8 +745,8 @@ impl Tree {
     }
 
     pub(crate) fn list(&self, path: &Path) -> io::Result<Vec<String>> {
-        let p = self.resolve(path, true)?;
-        match self.node(&p) {
+        let p = self.resolve_expect(path, true, Expect::Dir)?;
+        match self.node_expect(&p, Expect::Dir) {
             Some(Entry::Dir { .. }) => {}
             Some(_) => return Err(io::Error::from_raw_os_error(libc_errno::ENOTDIR)),
             None => return Err(enoent()),
@@ -602,19 +796,37 @@ impl Tree {
                 self.ensure_dir(parent);
             }
         }
-        self.overlay.insert(p.to_path_buf(), e);
-        self.changed();
+        // One entry changed: update the counts and key set for it alone (the fixture's
+        // empty directories are put one by one when a host opens; recounting the whole
+        // overlay each time made that quadratic).
+        let new_hides = hides(&e);
+        let old = self.overlay.insert(p.to_path_buf(), e);
+        if old.as_ref().is_some_and(hides) {
+            self.hiders -= 1;
+        }
+        if new_hides {
+            self.hiders += 1;
+        }
+        self.overlay_keys.insert(normal_key(p));
+        for c in &mut self.resolved {
+            c.get_mut().clear();
+        }
     }
 
     /// Makes sure a directory exists at canonical path `p`.
     pub(crate) fn ensure_dir(&mut self, p: &Path) {
-        match self.node(p) {
+        let node = self.node_expect(p, Expect::Dir);
+        match node {
             Some(Entry::Dir { .. }) => {}
             Some(Entry::File(_)) | Some(Entry::Link(_)) | Some(Entry::Gone) | None => {
+                let overlaid = self.overlay_get(p);
+                // Nothing in the overlay and nothing found: the lookup just asked the disk,
+                // which has nothing there either (a fixture's empty directory).
+                let on_disk = (node.is_some() || overlaid.is_some())
+                    && std::fs::symlink_metadata(self.disk(p)).is_ok();
                 // A previously removed directory comes back empty, as the kernel recreates it.
-                let opaque = self.overlay_get(p) == Some(&Entry::Gone)
-                    || self.hidden_by_ancestor(p)
-                    || std::fs::symlink_metadata(self.disk(p)).is_ok();
+                let opaque =
+                    overlaid == Some(&Entry::Gone) || self.hidden_by_ancestor(p) || on_disk;
                 self.put(p, Entry::Dir { opaque });
             }
         }
@@ -661,5 +873,110 @@ impl Tree {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixture with each kind of node a lookup can meet.
+    fn fixture() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dev = d.path().join("sys/devices/pci0000:00/0000:00:02.0");
+        std::fs::create_dir_all(&dev).expect("mkdir");
+        std::fs::write(dev.join("vendor"), "0x8086\n").expect("write");
+        std::os::unix::fs::symlink("../../../bus/pci/drivers/i915", dev.join("driver"))
+            .expect("symlink");
+        // A link stored as a file holding its target (a flattened tree).
+        std::fs::write(dev.join("iommu_group"), "../../../kernel/iommu_groups/1").expect("write");
+        std::fs::create_dir_all(d.path().join("sys/kernel/iommu_groups/1")).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn every_expectation_finds_the_same_node() {
+        let d = fixture();
+        let dev = Path::new("/sys/devices/pci0000:00/0000:00:02.0");
+        let names = ["vendor", "driver", "iommu_group", "missing", "vendor/x"];
+        for name in names {
+            let p = dev.join(name);
+            let truth = Tree::new(d.path().to_path_buf()).node_expect(&p, Expect::File);
+            for e in [Expect::Dir, Expect::Link] {
+                let t = Tree::new(d.path().to_path_buf());
+                assert_eq!(t.node_expect(&p, e), truth, "{name} looked up as {e:?}");
+                // The first look must not leave a wrong answer behind for the next one.
+                assert_eq!(t.node(&p), truth, "{name} after a look as {e:?}");
+            }
+        }
+        let t = Tree::new(d.path().to_path_buf());
+        assert_eq!(
+            t.node_expect(dev, Expect::Link),
+            Some(Entry::Dir { opaque: false })
+        );
+        assert_eq!(t.read(&dev.join("vendor")).expect("read"), b"0x8086\n");
+        assert_eq!(
+            t.read_link(&dev.join("iommu_group")).expect("readlink"),
+            PathBuf::from("../../../kernel/iommu_groups/1")
+        );
+        assert_eq!(
+            t.read_link(&dev.join("vendor"))
+                .map_err(|e| e.raw_os_error()),
+            Err(Some(libc_errno::EINVAL))
+        );
+        assert_eq!(
+            t.resolve_expect(&dev.join("iommu_group"), true, Expect::Dir)
+                .expect("resolve"),
+            PathBuf::from("/sys/kernel/iommu_groups/1")
+        );
+    }
+
+    #[test]
+    fn a_root_that_cannot_be_opened_falls_back_to_absolute_paths() {
+        let d = fixture();
+        let mut t = Tree::new(d.path().to_path_buf());
+        t.root_fd = None;
+        let dev = Path::new("/sys/devices/pci0000:00/0000:00:02.0");
+        assert_eq!(t.read(&dev.join("vendor")).expect("read"), b"0x8086\n");
+        assert_eq!(
+            t.read_link(&dev.join("driver")).expect("readlink"),
+            PathBuf::from("../../../bus/pci/drivers/i915")
+        );
+        assert_eq!(
+            t.list(dev).expect("list"),
+            vec!["driver", "iommu_group", "vendor"]
+        );
+    }
+
+    #[test]
+    fn one_by_one_puts_keep_the_overlay_index_whole() {
+        let d = fixture();
+        let mut t = Tree::new(d.path().to_path_buf());
+        let dev = Path::new("/sys/devices/pci0000:00/0000:00:02.0");
+        t.add_base_dir(&dev.join("mdev_supported_types/t1/devices"));
+        t.add_base_dir(&dev.join("mdev_supported_types/t2/devices"));
+        t.put_file(&dev.join("vendor"), "0x10de\n");
+        t.put_link(
+            &dev.join("driver"),
+            Path::new("/sys/bus/pci/drivers/vfio-pci"),
+        );
+        t.put(&dev.join("vendor"), Entry::Dir { opaque: false });
+        t.remove(&dev.join("mdev_supported_types/t2"));
+        t.ensure_dir(&dev.join("mdev_supported_types/t2"));
+        let incremental = (t.hiders, t.overlay_keys.clone());
+        t.changed();
+        assert_eq!((t.hiders, t.overlay_keys.clone()), incremental);
+        assert_eq!(
+            t.list(&dev.join("mdev_supported_types")).expect("list"),
+            vec!["t1", "t2"]
+        );
+        assert!(t
+            .list(&dev.join("mdev_supported_types/t2"))
+            .expect("list")
+            .is_empty());
+        assert_eq!(
+            t.list(dev).expect("list"),
+            vec!["driver", "iommu_group", "mdev_supported_types", "vendor"]
+        );
     }
 }
