@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 
 use vhost::vhost_user::GpuBackend;
 use vhost_user_backend::VhostUserBackend;
-use virtio_gpu_harness::{backend, Guest};
+use virtio_gpu_harness::{backend, Guest, GuestBuffer};
 use vm_device::gpu_virt::vhost_user::{forward_display, VhostUserGpu};
 use vm_device::gpu_virt::virtio_gpu::{Command, DisplayEvent, Format, Rect, VirtioGpuConfig};
 
@@ -46,18 +46,24 @@ fn config(w: u32, h: u32) -> VirtioGpuConfig {
     }
 }
 
+/// Creates resource `id` painted with [`pixel`] and shows it on scanout 0.
+fn show(g: &mut Guest, id: u32, format: Format, (w, h): (u32, u32)) -> GuestBuffer {
+    let buf = g.resource(id, format, w, h);
+    g.paint(id, &buf, w, h, pixel);
+    g.ok(&Command::SetScanout {
+        rect: Rect::new(0, 0, w, h),
+        scanout_id: 0,
+        resource_id: id,
+    });
+    buf
+}
+
 fn display_round_trip(b: wgpu::Backends) {
     let be = backend(b);
     let (w, h) = (64, 48);
     let mut g = Guest::new(&be, config(w, h));
     g.dev.record_display_events(true);
-    let buf = g.resource(1, Format::B8G8R8X8, w, h);
-    g.paint(1, &buf, w, h, pixel);
-    g.ok(&Command::SetScanout {
-        rect: Rect::new(0, 0, w, h),
-        scanout_id: 0,
-        resource_id: 1,
-    });
+    let buf = show(&mut g, 1, Format::B8G8R8X8, (w, h));
     assert_eq!(
         g.dev.take_display_events(),
         vec![
@@ -137,13 +143,7 @@ fn display_round_trip(b: wgpu::Backends) {
     assert_eq!((req, words(&body, 3)), (SCANOUT, vec![0, 0, 0]));
     // An R, G, B, X resource (an RGBA texture, read back through the same reused buffer):
     // UPDATE still carries B, G, R, X.
-    let buf = g.resource(2, Format::R8G8B8X8, w, h);
-    g.paint(2, &buf, w, h, pixel);
-    g.ok(&Command::SetScanout {
-        rect: Rect::new(0, 0, w, h),
-        scanout_id: 0,
-        resource_id: 2,
-    });
+    show(&mut g, 2, Format::R8G8B8X8, (w, h));
     assert_eq!(forward_display(&mut g.dev, &display).unwrap(), 2);
     let _ = read_msg(&mut qemu);
     let (req, body) = read_msg(&mut qemu);

@@ -20,6 +20,7 @@ use wgpu::util::DeviceExt;
 
 use super::protocol::{HostLayout, Rect};
 use super::resources::{Backing, Resource};
+use super::scanout::{draw_layout, pipelines, uniform_entry};
 use crate::gpu_virt::host_import::HostImport;
 
 /// Bytes per page-table entry's page.
@@ -84,10 +85,6 @@ pub struct GatherBinding {
 impl GpuGather {
     /// Builds the pipelines.
     pub fn new(device: &wgpu::Device) -> GpuGather {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("virtio-gpu gather"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
         let storage = |binding| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::FRAGMENT,
@@ -98,55 +95,23 @@ impl GpuGather {
             },
             count: None,
         };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("virtio-gpu gather"),
-            entries: &[
+        let (module, layout, pl) = draw_layout(
+            device,
+            "virtio-gpu gather",
+            SHADER,
+            &[
                 storage(0),
                 storage(1),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 2,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: wgpu::BufferSize::new(PARAMS_SIZE),
-                    },
-                    count: None,
-                },
+                uniform_entry(2, wgpu::ShaderStages::FRAGMENT, PARAMS_SIZE),
             ],
-        });
-        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("virtio-gpu gather"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let make = |format: wgpu::TextureFormat| {
-            device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-                label: Some("virtio-gpu gather"),
-                layout: Some(&pl),
-                vertex: wgpu::VertexState {
-                    module: &module,
-                    entry_point: Some("vs"),
-                    compilation_options: Default::default(),
-                    buffers: &[],
-                },
-                primitive: Default::default(),
-                depth_stencil: None,
-                multisample: Default::default(),
-                fragment: Some(wgpu::FragmentState {
-                    module: &module,
-                    entry_point: Some("fs"),
-                    compilation_options: Default::default(),
-                    targets: &[Some(wgpu::ColorTargetState {
-                        format,
-                        blend: None,
-                        write_mask: wgpu::ColorWrites::ALL,
-                    })],
-                }),
-                multiview_mask: None,
-                cache: None,
-            })
-        };
+        );
+        let (bgra, rgba) = pipelines(
+            device,
+            "virtio-gpu gather",
+            (&pl, &module),
+            wgpu::PrimitiveTopology::TriangleList,
+            None,
+        );
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("virtio-gpu gather"),
             size: PARAMS_SIZE,
@@ -154,8 +119,8 @@ impl GpuGather {
             mapped_at_creation: false,
         });
         GpuGather {
-            bgra: make(wgpu::TextureFormat::Bgra8Unorm),
-            rgba: make(wgpu::TextureFormat::Rgba8Unorm),
+            bgra,
+            rgba,
             layout,
             params,
             imports: Vec::new(),

@@ -57,13 +57,11 @@ pub struct Compositor {
 impl Compositor {
     /// Builds the pipelines.
     pub fn new(device: &wgpu::Device) -> Compositor {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("virtio-gpu cursor"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("virtio-gpu cursor"),
-            entries: &[
+        let (module, layout, pl) = draw_layout(
+            device,
+            "virtio-gpu cursor",
+            SHADER,
+            &[
                 wgpu::BindGroupLayoutEntry {
                     binding: 0,
                     visibility: wgpu::ShaderStages::FRAGMENT,
@@ -74,56 +72,19 @@ impl Compositor {
                     },
                     count: None,
                 },
-                wgpu::BindGroupLayoutEntry {
-                    binding: 1,
-                    visibility: wgpu::ShaderStages::VERTEX_FRAGMENT,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: wgpu::BufferSize::new(PARAMS_SIZE),
-                    },
-                    count: None,
-                },
+                uniform_entry(1, wgpu::ShaderStages::VERTEX_FRAGMENT, PARAMS_SIZE),
             ],
-        });
-        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("virtio-gpu cursor"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let make = |format: wgpu::TextureFormat| {
-            device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-                label: Some("virtio-gpu cursor"),
-                layout: Some(&pl),
-                vertex: wgpu::VertexState {
-                    module: &module,
-                    entry_point: Some("vs"),
-                    compilation_options: Default::default(),
-                    buffers: &[],
-                },
-                primitive: wgpu::PrimitiveState {
-                    topology: wgpu::PrimitiveTopology::TriangleStrip,
-                    ..Default::default()
-                },
-                depth_stencil: None,
-                multisample: Default::default(),
-                fragment: Some(wgpu::FragmentState {
-                    module: &module,
-                    entry_point: Some("fs"),
-                    compilation_options: Default::default(),
-                    targets: &[Some(wgpu::ColorTargetState {
-                        format,
-                        blend: Some(wgpu::BlendState::ALPHA_BLENDING),
-                        write_mask: wgpu::ColorWrites::ALL,
-                    })],
-                }),
-                multiview_mask: None,
-                cache: None,
-            })
-        };
+        );
+        let (blend_bgra, blend_rgba) = pipelines(
+            device,
+            "virtio-gpu cursor",
+            (&pl, &module),
+            wgpu::PrimitiveTopology::TriangleStrip,
+            Some(wgpu::BlendState::ALPHA_BLENDING),
+        );
         Compositor {
-            blend_bgra: make(wgpu::TextureFormat::Bgra8Unorm),
-            blend_rgba: make(wgpu::TextureFormat::Rgba8Unorm),
+            blend_bgra,
+            blend_rgba,
             layout,
         }
     }
@@ -135,6 +96,97 @@ impl Compositor {
             &self.blend_rgba
         }
     }
+}
+
+/// A uniform block of `size` bytes at `binding`.
+pub(crate) fn uniform_entry(
+    binding: u32,
+    visibility: wgpu::ShaderStages,
+    size: u64,
+) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: wgpu::BufferSize::new(size),
+        },
+        count: None,
+    }
+}
+
+/// The WGSL module `source`, a bind group layout of `entries` and a pipeline layout of that
+/// one group, all labelled `label`.
+pub(crate) fn draw_layout(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    entries: &[wgpu::BindGroupLayoutEntry],
+) -> (
+    wgpu::ShaderModule,
+    wgpu::BindGroupLayout,
+    wgpu::PipelineLayout,
+) {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries,
+    });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    (module, layout, pl)
+}
+
+/// Render pipelines of a shader module (entry points `vs` and `fs`, no vertex buffers) and
+/// its layout, drawing into a `Bgra8Unorm` and into an `Rgba8Unorm` target.
+pub(crate) fn pipelines(
+    device: &wgpu::Device,
+    label: &str,
+    (layout, module): (&wgpu::PipelineLayout, &wgpu::ShaderModule),
+    topology: wgpu::PrimitiveTopology,
+    blend: Option<wgpu::BlendState>,
+) -> (wgpu::RenderPipeline, wgpu::RenderPipeline) {
+    let make = |format| {
+        device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some(label),
+            layout: Some(layout),
+            vertex: wgpu::VertexState {
+                module,
+                entry_point: Some("vs"),
+                compilation_options: Default::default(),
+                buffers: &[],
+            },
+            primitive: wgpu::PrimitiveState {
+                topology,
+                ..Default::default()
+            },
+            depth_stencil: None,
+            multisample: Default::default(),
+            fragment: Some(wgpu::FragmentState {
+                module,
+                entry_point: Some("fs"),
+                compilation_options: Default::default(),
+                targets: &[Some(wgpu::ColorTargetState {
+                    format,
+                    blend,
+                    write_mask: wgpu::ColorWrites::ALL,
+                })],
+            }),
+            multiview_mask: None,
+            cache: None,
+        })
+    };
+    (
+        make(wgpu::TextureFormat::Bgra8Unorm),
+        make(wgpu::TextureFormat::Rgba8Unorm),
+    )
 }
 
 /// One draw: a source texture, a destination rectangle and its uniform block.
