@@ -125,3 +125,31 @@ fn a_backing_that_does_not_qualify_takes_the_cpu_path() {
     assert_eq!(n, 0, "split pages: no GPU gather");
     assert_eq!(gpu, cpu);
 }
+
+/// After `forget_guest_memory` (what the vhost-user backend calls before QEMU's memory map
+/// changes) the next transfer imports the memory again and still gathers on the GPU.
+#[test]
+fn forgetting_guest_memory_imports_it_again() {
+    let be = backend(wgpu::Backends::VULKAN);
+    let (w, h) = (64u32, 32u32);
+    let mut g = Guest::new(&be, config(w, h, GpuGather::Always));
+    let buf = g.resource(1, Format::B8G8R8X8, w, h);
+    g.paint(1, &buf, w, h, pattern(3));
+    g.ok(&Command::SetScanout {
+        rect: Rect::new(0, 0, w, h),
+        scanout_id: 0,
+        resource_id: 1,
+    });
+    assert_eq!(g.dev.gpu_gathered_transfers(), 1);
+    g.dev.forget_guest_memory();
+    g.paint(1, &buf, w, h, pattern(4));
+    assert_eq!(g.dev.gpu_gathered_transfers(), 2);
+    let shot = g.dev.screenshot(0).unwrap();
+    let p = pattern(4);
+    for (i, px) in shot.data.chunks_exact(4).enumerate() {
+        let (x, y) = (i as u32 % w, i as u32 / w);
+        let b = p(x, y);
+        // B, G, R, X in memory: RGBA screenshot, alpha forced opaque.
+        assert_eq!(px, [b[2], b[1], b[0], 255], "pixel ({x},{y})");
+    }
+}
