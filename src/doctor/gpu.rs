@@ -212,7 +212,7 @@ fn group(inv: &HostInventory, g: &Gpu, f: &PciFunction) -> Check {
         PT,
         Status::Fail,
         format!(
-            "IOMMU group {n} also holds devices the host is using: {}",
+            "IOMMU group {n} also holds devices the host is using (VFIO takes every endpoint of a group): {}",
             list.join("; ")
         ),
     )

@@ -80,6 +80,9 @@ pub enum Role {
     Unbound,
 }
 
+/// Why an endpoint on a host driver blocks its group: VFIO needs every endpoint of a group.
+pub const IN_USE: &str = "in use by the host";
+
 /// A member that keeps the group from being passed through.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Blocker {
@@ -164,7 +167,7 @@ pub fn classify(
                     address: m.address,
                     label: m.label.clone(),
                     driver: m.driver.clone(),
-                    why: "in use by the host; VFIO needs every endpoint of the group".into(),
+                    why: IN_USE.into(),
                 }),
             }
             continue;

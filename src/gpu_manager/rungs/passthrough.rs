@@ -9,7 +9,7 @@ use crate::inventory::{Gpu, HostInventory, IommuKind};
 const MODE: GpuMode = GpuMode::Passthrough;
 
 pub use crate::gpu_passthrough::group::VFIO_SAFE_DRIVERS;
-use crate::gpu_passthrough::group::{classify, MemberFacts};
+use crate::gpu_passthrough::group::{classify, MemberFacts, IN_USE};
 
 /// Passthrough candidates: one per physical GPU (VFs belong to the mediated rung).
 pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
@@ -157,7 +157,7 @@ fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
             Reason::new(
                 ReasonCode::GroupNotViable,
                 format!(
-                    "IOMMU group {group} also holds devices the host is using: {}",
+                    "IOMMU group {group} also holds devices the host is using (VFIO takes every endpoint of a group): {}",
                     list.join("; ")
                 ),
             )
@@ -208,9 +208,11 @@ pub fn group_blockers_with(
         .blockers
         .into_iter()
         .map(|b| {
-            let drv = match b.driver {
-                Some(d) => format!("{d} ({})", b.why),
-                None => format!("no driver ({})", b.why),
+            // The plain "in use by the host" is what the messages around the list say already.
+            let drv = match (b.driver, b.why == IN_USE) {
+                (Some(d), true) => d,
+                (Some(d), false) => format!("{d} ({})", b.why),
+                (None, _) => format!("no driver ({})", b.why),
             };
             (b.address, b.label, drv)
         })
