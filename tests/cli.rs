@@ -16,6 +16,14 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `vm-cli --host-root HOST --kernel k ARGS… --dry-run`.
+fn dry_run(host: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--host-root", host, "--kernel", "k"];
+    all.extend_from_slice(args);
+    all.push("--dry-run");
+    run(&all)
+}
+
 fn host(name: &str) -> String {
     common::repo()
         .join("fixtures/hosts")
@@ -44,26 +52,10 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
 
 #[test]
 fn forced_passthrough_without_iommu_exits_3_with_the_cpu_vendors_parameters() {
-    let (c, _, e) = run(&[
-        "--host-root",
-        &host("intel-iommu-off"),
-        "--kernel",
-        "k",
-        "--gpu-mode",
-        "passthrough",
-        "--dry-run",
-    ]);
+    let (c, _, e) = dry_run(&host("intel-iommu-off"), &["--gpu-mode", "passthrough"]);
     assert_eq!(c, 3, "{e}");
     assert!(e.contains("intel_iommu=on iommu=pt"), "{e}");
-    let (c, _, e) = run(&[
-        "--host-root",
-        &host("amd-iommu-off"),
-        "--kernel",
-        "k",
-        "--gpu-mode",
-        "passthrough",
-        "--dry-run",
-    ]);
+    let (c, _, e) = dry_run(&host("amd-iommu-off"), &["--gpu-mode", "passthrough"]);
     assert_eq!(c, 3, "{e}");
     assert!(e.contains("amd_iommu=on iommu=pt"), "{e}");
     assert!(!e.contains("intel_iommu"), "{e}");
@@ -72,30 +64,12 @@ fn forced_passthrough_without_iommu_exits_3_with_the_cpu_vendors_parameters() {
 #[test]
 fn preferred_mode_falls_back_down_the_ladder_and_not_when_told() {
     let h = host("intel-iommu-off");
-    let (c, o, _) = run(&[
-        "--host-root",
-        &h,
-        "--kernel",
-        "k",
-        "--prefer-mode",
-        "passthrough",
-        "--dry-run",
-        "--json",
-    ]);
+    let (c, o, _) = dry_run(&h, &["--prefer-mode", "passthrough", "--json"]);
     assert_eq!(c, 0);
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
     assert_eq!(v["selected"]["mode"], "wgpu");
     assert_eq!(v["rejected"][0]["reason_code"], "iommu_disabled");
-    let (c, _, _) = run(&[
-        "--host-root",
-        &h,
-        "--kernel",
-        "k",
-        "--prefer-mode",
-        "passthrough",
-        "--no-fallback",
-        "--dry-run",
-    ]);
+    let (c, _, _) = dry_run(&h, &["--prefer-mode", "passthrough", "--no-fallback"]);
     assert_eq!(c, 3);
     // Preferring wgpu never climbs back up to passthrough, though it is available.
     let (c, o, _) = run(&[
@@ -117,32 +91,16 @@ fn preferred_mode_falls_back_down_the_ladder_and_not_when_told() {
 fn gpu_device_restricts_every_rung() {
     let h = host("bmc-datacenter-nvidia-vgpu");
     // 0000:3b:00.0 runs an mdev: passthrough refused, mdev offered on that GPU only.
-    let (c, o, e) = run(&[
-        "--host-root",
-        &h,
-        "--kernel",
-        "k",
-        "--gpu-device",
-        "0000:3b:00.0",
-        "--dry-run",
-        "--json",
-    ]);
+    let (c, o, e) = dry_run(&h, &["--gpu-device", "0000:3b:00.0", "--json"]);
     assert_eq!(c, 0, "{e}");
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
     assert_eq!(v["selected"]["mode"], "mdev");
     assert_eq!(v["selected"]["device"], "0000:3b:00.0");
     assert_eq!(v["rejected"][0]["reason_code"], "active_mdevs");
-    let (c, _, e) = run(&[
-        "--host-root",
+    let (c, _, e) = dry_run(
         &h,
-        "--kernel",
-        "k",
-        "--gpu-device",
-        "0000:99:00.0",
-        "--gpu-mode",
-        "passthrough",
-        "--dry-run",
-    ]);
+        &["--gpu-device", "0000:99:00.0", "--gpu-mode", "passthrough"],
+    );
     assert_eq!(c, 3);
     assert!(e.contains("not a PCI function of this host"), "{e}");
 }
@@ -150,33 +108,15 @@ fn gpu_device_restricts_every_rung() {
 #[test]
 fn mdev_type_by_name_and_did_you_mean() {
     let h = host("bmc-datacenter-nvidia-vgpu");
-    let (c, o, e) = run(&[
-        "--host-root",
+    let (c, o, e) = dry_run(
         &h,
-        "--kernel",
-        "k",
-        "--gpu-mode",
-        "mdev",
-        "--mdev-type",
-        "GRID T4-2Q",
-        "--dry-run",
-        "--json",
-    ]);
+        &["--gpu-mode", "mdev", "--mdev-type", "GRID T4-2Q", "--json"],
+    );
     assert_eq!(c, 0, "{e}");
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
     let t = v["selected"]["mdev_type"].as_str().unwrap().to_string();
     assert!(t.starts_with("nvidia-"), "{t}");
-    let (c, _, e) = run(&[
-        "--host-root",
-        &h,
-        "--kernel",
-        "k",
-        "--gpu-mode",
-        "mdev",
-        "--mdev-type",
-        "GRID T4-2",
-        "--dry-run",
-    ]);
+    let (c, _, e) = dry_run(&h, &["--gpu-mode", "mdev", "--mdev-type", "GRID T4-2"]);
     assert_eq!(c, 3);
     assert!(e.contains("did you mean"), "{e}");
 }
@@ -184,27 +124,10 @@ fn mdev_type_by_name_and_did_you_mean() {
 #[test]
 fn boot_display_is_refused_unless_allowed() {
     let h = host("single-gpu-boot-display");
-    let (c, _, e) = run(&[
-        "--host-root",
-        &h,
-        "--kernel",
-        "k",
-        "--gpu-mode",
-        "passthrough",
-        "--dry-run",
-    ]);
+    let (c, _, e) = dry_run(&h, &["--gpu-mode", "passthrough"]);
     assert_eq!(c, 3);
     assert!(e.contains("boot display"), "{e}");
-    let (c, _, e) = run(&[
-        "--host-root",
-        &h,
-        "--kernel",
-        "k",
-        "--gpu-mode",
-        "passthrough",
-        "--allow-boot-vga",
-        "--dry-run",
-    ]);
+    let (c, _, e) = dry_run(&h, &["--gpu-mode", "passthrough", "--allow-boot-vga"]);
     assert_eq!(c, 0, "{e}");
 }
 

@@ -132,18 +132,7 @@ pub(super) fn find_qemu(
     }
     stamp("QEMU from bookworm-backports (private apt state, extracted, not installed)");
     let apt_opts = bpo_apt(dir)?;
-    let madison = run_cmd(
-        Command::new("apt-cache")
-            .args(&apt_opts)
-            .args(["madison", "qemu-system-x86"]),
-        "apt-cache madison qemu-system-x86",
-    )?;
-    let version = madison
-        .lines()
-        .find(|l| l.contains("backports"))
-        .and_then(|l| l.split('|').nth(1))
-        .map(|v| v.trim().to_string())
-        .ok_or("bookworm-backports has no qemu-system-x86")?;
+    let version = bpo_version(&apt_opts, "qemu-system-x86")?;
     let specs: Vec<String> = BPO_QEMU.iter().map(|p| format!("{p}={version}")).collect();
     let _ = std::fs::remove_dir_all(&root);
     bpo_extract(dir, &apt_opts, &specs)?;
@@ -206,6 +195,23 @@ fn bpo_apt(dir: &Path) -> Result<Vec<String>, String> {
 
 /// Downloads `specs` (`pkg` or `pkg=version`) with the private apt state into `dir/debs` and
 /// extracts each downloaded .deb under `dir/root` (nothing is installed).
+/// The version of `package` bookworm-backports offers (`apt-cache madison` with the private
+/// apt state of [`bpo_apt`]).
+fn bpo_version(apt_opts: &[String], package: &str) -> Result<String, String> {
+    let madison = run_cmd(
+        Command::new("apt-cache")
+            .args(apt_opts)
+            .args(["madison", package]),
+        &format!("apt-cache madison {package}"),
+    )?;
+    madison
+        .lines()
+        .find(|l| l.contains("backports"))
+        .and_then(|l| l.split('|').nth(1))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| format!("bookworm-backports has no {package}"))
+}
+
 fn bpo_extract(dir: &Path, apt_opts: &[String], specs: &[String]) -> Result<(), String> {
     let debs = dir.join("debs");
     run_cmd(
@@ -264,18 +270,7 @@ pub(super) fn c_backend(dir: &Path, opts: &Opts) -> Result<(PathBuf, PathBuf), S
         None if !opts.no_install => {
             stamp("QEMU's C vhost-user-gpu: qemu-system-gui from bookworm-backports (extracted)");
             let apt_opts = bpo_apt(dir)?;
-            let madison = run_cmd(
-                Command::new("apt-cache")
-                    .args(&apt_opts)
-                    .args(["madison", "qemu-system-gui"]),
-                "apt-cache madison qemu-system-gui",
-            )?;
-            let version = madison
-                .lines()
-                .find(|l| l.contains("backports"))
-                .and_then(|l| l.split('|').nth(1))
-                .map(|v| v.trim().to_string())
-                .ok_or("bookworm-backports has no qemu-system-gui")?;
+            let version = bpo_version(&apt_opts, "qemu-system-gui")?;
             bpo_extract(dir, &apt_opts, &[format!("qemu-system-gui={version}")])?;
             find().ok_or_else(|| {
                 format!(
