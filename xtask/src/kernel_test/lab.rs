@@ -155,6 +155,37 @@ fn series(kver: &str) -> String {
     kver.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
+/// Debian's `linux-image-KVER` package under `dir/debs` (downloaded once): the folder, the
+/// .deb and its package version.
+fn kernel_image_deb(
+    dir: &Path,
+    kver: &str,
+    opts: &Opts,
+) -> Result<(PathBuf, PathBuf, String), String> {
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| format!("mkdir {}: {e}", debs.display()))?;
+    let img_prefix = format!("linux-image-{kver}_");
+    if find_deb(&debs, &img_prefix).is_none() {
+        apt_download(&format!("linux-image-{kver}"), &debs, opts)?;
+    }
+    let img_deb = find_deb(&debs, &img_prefix).ok_or_else(|| {
+        format!(
+            "apt-get download left no {img_prefix}*.deb in {}",
+            debs.display()
+        )
+    })?;
+    let pkg_version = run_cmd(
+        Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&img_deb)
+            .arg("Version"),
+        "dpkg-deb -f Version",
+    )?
+    .trim()
+    .to_string();
+    Ok((debs, img_deb, pkg_version))
+}
+
 fn find_deb(dir: &Path, prefix: &str) -> Option<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
@@ -202,27 +233,7 @@ pub fn prepare(lab_root: &Path, opts: &Opts) -> Result<Kernel, String> {
     }
     ensure_packages(&pkgs, opts)?;
 
-    let debs = dir.join("debs");
-    std::fs::create_dir_all(&debs).map_err(|e| format!("mkdir {}: {e}", debs.display()))?;
-    let img_prefix = format!("linux-image-{kver}_");
-    if find_deb(&debs, &img_prefix).is_none() {
-        apt_download(&format!("linux-image-{kver}"), &debs, opts)?;
-    }
-    let img_deb = find_deb(&debs, &img_prefix).ok_or_else(|| {
-        format!(
-            "apt-get download left no {img_prefix}*.deb in {}",
-            debs.display()
-        )
-    })?;
-    let pkg_version = run_cmd(
-        Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(&img_deb)
-            .arg("Version"),
-        "dpkg-deb -f Version",
-    )?
-    .trim()
-    .to_string();
+    let (debs, img_deb, pkg_version) = kernel_image_deb(&dir, &kver, opts)?;
 
     // kernel image and modules
     let kimg = dir.join("kimg");
@@ -285,27 +296,7 @@ pub fn prepare_plain(lab_root: &Path, opts: &Opts, modules: &[&str]) -> Result<K
         opts,
     )?;
     let dir = lab_root.join(&kver);
-    let debs = dir.join("debs");
-    std::fs::create_dir_all(&debs).map_err(|e| format!("mkdir {}: {e}", debs.display()))?;
-    let img_prefix = format!("linux-image-{kver}_");
-    if find_deb(&debs, &img_prefix).is_none() {
-        apt_download(&format!("linux-image-{kver}"), &debs, opts)?;
-    }
-    let img_deb = find_deb(&debs, &img_prefix).ok_or_else(|| {
-        format!(
-            "apt-get download left no {img_prefix}*.deb in {}",
-            debs.display()
-        )
-    })?;
-    let pkg_version = run_cmd(
-        Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(&img_deb)
-            .arg("Version"),
-        "dpkg-deb -f Version",
-    )?
-    .trim()
-    .to_string();
+    let (_, img_deb, pkg_version) = kernel_image_deb(&dir, &kver, opts)?;
     let kimg = dir.join("kimg");
     let modroot = kimg.join("lib/modules").join(&kver);
     let vmlinuz = kimg.join("boot").join(format!("vmlinuz-{kver}"));
