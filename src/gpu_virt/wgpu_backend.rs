@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::adapters::instance_descriptor;
 use super::backend::{BackendError, BackendStats, GpuBackend};
 use super::host_import::HostImport;
+use super::virtio_gpu::gpu_gather::GatherPipelines;
 use super::virtio_gpu::scanout::Compositor;
 use super::virtio_gpu::stats::{DeviceCounters, DeviceStats};
 use super::virtio_gpu::{VirtioGpuConfig, VirtioGpuDevice};
@@ -63,6 +64,16 @@ pub struct GpuContext {
     pub uncaptured_errors: Arc<AtomicU64>,
     /// Guest memory imports, where the device was opened with `VK_EXT_external_memory_host`.
     pub host_import: Option<HostImport>,
+    /// The GPU gather's pipelines, built at first use.
+    pub gather_pipelines: OnceLock<GatherPipelines>,
+}
+
+impl GpuContext {
+    /// The GPU gather's pipelines (built on the first call).
+    pub fn gather_pipelines(&self) -> &GatherPipelines {
+        self.gather_pipelines
+            .get_or_init(|| GatherPipelines::new(&self.device))
+    }
 }
 
 /// The wgpu rung's backend: one adapter and wgpu device, shared by the virtio-gpu devices
@@ -211,6 +222,7 @@ impl WgpuBackend {
             compositor,
             uncaptured_errors,
             host_import,
+            gather_pipelines: OnceLock::new(),
         }));
         Ok(())
     }

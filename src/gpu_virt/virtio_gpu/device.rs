@@ -8,7 +8,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, VolatileSlice};
 
 use super::edid::{build_edid, EDID_MAX_DIMENSION};
-use super::gpu_gather::{GatherBinding, GpuGather as GpuGather_};
+use super::gpu_gather::{GatherBinding, Gatherer};
 use super::protocol::{
     ctrl, decode_request, Command, CtrlHeader, CursorPos, DisplayOne, ErrorCode, Format, Rect,
     Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID,
@@ -179,8 +179,8 @@ pub struct VirtioGpuDevice {
     last_submit: Option<wgpu::SubmissionIndex>,
     /// Cache-sized bounce buffer for formats converted on the way to staging memory.
     scratch: Vec<u8>,
-    /// The GPU gather's pipelines and guest memory imports, once used.
-    gather: Option<GpuGather_>,
+    /// The GPU gather's uniform block and guest memory imports, once used.
+    gather: Option<Gatherer>,
     /// Per resource: its GPU gather binding, or `None` when its backing does not qualify.
     gather_bindings: HashMap<u32, Option<GatherBinding>>,
     /// Transfers done by the GPU gather.
@@ -885,26 +885,26 @@ impl VirtioGpuDevice {
             last_submit,
             ..
         } = self;
-        let Some(import) = ctx.host_import.as_ref() else {
+        if ctx.host_import.is_none() {
             return false;
-        };
+        }
         let Some(res) = resources.get(&rid) else {
             return false;
         };
         let Some(backing) = res.backing.as_ref() else {
             return false;
         };
-        let gather = gather.get_or_insert_with(|| GpuGather_::new(&ctx.device));
+        let gather = gather.get_or_insert_with(|| Gatherer::new(&ctx.device));
         let binding = gather_bindings.entry(rid).or_insert_with(|| {
             // SAFETY: guest memory stays mapped until `forget_guest_memory`, which whoever
             // changes the memory map calls first (the vhost-user backend does).
-            unsafe { gather.bind(&ctx.device, import, backing, mem) }
+            unsafe { gather.bind(ctx, backing, mem) }
         });
         let Some(binding) = binding.as_ref() else {
             return false;
         };
         let enc = pending.get_or_insert_with(|| new_encoder(&ctx.device));
-        gather.record(enc, &ctx.queue, binding, res, rect, offset);
+        gather.record(ctx, enc, binding, res, rect, offset);
         if let Some(i) = submit_pending(ctx, belt, pending) {
             *last_submit = Some(i);
         }

@@ -21,7 +21,7 @@ use wgpu::util::DeviceExt;
 use super::protocol::{HostLayout, Rect};
 use super::resources::{Backing, Resource};
 use super::scanout::{draw_layout, pipelines, uniform_entry};
-use crate::gpu_virt::host_import::HostImport;
+use crate::gpu_virt::GpuContext;
 
 /// Bytes per page-table entry's page.
 const PAGE: u64 = 4096;
@@ -65,26 +65,17 @@ fn fs(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
 /// Size of the uniform block.
 const PARAMS_SIZE: u64 = 32;
 
-/// The shader's pipelines and uniform block (one per device).
+/// The shader's pipelines (one set per wgpu device, shared by every VM's device).
 #[derive(Debug)]
-pub struct GpuGather {
+pub struct GatherPipelines {
     layout: wgpu::BindGroupLayout,
     bgra: wgpu::RenderPipeline,
     rgba: wgpu::RenderPipeline,
-    params: wgpu::Buffer,
-    /// Guest regions imported so far: (host address, length, buffer).
-    imports: Vec<(usize, u64, wgpu::Buffer)>,
 }
 
-/// A resource's bound window and page table.
-#[derive(Debug)]
-pub struct GatherBinding {
-    bind: wgpu::BindGroup,
-}
-
-impl GpuGather {
+impl GatherPipelines {
     /// Builds the pipelines.
-    pub fn new(device: &wgpu::Device) -> GpuGather {
+    pub fn new(device: &wgpu::Device) -> GatherPipelines {
         let storage = |binding| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::FRAGMENT,
@@ -112,16 +103,35 @@ impl GpuGather {
             wgpu::PrimitiveTopology::TriangleList,
             None,
         );
+        GatherPipelines { layout, bgra, rgba }
+    }
+}
+
+/// One virtio-gpu device's side of the gather: its uniform block and the guest memory it
+/// imported.
+#[derive(Debug)]
+pub struct Gatherer {
+    params: wgpu::Buffer,
+    /// Guest regions imported so far: (host address, length, buffer).
+    imports: Vec<(usize, u64, wgpu::Buffer)>,
+}
+
+/// A resource's bound window and page table.
+#[derive(Debug)]
+pub struct GatherBinding {
+    bind: wgpu::BindGroup,
+}
+
+impl Gatherer {
+    /// A gatherer with nothing imported yet.
+    pub fn new(device: &wgpu::Device) -> Gatherer {
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("virtio-gpu gather"),
             size: PARAMS_SIZE,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        GpuGather {
-            bgra,
-            rgba,
-            layout,
+        Gatherer {
             params,
             imports: Vec::new(),
         }
@@ -144,11 +154,11 @@ impl GpuGather {
     /// is called (the device's [`super::VirtioGpuDevice::forget_guest_memory`]).
     pub unsafe fn bind<M: GuestMemory>(
         &mut self,
-        device: &wgpu::Device,
-        import: &HostImport,
+        ctx: &GpuContext,
         backing: &Backing,
         mem: &M,
     ) -> Option<GatherBinding> {
+        let (device, import) = (&ctx.device, ctx.host_import.as_ref()?);
         let segs = backing.segments();
         // Every entry but the last a whole number of pages (so each page of the backing
         // lies in one entry), all of them 4-byte aligned.
@@ -224,7 +234,7 @@ impl GpuGather {
         });
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("virtio-gpu gather"),
-            layout: &self.layout,
+            layout: &ctx.gather_pipelines().layout,
             entries: &[
                 wgpu::BindGroupEntry {
                     binding: 0,
@@ -252,8 +262,8 @@ impl GpuGather {
     /// recorded work must be submitted before the next call.
     pub fn record(
         &self,
+        ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
-        queue: &wgpu::Queue,
         binding: &GatherBinding,
         res: &Resource,
         rect: &Rect,
@@ -272,7 +282,7 @@ impl GpuGather {
         {
             b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
         }
-        queue.write_buffer(&self.params, 0, &b);
+        ctx.queue.write_buffer(&self.params, 0, &b);
         let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
             label: Some("virtio-gpu gather"),
             color_attachments: &[Some(wgpu::RenderPassColorAttachment {
@@ -286,7 +296,8 @@ impl GpuGather {
             })],
             ..Default::default()
         });
-        pass.set_pipeline(if bgra { &self.bgra } else { &self.rgba });
+        let pipes = ctx.gather_pipelines();
+        pass.set_pipeline(if bgra { &pipes.bgra } else { &pipes.rgba });
         pass.set_bind_group(0, &binding.bind, &[]);
         pass.set_viewport(
             rect.x as f32,
