@@ -257,3 +257,89 @@ fn mdev_types_tables_of_every_mediated_fixture() {
         }
     });
 }
+
+/// `gpu mdev-list`: active devices and mdevctl definitions (read through the host, so from
+/// the tree on a simulated host), merged by UUID; unreadable definitions are warnings.
+#[test]
+fn mdev_list_merges_active_devices_and_mdevctl_definitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("host");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(fixture_dir("bmc-datacenter-nvidia-vgpu"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let defs = root.join("etc/mdevctl.d");
+    let def = |parent: &str, name: &str, body: &str| {
+        std::fs::create_dir_all(defs.join(parent)).unwrap();
+        std::fs::write(defs.join(parent).join(name), body).unwrap();
+    };
+    // The active device on 0000:3b:00.0, defined to start at boot.
+    def(
+        "0000:3b:00.0",
+        "5b2e8f3a-6c1d-4e7a-9b0f-1d2c3e4f5a01",
+        "{\n  \"mdev_type\": \"nvidia-231\",\n  \"start\": \"auto\"\n}",
+    );
+    // Defined only.
+    def(
+        "0000:5e:00.0",
+        "0e0e0e0e-0000-4000-8000-000000000001",
+        "{\n  \"mdev_type\": \"nvidia-222\",\n  \"start\": \"manual\",\n  \"attrs\": []\n}",
+    );
+    // Not definitions.
+    def("0000:5e:00.0", "notes.txt", "hello");
+    def(
+        "0000:5e:00.0",
+        "0e0e0e0e-0000-4000-8000-000000000002",
+        "{\"start\": 3}",
+    );
+    let r = root.to_str().unwrap();
+    let o = vm_cli(r, &["gpu", "mdev-list", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["schema"], 1);
+    let rows = v["mdevs"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let row = |uuid: &str| rows.iter().find(|r| r["uuid"] == uuid).unwrap().clone();
+    let a = row("5b2e8f3a-6c1d-4e7a-9b0f-1d2c3e4f5a01");
+    assert_eq!(
+        (a["active"].clone(), a["start"].clone()),
+        (true.into(), "auto".into())
+    );
+    assert_eq!(a["iommu_group"], 20);
+    let d = row("0e0e0e0e-0000-4000-8000-000000000001");
+    assert_eq!(d["active"], false);
+    assert_eq!(d["start"], "manual");
+    assert_eq!(d["type_id"], "nvidia-222");
+    assert_eq!(d["iommu_group"], Value::Null);
+    let b = row("5b2e8f3a-6c1d-4e7a-9b0f-1d2c3e4f5a02");
+    assert_eq!(
+        (b["active"].clone(), b["start"].clone()),
+        (true.into(), Value::Null)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("notes.txt: the file name is not a UUID"),
+        "{err}"
+    );
+    assert!(
+        err.contains("0e0e0e0e-0000-4000-8000-000000000002: not an mdevctl definition"),
+        "{err}"
+    );
+    let o = vm_cli(r, &["gpu", "mdev-list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("5b2e8f3a-6c1d-4e7a-9b0f-1d2c3e4f5a01")
+                && l.ends_with("active, defined (auto)")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("0e0e0e0e-0000-4000-8000-000000000001")
+                && l.ends_with("defined (manual)")),
+        "{text}"
+    );
+}

@@ -32,6 +32,7 @@ pub(super) fn run(
         | GpuCommand::Restore
         | GpuCommand::ServeWgpu { .. } => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
+        GpuCommand::MdevList => mdev_list(host, json),
         GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated, state_dir),
         GpuCommand::MdevRemove { uuid, dry_run } => {
             mdev_remove(host, &uuid, dry_run, json, simulated, state_dir)
@@ -117,6 +118,21 @@ fn config_root(dirs: &ChangeDirs, simulated: bool) -> Result<PathBuf, i32> {
             Err(EXIT_USAGE)
         }
     }
+}
+
+fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
+    let mut inv = HostInventory::scan(host);
+    let defined = crate::gpu_mdev::persist::read_definitions(host, &mut inv.warnings);
+    let rows = crate::gpu_mdev::persist::device_rows(&inv, &defined);
+    if json {
+        print_json(&render::devices_json(&rows));
+    } else {
+        write_text(&render::devices_text(&rows));
+    }
+    for w in &inv.warnings {
+        eprintln!("vm-cli: warning: {}: {}", w.path.display(), w.message);
+    }
+    EXIT_OK
 }
 
 fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {

@@ -173,6 +173,9 @@ enum GpuCommand {
         #[arg(long, value_name = "PARENT")]
         gpu_device: Option<String>,
     },
+    /// List mediated devices: the active ones and those defined in mdevctl's config
+    /// (/etc/mdevctl.d), like `mdevctl list` and `mdevctl list --defined` together.
+    MdevList,
     /// Create a mediated device (or an NVIDIA vendor-VFIO vGPU on a free VF).
     MdevCreate(MdevCreateArgs),
     /// Remove a mediated device by UUID (or clear a VF's vendor-VFIO vGPU by VF address).

@@ -36,7 +36,7 @@ pub use error::{errno_name, MdevError};
 pub use lifecycle::{
     plan_create, plan_remove, plan_sriov, ApplyOptions, CreateRequest, Persist, Planned, UuidSource,
 };
-pub use persist::{MdevctlConfig, StartMode};
+pub use persist::{DeviceRow, MdevctlConfig, StartMode};
 pub use plan::{execute, Action, Check, Expectation, MdevPlan, Plan, Step};
 pub use types::{Backend, Choice, TypeRequest, TypeRow};
 pub use verify::Verified;

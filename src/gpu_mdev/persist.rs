@@ -6,7 +6,10 @@
 //! newline, as mdevctl itself writes them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::host::HostOps;
+use crate::inventory::{HostInventory, ScanWarning};
 
 /// Where mdevctl keeps definitions, relative to the config root.
 pub const MDEVCTL_DIR: &str = "/etc/mdevctl.d";
@@ -55,6 +58,109 @@ impl MdevctlConfig {
 /// `/etc/mdevctl.d/PARENT/UUID`.
 pub fn config_path(parent: &str, uuid: &str) -> PathBuf {
     PathBuf::from(MDEVCTL_DIR).join(parent).join(uuid)
+}
+
+impl StartMode {
+    /// `auto` or `manual`, as mdevctl writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMode::Auto => "auto",
+            StartMode::Manual => "manual",
+        }
+    }
+}
+
+/// One mediated device: active (under `/sys/bus/mdev/devices`), defined in mdevctl's config,
+/// or both.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceRow {
+    /// UUID.
+    pub uuid: String,
+    /// Parent name (`0000:00:02.0`, `mbochs`).
+    pub parent: String,
+    /// Type id: the active device's, else the definition's.
+    pub type_id: Option<String>,
+    /// IOMMU group of the active device.
+    pub iommu_group: Option<u32>,
+    /// Whether it exists now.
+    pub active: bool,
+    /// `start` of its mdevctl definition; `None`: not defined.
+    pub start: Option<StartMode>,
+}
+
+/// Definitions under `/etc/mdevctl.d/PARENT/UUID`, read through `host`: (parent, uuid,
+/// definition). A missing directory is no definition; an entry whose name is not a UUID or
+/// whose contents are not a definition is skipped with a warning naming the file.
+pub fn read_definitions(
+    host: &dyn HostOps,
+    warnings: &mut Vec<ScanWarning>,
+) -> Vec<(String, String, MdevctlConfig)> {
+    let mut out = Vec::new();
+    let root = Path::new(MDEVCTL_DIR);
+    let Ok(mut parents) = host.list_dir(root) else {
+        return out;
+    };
+    parents.sort();
+    for parent in parents {
+        let dir = root.join(&parent);
+        let Ok(mut names) = host.list_dir(&dir) else {
+            continue;
+        };
+        names.sort();
+        for uuid in names {
+            let path = dir.join(&uuid);
+            let parsed = uuid::Uuid::parse_str(&uuid)
+                .map_err(|_| "the file name is not a UUID".to_string())
+                .and_then(|_| host.read(&path).map_err(|e| e.to_string()))
+                .and_then(|b| {
+                    serde_json::from_slice::<MdevctlConfig>(&b)
+                        .map_err(|e| format!("not an mdevctl definition: {e}"))
+                });
+            match parsed {
+                Ok(c) => out.push((parent.clone(), uuid, c)),
+                Err(message) => warnings.push(ScanWarning { path, message }),
+            }
+        }
+    }
+    out
+}
+
+/// Active devices of `inv` and `definitions`, one row per UUID (active and defined merge),
+/// sorted by parent then UUID.
+pub fn device_rows(
+    inv: &HostInventory,
+    definitions: &[(String, String, MdevctlConfig)],
+) -> Vec<DeviceRow> {
+    let mut rows: Vec<DeviceRow> = inv
+        .mdev_devices
+        .iter()
+        .map(|d| DeviceRow {
+            uuid: d.uuid.clone(),
+            parent: d.parent.clone(),
+            type_id: d.type_id.clone(),
+            iommu_group: d.iommu_group,
+            active: true,
+            start: None,
+        })
+        .collect();
+    for (parent, uuid, c) in definitions {
+        match rows
+            .iter_mut()
+            .find(|r| r.uuid.eq_ignore_ascii_case(uuid) && &r.parent == parent)
+        {
+            Some(r) => r.start = Some(c.start),
+            None => rows.push(DeviceRow {
+                uuid: uuid.clone(),
+                parent: parent.clone(),
+                type_id: Some(c.mdev_type.clone()),
+                iommu_group: None,
+                active: false,
+                start: Some(c.start),
+            }),
+        }
+    }
+    rows.sort_by(|a, b| (&a.parent, &a.uuid).cmp(&(&b.parent, &b.uuid)));
+    rows
 }
 
 #[cfg(test)]

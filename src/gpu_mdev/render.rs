@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use super::lifecycle::Planned;
+use super::persist::DeviceRow;
 use super::plan::MdevPlan;
 use super::types::{Backend, TypeRow};
 use super::{MdevError, Verified};
@@ -43,8 +44,13 @@ pub fn types_text(rows: &[TypeRow]) -> String {
             ]
         })
         .collect();
+    table(header, &cells)
+}
+
+/// Left-aligned columns two spaces apart, the last one unpadded.
+fn table<const N: usize>(header: [&str; N], cells: &[[String; N]]) -> String {
     let mut width = header.map(str::len);
-    for c in &cells {
+    for c in cells {
         for (w, v) in width.iter_mut().zip(c.iter()) {
             *w = (*w).max(v.chars().count());
         }
@@ -61,10 +67,41 @@ pub fn types_text(rows: &[TypeRow]) -> String {
         s.trim_end().to_string() + "\n"
     };
     let mut out = line(&header.map(String::from));
-    for c in &cells {
+    for c in cells {
         out.push_str(&line(c));
     }
     out
+}
+
+/// `vm-cli gpu mdev-list`: one line per mediated device, active or defined.
+pub fn devices_text(rows: &[DeviceRow]) -> String {
+    if rows.is_empty() {
+        return "no mediated device is active or defined in /etc/mdevctl.d\n".into();
+    }
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            let state = match (r.active, r.start) {
+                (true, Some(s)) => format!("active, defined ({})", s.name()),
+                (true, None) => "active".into(),
+                (false, Some(s)) => format!("defined ({})", s.name()),
+                (false, None) => "-".into(),
+            };
+            [
+                r.uuid.clone(),
+                r.parent.clone(),
+                r.type_id.clone().unwrap_or_else(|| "-".into()),
+                r.iommu_group.map_or("-".into(), |g| g.to_string()),
+                state,
+            ]
+        })
+        .collect();
+    table(["UUID", "PARENT", "TYPE", "GROUP", "STATE"], &cells)
+}
+
+/// `vm-cli gpu mdev-list --json`.
+pub fn devices_json(rows: &[DeviceRow]) -> Value {
+    json!({ "schema": 1, "mdevs": rows })
 }
 
 /// `vm-cli gpu mdev-types --json`.
