@@ -26,7 +26,7 @@ fn main() {
         (
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../shared/hosts/real/qemu-q35-viommu"
+                "/fixtures/real/qemu-q35-viommu"
             ),
             "0000:06:01.0",
             "QEMU q35: two bochs-display behind a bridge, IOMMU group 11",

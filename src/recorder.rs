@@ -1,4 +1,4 @@
-//! Recording the running host as a fixture tree (`shared/hosts/SPEC.md`), so that a user can
+//! Recording the running host as a fixture tree (`docs/fixture-format.md`), so that a user can
 //! attach their host to a bug report and the simulator can replay it.
 //!
 //! [`record_host`] reads the host only through [`HostOps`] (`list_dir`, `read`, `read_link`,
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::host::{HostError, HostOps, NodeKind};
 
-/// PCI function attributes kept in a recording (the set `shared/tools/record-host.sh` keeps).
+/// PCI function attributes kept in a recording (the set `docs/tools/record-host.sh` keeps).
 pub const PCI_ATTRS: &[&str] = &[
     "vendor",
     "device",
@@ -619,11 +619,11 @@ mod tests {
     use vm_device_sim::Snapshot;
 
     fn shared_fixture(name: &str) -> PathBuf {
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/hosts/real")).join(name)
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real")).join(name)
     }
 
     /// Copies a fixture tree, turning flattened links back into symlinks. Some copies of
-    /// `shared/hosts` store each link as a regular file holding its target (`../../..`);
+    /// the recorded trees store each link as a regular file holding its target (`../../..`);
     /// sysfs attributes always end with a newline, kernel link targets never hold one.
     fn materialize(src: &Path, dst: &Path) {
         std::fs::create_dir_all(dst).unwrap();

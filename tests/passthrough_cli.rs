@@ -6,7 +6,7 @@ use std::process::Command;
 
 const Q35: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/hosts/real/qemu-q35-viommu"
+    "/fixtures/real/qemu-q35-viommu"
 );
 
 fn run(state: &std::path::Path, args: &[&str]) -> (i32, String, String) {

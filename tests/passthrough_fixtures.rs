@@ -13,7 +13,7 @@ use vm_passthrough::PciAddress;
 
 const Q35: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/hosts/real/qemu-q35-viommu"
+    "/fixtures/real/qemu-q35-viommu"
 );
 
 fn fixture(name: &str) -> String {

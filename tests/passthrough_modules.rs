@@ -13,7 +13,7 @@ use vm_passthrough::{HostOps, PciAddress};
 
 const Q35: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/hosts/real/qemu-q35-viommu"
+    "/fixtures/real/qemu-q35-viommu"
 );
 
 /// The QEMU recording with vfio_pci, vfio_pci_core and vfio_iommu_type1 not loaded.

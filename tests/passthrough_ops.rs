@@ -6,7 +6,7 @@ use vm_device::host::SimHost;
 
 const Q35: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/hosts/real/qemu-q35-viommu"
+    "/fixtures/real/qemu-q35-viommu"
 );
 
 #[test]

@@ -21,7 +21,7 @@ const ENODEV: i32 = 19;
 fn fixtures() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/hosts/real/qemu-q35-viommu"
+        "/fixtures/real/qemu-q35-viommu"
     ))];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hosts");
     let mut more: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -14,7 +14,7 @@ use vm_passthrough::PciAddress;
 
 const Q35: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/hosts/real/qemu-q35-viommu"
+    "/fixtures/real/qemu-q35-viommu"
 );
 const EACCES: i32 = 13;
 

@@ -10,9 +10,9 @@ use vm_device_sim::copy_fixture;
 use vm_passthrough::vfio::region;
 use vm_passthrough::VfioPath;
 
-/// `shared/hosts/real`.
+/// The recorded real hosts (`fixtures/real`).
 fn shared_hosts() -> PathBuf {
-    common::shared().join("hosts/real")
+    common::repo().join("fixtures/real")
 }
 
 fn fixture(name: &str) -> tempfile::TempDir {

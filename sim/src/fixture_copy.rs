@@ -1,6 +1,6 @@
 //! Copying a fixture tree to a scratch directory, restoring links that a copy lost.
 //!
-//! A fixture's links are relative symlinks (`shared/hosts/SPEC.md`). Some copies of a tree
+//! A fixture's links are relative symlinks (`docs/fixture-format.md`). Some copies of a tree
 //! (archives, read-only shares) store each link as a small regular file holding the link's
 //! target text instead. Sysfs attributes always end with a newline and links are relative,
 //! so a file of one line that starts with `../` and has no trailing newline is a lost link:

@@ -1,5 +1,5 @@
 //! The kernel's reactions to writes and module loads, measured on Linux 6.1
-//! (`shared/docs/kernel-sysfs-semantics.md`, "What a simulator must do", rules 1–36).
+//! (`docs/kernel-sysfs-semantics.md`, "What a simulator must do", rules 1–36).
 //!
 //! A write arrives with the path the caller used; it is resolved to its canonical path
 //! (`/sys/bus/pci/devices/X/driver/unbind` becomes `/sys/bus/pci/drivers/NAME/unbind`) and

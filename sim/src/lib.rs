@@ -1,11 +1,11 @@
 //! `SimHost`: a host made of a recorded fixture tree that answers writes as Linux does.
 //!
-//! A fixture (`shared/hosts/SPEC.md`) is a directory that looks, from its root, like the parts
+//! A fixture (`docs/fixture-format.md`) is a directory that looks, from its root, like the parts
 //! of `/sys`, `/proc` and `/dev` that GPU management touches. `SimHost` serves it read-only
 //! from disk and keeps every change in an in-memory overlay, so a fixture on disk is never
 //! modified and two simulators over one fixture never see each other. Writes to attributes
 //! the kernel reacts to run the kernel's reaction (see [`kernel`]), with the errno a real
-//! 6.1 kernel gives (`shared/docs/kernel-sysfs-semantics.md`).
+//! 6.1 kernel gives (`docs/kernel-sysfs-semantics.md`).
 #![deny(missing_docs)]
 
 pub mod faults;

@@ -1,7 +1,7 @@
 //! VFIO containers, groups and device fds, answered from the tree by the kernel's rules.
 //!
-//! Rules (Linux 6.1 as measured in `shared/docs/kernel-sysfs-semantics.md` and
-//! `shared/docs/qemu-kernel-lab.md`, the rest read from `drivers/vfio/` and marked so):
+//! Rules (Linux 6.1 as measured in `docs/kernel-sysfs-semantics.md` and
+//! `docs/qemu-kernel-lab.md`, the rest read from `drivers/vfio/` and marked so):
 //!
 //! | call | refusal |
 //! | --- | --- |

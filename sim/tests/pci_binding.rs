@@ -1,5 +1,5 @@
 //! PCI binding, IOMMU groups and /dev/vfio on the recorded QEMU q35 tree: one test per rule
-//! of `shared/docs/kernel-sysfs-semantics.md` ("What a simulator must do").
+//! of `docs/kernel-sysfs-semantics.md` ("What a simulator must do").
 
 mod common;
 

@@ -6,7 +6,7 @@ use vm_device_sim::SimHost;
 use vm_passthrough::{HostOps, NodeKind};
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/hosts/real/qemu-q35-viommu")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/qemu-q35-viommu")
 }
 
 #[test]

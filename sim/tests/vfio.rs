@@ -17,21 +17,9 @@ const EINVAL: i32 = 22;
 const MBOCHS: &str = "4b9a3c1e-7d2f-4a6b-9e8d-0a0000000001";
 const MDPY: &str = "4b9a3c1e-7d2f-4a6b-9e8d-0a0000000002";
 
-/// `shared/hosts/real`: `$VM_SHARED_DIR`, else `shared/` beside the repository (the
-/// worktrees and the main checkout are siblings of it), else inside it.
+/// The recorded trees kept in the repository (`fixtures/real`).
 fn shared_hosts() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut candidates = Vec::new();
-    if let Ok(d) = std::env::var("VM_SHARED_DIR") {
-        candidates.push(PathBuf::from(d));
-    }
-    candidates.push(manifest.join("../../shared"));
-    candidates.push(manifest.join("../shared"));
-    candidates
-        .into_iter()
-        .map(|c| c.join("hosts/real"))
-        .find(|c| c.is_dir())
-        .expect("shared/hosts/real not found: set VM_SHARED_DIR to the shared directory")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real")
 }
 
 /// A writable copy of a recorded tree, with real symlinks.

@@ -156,7 +156,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum HostCommand {
     /// Record this host (sysfs, /proc, /dev/vfio, wgpu adapters) as a fixture tree in DIR,
-    /// for a bug report or a new test host (format: shared/hosts/SPEC.md).
+    /// for a bug report or a new test host (format: docs/fixture-format.md).
     Record {
         /// Output directory (must be empty or absent).
         dir: PathBuf,

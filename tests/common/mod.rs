@@ -10,13 +10,6 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `shared/` beside the repository (read-only design material and recorded hosts).
-pub fn shared() -> PathBuf {
-    if let Some(d) = std::env::var_os("VM_SHARED_DIR") {
-        return PathBuf::from(d);
-    }
-    repo().join("../shared")
-}
 
 fn dirs_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -36,10 +29,11 @@ pub fn project_fixtures() -> Vec<PathBuf> {
     dirs_in(&repo().join("fixtures/hosts"))
 }
 
-/// Recorded trees in `shared/hosts/{real,public}`.
+/// Recorded trees kept in the repository: `fixtures/real` (real kernels) and
+/// `fixtures/public` (hwloc's public trees).
 pub fn shared_trees() -> Vec<PathBuf> {
-    let mut v = dirs_in(&shared().join("hosts/real"));
-    v.extend(dirs_in(&shared().join("hosts/public")));
+    let mut v = dirs_in(&repo().join("fixtures/real"));
+    v.extend(dirs_in(&repo().join("fixtures/public")));
     v
 }
 
@@ -49,7 +43,7 @@ pub fn all_hosts() -> Vec<PathBuf> {
     v.extend(shared_trees());
     assert!(
         v.len() >= 10,
-        "expected the project's fixtures and shared/hosts trees, found {v:?}"
+        "expected the project's fixtures and recorded trees, found {v:?}"
     );
     v
 }

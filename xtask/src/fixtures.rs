@@ -1,6 +1,6 @@
 //! The fixture hosts under `fixtures/hosts/`, one function each, and the synthetic benchmark
 //! host. Every host is written from public facts (PCI ids from pci.ids, topologies as the
-//! vendors' boards lay them out, sysfs formats as `shared/hosts/real/` records them); the
+//! vendors' boards lay them out, sysfs formats as `fixtures/real/` records them); the
 //! `.fixture/README` of each says which.
 
 use std::path::Path;
@@ -271,7 +271,7 @@ pub fn intel_desktop_gvtg_dgpu() -> HostBuilder {
          [8086:1539] behind PCH root ports in their own groups; USB xHCI [8086:a36d] with the PCH \
          shared SRAM in one group; the PCH functions at 00:1f.x in one group. IDs from pci.ids, \
          GVT-g type table from the kernel's drivers/gpu/drm/i915/gvt/vgpu.c, sysfs formats as in \
-         shared/hosts/real. wgpu sees the iGPU on Vulkan (anv), the RTX 3080 only through GL \
+         fixtures/real. wgpu sees the iGPU on Vulkan (anv), the RTX 3080 only through GL \
          (nouveau has no Vulkan in Mesa 22.3) and llvmpipe.",
     );
     h.cpu(intel_desktop_cpu())

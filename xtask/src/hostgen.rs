@@ -1,4 +1,4 @@
-//! A small builder that writes host fixture trees in the format of `shared/hosts/SPEC.md`.
+//! A small builder that writes host fixture trees in the format of `docs/fixture-format.md`.
 //!
 //! The builder collects PCI functions, IOMMU units, mediated devices, kernel command line,
 //! CPU and module information in memory, checks that the pieces fit together (every parent
@@ -1400,7 +1400,7 @@ impl HostBuilder {
         // proc.
         t.file(Path::new("proc/cmdline"), format!("{}\n", self.cmdline))?;
         t.file(Path::new("proc/cpuinfo"), self.cpu.render())?;
-        // Not a kernel file: what the recorder (shared/tools/record-host.sh) stores from uname -r.
+        // Not a kernel file: what the recorder (docs/tools/record-host.sh) stores from uname -r.
         t.file(
             Path::new("proc/kernel-release"),
             format!("{}\n", self.kernel_release),

@@ -1,7 +1,7 @@
 //! `cargo xtask sim`: the manager against every recorded host.
 //!
 //! Runs `vm-cli gpu list` on every fixture (`fixtures/hosts/*`) and every shared recording
-//! (`../shared/hosts/{real,public}/*`), prints one line per host (GPUs, available rungs, the
+//! (`fixtures/{real,public}/*`), prints one line per host (GPUs, available rungs, the
 //! auto choice), and fails when the text differs from the reviewed snapshot
 //! (`tests/snapshots/list-NAME.snap`, the same files the `cli_snapshots` test pins).
 
@@ -32,9 +32,6 @@ fn dirs_in(dir: &Path) -> Vec<PathBuf> {
 /// Every host with its snapshot name (`fixture-X`, `real-X`, `public-X`).
 pub fn hosts() -> Vec<(String, PathBuf)> {
     let root = repo_root();
-    let shared = std::env::var_os("VM_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared"));
     let mut v: Vec<(String, PathBuf)> = dirs_in(&root.join("fixtures/hosts"))
         .into_iter()
         .map(|p| {
@@ -45,7 +42,7 @@ pub fn hosts() -> Vec<(String, PathBuf)> {
         })
         .collect();
     for kind in ["real", "public"] {
-        for p in dirs_in(&shared.join("hosts").join(kind)) {
+        for p in dirs_in(&root.join("fixtures").join(kind)) {
             v.push((
                 format!("{kind}-{}", p.file_name().unwrap().to_string_lossy()),
                 p,

@@ -1,5 +1,8 @@
 //! `cargo xtask test`: the project's whole test suite, as CI runs it.
 //!
+//! 0. The repository stands alone and is tidy: no file outside `docs/` refers to the
+//!    project's `shared` folder beside the checkout, `cargo fmt --check`, and
+//!    `cargo clippy --workspace --all-targets -- -D warnings`.
 //! 1. `cargo test --workspace`: unit, integration, property, snapshot and differential tests
 //!    (the simulator, the manager, the CLI, wgpu on a real adapter).
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
@@ -27,6 +30,18 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut passed = 0;
+    for (name, run) in [
+        ("stands alone", stands_alone as fn(&str) -> Result<(), String>),
+        ("cargo fmt --check", fmt_check),
+        ("cargo clippy", clippy),
+    ] {
+        println!("== {name}");
+        if let Err(e) = run(&cargo) {
+            println!("stages: {passed} passed, 1 failed");
+            return Err(format!("{name}: {e}"));
+        }
+        passed += 1;
+    }
     println!("== cargo test --workspace");
     let st = Command::new(&cargo)
         .args(["test", "--workspace"])
@@ -54,4 +69,109 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
     // The closing line CI reads: every stage above, each a test run of its own.
     println!("stages: {passed} passed, 0 failed");
     Ok(())
+}
+
+/// The folder beside the checkout that must never be read: built from two parts so that
+/// this file does not name it itself.
+fn outside_folder() -> String {
+    format!("{}/{}", "..", "shared")
+}
+
+/// No tracked file outside `docs/` refers to the folder beside the checkout: a clone
+/// must build, test and benchmark on its own.
+fn stands_alone(_cargo: &str) -> Result<(), String> {
+    let root = crate::sim::repo_root();
+    let out = Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(&root)
+        .output()
+        .map_err(|e| format!("cannot run git ls-files: {e}"))?;
+    if !out.status.success() {
+        return Err("git ls-files failed (not a git checkout?)".into());
+    }
+    let needle = outside_folder();
+    let mut offenders = Vec::new();
+    for name in out.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if name.starts_with("docs/") {
+            continue;
+        }
+        let path = root.join(&name);
+        // Symlinks in fixture trees point inside the tree; only regular files are read.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if contains(&bytes, needle.as_bytes()) {
+            offenders.push(name);
+        }
+    }
+    if offenders.is_empty() {
+        println!("no file outside docs/ refers to {needle}");
+        Ok(())
+    } else {
+        Err(format!(
+            "these files refer to {needle}, which a clone does not have; copy what they \
+             need into the repository: {}",
+            offenders.join(", ")
+        ))
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn cargo_stage(cargo: &str, args: &[&str], what: &str) -> Result<(), String> {
+    let st = Command::new(cargo)
+        .args(args)
+        .current_dir(crate::sim::repo_root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed"))
+    }
+}
+
+fn fmt_check(cargo: &str) -> Result<(), String> {
+    cargo_stage(
+        cargo,
+        &["fmt", "--all", "--check"],
+        "cargo fmt --check (run cargo fmt --all)",
+    )
+}
+
+fn clippy(cargo: &str) -> Result<(), String> {
+    cargo_stage(
+        cargo,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "cargo clippy --workspace --all-targets -- -D warnings",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_outside_folder_in_bytes() {
+        let needle = outside_folder();
+        assert!(contains(format!("x {needle}/hosts").as_bytes(), needle.as_bytes()));
+        assert!(!contains(b"fixtures/real/qemu", needle.as_bytes()));
+    }
 }

@@ -1,7 +1,7 @@
 //! NVIDIA vendor-specific VFIO vGPU (vGPU 17+, kernel 6.8+): `VF/nvidia/current_vgpu_type`
 //! and `creatable_vgpu_types`.
 //!
-//! Not measured (no such GPU in the lab); the model follows `shared/docs/anchors.md` §0 and
+//! Not measured (no such GPU in the lab); the model follows `docs/anchors.md` §0 and
 //! §6: writing a type id listed in the VF's `creatable_vgpu_types` to `current_vgpu_type`
 //! creates the vGPU, writing `0` destroys it; `creatable_vgpu_types` is capacity dependent
 //! and shrinks on sibling VFs as vGPUs are created (homogeneous mode: once one type is in use

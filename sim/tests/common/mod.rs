@@ -7,29 +7,14 @@ use std::path::{Path, PathBuf};
 use vm_device_sim::SimHost;
 use vm_passthrough::{HostError, HostOps};
 
-/// The project's shared folder: `../../shared` from this crate (a worktree next to
-/// `shared/`, or `main/sim`), else `$VM_SHARED_DIR`.
-pub fn shared_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [manifest.join("../../shared"), manifest.join("../shared")];
-    for c in candidates {
-        if c.join("hosts/real").is_dir() {
-            return c;
-        }
-    }
-    if let Some(d) = std::env::var_os("VM_SHARED_DIR") {
-        return PathBuf::from(d);
-    }
-    panic!(
-        "the recorded host trees were not found at {}/../../shared/hosts/real; \
-         set VM_SHARED_DIR to the folder that holds hosts/real",
-        manifest.display()
-    );
+/// The recorded trees kept in the repository: `fixtures/real` beside this crate.
+pub fn real_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real")
 }
 
-/// A recorded tree under `shared/hosts/real`.
+/// A recorded tree under `fixtures/real`.
 pub fn real(name: &str) -> PathBuf {
-    shared_dir().join("hosts/real").join(name)
+    real_dir().join(name)
 }
 
 /// A simulator over the QEMU q35 lab guest before any assignment.

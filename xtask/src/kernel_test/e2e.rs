@@ -5,7 +5,7 @@
 //! `screendump` of QEMU's display and compares every pixel with the pattern. vm-cli must
 //! then exit 0 with everything given back.
 //!
-//! The recipe and its traps are `shared/docs/virtio-gpu-e2e.md`: QEMU 7.2 refuses
+//! The recipe and its traps are `docs/virtio-gpu-e2e.md`: QEMU 7.2 refuses
 //! vhost-user-gpu without KVM, so a QEMU ≥ 8 is used: the newest on PATH if it is one, else
 //! QEMU 10 from `bookworm-backports`, downloaded with a private apt state and extracted under
 //! `target/e2e/qemu-bpo/` (the installed QEMU stays as it is). The kernel comes from the

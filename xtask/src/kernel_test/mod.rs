@@ -10,8 +10,8 @@
 //! or VFIO reports: a simulator bug. The crash scenario slows `vm-cli gpu prepare` down with
 //! `VM_DEVICE_STEP_DELAY_MS` (see `vm_device::plan::step_delay`) to kill it between steps.
 //!
-//! The recipe is `shared/tools/qemu-kernel-lab.sh`; measurements in
-//! `shared/docs/qemu-kernel-lab.md`. Everything downloaded or built is cached under
+//! The recipe is `docs/tools/qemu-kernel-lab.sh`; measurements in
+//! `docs/qemu-kernel-lab.md`. Everything downloaded or built is cached under
 //! `target/kernel-lab/<kernel-version>/`; serial logs go to `target/kernel-lab/logs/`.
 
 pub mod bench_display;

@@ -24,7 +24,7 @@ pub struct Boot {
     pub wall: f64,
 }
 
-/// The lab topology (`shared/docs/qemu-kernel-lab.md`): one display device per root port,
+/// The lab topology (`docs/qemu-kernel-lab.md`): one display device per root port,
 /// two bochs-display behind one pcie-pci-bridge (a shared IOMMU group).
 pub fn qemu_args(accel: Accel, kernel: &Path, initrd: &Path, ttys1: &Path) -> Vec<String> {
     let mut a: Vec<String> = [
