@@ -5,7 +5,31 @@ use vm_passthrough::{AdapterInfo, HostError};
 /// The instance descriptor every wgpu use in vm-device starts from: honours `WGPU_BACKEND`
 /// (wgpu ignores it unless asked) and the other `WGPU_*` variables.
 pub fn instance_descriptor() -> wgpu::InstanceDescriptor {
+    quiet_desktop_probe();
     wgpu::InstanceDescriptor::new_without_display_handle().with_env()
+}
+
+/// Keeps Mesa's Vulkan device-select layer from asking a Wayland compositor for the desktop's
+/// GPU when this process has no desktop session.
+///
+/// The layer (an implicit layer of `mesa-vulkan-drivers`) calls `wl_display_connect` while
+/// the instance is created; without `XDG_RUNTIME_DIR` libwayland prints "error:
+/// XDG_RUNTIME_DIR is invalid or not set in the environment." twice, unprefixed, which reads
+/// as if vm-cli had failed (a root shell, `sudo`, a container, a systemd service). With no
+/// runtime directory there is no compositor to reach and the layer's answer is only an order
+/// of adapters, which vm-device does not use: the layer is switched off through its own
+/// variable (`NODEVICE_SELECT=1`) for this process. Drivers' own messages stay visible. A
+/// user who sets `NODEVICE_SELECT` or `XDG_RUNTIME_DIR` keeps their choice.
+fn quiet_desktop_probe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let runtime_dir_set = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| !d.is_empty());
+        if !runtime_dir_set && std::env::var_os("NODEVICE_SELECT").is_none() {
+            // Set once, before the first wgpu instance loads any graphics driver (which is
+            // what would read it).
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    });
 }
 
 /// Enumerates the adapters wgpu can open on this host (the real half of
