@@ -15,7 +15,15 @@ fn main() {
             "Found GPU: {:?} {} at {}",
             gpu.vendor, gpu.model, gpu.pci_address
         );
-        println!("  VRAM: {} MB", gpu.vram_size / 1024 / 1024);
+        if gpu.vram_source == "unknown" {
+            println!("  VRAM: unknown (no driver or NVML reports it)");
+        } else {
+            println!(
+                "  VRAM: {} MB ({})",
+                gpu.vram_size / 1024 / 1024,
+                gpu.vram_source
+            );
+        }
         println!("  Driver: {}", gpu.driver);
     }
 

@@ -38,6 +38,8 @@ fn function(addr: PciAddress, class: u32, driver: Option<&str>, group: Option<u3
         sriov: None,
         physfn: None,
         vram: None,
+        vram_unknown: None,
+        device_nodes: Vec::new(),
         nvidia_vgpu: None,
     }
 }
@@ -122,6 +124,7 @@ fn inventory(iommu: bool, gpus: &[GpuSpec]) -> HostInventory {
                         devices: Vec::new(),
                     })
                     .collect(),
+                display: true,
             });
         }
     }
@@ -141,12 +144,15 @@ fn inventory(iommu: bool, gpus: &[GpuSpec]) -> HostInventory {
             modules: Some(BTreeSet::from(["nvidia_vgpu_vfio".to_string()])),
             dev_vfio: true,
             dev_kvm: true,
+            virtualization: Default::default(),
         },
         functions,
         groups,
         gpus: inv_gpus,
         mdev_parents: parents,
         mdev_devices: Vec::new(),
+        holders: Vec::new(),
+        holders_error: None,
         warnings: Vec::new(),
     }
 }

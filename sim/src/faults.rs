@@ -18,7 +18,7 @@
 //! Faults are checked before the kernel reaction runs: a faulted write changes nothing
 //! (except `DieAfter`, whose point is that it did). The operations checked are `read`,
 //! `readlink`, `list`, `write`, `modprobe`, `rmmod` ([`SimHost::unload_module`](crate::SimHost::unload_module)),
-//! `probe-adapters`, and whatever names other simulator components pass; `kind` and
+//! `probe-adapters`, `nvml` (the GPU's address as the path), and whatever names other simulator components pass; `kind` and
 //! `canonicalize` take no fault but, like everything else, fail once the process is dead.
 
 use std::fmt;

@@ -43,6 +43,8 @@ pub enum Op {
     LoadModule(String),
     /// A wgpu adapter probe.
     ProbeAdapters,
+    /// An NVML memory query of a GPU (its PCI address).
+    Nvml(String),
     /// A VFIO call (`open_group 7`, `set_container group=7 container=1`, ...).
     Vfio(String),
 }
@@ -352,6 +354,17 @@ impl HostOps for SimHost {
         }
     }
 
+    fn nvml_memory_total(
+        &self,
+        addr: &vm_passthrough::PciAddress,
+    ) -> Result<Option<u64>, HostError> {
+        let mut st = self.lock_raw();
+        self.record(&mut st, Op::Nvml(addr.to_string()));
+        st.faults.check("nvml", Path::new(&addr.to_string()))?;
+        drop(st);
+        nvml_answer(&self.root.join(NVML_FIXTURE), addr)
+    }
+
     fn vfio_open_container(&self) -> Result<VfioContainer, HostError> {
         vfio::open_container(&mut self.lock())
     }
@@ -449,6 +462,37 @@ impl HostOps for SimHost {
     }
 }
 
+/// Where a fixture keeps NVML's answers (`docs/fixture-format.md`): a JSON array of
+/// `{"address", "memory_total_bytes", "name"}` objects, one per GPU NVML sees. No file: NVML
+/// is not installed on that host.
+pub const NVML_FIXTURE: &str = ".fixture/nvml.json";
+
+/// One GPU as NVML reported it on the recorded host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+struct NvmlGpu {
+    address: vm_passthrough::PciAddress,
+    memory_total_bytes: u64,
+}
+
+/// NVML's answer for `addr` from the fixture file at `file`: `None` without the file (no
+/// library), NVML's "not found" for a GPU it does not list.
+fn nvml_answer(file: &Path, addr: &vm_passthrough::PciAddress) -> Result<Option<u64>, HostError> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(HostError::io("read", file, e)),
+    };
+    let gpus: Vec<NvmlGpu> = serde_json::from_slice(&bytes)
+        .map_err(|e| HostError::Fixture(format!("{}: {e}", file.display())))?;
+    match gpus.iter().find(|g| g.address == *addr) {
+        Some(g) => Ok(Some(g.memory_total_bytes)),
+        None => Err(HostError::Nvml {
+            call: "nvmlDeviceGetHandleByPciBusId_v2",
+            detail: format!("{addr}: Not Found (NVML_ERROR_NOT_FOUND)"),
+        }),
+    }
+}
+
 /// Per-path counts of operations, for "each attribute read once" checks.
 pub fn count_ops(ops: &[Op]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -460,6 +504,7 @@ pub fn count_ops(ops: &[Op]) -> BTreeMap<String, usize> {
             Op::Write(p, _) => format!("write {}", p.display()),
             Op::LoadModule(n) => format!("modprobe {n}"),
             Op::ProbeAdapters => "probe-adapters".to_string(),
+            Op::Nvml(a) => format!("nvml {a}"),
             Op::Vfio(t) => format!("vfio {}", t.split_whitespace().next().unwrap_or("")),
         };
         *m.entry(key).or_insert(0) += 1;

@@ -73,17 +73,11 @@ pub(super) fn gpu_checks(
         .filter(|g| opts.device.is_none_or(|d| d == g.address))
         .filter(|g| inv.function(&g.address).is_some_and(|f| f.physfn.is_none()))
         .collect();
-    let nodes: Vec<(PciAddress, Vec<PathBuf>)> = gpus
-        .iter()
-        .filter_map(|g| inv.function(&g.address))
-        .map(|f| (f.address, device_nodes(host, f)))
-        .collect();
-    // One scan of /proc for every GPU's nodes.
-    let all: Vec<PathBuf> = nodes.iter().flat_map(|(_, n)| n.clone()).collect();
-    let holders = if all.is_empty() {
-        Ok(Vec::new())
-    } else {
-        host.processes_holding(&all).map_err(|e| e.to_string())
+    // The holders were found with the inventory, before any adapter probe or NVML query
+    // opened a node in this process (which never counts as a holder anyway).
+    let holders = match &inv.holders_error {
+        Some(e) => Err(e.clone()),
+        None => Ok(inv.holders.clone()),
     };
     for g in gpus {
         let Some(f) = inv.function(&g.address) else {
@@ -94,44 +88,46 @@ pub(super) fn gpu_checks(
         out.push(boot_display(f));
         out.push(reset(f));
         out.push(driver(inv, g, f));
-        let mine = nodes
-            .iter()
-            .find(|(n, _)| *n == a)
-            .map(|(_, p)| p.as_slice())
-            .unwrap_or_default();
-        out.push(holders_check(f, mine, &holders));
+        out.push(holders_check(f, &f.device_nodes, &holders));
         if let Some(c) = vfio_access(host, inv, f) {
             out.push(c);
         }
-        out.extend(other_refusal(candidates, &a));
+        out.extend(other_refusals(candidates, &a));
     }
 }
 
 /// The passthrough probe's refusals that the checks above do not cover (virtual functions
-/// enabled, active mediated devices), reused as they are.
-fn other_refusal(candidates: &[Candidate], a: &PciAddress) -> Option<Check> {
-    let r = candidates
+/// enabled, active mediated devices), reused as they are: every one, not only the first.
+fn other_refusals(candidates: &[Candidate], a: &PciAddress) -> Vec<Check> {
+    let Some(c) = candidates
         .iter()
         .filter(|c| c.mode == GpuMode::Passthrough)
-        .find(|c| matches!(&c.target, Target::Gpu { address, .. } if address == a))?
-        .reason()?;
-    let what = match r.code {
-        ReasonCode::VfsEnabled => "sriov",
-        ReasonCode::ActiveMdevs => "active_mdevs",
-        ReasonCode::IommuDisabled
-        | ReasonCode::NoIommuGroup
-        | ReasonCode::GroupNotViable
-        | ReasonCode::BootDisplay => return None,
-        _ => "passthrough",
+        .find(|c| matches!(&c.target, Target::Gpu { address, .. } if address == a))
+    else {
+        return Vec::new();
     };
-    let mut c = Check::new(id(a, what), PT, Status::Fail, r.message.clone())
-        .device(a.to_string())
-        .remedy(
-            remedy::from_reason(r)
-                .unwrap_or_else(|| format!("# see what holds {a}:\nvm-cli gpu list")),
-        );
-    c.evidence = r.evidence.clone();
-    Some(c)
+    let mut out = Vec::new();
+    for r in c.reasons() {
+        let what = match r.code {
+            ReasonCode::VfsEnabled => "sriov",
+            ReasonCode::ActiveMdevs => "active_mdevs",
+            ReasonCode::IommuDisabled
+            | ReasonCode::NoIommuGroup
+            | ReasonCode::GroupNotViable
+            | ReasonCode::BootDisplay
+            | ReasonCode::HeldOpen => continue,
+            _ => "passthrough",
+        };
+        let mut ch = Check::new(id(a, what), PT, Status::Fail, r.message.clone())
+            .device(a.to_string())
+            .remedy(
+                remedy::from_reason(r)
+                    .unwrap_or_else(|| format!("# see what holds {a}:\nvm-cli gpu list")),
+            );
+        ch.evidence = r.evidence.clone();
+        out.push(ch);
+    }
+    out
 }
 
 fn id(addr: &PciAddress, what: &str) -> String {
@@ -354,46 +350,6 @@ fn driver(inv: &HostInventory, g: &Gpu, f: &PciFunction) -> Check {
     };
     c.evidence = ev;
     c.device(a.to_string())
-}
-
-/// `/dev/dri/cardN` and `renderDN` of the GPU (from its `drm/` directory), and its
-/// `/dev/nvidiaN` (minor from `/proc/driver/nvidia/gpus/ADDR/information`, or every
-/// `/dev/nvidiaN` when that is unreadable).
-fn device_nodes(host: &dyn HostOps, f: &PciFunction) -> Vec<PathBuf> {
-    let a = f.address;
-    let mut nodes: Vec<PathBuf> = host
-        .list_dir(&PathBuf::from(format!("/sys/bus/pci/devices/{a}/drm")))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.starts_with("card") || n.starts_with("renderD"))
-        .map(|n| PathBuf::from("/dev/dri").join(n))
-        .collect();
-    if f.vendor_id == Some(0x10de) {
-        let info = host
-            .read_attr(&PathBuf::from(format!(
-                "/proc/driver/nvidia/gpus/{a}/information"
-            )))
-            .ok();
-        let minor = info.as_deref().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Device Minor:"))
-                .and_then(|m| m.trim().parse::<u32>().ok())
-        });
-        match minor {
-            Some(m) => nodes.push(PathBuf::from(format!("/dev/nvidia{m}"))),
-            None => nodes.extend(
-                host.list_dir(Path::new("/dev"))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|n| {
-                        n.strip_prefix("nvidia")
-                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-                    })
-                    .map(|n| PathBuf::from("/dev").join(n)),
-            ),
-        }
-    }
-    nodes
 }
 
 fn holders_check(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::remedy::{self, BootLoader, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
-use crate::gpu_manager::rungs::passthrough::iommu_off;
+use crate::gpu_manager::rungs::passthrough::{guest_iommu_remedy, iommu_off};
 use crate::gpu_manager::GpuMode;
 use crate::host::HostOps;
 use crate::inventory::{CpuVendor, HostInventory, IommuKind};
@@ -57,17 +57,23 @@ pub(super) fn host_checks(host: &dyn HostOps, inv: &HostInventory, out: &mut Vec
                 .evidence("/dev/kvm: present")
                 .remedy("ls -l /dev/kvm  # KVM is the authority: see kvm.device")
             } else if found.is_empty() {
+                // The launcher runs such a VM under TCG: a warning that names the cost, as
+                // `--kernel` prints it, not a failure.
                 Check::new(
                     "cpu.virtualization",
                     None,
-                    Status::Fail,
-                    format!("the CPU shows no `{flag}` flag: hardware virtualization is off or missing"),
+                    Status::Warn,
+                    format!("the CPU shows no `{flag}` flag: no KVM, so VMs run under TCG emulation (many times slower)"),
                 )
                 .evidence("/proc/cpuinfo flags: neither vmx nor svm")
-                .remedy(format!(
-                    "# enable {} in the firmware setup (or nested virtualization, in a VM)\nsudo systemctl reboot --firmware-setup",
-                    if flag == "svm" { "SVM (AMD-V)" } else { "VT-x" }
-                ))
+                .remedy(if inv.host.virtualization.guest {
+                    nested_remedy(inv)
+                } else {
+                    format!(
+                        "# enable {} in the firmware setup\nsudo systemctl reboot --firmware-setup",
+                        if flag == "svm" { "SVM (AMD-V)" } else { "VT-x" }
+                    )
+                })
             } else {
                 Check::new(
                     "cpu.virtualization",
@@ -105,20 +111,24 @@ pub(super) fn host_checks(host: &dyn HostOps, inv: &HostInventory, out: &mut Vec
         } else {
             "kvm_intel"
         };
+        let mut fix = remedy::load_module(module);
+        if inv.host.virtualization.guest {
+            fix = format!("{}\n{fix}", nested_remedy(inv));
+        }
         Check::new(
             "kvm.device",
             None,
-            Status::Fail,
-            "/dev/kvm is missing: KVM is not loaded",
+            Status::Warn,
+            "/dev/kvm is missing: KVM is not loaded, so VMs run under TCG emulation (many times slower)",
         )
         .evidence("/dev/kvm: absent")
-        .remedy(remedy::load_module(module))
+        .remedy(fix)
     } else if !host.access(kvm, true) {
         Check::new(
             "kvm.device",
             None,
-            Status::Fail,
-            "/dev/kvm exists but this user cannot open it read-write",
+            Status::Warn,
+            "/dev/kvm exists but this user cannot open it read-write, so VMs run under TCG emulation (many times slower)",
         )
         .evidence("/dev/kvm: access(R_OK|W_OK) denied")
         .remedy("sudo usermod -aG kvm $USER\n# log out and in again so that the new group applies")
@@ -132,6 +142,14 @@ pub(super) fn host_checks(host: &dyn HostOps, inv: &HostInventory, out: &mut Vec
         .evidence("/dev/kvm: access(R_OK|W_OK) ok")
     };
     out.push(check);
+}
+
+/// KVM inside a virtual machine: the hypervisor must pass virtualization through.
+fn nested_remedy(inv: &HostInventory) -> String {
+    format!(
+        "# this host is {}: KVM here needs nested virtualization from its hypervisor\n# (a KVM host: `options kvm_intel nested=1` or `options kvm_amd nested=1`, and `-cpu host` for this guest; a cloud: an instance type with nested virtualization)",
+        inv.host.virtualization.describe()
+    )
 }
 
 /// The host-wide prerequisites of passthrough.
@@ -171,17 +189,23 @@ pub(super) fn passthrough_checks(
             )),
         );
     } else {
-        let r = iommu_off(inv);
+        let r = iommu_off(&inv.host);
         let mut c = Check::new("iommu.enabled", PT, Status::Fail, r.message.clone());
         c.evidence = r.evidence.clone();
-        let firmware = if params.starts_with("amd") {
-            "AMD-Vi / IOMMU (and SVM)"
+        if h.virtualization.guest {
+            // No firmware to set up: the hypervisor decides whether this guest has an IOMMU.
+            let fix = guest_iommu_remedy(h);
+            out.push(c.remedy(format!("# {fix}")));
         } else {
-            "VT-d"
-        };
-        out.push(c.remedy(format!(
-            "# enable {firmware} in the firmware setup, and add `{params}` to the kernel command line (see iommu.kernel_params)\nsudo systemctl reboot --firmware-setup"
-        )));
+            let firmware = if params.starts_with("amd") {
+                "AMD-Vi / IOMMU (and SVM)"
+            } else {
+                "VT-d"
+            };
+            out.push(c.remedy(format!(
+                "# enable {firmware} in the firmware setup, and add `{params}` to the kernel command line (see iommu.kernel_params)\nsudo systemctl reboot --firmware-setup"
+            )));
+        }
     }
 
     // iommu.kernel_params
@@ -209,6 +233,16 @@ pub(super) fn passthrough_checks(
             "cat /proc/cmdline  # should contain {params}\n{}",
             boot.add_params(params)
         ))
+    } else if h.virtualization.guest && !h.iommu.enabled && !explicitly_off {
+        Check::new(
+            "iommu.kernel_params",
+            PT,
+            Status::Warn,
+            format!(
+                "no kernel parameter helps until the hypervisor gives this guest an IOMMU; then it needs `{params}`"
+            ),
+        )
+        .remedy("# see iommu.enabled: the virtual IOMMU comes first")
     } else if explicitly_off || (!h.iommu.enabled && want_val.is_none()) {
         Check::new(
             "iommu.kernel_params",

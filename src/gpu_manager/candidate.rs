@@ -33,6 +33,8 @@ pub enum ReasonCode {
     NoInstances,
     /// `--mdev-type` matches no type.
     TypeNotFound,
+    /// The mdev type is not a display device (a serial port, a network function).
+    NotDisplay,
     /// A virtual function is bound to a host driver or already configured.
     VfInUse,
     /// SR-IOV capable, but no virtual function is enabled.
@@ -88,13 +90,14 @@ impl Reason {
     }
 }
 
-/// Available, or not with a reason.
+/// Available, or not with every reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Availability {
     /// Can be used.
     Available,
-    /// Cannot be used.
-    Unavailable(Reason),
+    /// Cannot be used: every blocker, the first (the one to fix first) at index 0. Never
+    /// empty (the constructors of [`Candidate`] keep it so).
+    Unavailable(Vec<Reason>),
 }
 
 /// What a candidate would give the VM.
@@ -177,7 +180,21 @@ impl Candidate {
         Self {
             mode,
             target,
-            status: Availability::Unavailable(reason),
+            status: Availability::Unavailable(vec![reason]),
+        }
+    }
+
+    /// A candidate with every blocker in `reasons`, first one first; available when
+    /// `reasons` is empty.
+    pub fn with_reasons(mode: GpuMode, target: Target, reasons: Vec<Reason>) -> Self {
+        Self {
+            mode,
+            target,
+            status: if reasons.is_empty() {
+                Availability::Available
+            } else {
+                Availability::Unavailable(reasons)
+            },
         }
     }
 
@@ -196,11 +213,16 @@ impl Candidate {
         self.status == Availability::Available
     }
 
-    /// The reason it cannot be used.
+    /// The first reason it cannot be used (the one to fix first).
     pub fn reason(&self) -> Option<&Reason> {
+        self.reasons().first()
+    }
+
+    /// Every reason it cannot be used; empty when available.
+    pub fn reasons(&self) -> &[Reason] {
         match &self.status {
-            Availability::Available => None,
-            Availability::Unavailable(r) => Some(r),
+            Availability::Available => &[],
+            Availability::Unavailable(r) => r,
         }
     }
 

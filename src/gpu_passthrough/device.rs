@@ -4,9 +4,28 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vm_passthrough::{HostError, HostOps, PciAddress};
+use vm_passthrough::{HostError, HostOps, PciAddress, ProcessHolder};
 
+use crate::gpu_manager::{Reason, ReasonCode};
 use crate::plan::read_optional;
+
+/// The refusal when host processes hold device nodes of the devices a prepare would move:
+/// unbinding their driver would block until they close them. One sentence for the
+/// passthrough probe (`gpu list`, the launcher's plan) and `gpu prepare`.
+pub fn held_open(holders: &[&ProcessHolder]) -> Reason {
+    let who: Vec<String> = holders
+        .iter()
+        .map(|h| format!("pid {} ({}) holds {}", h.pid, h.comm, h.path.display()))
+        .collect();
+    let mut r = Reason::new(
+        ReasonCode::HeldOpen,
+        format!("host processes use the device: {}", who.join("; ")),
+    );
+    for h in holders {
+        r = r.evidence(format!("/proc/{}/fd -> {}", h.pid, h.path.display()));
+    }
+    r.remedy("stop those programs (a display server or compute job), or log out of the graphical session, then retry")
+}
 
 /// One PCI function as passthrough sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -117,26 +136,8 @@ impl PciDeviceInfo {
             }
             mdevs.sort();
         }
-        let mut device_nodes = Vec::new();
-        if has("drm") {
-            for n in host.list_dir(&dir.join("drm"))? {
-                if n.starts_with("card") || n.starts_with("renderD") {
-                    device_nodes.push(PathBuf::from("/dev/dri").join(n));
-                }
-            }
-        }
-        if driver.as_deref() == Some("nvidia") {
-            // The NVIDIA driver names its nodes by minor, given per GPU in /proc.
-            let info = PathBuf::from(format!("/proc/driver/nvidia/gpus/{addr}/information"));
-            if let Some(text) = read_optional(host, &info)? {
-                if let Some(minor) = text.lines().find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    (k.trim() == "Device Minor").then(|| v.trim().to_string())
-                }) {
-                    device_nodes.push(PathBuf::from(format!("/dev/nvidia{minor}")));
-                }
-            }
-        }
+        let device_nodes =
+            crate::inventory::device_nodes(host, addr, driver.as_deref(), has("drm"))?;
         Ok(PciDeviceInfo {
             address: *addr,
             vendor_id,

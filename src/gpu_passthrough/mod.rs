@@ -12,7 +12,7 @@ pub mod profile;
 pub mod scenario;
 mod vfio;
 
-pub use device::PciDeviceInfo;
+pub use device::{held_open, PciDeviceInfo};
 pub use error::{step_remedy, PassthroughError};
 pub use prepare::{
     group_key, holders, iommu_group_of, plan_prepare, prepare, release, restore, GroupHolder,
@@ -67,7 +67,8 @@ pub struct GpuInfo {
     pub pci_address: PciAddress,
     /// VRAM in bytes (0 when unknown); see `vram_source`.
     pub vram_size: u64,
-    /// Where `vram_size` came from (`driver`, `largest_prefetchable_bar`, `unknown`).
+    /// Where `vram_size` came from (`amdgpu_sysfs`, `xe_sysfs`, `nvml`, `unknown`); never a
+    /// BAR.
     pub vram_source: &'static str,
     /// Bound driver (`""` when none).
     pub driver: String,
@@ -81,17 +82,12 @@ pub struct GpuInfo {
 
 impl GpuInfo {
     fn from_function(f: &PciFunction, companions: Vec<PciAddress>) -> Self {
-        use crate::inventory::VramSource;
         GpuInfo {
             vendor: GpuVendor::from_id(f.vendor_id.unwrap_or(0xffff)),
             model: f.device_name.clone().unwrap_or_else(|| f.display_name()),
             pci_address: f.address,
             vram_size: f.vram.map(|v| v.bytes).unwrap_or(0),
-            vram_source: match f.vram.map(|v| v.source) {
-                Some(VramSource::Driver) => "driver",
-                Some(VramSource::LargestPrefetchableBar) => "largest_prefetchable_bar",
-                None => "unknown",
-            },
+            vram_source: f.vram.map_or("unknown", |v| v.source.as_str()),
             driver: f.driver.clone().unwrap_or_default(),
             companions,
             iommu_group: f.iommu_group,

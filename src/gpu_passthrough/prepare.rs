@@ -139,20 +139,10 @@ fn no_group(host: &dyn HostOps, addr: &PciAddress) -> PassthroughError {
         .list_dir(Path::new("/sys/kernel/iommu_groups"))
         .unwrap_or_default();
     if groups.is_empty() {
-        let params = match host.cpu_vendor().as_deref() {
-            Ok("AuthenticAMD") | Ok("HygonGenuine") => "amd_iommu=on iommu=pt",
-            _ => "intel_iommu=on iommu=pt",
-        };
+        let facts = crate::inventory::HostFacts::scan(host);
         return refused(
             *addr,
-            Reason::new(
-                ReasonCode::IommuDisabled,
-                "no IOMMU: the kernel runs without one, and VFIO needs it",
-            )
-            .evidence("/sys/kernel/iommu_groups is empty")
-            .remedy(format!(
-                "enable VT-d / AMD-Vi in the firmware, add `{params}` to the kernel command line (GRUB_CMDLINE_LINUX_DEFAULT, then `sudo update-grub`) and reboot"
-            )),
+            crate::gpu_manager::rungs::passthrough::iommu_off(&facts),
         );
     }
     refused(
@@ -305,18 +295,8 @@ fn plan_in_group(
             .processes_holding(&nodes)
             .map_err(host_err("scan /proc for holders of", *addr))?;
         if !holders.is_empty() {
-            let who: Vec<String> = holders
-                .iter()
-                .map(|h| format!("pid {} ({}) holds {}", h.pid, h.comm, h.path.display()))
-                .collect();
-            reasons.push(
-                Reason::new(
-                    ReasonCode::HeldOpen,
-                    format!("host processes use the device: {}", who.join("; ")),
-                )
-                .evidence("/proc/*/fd")
-                .remedy("stop those programs (a display server or compute job), or log out of the graphical session, then retry"),
-            );
+            let refs: Vec<&vm_passthrough::ProcessHolder> = holders.iter().collect();
+            reasons.push(super::device::held_open(&refs));
         }
     }
     if !reasons.is_empty() {

@@ -30,6 +30,7 @@ pub fn op_text(op: &Op) -> String {
         ),
         Op::LoadModule(n) => format!("modprobe {n}"),
         Op::ProbeAdapters => "probe-adapters".into(),
+        Op::Nvml(a) => format!("nvml {a}"),
         Op::Vfio(t) => format!("vfio {t}"),
     }
 }

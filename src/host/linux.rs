@@ -120,6 +120,13 @@ impl HostOps for LinuxHost {
         crate::gpu_virt::probe_adapters()
     }
 
+    fn nvml_memory_total(
+        &self,
+        addr: &vm_passthrough::PciAddress,
+    ) -> Result<Option<u64>, HostError> {
+        super::nvml::memory_total(addr)
+    }
+
     fn kvm_create_vm(&self) -> Result<i32, HostError> {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         // KVM_GET_API_VERSION = _IO(0xAE, 0x00), KVM_CREATE_VM = _IO(0xAE, 0x01).

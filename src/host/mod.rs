@@ -4,6 +4,7 @@
 //! for host access.
 
 mod linux;
+mod nvml;
 mod vfio_linux;
 pub mod vfio_probe;
 

@@ -55,7 +55,18 @@ pub struct MdevParent {
     pub driver: Option<String>,
     /// Its types, sorted by id.
     pub types: Vec<MdevTypeInfo>,
+    /// True when its mediated devices are displays, so GPU candidates: a display-class PCI
+    /// function or a VF of one, or a display sample driver ([`DISPLAY_MDEV_DRIVERS`]). A
+    /// serial port (`mtty`) or a network function parents mdevs too, and is never a GPU.
+    pub display: bool,
 }
+
+/// GPU drivers whose PCI functions parent mediated GPUs (GVT-g, NVIDIA vGPU, AMD MxGPU).
+const GPU_MDEV_DRIVERS: [&str; 4] = ["i915", "nvidia", "amdgpu", "gim"];
+
+/// Non-PCI mdev parents whose devices are displays: the kernel's `mbochs` (a bochs-style
+/// framebuffer) and `mdpy` (a simple display) samples. `mtty` (a serial port) is not one.
+pub const DISPLAY_MDEV_DRIVERS: [&str; 2] = ["mbochs", "mdpy"];
 
 impl MdevParent {
     /// Active mediated devices across all types.
@@ -115,6 +126,36 @@ pub(super) fn nvidia_vgpu(scan: &mut Scan<'_>, dir: &Path) -> Option<NvidiaVgpuT
     Some(NvidiaVgpuTypes { creatable, current })
 }
 
+/// Whether `p` parents display devices (see [`MdevParent::display`]).
+pub(super) fn is_display_parent(p: &MdevParent, functions: &[super::PciFunction]) -> bool {
+    let find = |a: &PciAddress| functions.iter().find(|f| f.address == *a);
+    match p.pci_address {
+        // A GPU driver's parent, or a function whose class could not be read, keeps the
+        // benefit of the doubt (a garbage attribute must not hide a GPU); a function of a
+        // known other class on another driver is not a GPU.
+        Some(a) => find(&a).is_some_and(|f| {
+            GPU_MDEV_DRIVERS.contains(&p.driver.as_deref().unwrap_or(""))
+                || f.class.is_none()
+                || f.is_display()
+                || f.physfn
+                    .and_then(|pf| find(&pf))
+                    .is_some_and(|pf| pf.is_display())
+        }),
+        None => {
+            // A virtual parent: /sys/devices/virtual/CLASS/NAME, named after its driver.
+            let class = p
+                .sysfs_path
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned());
+            [Some(p.name.clone()), p.driver.clone(), class]
+                .into_iter()
+                .flatten()
+                .any(|n| DISPLAY_MDEV_DRIVERS.contains(&n.as_str()))
+        }
+    }
+}
+
 pub(super) fn scan(scan: &mut Scan<'_>) -> (Vec<MdevParent>, Vec<MdevDevice>) {
     let bus = Path::new("/sys/class/mdev_bus");
     let mut parents = Vec::new();
@@ -139,6 +180,8 @@ pub(super) fn scan(scan: &mut Scan<'_>) -> (Vec<MdevParent>, Vec<MdevDevice>) {
             sysfs_path,
             driver,
             types,
+            // Decided with the PCI functions (`HostInventory::scan`).
+            display: false,
         });
     }
     let devs = Path::new("/sys/bus/mdev/devices");

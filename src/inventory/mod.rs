@@ -12,13 +12,15 @@ mod pci;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use host_facts::{CpuVendor, HostFacts, IommuKind, IommuState, KernelParams};
-pub use mdev::{MdevDevice, MdevParent, MdevTypeInfo, NvidiaVgpuTypes};
+pub use host_facts::{
+    iommu_params_for, CpuVendor, HostFacts, IommuKind, IommuState, KernelParams, Virtualization,
+};
+pub use mdev::{MdevDevice, MdevParent, MdevTypeInfo, NvidiaVgpuTypes, DISPLAY_MDEV_DRIVERS};
 pub use names::{class_name, device_name, vendor_name};
-pub use pci::{Bar, PciFunction, Sriov, Vram, VramSource};
+pub use pci::{device_nodes, Bar, PciFunction, Sriov, Vram, VramSource};
 
 use crate::host::HostOps;
-use vm_passthrough::PciAddress;
+use vm_passthrough::{PciAddress, ProcessHolder};
 
 /// Something the scan could not read or understand, with the file that said so.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +64,12 @@ pub struct HostInventory {
     pub mdev_parents: Vec<MdevParent>,
     /// Active mediated devices.
     pub mdev_devices: Vec<MdevDevice>,
+    /// Other processes holding a device node of a GPU or companion open (this process is
+    /// never one): unbinding such a device would hang until they let go. Scanned with the
+    /// inventory, before any adapter probe or NVML query opens a node in this process.
+    pub holders: Vec<ProcessHolder>,
+    /// Why `/proc` could not be scanned for holders, when it could not.
+    pub holders_error: Option<String>,
     /// What could not be read.
     pub warnings: Vec<ScanWarning>,
 }
@@ -70,6 +78,8 @@ pub struct HostInventory {
 pub(crate) struct Scan<'a> {
     pub host: &'a dyn HostOps,
     pub warnings: Vec<ScanWarning>,
+    /// `/dev`, once listed (the NVIDIA device-node fallback).
+    pub dev_names: Option<Vec<String>>,
 }
 
 impl Scan<'_> {
@@ -191,10 +201,16 @@ impl HostInventory {
         let mut scan = Scan {
             host,
             warnings: Vec::new(),
+            dev_names: None,
         };
         let host_facts = host_facts::scan(&mut scan);
-        let functions = pci::scan(&mut scan, &host_facts);
-        let (mdev_parents, mdev_devices) = mdev::scan(&mut scan);
+        let mut functions = pci::scan(&mut scan, &host_facts);
+        let (holders, holders_error) = scan_holders(host, &functions);
+        pci::nvml_vram(&mut scan, &mut functions);
+        let (mut mdev_parents, mdev_devices) = mdev::scan(&mut scan);
+        for p in &mut mdev_parents {
+            p.display = mdev::is_display_parent(p, &functions);
+        }
         let mut groups: BTreeMap<u32, IommuGroup> = BTreeMap::new();
         for f in &functions {
             if let Some(g) = f.iommu_group {
@@ -216,8 +232,18 @@ impl HostInventory {
             gpus,
             mdev_parents,
             mdev_devices,
+            holders,
+            holders_error,
             warnings: scan.warnings,
         }
+    }
+
+    /// The holders of `f`'s device nodes.
+    pub fn holders_of(&self, f: &PciFunction) -> Vec<&ProcessHolder> {
+        self.holders
+            .iter()
+            .filter(|h| f.device_nodes.contains(&h.path))
+            .collect()
     }
 
     /// The function at `addr`.
@@ -238,6 +264,25 @@ impl HostInventory {
         self.mdev_parents
             .iter()
             .find(|p| p.pci_address == Some(*addr))
+    }
+}
+
+/// One scan of `/proc` for every device node of the scanned functions (none when no function
+/// has one: a host without GPUs never walks `/proc`).
+fn scan_holders(
+    host: &dyn HostOps,
+    functions: &[PciFunction],
+) -> (Vec<ProcessHolder>, Option<String>) {
+    let nodes: Vec<PathBuf> = functions
+        .iter()
+        .flat_map(|f| f.device_nodes.iter().cloned())
+        .collect();
+    if nodes.is_empty() {
+        return (Vec::new(), None);
+    }
+    match host.processes_holding(&nodes) {
+        Ok(h) => (h, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     }
 }
 

@@ -44,14 +44,38 @@ pub struct Sriov {
     pub vfs: Vec<PciAddress>,
 }
 
-/// Where a VRAM figure came from, so nobody mistakes a BAR for memory.
+/// Where a VRAM figure came from. Only sources that know the memory size: a BAR is an
+/// address window (a 80 GB H100 has a 128 GiB one, a virtio-gpu a 16 KiB register BAR) and
+/// is never reported as memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VramSource {
-    /// The driver reports it (amdgpu's `mem_info_vram_total`).
-    Driver,
-    /// The largest prefetchable BAR: an aperture, at most the VRAM size.
-    LargestPrefetchableBar,
+    /// amdgpu's `mem_info_vram_total` attribute.
+    AmdgpuSysfs,
+    /// Intel xe's `tileN/physical_vram_size_bytes` attributes, summed over tiles.
+    XeSysfs,
+    /// NVML (`nvmlDeviceGetMemoryInfo`) while the `nvidia` driver is bound.
+    Nvml,
+}
+
+impl VramSource {
+    /// The JSON name (`amdgpu_sysfs`, `xe_sysfs`, `nvml`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VramSource::AmdgpuSysfs => "amdgpu_sysfs",
+            VramSource::XeSysfs => "xe_sysfs",
+            VramSource::Nvml => "nvml",
+        }
+    }
+
+    /// For people: where the figure was read.
+    pub fn describe(self) -> &'static str {
+        match self {
+            VramSource::AmdgpuSysfs => "amdgpu mem_info_vram_total",
+            VramSource::XeSysfs => "xe physical_vram_size_bytes",
+            VramSource::Nvml => "NVML",
+        }
+    }
 }
 
 /// Video memory of a GPU, with its source.
@@ -109,8 +133,14 @@ pub struct PciFunction {
     pub sriov: Option<Sriov>,
     /// The physical function of a virtual function.
     pub physfn: Option<PciAddress>,
-    /// Video memory for display functions.
+    /// Video memory of a display function, from a source that knows it (never a BAR).
     pub vram: Option<Vram>,
+    /// Why a display function has no VRAM figure (`nvidia` bound but NVML not installed, an
+    /// unreadable attribute, a driver that does not report it).
+    pub vram_unknown: Option<String>,
+    /// Device nodes through which host processes use the function (`/dev/dri/card0`,
+    /// `renderD128`, `/dev/nvidia0`); read for display functions and their companions.
+    pub device_nodes: Vec<PathBuf>,
     /// NVIDIA vendor-VFIO vGPU attributes of a VF (`nvidia/…`).
     pub nvidia_vgpu: Option<super::NvidiaVgpuTypes>,
 }
@@ -139,12 +169,13 @@ impl PciFunction {
         }
     }
 
-    /// The largest prefetchable memory BAR.
-    pub fn largest_prefetchable_bar(&self) -> Option<&Bar> {
+    /// The largest memory BAR (not the ROM), prefetchable first on a tie: an address window
+    /// into the device, shown as the BAR it is, never as memory.
+    pub fn largest_memory_bar(&self) -> Option<&Bar> {
         self.bars
             .iter()
-            .filter(|b| b.index < 6 && b.memory && b.prefetchable)
-            .max_by_key(|b| b.size)
+            .filter(|b| b.index < 6 && b.memory)
+            .max_by_key(|b| (b.size, b.prefetchable, std::cmp::Reverse(b.index)))
     }
 }
 
@@ -351,26 +382,145 @@ fn function(
         sriov,
         physfn,
         vram: None,
+        vram_unknown: None,
+        device_nodes: Vec::new(),
         nvidia_vgpu,
     };
+    if f.is_display() || class.is_some_and(super::is_companion_class) {
+        match device_nodes_with(
+            scan.host,
+            &address,
+            f.driver.as_deref(),
+            has("drm"),
+            &mut scan.dev_names,
+        ) {
+            Ok(n) => f.device_nodes = n,
+            Err(e) => scan.warn(dir, format!("device nodes unknown: {e}")),
+        }
+    }
     if f.is_display() {
-        let from_driver = if has("mem_info_vram_total") {
-            scan.dec::<u64>(&dir.join("mem_info_vram_total"))
-        } else {
-            None
-        };
-        f.vram = match from_driver {
-            Some(bytes) => Some(Vram {
+        // NVML is asked later (`HostInventory::scan`), after the holder scan: it opens
+        // the GPU's device nodes in this process.
+        if has("mem_info_vram_total") {
+            f.vram = scan
+                .dec::<u64>(&dir.join("mem_info_vram_total"))
+                .map(|bytes| Vram {
+                    bytes,
+                    source: VramSource::AmdgpuSysfs,
+                });
+        } else if f.driver.as_deref() == Some("xe") {
+            let mut total = None;
+            for t in entries.iter().filter(|e| {
+                e.strip_prefix("tile")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            }) {
+                let p = dir.join(t).join("physical_vram_size_bytes");
+                if let Some(b) = scan.dec::<u64>(&p) {
+                    total = Some(total.unwrap_or(0u64).saturating_add(b));
+                }
+            }
+            f.vram = total.map(|bytes| Vram {
                 bytes,
-                source: VramSource::Driver,
-            }),
-            None => f.largest_prefetchable_bar().map(|b| Vram {
-                bytes: b.size,
-                source: VramSource::LargestPrefetchableBar,
-            }),
-        };
+                source: VramSource::XeSysfs,
+            });
+        }
+        if f.vram.is_none() && f.driver.as_deref() != Some("nvidia") {
+            f.vram_unknown = Some(match f.driver.as_deref() {
+                Some(d) => format!("{d} does not report its memory size in sysfs"),
+                None => "no driver bound to report it".into(),
+            });
+        }
     }
     f
+}
+
+/// The device nodes through which host processes use PCI function `addr`: its DRM nodes
+/// (`/dev/dri/cardN`, `renderDN` from its `drm/` directory, when `has_drm`) and, when the
+/// `nvidia` driver is bound, its `/dev/nvidiaN` (the minor from
+/// `/proc/driver/nvidia/gpus/ADDR/information`, or every `/dev/nvidiaN` when the driver
+/// does not say). One rule for the passthrough probe, `gpu prepare` and `gpu doctor`.
+pub fn device_nodes(
+    host: &dyn crate::host::HostOps,
+    addr: &PciAddress,
+    driver: Option<&str>,
+    has_drm: bool,
+) -> Result<Vec<PathBuf>, vm_passthrough::HostError> {
+    device_nodes_with(host, addr, driver, has_drm, &mut None)
+}
+
+/// [`device_nodes`] with the listing of `/dev` kept in `dev` across calls (a scan of many
+/// NVIDIA GPUs lists it once).
+pub(super) fn device_nodes_with(
+    host: &dyn crate::host::HostOps,
+    addr: &PciAddress,
+    driver: Option<&str>,
+    has_drm: bool,
+    dev: &mut Option<Vec<String>>,
+) -> Result<Vec<PathBuf>, vm_passthrough::HostError> {
+    let mut nodes = Vec::new();
+    if has_drm {
+        let drm = PathBuf::from(format!("/sys/bus/pci/devices/{addr}/drm"));
+        match host.list_dir(&drm) {
+            Ok(names) => nodes.extend(
+                names
+                    .into_iter()
+                    .filter(|n| n.starts_with("card") || n.starts_with("renderD"))
+                    .map(|n| PathBuf::from("/dev/dri").join(n)),
+            ),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if driver == Some("nvidia") {
+        let info = PathBuf::from(format!("/proc/driver/nvidia/gpus/{addr}/information"));
+        let minor = match host.read_attr(&info) {
+            Ok(text) => text.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "Device Minor").then(|| v.trim().parse::<u32>().ok())?
+            }),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        match minor {
+            Some(m) => nodes.push(PathBuf::from(format!("/dev/nvidia{m}"))),
+            None => nodes.extend(
+                dev.get_or_insert_with(|| host.list_dir(Path::new("/dev")).unwrap_or_default())
+                    .iter()
+                    .filter(|n| {
+                        n.strip_prefix("nvidia")
+                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                    .map(|n| PathBuf::from("/dev").join(n)),
+            ),
+        }
+    }
+    Ok(nodes)
+}
+
+/// VRAM of the display functions bound to `nvidia`, from NVML; where NVML is not installed or
+/// fails, says why there is no figure.
+pub(super) fn nvml_vram(scan: &mut Scan<'_>, functions: &mut [PciFunction]) {
+    for f in functions
+        .iter_mut()
+        .filter(|f| f.is_display() && f.vram.is_none() && f.driver.as_deref() == Some("nvidia"))
+    {
+        match scan.host.nvml_memory_total(&f.address) {
+            Ok(Some(bytes)) => {
+                f.vram = Some(Vram {
+                    bytes,
+                    source: VramSource::Nvml,
+                })
+            }
+            Ok(None) => {
+                f.vram_unknown =
+                    Some("NVML (libnvidia-ml.so.1) is not installed to report it".into())
+            }
+            Err(e) => {
+                scan.warn(&f.sysfs_path, format!("memory size unknown: {e}"));
+                f.vram_unknown = Some(format!("NVML failed: {e}"));
+            }
+        }
+    }
 }
 
 fn link_address(scan: &mut Scan<'_>, link: &Path) -> Option<PciAddress> {

@@ -10,8 +10,9 @@ pub use doctor::{doctor_json, doctor_text};
 use serde_json::{json, Value};
 use vm_passthrough::PciAddress;
 
+use crate::gpu_manager::Reason;
 use crate::gpu_manager::{Candidate, Decision, Preference};
-use crate::inventory::{class_name, HostInventory, IommuKind, PciFunction, VramSource};
+use crate::inventory::{class_name, HostInventory, IommuKind, PciFunction};
 
 /// JSON schema version of every document.
 pub const SCHEMA: u32 = 1;
@@ -62,7 +63,17 @@ fn function_json(f: &PciFunction) -> Value {
     })
 }
 
-/// A rejected or listed candidate as JSON.
+fn reason_json(r: &Reason) -> Value {
+    json!({
+        "code": r.code,
+        "message": r.message,
+        "evidence": r.evidence,
+        "remedy": r.remedy,
+    })
+}
+
+/// A rejected or listed candidate as JSON: `reason`, `reason_code`, `evidence` and `remedy`
+/// of the first blocker (the one to fix first), and `reasons[]` with every blocker.
 pub fn candidate_json(c: &Candidate) -> Value {
     let r = c.reason();
     json!({
@@ -75,6 +86,7 @@ pub fn candidate_json(c: &Candidate) -> Value {
         "reason_code": r.map(|r| r.code),
         "evidence": r.map(|r| r.evidence.clone()).unwrap_or_default(),
         "remedy": r.and_then(|r| r.remedy.clone()),
+        "reasons": c.reasons().iter().map(reason_json).collect::<Vec<_>>(),
         "target": c.target,
     })
 }
@@ -124,6 +136,11 @@ fn host_json(inv: &HostInventory) -> Value {
         "modules": modules,
         "dev_vfio": h.dev_vfio,
         "dev_kvm": h.dev_kvm,
+        "virtual_machine": {
+            "guest": h.virtualization.guest,
+            "hypervisor": h.virtualization.hypervisor,
+            "evidence": h.virtualization.evidence,
+        },
     })
 }
 
@@ -137,14 +154,24 @@ pub fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Cand
             let mut v = function_json(f);
             let o = v.as_object_mut()?;
             o.insert("boot_vga".into(), json!(f.boot_vga));
+            // Memory only from a source that knows it; a BAR is an address window and has
+            // its own field.
             o.insert("vram_bytes".into(), json!(f.vram.map(|v| v.bytes)));
             o.insert(
                 "vram_source".into(),
-                json!(f.vram.map(|v| match v.source {
-                    VramSource::Driver => "driver",
-                    VramSource::LargestPrefetchableBar => "largest_prefetchable_bar",
-                })),
+                json!(f.vram.map(|v| v.source.as_str())),
             );
+            o.insert("vram_unknown".into(), json!(f.vram_unknown));
+            o.insert(
+                "largest_bar".into(),
+                json!(f.largest_memory_bar().map(|b| json!({
+                    "index": b.index,
+                    "bytes": b.size,
+                    "prefetchable": b.prefetchable,
+                    "is_64bit": b.is_64bit,
+                }))),
+            );
+            o.insert("device_nodes".into(), json!(f.device_nodes));
             o.insert("reset_method".into(), json!(f.reset_method));
             o.insert(
                 "companions".into(),
@@ -174,6 +201,7 @@ pub fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Cand
                 "name": p.name,
                 "pci_address": p.pci_address,
                 "driver": p.driver,
+                "display": p.display,
                 "types": p.types,
             })
         })
@@ -264,16 +292,23 @@ fn ids(f: &PciFunction) -> String {
 pub fn backends_text(backends: &[Candidate]) -> String {
     let mut s = String::new();
     for (i, c) in backends.iter().enumerate() {
-        let state = match c.reason() {
-            None => "available".to_string(),
-            Some(r) => format!("unavailable: {}", r.message),
-        };
         s.push_str(&format!(
-            "  [{i}] {:<11} {}\n        {state}\n",
+            "  [{i}] {:<11} {}\n",
             c.mode.as_str(),
             c.describe()
         ));
-        if let Some(r) = c.reason() {
+        let reasons = c.reasons();
+        if reasons.is_empty() {
+            s.push_str("        available\n");
+        }
+        for (n, r) in reasons.iter().enumerate() {
+            // Every blocker, so fixing the first does not just reveal the next.
+            let count = if reasons.len() > 1 {
+                format!(" ({} of {})", n + 1, reasons.len())
+            } else {
+                String::new()
+            };
+            s.push_str(&format!("        unavailable{count}: {}\n", r.message));
             for e in &r.evidence {
                 s.push_str(&format!("        evidence: {e}\n"));
             }
@@ -283,6 +318,14 @@ pub fn backends_text(backends: &[Candidate]) -> String {
         }
     }
     s
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 fn host_text(inv: &HostInventory) -> String {
@@ -317,8 +360,17 @@ fn host_text(inv: &HostInventory) -> String {
             .join(", "),
         None => "unknown".into(),
     };
+    let machine = if h.virtualization.guest {
+        format!(
+            "  {}: {}\n",
+            capitalize(&h.virtualization.describe()),
+            h.virtualization.evidence.join(", ")
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "Host\n  IOMMU {iommu} · CPU {cpu} · /dev/vfio {} · /dev/kvm {}\n  modules: {mods}\n",
+        "Host\n{machine}  IOMMU {iommu} · CPU {cpu} · /dev/vfio {} · /dev/kvm {}\n  modules: {mods}\n",
         mark(h.dev_vfio),
         mark(h.dev_kvm)
     )
@@ -345,11 +397,20 @@ pub fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Cand
             line.push_str(" · boot display");
         }
         if let Some(v) = f.vram {
-            let src = match v.source {
-                VramSource::Driver => "driver",
-                VramSource::LargestPrefetchableBar => "largest prefetchable BAR",
-            };
-            line.push_str(&format!(" · VRAM {} ({src})", human_bytes(v.bytes)));
+            line.push_str(&format!(
+                " · VRAM {} ({})",
+                human_bytes(v.bytes),
+                v.source.describe()
+            ));
+        }
+        if let Some(b) = f.largest_memory_bar() {
+            // An address window into the card, not its memory.
+            line.push_str(&format!(
+                " · BAR{} {}{}",
+                b.index,
+                human_bytes(b.size),
+                if b.prefetchable { " prefetchable" } else { "" }
+            ));
         }
         if let Some(sr) = &f.sriov {
             line.push_str(&format!(" · SR-IOV {}/{} VFs", sr.num_vfs, sr.total_vfs));
@@ -374,10 +435,15 @@ pub fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Cand
         s.push_str("\nMediated-device parents\n");
         for p in &inv.mdev_parents {
             s.push_str(&format!(
-                "  {} ({}), {} active\n",
+                "  {} ({}), {} active{}\n",
                 p.name,
                 p.driver.as_deref().unwrap_or("no driver"),
-                p.active_count()
+                p.active_count(),
+                if p.display {
+                    ""
+                } else {
+                    " · not a display device: never a GPU backend"
+                }
             ));
             for t in &p.types {
                 let avail = t
@@ -422,10 +488,24 @@ pub fn plan_text(req: &PlanRequest, d: &Decision) -> String {
     if !d.rejected.is_empty() {
         s.push_str("  passed over:\n");
         for c in &d.rejected {
-            let r = c.reason().expect("rejected candidates carry a reason");
-            s.push_str(&format!("    {} {}: {}\n", c.mode, c.describe(), r.message));
-            if let Some(fix) = &r.remedy {
+            let reasons = c.reasons();
+            let Some(first) = reasons.first() else {
+                continue;
+            };
+            s.push_str(&format!(
+                "    {} {}: {}\n",
+                c.mode,
+                c.describe(),
+                first.message
+            ));
+            if let Some(fix) = &first.remedy {
                 s.push_str(&format!("      fix: {fix}\n"));
+            }
+            for r in &reasons[1..] {
+                s.push_str(&format!("      also: {}\n", r.message));
+                if let Some(fix) = &r.remedy {
+                    s.push_str(&format!("      fix: {fix}\n"));
+                }
             }
         }
     }

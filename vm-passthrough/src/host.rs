@@ -54,6 +54,14 @@ pub enum HostError {
     /// The fixture or recording behind a simulated host is malformed.
     #[error("fixture: {0}")]
     Fixture(String),
+    /// NVML (`libnvidia-ml.so.1`) is installed but answered with an error.
+    #[error("NVML {call}: {detail}")]
+    Nvml {
+        /// The NVML function that failed (`nvmlInit_v2`, `nvmlDeviceGetMemoryInfo`).
+        call: &'static str,
+        /// What NVML said (`nvmlErrorString`, or the return code).
+        detail: String,
+    },
 }
 
 impl HostError {
@@ -156,6 +164,14 @@ pub trait HostOps: Send + Sync {
     /// The graphics adapters wgpu can open. Expensive on a real host: call only when the
     /// wgpu rung is being considered.
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
+
+    /// Total memory in bytes of the NVIDIA GPU at `addr` as NVML reports it
+    /// (`nvmlDeviceGetMemoryInfo`; what `nvidia-smi` shows as `memory.total`). `Ok(None)`
+    /// when NVML is not installed (`libnvidia-ml.so.1` does not load): a host without the
+    /// NVIDIA user-space driver works the same, only without the figure. Call it only for a
+    /// function bound to the `nvidia` driver. `LinuxHost` loads the library at run time;
+    /// `SimHost` reads `.fixture/nvml.json`.
+    fn nvml_memory_total(&self, addr: &crate::PciAddress) -> Result<Option<u64>, HostError>;
 
     // ---- VFIO (see `crate::vfio` for the handle model) ----
 
@@ -344,13 +360,41 @@ pub trait HostOps: Send + Sync {
             .collect())
     }
 
-    /// Processes holding any of `paths` open, found by reading `/proc/*/fd/*` links.
+    /// The process id of this process and of its threads: `/proc/self` (a link to the pid)
+    /// and `/proc/self/task`. Empty when `/proc/self` is absent (most fixtures).
+    fn own_pids(&self) -> Vec<u32> {
+        let Some(me) = self
+            .read_link(Path::new("/proc/self"))
+            .ok()
+            .and_then(|t| t.to_str()?.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![me];
+        pids.extend(
+            self.list_dir(Path::new("/proc/self/task"))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| t.parse::<u32>().ok())
+                .filter(|t| *t != me),
+        );
+        pids
+    }
+
+    /// Processes holding any of `paths` open, found by reading `/proc/*/fd/*` links. This
+    /// process (and its threads: a pid in [`own_pids`](Self::own_pids), or whose
+    /// `/proc/PID/status` names this process as its `Tgid`) is never a holder: its own
+    /// probes (wgpu, NVML) open device nodes, and it never unbinds a device from itself.
     fn processes_holding(&self, paths: &[PathBuf]) -> Result<Vec<ProcessHolder>, HostError> {
         let mut found = Vec::new();
+        let own = self.own_pids();
         for pid in self.list_dir(Path::new("/proc"))? {
             let Ok(pid_num) = pid.parse::<u32>() else {
                 continue;
             };
+            if own.contains(&pid_num) {
+                continue;
+            }
             let fd_dir = PathBuf::from(format!("/proc/{pid}/fd"));
             // A process may exit, or deny us its fds: skip it rather than fail the scan.
             let Ok(fds) = self.list_dir(&fd_dir) else {
@@ -367,6 +411,13 @@ pub trait HostOps: Send + Sync {
                     {
                         continue;
                     }
+                    if own
+                        .first()
+                        .is_some_and(|me| self.tgid(pid_num) == Some(*me))
+                    {
+                        // A thread of this process listed on its own.
+                        continue;
+                    }
                     let comm = self
                         .read_attr(&PathBuf::from(format!("/proc/{pid}/comm")))
                         .unwrap_or_default();
@@ -379,6 +430,17 @@ pub trait HostOps: Send + Sync {
             }
         }
         Ok(found)
+    }
+
+    /// `Tgid` of `/proc/PID/status`: the process a thread belongs to.
+    fn tgid(&self, pid: u32) -> Option<u32> {
+        let status = self
+            .read_attr(&PathBuf::from(format!("/proc/{pid}/status")))
+            .ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 

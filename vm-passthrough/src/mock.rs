@@ -24,6 +24,7 @@ mock! {
         fn write_attr(&self, path: &Path, value: &[u8]) -> Result<(), HostError>;
         fn load_module(&self, name: &str) -> Result<(), HostError>;
         fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
+        fn nvml_memory_total(&self, addr: &crate::PciAddress) -> Result<Option<u64>, HostError>;
         fn vfio_open_container(&self) -> Result<VfioContainer, HostError>;
         fn vfio_api_version(&self, container: VfioContainer) -> Result<i32, HostError>;
         fn vfio_check_extension(&self, container: VfioContainer, ext: u32) -> Result<u32, HostError>;

@@ -68,6 +68,10 @@ pub fn all() -> Vec<Fixture> {
             name: "malformed",
             build: malformed,
         },
+        Fixture {
+            name: "boot-display-shared-group-held",
+            build: boot_display_shared_group_held,
+        },
     ]
 }
 
@@ -912,6 +916,100 @@ pub fn shared_group_host_devices() -> HostBuilder {
         "",
         "4.3 (Core Profile) Mesa 22.3.6",
     ));
+    h
+}
+
+/// One GPU with three blockers at once: it is the boot display, its IOMMU group holds the
+/// host's NIC and SATA controller, and Xorg holds its DRM card node. `gpu list` must name all
+/// three (`reasons[]`), not only the first.
+pub fn boot_display_shared_group_held() -> HostBuilder {
+    let mut h = HostBuilder::new(
+        "Written by hand (xtask hostgen), not recorded: an Intel Core i5-8400 on an H370 board \
+         without a usable iGPU output, VT-d on. Its only GPU, a GeForce GTX 1060 6GB [10de:1c03] \
+         on nouveau at 0000:04:00.0, is the boot display, sits behind PCH root ports without \
+         ACS in IOMMU group 7 with the host's Realtek RTL8111 NIC (r8169) and ASMedia ASM1062 \
+         SATA controller (ahci), and Xorg (pid 1312) holds its /dev/dri/card0. Three blockers \
+         of one passthrough candidate, for the list of every reason.",
+    );
+    h.cpu(Cpu::intel(
+        "Intel(R) Core(TM) i5-8400 CPU @ 2.80GHz",
+        6,
+        158,
+        6,
+    ))
+    .cmdline(&cmdline("intel_iommu=on iommu=pt"))
+    .iommu(Iommu::IntelDmar)
+    .kvm_vfio()
+    .module("nouveau", 2_801_664, &[])
+    .module("snd_hda_intel", 57_344, &[])
+    .module("r8169", 106_496, &[])
+    .module("ahci", 49_152, &[]);
+    h.pci(
+        Pci::new("0000:00:00.0", INTEL, 0x3ec2)
+            .class(0x060000)
+            .revision(0x07)
+            .group(0),
+    );
+    h.pci(
+        port("0000:00:1c.0", INTEL, 0xa338, 2, 2)
+            .revision(0xf0)
+            .group(7),
+    );
+    h.pci(
+        port("0000:00:1c.4", INTEL, 0xa33c, 3, 3)
+            .revision(0xf0)
+            .group(7),
+    );
+    h.pci(
+        port("0000:00:1c.5", INTEL, 0xa33d, 4, 4)
+            .revision(0xf0)
+            .window(1, 0xf400_0000, 0x200_0000)
+            .window(2, 0xa000_0000, 0x1200_0000)
+            .group(7),
+    );
+    h.pci(
+        Pci::new("0000:02:00.0", 0x10ec, 0x8168)
+            .class(0x020000)
+            .revision(0x15)
+            .bar(0, 0xd000, 0x0100, BarKind::Io)
+            .bar(2, 0xf720_4000, 0x1000, BarKind::Mem64)
+            .driver("r8169")
+            .group(7),
+    );
+    h.pci(
+        Pci::new("0000:03:00.0", 0x1b21, 0x0612)
+            .class(0x010601)
+            .revision(0x02)
+            .bar(5, 0xf710_0000, 0x0200, BarKind::Mem32)
+            .driver("ahci")
+            .group(7),
+    );
+    h.pci(
+        Pci::new("0000:04:00.0", NVIDIA, 0x1c03)
+            .class(0x030000)
+            .revision(0xa1)
+            .bar(0, 0xf400_0000, 0x100_0000, BarKind::Mem32)
+            .bar(1, 0xa000_0000, 0x1000_0000, BarKind::Mem64Pref)
+            .boot_vga(true)
+            .driver("nouveau")
+            .drm_card(0)
+            .render_node(128)
+            .reset_method("bus")
+            .group(7),
+    );
+    h.pci(
+        Pci::new("0000:04:00.1", NVIDIA, 0x10f1)
+            .class(0x040300)
+            .revision(0xa1)
+            .bar(0, 0xf508_0000, 0x4000, BarKind::Mem32)
+            .driver("snd_hda_intel")
+            .reset_method("bus")
+            .group(7),
+    );
+    h.raw_file("proc/1312/comm", "Xorg\n")
+        .raw_link("proc/1312/fd/11", "/dev/dri/card0")
+        .raw_file("dev/dri/card0", "")
+        .raw_file("dev/dri/renderD128", "");
     h
 }
 

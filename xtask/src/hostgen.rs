@@ -665,8 +665,14 @@ impl Tree {
                 at.display()
             ));
         }
-        self.nodes
-            .insert(at.to_path_buf(), Node::Link(relative(parent, target)));
+        // An absolute target is kept as it is: what `/proc/PID/fd/N` links hold (the node a
+        // process has open), not a place inside the fixture.
+        let stored = if target.is_absolute() {
+            target.to_path_buf()
+        } else {
+            relative(parent, target)
+        };
+        self.nodes.insert(at.to_path_buf(), Node::Link(stored));
         Ok(())
     }
 
@@ -852,7 +858,8 @@ impl HostBuilder {
     }
 
     /// Adds an arbitrary link; `target` is relative to the fixture root and stored relative
-    /// to the link's directory.
+    /// to the link's directory, or, when absolute (`/dev/dri/card0`, as `/proc/PID/fd/N`
+    /// links hold it), stored as it is.
     pub fn raw_link(&mut self, at: &str, target: &str) -> &mut Self {
         self.raw_links.push((at.to_string(), target.to_string()));
         self

@@ -9,10 +9,14 @@ const MODE: GpuMode = GpuMode::Mdev;
 /// Mediated candidates, best first: available ones on the least-loaded parent first.
 pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
     let mut out = Vec::new();
+    let in_scope = |p: &&MdevParent| filter.device.is_none() || p.pci_address == filter.device;
+    // Only parents of display devices are GPU candidates; the others (a serial port, a
+    // network function) are listed by `gpu mdev-types`, never chosen here.
     let mut parents: Vec<&MdevParent> = inv
         .mdev_parents
         .iter()
-        .filter(|p| filter.device.is_none() || p.pci_address == filter.device)
+        .filter(in_scope)
+        .filter(|p| p.display)
         .collect();
     // Least loaded first (mdevctl users expect spread), then by name for determinism.
     parents.sort_by_key(|p| (p.active_count(), p.name.clone()));
@@ -35,6 +39,31 @@ pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
     missing_module_candidates(inv, filter, &mut out);
 
     if let Some(want) = &filter.mdev_type {
+        let not_display = inv
+            .mdev_parents
+            .iter()
+            .filter(in_scope)
+            .filter(|p| !p.display)
+            .find_map(|p| p.types.iter().find(|t| t.matches(want)).map(|t| (p, t)));
+        if let (true, Some((p, t))) = (out.is_empty(), not_display) {
+            return vec![Candidate::nothing(
+                MODE,
+                Reason::new(
+                    ReasonCode::NotDisplay,
+                    format!(
+                        "mdev type {} on {} is not a display device: a VM gets no GPU from it",
+                        t.label(),
+                        p.name
+                    ),
+                )
+                .evidence(format!(
+                    "{}: not a display-class PCI function, nor one of the display mdev drivers ({})",
+                    p.sysfs_path.display(),
+                    crate::inventory::DISPLAY_MDEV_DRIVERS.join(", ")
+                ))
+                .remedy("pick a display type from `vm-cli gpu list` (mbochs, mdpy, a GPU's types)"),
+            )];
+        }
         if out.is_empty() {
             let mut names: Vec<String> = all_types.iter().map(|t| t.label()).collect();
             names.sort();
@@ -215,7 +244,7 @@ fn sriov_candidates(inv: &HostInventory, filter: &Filter, out: &mut Vec<Candidat
                 out.push(Candidate::unavailable(
                     MODE,
                     target,
-                    super::passthrough::iommu_off(inv),
+                    super::passthrough::iommu_off(&inv.host),
                 ));
             } else if free {
                 out.push(Candidate::available(MODE, target));
@@ -284,7 +313,7 @@ fn nvidia_candidates(
             out.push(Candidate::unavailable(
                 MODE,
                 target,
-                super::passthrough::iommu_off(inv),
+                super::passthrough::iommu_off(&inv.host),
             ));
         }
     }

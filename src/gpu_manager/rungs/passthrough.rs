@@ -4,12 +4,14 @@ use vm_passthrough::PciAddress;
 
 use super::{attr_evidence, Filter};
 use crate::gpu_manager::{Candidate, GpuMode, Reason, ReasonCode, Target};
-use crate::inventory::{Gpu, HostInventory, IommuKind};
+use crate::inventory::{Gpu, HostFacts, HostInventory, IommuKind};
 
 const MODE: GpuMode = GpuMode::Passthrough;
 
 pub use crate::gpu_passthrough::group::VFIO_SAFE_DRIVERS;
-use crate::gpu_passthrough::group::{classify, MemberFacts, IN_USE};
+use crate::gpu_passthrough::group::{classify, Blocker, GroupClassification, MemberFacts, IN_USE};
+use crate::gpu_passthrough::held_open;
+use vm_passthrough::ProcessHolder;
 
 /// Passthrough candidates: one per physical GPU (VFs belong to the mediated rung).
 pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
@@ -54,23 +56,40 @@ pub(crate) fn device_not_found(inv: &HostInventory, dev: &PciAddress) -> Reason 
         })
 }
 
-/// The reason the IOMMU is off, with the right kernel parameters for this CPU.
-pub(crate) fn iommu_off(inv: &HostInventory) -> Reason {
-    let params = inv.host.iommu_params_remedy();
+/// The reason the IOMMU is off. On bare metal: the firmware switch and the kernel
+/// parameters of the IOMMU present or the CPU ([`HostFacts::iommu_params_remedy`]). In a
+/// virtual machine neither helps: the hypervisor must give the guest a virtual IOMMU.
+pub(crate) fn iommu_off(h: &HostFacts) -> Reason {
+    let params = h.iommu_params_remedy();
+    let mut r = Reason::new(ReasonCode::IommuDisabled, "the IOMMU is off: VFIO needs it")
+        .evidence("/sys/class/iommu is empty")
+        .evidence("/sys/kernel/iommu_groups is empty");
+    if let Some(cmd) = &h.cmdline {
+        r = r.evidence(format!("/proc/cmdline = {cmd}"));
+    }
+    if h.virtualization.guest {
+        for e in &h.virtualization.evidence {
+            r = r.evidence(e.clone());
+        }
+        return r.remedy(guest_iommu_remedy(h));
+    }
     let firmware = if params.starts_with("amd") {
         "AMD-Vi (SVM/IOMMU)"
     } else {
         "VT-d"
     };
-    let mut r = Reason::new(ReasonCode::IommuDisabled, "the IOMMU is off: VFIO needs it")
-        .evidence("/sys/class/iommu is empty")
-        .evidence("/sys/kernel/iommu_groups is empty");
-    if let Some(cmd) = &inv.host.cmdline {
-        r = r.evidence(format!("/proc/cmdline = {cmd}"));
-    }
     r.remedy(format!(
         "enable {firmware} in the firmware, add `{params}` to GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run `sudo update-grub` and reboot"
     ))
+}
+
+/// What a guest without an IOMMU needs: a virtual IOMMU from its hypervisor.
+pub(crate) fn guest_iommu_remedy(h: &HostFacts) -> String {
+    format!(
+        "this host is {}: its hypervisor must expose a virtual IOMMU to it (QEMU: `-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on`; a cloud: an instance type with GPU passthrough), then boot the guest with `{}`",
+        h.virtualization.describe(),
+        h.iommu_params_remedy()
+    )
 }
 
 fn gpu_candidate(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Candidate {
@@ -78,37 +97,40 @@ fn gpu_candidate(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Candidate {
         address: gpu.address,
         companions: gpu.companions.clone(),
     };
-    match refusal(inv, gpu, filter) {
-        Some(r) => Candidate::unavailable(MODE, target, r),
-        None => Candidate::available(MODE, target),
-    }
+    Candidate::with_reasons(MODE, target, refusals(inv, gpu, filter))
 }
 
-fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
+/// Every reason `gpu` cannot be passed through, the one to fix first first: without an
+/// IOMMU (or a group) nothing else can be judged; then the boot display, active mediated
+/// devices, enabled VFs, a group shared with devices the host uses, and host processes
+/// holding the device nodes of what would move (unbinding would hang on them, so
+/// `gpu prepare` refuses; the ladder must not choose it either).
+fn refusals(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Vec<Reason> {
     let addr = gpu.address;
-    let f = inv.function(&addr)?;
+    let Some(f) = inv.function(&addr) else {
+        return Vec::new();
+    };
     if !inv.host.iommu.enabled {
-        return Some(iommu_off(inv));
+        return vec![iommu_off(&inv.host)];
     }
     let Some(group) = f.iommu_group else {
-        return Some(
-            Reason::new(
-                ReasonCode::NoIommuGroup,
-                format!("{addr} has no IOMMU group although the IOMMU is on"),
-            )
-            .evidence(format!(
-                "/sys/bus/pci/devices/{addr}/iommu_group is missing"
-            ))
-            .remedy(match inv.host.iommu.kind {
-                Some(IommuKind::AmdVi) => {
-                    "check `dmesg | grep -i AMD-Vi` for devices the IOMMU does not cover"
-                }
-                _ => "check `dmesg | grep -i DMAR` for devices the IOMMU does not cover",
-            }),
-        );
+        return vec![Reason::new(
+            ReasonCode::NoIommuGroup,
+            format!("{addr} has no IOMMU group although the IOMMU is on"),
+        )
+        .evidence(format!(
+            "/sys/bus/pci/devices/{addr}/iommu_group is missing"
+        ))
+        .remedy(match inv.host.iommu.kind {
+            Some(IommuKind::AmdVi) => {
+                "check `dmesg | grep -i AMD-Vi` for devices the IOMMU does not cover"
+            }
+            _ => "check `dmesg | grep -i DMAR` for devices the IOMMU does not cover",
+        })];
     };
+    let mut out = Vec::new();
     if f.boot_vga == Some(true) && !filter.allow_boot_vga {
-        return Some(
+        out.push(
             Reason::new(
                 ReasonCode::BootDisplay,
                 format!("{addr} is the boot display: the host would lose its console"),
@@ -120,7 +142,7 @@ fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
     if let Some(p) = inv.mdev_parent(&addr) {
         if p.active_count() > 0 {
             let uuids: Vec<String> = p.types.iter().flat_map(|t| t.devices.clone()).collect();
-            return Some(
+            out.push(
                 Reason::new(
                     ReasonCode::ActiveMdevs,
                     format!("{addr} parents {} active mediated device(s)", uuids.len()),
@@ -132,7 +154,7 @@ fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
     }
     if let Some(s) = &f.sriov {
         if s.num_vfs > 0 {
-            return Some(
+            out.push(
                 Reason::new(
                     ReasonCode::VfsEnabled,
                     format!(
@@ -147,13 +169,14 @@ fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
             );
         }
     }
-    let blockers = group_blockers_with(inv, group, gpu, filter.allow_boot_vga);
+    let class = classify_group(inv, group, gpu, filter.allow_boot_vga);
+    let blockers = describe_blockers(class.blockers.clone());
     if !blockers.is_empty() {
         let list: Vec<String> = blockers
             .iter()
             .map(|(a, name, drv)| format!("{a} ({name}) on {drv}"))
             .collect();
-        return Some(
+        out.push(
             Reason::new(
                 ReasonCode::GroupNotViable,
                 format!(
@@ -165,7 +188,16 @@ fn refusal(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Option<Reason> {
             .remedy("move the GPU to a slot with its own IOMMU group (a CPU-attached slot, or a board with ACS), or stop using those devices on the host"),
         );
     }
-    None
+    let held: Vec<&ProcessHolder> = class
+        .moved
+        .iter()
+        .filter_map(|(a, _)| inv.function(a))
+        .flat_map(|m| inv.holders_of(m))
+        .collect();
+    if !held.is_empty() {
+        out.push(held_open(&held));
+    }
+    out
 }
 
 /// Members of `group` that keep `gpu` from being passed through, as `gpu prepare` decides
@@ -187,8 +219,18 @@ pub fn group_blockers_with(
     gpu: &Gpu,
     allow_boot_vga: bool,
 ) -> Vec<(PciAddress, String, String)> {
+    describe_blockers(classify_group(inv, group, gpu, allow_boot_vga).blockers)
+}
+
+/// How `gpu prepare` would treat each member of `gpu`'s group.
+fn classify_group(
+    inv: &HostInventory,
+    group: u32,
+    gpu: &Gpu,
+    allow_boot_vga: bool,
+) -> GroupClassification {
     let Some(g) = inv.groups.get(&group) else {
-        return Vec::new();
+        return GroupClassification::default();
     };
     let facts: Vec<MemberFacts> = g
         .members
@@ -205,7 +247,10 @@ pub fn group_blockers_with(
         })
         .collect();
     classify(gpu.address, &facts, allow_boot_vga)
-        .blockers
+}
+
+fn describe_blockers(blockers: Vec<Blocker>) -> Vec<(PciAddress, String, String)> {
+    blockers
         .into_iter()
         .map(|b| {
             // The plain "in use by the host" is what the messages around the list say already.
