@@ -58,8 +58,8 @@ const MDEV_TYPE_ATTRS: &[&str] = &["name", "description", "device_api", "availab
 /// Links of an active mediated device.
 const MDEV_LINKS: &[&str] = &["mdev_type", "iommu_group", "driver", "subsystem"];
 
-/// What a recording holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a recording holds (`vm-cli --json host record` prints it as is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecordSummary {
     /// The tree's root directory.
     pub root: PathBuf,
