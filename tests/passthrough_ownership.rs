@@ -8,7 +8,10 @@ use vm_device::plan::{JournalState, OwnerStatus};
 use vm_device_sim::faults::{Fault, FaultPlan};
 use vm_passthrough::PciAddress;
 
-const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
+const Q35: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/real/qemu-q35-viommu"
+);
 
 fn a(s: &str) -> PciAddress {
     s.parse().unwrap()
