@@ -86,7 +86,7 @@ impl Scan<'_> {
             Ok(v) => Some(v),
             Err(e) if e.is_not_found() => None,
             Err(e) => {
-                self.warn(path, format!("unreadable: {e}"));
+                self.warn(path, format!("not readable: {e}"));
                 None
             }
         }
@@ -117,7 +117,7 @@ impl Scan<'_> {
                 None
             }
             Err(e) => {
-                self.warn(path, format!("unreadable: {e}"));
+                self.warn(path, format!("not readable: {e}"));
                 None
             }
         }
