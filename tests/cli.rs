@@ -268,3 +268,29 @@ fn host_record_prints_json_with_json() {
     assert_eq!(v["command"], "host record");
     assert!(v["pci_functions"].as_u64().unwrap() > 0, "{v}");
 }
+
+/// `host record` of a tree with a link that leads nowhere (dangling, or a loop) warns about
+/// it and records the rest, instead of aborting.
+#[test]
+fn host_record_warns_about_a_broken_link_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("host");
+    common::materialize(
+        &common::repo().join("fixtures/hosts/intel-desktop-gvtg-dgpu"),
+        &root,
+    );
+    let bad = root.join("sys/bus/pci/devices/0000:09:00.0");
+    std::os::unix::fs::symlink("0000:09:00.0", &bad).unwrap();
+    let out_dir = tmp.path().join("rec");
+    let (c, o, e) = run(&[
+        "--host-root",
+        &root.display().to_string(),
+        "host",
+        "record",
+        &out_dir.display().to_string(),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("warning") && e.contains("0000:09:00.0"), "{e}");
+    assert!(o.contains("left out"), "{o}");
+    assert!(out_dir.join("sys/bus/pci/devices/0000:01:00.0").exists());
+}

@@ -453,6 +453,9 @@ pub fn run(cli: Cli) -> i32 {
                 } else {
                     write_text(&format!("{summary}\n"));
                 }
+                for s in &summary.skipped {
+                    eprintln!("vm-cli: warning: left out of the recording: {s}");
+                }
                 EXIT_OK
             }
             Err(e) => {
