@@ -58,8 +58,8 @@ const MDEV_TYPE_ATTRS: &[&str] = &["name", "description", "device_api", "availab
 /// Links of an active mediated device.
 const MDEV_LINKS: &[&str] = &["mdev_type", "iommu_group", "driver", "subsystem"];
 
-/// What a recording holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a recording holds (`vm-cli --json host record` prints it as is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecordSummary {
     /// The tree's root directory.
     pub root: PathBuf,
@@ -203,6 +203,17 @@ impl Recorder<'_> {
         }
     }
 
+    /// Where link `l` leads, or `None` (noted in `skipped`) when it dangles or loops.
+    fn resolve(&mut self, l: &Path) -> Option<PathBuf> {
+        match self.host.canonicalize(l) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.skipped.push(format!("{}: {e}", l.display()));
+                None
+            }
+        }
+    }
+
     /// Copies a link (its stored, relative target) if it is there.
     fn link(&mut self, path: &Path) -> Result<(), RecordError> {
         if self.host.kind(path) != Some(NodeKind::Link) {
@@ -262,7 +273,10 @@ impl Recorder<'_> {
         for n in &names {
             let l = bus.join(n);
             self.link(&l)?;
-            let real = self.host.canonicalize(&l)?;
+            // A dangling or looping link is noted and left out; the rest is recorded.
+            let Some(real) = self.resolve(&l) else {
+                continue;
+            };
             self.pci_function(&real)?;
             // the bridges above it, up to the root complex
             let mut p = real.parent().map(Path::to_path_buf);
@@ -338,7 +352,9 @@ impl Recorder<'_> {
         let class = Path::new("/sys/class/mdev_bus");
         let parents = self.names(class);
         for p in &parents {
-            let real = self.host.canonicalize(&class.join(p))?;
+            let Some(real) = self.resolve(&class.join(p)) else {
+                continue;
+            };
             let types = real.join("mdev_supported_types");
             for t in self.names(&types) {
                 let tdir = types.join(&t);
@@ -359,7 +375,9 @@ impl Recorder<'_> {
             for m in self.names(&bus.join("devices")) {
                 let l = bus.join("devices").join(&m);
                 self.link(&l)?;
-                let real = self.host.canonicalize(&l)?;
+                let Some(real) = self.resolve(&l) else {
+                    continue;
+                };
                 self.out.dir(&real)?;
                 for n in MDEV_LINKS {
                     self.link(&real.join(n))?;

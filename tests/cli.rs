@@ -169,3 +169,128 @@ fn a_closed_standard_output_is_no_panic() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+/// `--kernel` (or `--initrd`) that is missing or a directory: refused before the GPU is
+/// prepared or QEMU started (issue 12: the GPU was prepared, then QEMU failed).
+#[test]
+fn a_missing_kernel_is_refused_before_any_host_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let qemu = tmp.path().join("qemu-system-x86_64");
+    let ran = tmp.path().join("qemu-ran");
+    std::fs::write(
+        &qemu,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) echo 'QEMU emulator version 10.0.2 (fake)'; exit 0;; esac\ntouch {}\nexit 0\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kernel = tmp.path().join("vmlinuz");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let state = tmp.path().join("state");
+    let h = host("intel-desktop-gvtg-dgpu");
+    let (k, s, q) = (
+        kernel.display().to_string(),
+        state.display().to_string(),
+        qemu.display().to_string(),
+    );
+    let dir = tmp.path().display().to_string();
+    for (what, extra) in [
+        ("--kernel", vec!["--kernel", "/nonexistent/vmlinuz"]),
+        ("--kernel", vec!["--kernel", dir.as_str()]),
+        (
+            "--initrd",
+            vec!["--kernel", k.as_str(), "--initrd", "/nonexistent/initrd"],
+        ),
+    ] {
+        let mut args = vec![
+            "--host-root",
+            h.as_str(),
+            "--state-dir",
+            s.as_str(),
+            "--qemu",
+            q.as_str(),
+            "--gpu-mode",
+            "passthrough",
+            "--gpu-device",
+            "0000:01:00.0",
+        ];
+        args.extend(extra);
+        let (c, _, e) = run(&args);
+        assert_eq!(c, 2, "{args:?}: {e}");
+        assert!(e.contains(what) && e.contains("nothing was changed"), "{e}");
+        assert!(!e.contains("starting"), "{e}");
+        assert!(!ran.exists(), "QEMU ran");
+        assert!(
+            !state.join("journal").exists(),
+            "a journal was written: {e}"
+        );
+    }
+}
+
+/// A write error on standard output (`>/dev/full`) is exit 1, in JSON and text.
+#[test]
+fn a_failed_write_to_standard_output_is_exit_1() {
+    let h = host("intel-desktop-gvtg-dgpu");
+    for json in [false, true] {
+        let mut args = vec!["--host-root", h.as_str(), "gpu", "list"];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("writing to standard output"), "{err}");
+    }
+}
+
+/// `--json host record DIR` prints JSON.
+#[test]
+fn host_record_prints_json_with_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("rec");
+    let (c, o, e) = run(&[
+        "--json",
+        "--host-root",
+        &host("intel-desktop-gvtg-dgpu"),
+        "host",
+        "record",
+        &out_dir.display().to_string(),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap_or_else(|_| panic!("{o}"));
+    assert_eq!(v["command"], "host record");
+    assert!(v["pci_functions"].as_u64().unwrap() > 0, "{v}");
+}
+
+/// `host record` of a tree with a link that leads nowhere (dangling, or a loop) warns about
+/// it and records the rest, instead of aborting.
+#[test]
+fn host_record_warns_about_a_broken_link_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("host");
+    common::materialize(
+        &common::repo().join("fixtures/hosts/intel-desktop-gvtg-dgpu"),
+        &root,
+    );
+    let bad = root.join("sys/bus/pci/devices/0000:09:00.0");
+    std::os::unix::fs::symlink("0000:09:00.0", &bad).unwrap();
+    let out_dir = tmp.path().join("rec");
+    let (c, o, e) = run(&[
+        "--host-root",
+        &root.display().to_string(),
+        "host",
+        "record",
+        &out_dir.display().to_string(),
+    ]);
+    assert_eq!(c, 0, "{e}");
+    assert!(e.contains("warning") && e.contains("0000:09:00.0"), "{e}");
+    assert!(o.contains("left out"), "{o}");
+    assert!(out_dir.join("sys/bus/pci/devices/0000:01:00.0").exists());
+}

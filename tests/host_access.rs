@@ -70,3 +70,25 @@ fn the_product_guide_flow_selects_and_lists() {
     let ok = all.iter().position(|c| c.is_available()).unwrap();
     assert_eq!(m.select_by_index(ok).unwrap(), &all[ok]);
 }
+
+/// An attribute the scan may not read (EACCES) is "not readable", never "missing": the
+/// file is there, and the fix is a permission, not a driver.
+#[test]
+fn an_unreadable_attribute_is_not_reported_missing() {
+    use vm_device::inventory::HostInventory;
+    use vm_device_sim::faults::{Fault, FaultPlan};
+    for attr in ["vendor", "class", "boot_vga"] {
+        let h = sim("intel-desktop-gvtg-dgpu");
+        h.set_faults(
+            FaultPlan::new().rule(Fault::read(format!("*/0000:01:00.0/{attr}")).errno(13)),
+        );
+        let inv = HostInventory::scan(h.as_ref());
+        let w = inv
+            .warnings
+            .iter()
+            .find(|w| w.path.ends_with(attr) && w.path.to_string_lossy().contains("0000:01:00.0"))
+            .unwrap_or_else(|| panic!("{attr}: no warning: {:?}", inv.warnings));
+        assert!(w.message.contains("not readable"), "{attr}: {}", w.message);
+        assert!(!w.message.contains("missing"), "{attr}: {}", w.message);
+    }
+}

@@ -174,12 +174,15 @@ fn a_whole_launch_on_a_recorded_host_runs_qemu_and_gives_everything_back() {
     let dir = tempfile::tempdir().unwrap();
     let q = fake_qemu(dir.path(), "10.0.2");
     let host = fixture("intel-desktop-gvtg-dgpu");
+    // vm-cli checks the kernel before any host change: a real (if fake) file.
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(&kernel, b"kernel").unwrap();
     let (c, _, err) = run(
         &[
             "--host-root",
             &host,
             "--kernel",
-            "/boot/vmlinuz",
+            &kernel.display().to_string(),
             "--append",
             "console=ttyS0",
             "--gpu-mode",
@@ -214,13 +217,15 @@ fn sigterm_stops_the_vm_and_gives_everything_back() {
     )
     .unwrap();
     std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(&kernel, b"kernel").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_vm-cli"))
         .args([
             "--host-root",
             &fixture("intel-desktop-gvtg-dgpu"),
             "--kernel",
-            "/k",
         ])
+        .arg(&kernel)
         .args(["--gpu-mode", "passthrough", "--qemu"])
         .arg(&q)
         .env("XDG_RUNTIME_DIR", dir.path())

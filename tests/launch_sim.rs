@@ -304,3 +304,75 @@ fn gpu_restore_undoes_a_launch_whose_vm_cli_was_killed() {
         assert!(common::snapshot_diff(&before, &sim.snapshot()).is_empty());
     }
 }
+
+/// A script at `path` (mode 0755).
+fn script(path: &Path, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_path_buf()
+}
+
+/// The guest powers off: QEMU closes the backend's socket, the backend exits 0 at once, and
+/// QEMU exits 0 a moment later. The backend being reaped first is no failure: the VM was
+/// ended by the guest (issue 12: one `cargo xtask e2e` run in three exited 1).
+#[test]
+fn a_backend_that_ends_cleanly_before_qemu_exits_is_a_guest_power_off() {
+    let sim = SimHost::from_fixture(fixture("no-gpu-server")).unwrap();
+    let c = candidate(&sim, GpuMode::Wgpu, |_| true);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let qemu = script(
+        &dir.path().join("qemu-system-x86_64"),
+        &format!(
+            "#!/bin/sh\ncase \"$1\" in --version) echo 'QEMU emulator version 10.0.2 (fake)'; exit 0;; esac\n\
+             touch {d}/argv\nwhile [ ! -e {d}/go ]; do sleep 0.02; done\nsleep 0.5\nexit 0\n"
+        ),
+    );
+    // The backend: listens (creates the socket path), ends as soon as "QEMU disconnects".
+    let backend = script(
+        &dir.path().join("backend"),
+        &format!(
+            "#!/bin/sh\nwhile [ \"$1\" != --socket ]; do shift; done\ntouch \"$2\"\n\
+             while [ ! -e {d}/go ]; do sleep 0.02; done\nexit 0\n"
+        ),
+    );
+    let qemu = QemuBinary::probe(&qemu).unwrap();
+    let mut opts = options(dir.path());
+    opts.backend_command = vec![backend.into_os_string()];
+    let plan = plan_launch(&sim, &c, qemu, choose_accel(&sim), &opts).unwrap();
+    let stop = AtomicBool::new(false);
+    let outcome = std::thread::scope(|s| {
+        let h = s.spawn(|| launch::run(&sim, &plan, &opts, &stop));
+        wait_for(&dir.path().join("argv"));
+        std::fs::write(dir.path().join("go"), b"").unwrap();
+        h.join().unwrap().unwrap()
+    });
+    assert_eq!(outcome.ended_by, "guest", "{outcome:?}");
+    assert_eq!(outcome.qemu_exit, Some(0), "{outcome:?}");
+    assert!(outcome.clean(), "{outcome:?}");
+}
+
+/// A QEMU that dies by SIGABRT is a failure, not a guest power-off.
+#[test]
+fn a_qemu_killed_by_a_signal_is_a_failure() {
+    let sim = SimHost::from_fixture(fixture("intel-desktop-gvtg-dgpu")).unwrap();
+    let before = sim.snapshot();
+    let c = candidate(&sim, GpuMode::Passthrough, |t| {
+        matches!(t, Target::Gpu { .. })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let qemu = script(
+        &dir.path().join("qemu-system-x86_64"),
+        "#!/bin/sh\ncase \"$1\" in --version) echo 'QEMU emulator version 10.0.2 (fake)'; exit 0;; esac\n\
+         kill -ABRT $$\nsleep 5\n",
+    );
+    let qemu = QemuBinary::probe(&qemu).unwrap();
+    let opts = options(dir.path());
+    let plan = plan_launch(&sim, &c, qemu, choose_accel(&sim), &opts).unwrap();
+    let outcome = launch::run(&sim, &plan, &opts, &AtomicBool::new(false)).unwrap();
+    assert_eq!(outcome.ended_by, "signal", "{outcome:?}");
+    assert!(outcome.qemu_status.contains("SIGABRT"), "{outcome:?}");
+    assert!(!outcome.clean(), "{outcome:?}");
+    assert!(common::snapshot_diff(&before, &sim.snapshot()).is_empty());
+}

@@ -343,3 +343,61 @@ fn mdev_list_merges_active_devices_and_mdevctl_definitions() {
         "{text}"
     );
 }
+
+/// Refusals exit 3, as README documents: a UUID already in use, more VFs than the PF has.
+#[test]
+fn refusals_of_mdev_create_and_sriov_exit_3() {
+    let o = vm_cli(
+        &fixture_dir("bmc-datacenter-nvidia-vgpu"),
+        &[
+            "gpu",
+            "mdev-create",
+            "--mdev-type",
+            "nvidia-222",
+            "--mdev-uuid",
+            "5b2e8f3a-6c1d-4e7a-9b0f-1d2c3e4f5a01",
+            "--dry-run",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let o = vm_cli(
+        &fixture_dir("sriov-pf-with-vfs"),
+        &[
+            "gpu",
+            "sriov",
+            "--gpu-device",
+            "0000:41:00.0",
+            "--num-vfs",
+            "999",
+            "--dry-run",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("sriov_totalvfs"), "{err}");
+}
+
+/// mdevctl keeps its own scripts under `/etc/mdevctl.d/scripts.d/{callouts,notifiers}`:
+/// not a parent, so `gpu mdev-list` neither lists nor warns about them.
+#[test]
+fn mdev_list_skips_mdevctls_own_scripts_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("host");
+    std::fs::create_dir_all(&root).unwrap();
+    vm_device_sim::copy_fixture(
+        std::path::Path::new(&fixture_dir("intel-desktop-gvtg-dgpu")),
+        &root,
+    )
+    .unwrap();
+    for d in ["callouts", "notifiers"] {
+        let dir = root.join("etc/mdevctl.d/scripts.d").join(d);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hook"), "#!/bin/sh\n").unwrap();
+    }
+    let o = vm_cli(&root.display().to_string(), &["gpu", "mdev-list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("scripts.d"), "{err}");
+}

@@ -12,6 +12,7 @@ pub mod faults;
 mod fixture_copy;
 pub mod kernel;
 mod tree;
+pub use tree::{cap_for, MAX_ATTR_BYTES, MAX_PROC_BYTES};
 mod vfio;
 
 use std::collections::BTreeMap;
@@ -79,7 +80,18 @@ impl SimHost {
             )));
         }
         let mut tree = Tree::new(root.clone());
-        if let Ok(list) = std::fs::read_to_string(root.join(".fixture/empty-dirs")) {
+        let empty_dirs = root.join(".fixture/empty-dirs");
+        // A list of directories: generous, but never a FIFO that blocks or a file that
+        // would take all memory.
+        let list = match tree::read_fixture_file(&empty_dirs, 64 << 20) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                eprintln!("vm-device-sim: warning: {}: {e}", empty_dirs.display());
+                String::new()
+            }
+        };
+        {
             for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 tree.add_base_dir(&Path::new("/").join(line));
             }
@@ -346,7 +358,7 @@ impl HostOps for SimHost {
         self.record(&mut st, Op::ProbeAdapters);
         st.faults.check("probe-adapters", Path::new("wgpu"))?;
         let file = self.root.join(".fixture/wgpu-adapters.json");
-        match std::fs::read(&file) {
+        match tree::read_fixture_file(&file, 16 << 20) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| HostError::Fixture(format!("{}: {e}", file.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),

@@ -154,7 +154,22 @@ impl DiskKind {
 struct At<'a> {
     dirfd: Option<RawFd>,
     path: std::borrow::Cow<'a, Path>,
+    /// The most a read of this path takes (see [`cap_for`]).
+    cap: usize,
 }
+
+/// The read cap of virtual path `p`: [`MAX_ATTR_BYTES`] for attributes; `/proc` files
+/// (`cpuinfo` of a big server) may be longer.
+pub fn cap_for(p: &Path) -> usize {
+    if p.starts_with("/proc") {
+        MAX_PROC_BYTES
+    } else {
+        MAX_ATTR_BYTES
+    }
+}
+
+/// The most a `/proc` read takes.
+pub const MAX_PROC_BYTES: usize = 16 << 20;
 
 /// Opens a fixture file for reading (`O_CLOEXEC`, plus `extra` flags).
 fn open_at(at: &At<'_>, extra: nix::fcntl::OFlag) -> io::Result<std::fs::File> {
@@ -222,18 +237,70 @@ fn stat_kind(at: &At<'_>) -> io::Result<DiskKind> {
 /// Reads a whole file without the `stat` and `lseek` that `std::fs::read` adds to size its
 /// buffer (fixture files are small).
 fn read_small(at: &At<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
-    read_all(&mut open_at(at, nix::fcntl::OFlag::empty())?, buf)
+    let mut f = open_at(at, nix::fcntl::OFlag::O_NONBLOCK)?;
+    regular(&f)?;
+    read_all(&mut f, buf, at.cap)
+}
+
+/// The most an attribute read takes, as `LinuxHost` caps it: sysfs attributes are at most a
+/// page; a bigger file in a fixture is a corrupted one, and reading it whole would cost
+/// seconds and gigabytes.
+pub const MAX_ATTR_BYTES: usize = 64 << 10;
+
+/// Refuses what is not a regular file (a FIFO would block a read forever, a device node
+/// is no attribute).
+fn regular(f: &std::fs::File) -> io::Result<()> {
+    let ft = f.metadata()?.file_type();
+    if ft.is_file() || ft.is_dir() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file (a FIFO, socket or device node where an attribute belongs); not read",
+        ))
+    }
+}
+
+/// Reads a whole fixture file outside the tree (`.fixture/…`): opened without blocking,
+/// refused unless it is a regular file, at most `cap` bytes.
+pub fn read_fixture_file(path: &Path, cap: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    regular(&f)?;
+    let mut buf = Vec::new();
+    f.take(cap as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > cap {
+        return Err(too_big(cap));
+    }
+    Ok(buf)
+}
+
+fn too_big(cap: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "larger than {} KiB, which no sysfs attribute is; not read",
+            cap >> 10
+        ),
+    )
 }
 
 /// Reads an open fixture file to its end. A short read of a regular file on a local file
 /// system is its end, which saves the second `read` that would return 0.
-fn read_all(f: &mut std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+fn read_all(f: &mut std::fs::File, buf: &mut Vec<u8>, cap: usize) -> io::Result<()> {
     use std::io::Read;
     buf.resize(512, 0);
     let mut n = 0;
     loop {
         if n == buf.len() {
             buf.resize(buf.len() * 2, 0);
+        }
+        if n > cap {
+            return Err(too_big(cap));
         }
         match f.read(&mut buf[n..]) {
             Ok(0) => break,
@@ -258,8 +325,12 @@ fn probe_disk(at: &At<'_>) -> Option<(DiskKind, Option<Vec<u8>>)> {
     let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
     match open_at(at, flags) {
         Ok(mut f) => {
+            if regular(&f).is_err() {
+                // A FIFO or device node: a file that `read` refuses.
+                return Some((DiskKind::File, None));
+            }
             let mut buf = Vec::new();
-            match read_all(&mut f, &mut buf) {
+            match read_all(&mut f, &mut buf, at.cap) {
                 Ok(()) => Some((DiskKind::File, Some(buf))),
                 Err(e) if e.raw_os_error() == Some(libc_errno::EISDIR) => {
                     Some((DiskKind::Dir, None))
@@ -487,6 +558,7 @@ impl Tree {
             Some(fd) => {
                 let rel = p.strip_prefix("/").unwrap_or(p);
                 At {
+                    cap: cap_for(p),
                     dirfd: Some(fd.as_raw_fd()),
                     path: if rel.as_os_str().is_empty() {
                         std::borrow::Cow::Borrowed(Path::new("."))
@@ -496,6 +568,7 @@ impl Tree {
                 }
             }
             None => At {
+                cap: cap_for(p),
                 dirfd: None,
                 path: std::borrow::Cow::Owned(self.disk(p)),
             },
@@ -728,7 +801,10 @@ impl Tree {
         match self.node(&p) {
             Some(Entry::File(_)) => match self.disk_nodes.borrow().get(p.as_os_str()) {
                 Some(Some(DiskNode::File(Some(b)))) => Ok(b.clone()),
-                _ => std::fs::read(self.disk(&p)),
+                _ => {
+                    let mut buf = Vec::new();
+                    read_small(&self.at(&p), &mut buf).map(|()| buf)
+                }
             },
             Some(Entry::Dir { .. }) => Err(io::Error::from_raw_os_error(libc_errno::EISDIR)),
             _ => Err(enoent()),

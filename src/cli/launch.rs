@@ -29,6 +29,17 @@ fn backend_command() -> Vec<OsString> {
     vec![exe, "gpu".into(), "serve-wgpu".into()]
 }
 
+/// `Ok` when `path` is a regular file this process can open for reading.
+fn readable_file(flag: &str, path: &Path) -> Result<(), String> {
+    let md = std::fs::metadata(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    if !md.is_file() {
+        return Err(format!("{flag} {}: not a regular file", path.display()));
+    }
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| format!("{flag} {}: cannot be read: {e}", path.display()))
+}
+
 /// Plans and prints (`--print-cmdline`) or runs the VM; adds `launch` (and `outcome`) to
 /// the JSON document.
 pub(super) fn launch(
@@ -87,6 +98,17 @@ pub(super) fn launch(
             write_text(&plan.text());
         }
         return EXIT_OK;
+    }
+    // Before any host change: a missing or unreadable kernel would only fail in QEMU, after
+    // the GPU was taken from the host.
+    for (flag, file) in [
+        ("--kernel", Some(&opts.kernel)),
+        ("--initrd", opts.initrd.as_ref()),
+    ] {
+        if let Some(Err(msg)) = file.map(|f| readable_file(flag, f)) {
+            eprintln!("vm-cli: {msg}; nothing was changed");
+            return super::EXIT_USAGE;
+        }
     }
     if plan.accel.accel == l::Accel::Tcg {
         eprintln!(

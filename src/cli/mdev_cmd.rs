@@ -20,7 +20,7 @@ pub(super) fn run(
     host: &dyn HostOps,
     cmd: GpuCommand,
     json: bool,
-    simulated: bool,
+    (simulated, dry_run): (bool, bool),
     state_dir: &Option<PathBuf>,
 ) -> i32 {
     match cmd {
@@ -33,14 +33,15 @@ pub(super) fn run(
         | GpuCommand::ServeWgpu { .. } => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
         GpuCommand::MdevList => mdev_list(host, json),
-        GpuCommand::MdevCreate(args) => mdev_create(host, &args, json, simulated, state_dir),
-        GpuCommand::MdevRemove { uuid, dry_run } => {
+        GpuCommand::MdevCreate(args) => {
+            mdev_create(host, &args, json, (simulated, dry_run), state_dir)
+        }
+        GpuCommand::MdevRemove { uuid } => {
             mdev_remove(host, &uuid, dry_run, json, simulated, state_dir)
         }
         GpuCommand::Sriov {
             gpu_device,
             num_vfs,
-            dry_run,
         } => {
             let inv = HostInventory::scan(host);
             let plan = match lifecycle::plan_sriov(&inv, &gpu_device, num_vfs) {
@@ -82,7 +83,11 @@ fn exit_code(e: &MdevError) -> i32 {
         | MdevError::ModuleNotLoaded { .. }
         | MdevError::TypeNotFound { .. }
         | MdevError::NoInstances { .. }
-        | MdevError::NoSuchDevice(_) => EXIT_UNAVAILABLE,
+        | MdevError::NoSuchDevice(_)
+        // Refusals, as README's exit codes document: the UUID is taken, or the PF cannot
+        // take that many VFs (or a VF is in use).
+        | MdevError::UuidInUse { .. }
+        | MdevError::Sriov { .. } => EXIT_UNAVAILABLE,
         MdevError::BadUuid(_) => EXIT_USAGE,
         _ => EXIT_FAILURE,
     }
@@ -166,7 +171,7 @@ fn mdev_create(
     host: &dyn HostOps,
     a: &MdevCreateArgs,
     json: bool,
-    simulated: bool,
+    (simulated, dry_run): (bool, bool),
     state_dir: &Option<PathBuf>,
 ) -> i32 {
     let mut req = CreateRequest {
@@ -204,7 +209,7 @@ fn mdev_create(
         Ok(p) => p,
         Err(e) => return fail("mdev-create", &e, json),
     };
-    let verified = if a.dry_run {
+    let verified = if dry_run {
         Vec::new()
     } else {
         let opts = options(state_dir, simulated);
@@ -218,12 +223,10 @@ fn mdev_create(
             "mdev-create",
             &planned,
             &verified,
-            a.dry_run,
+            dry_run,
         ));
     } else {
-        write_text(&render::change_text(
-            "create", &planned, &verified, a.dry_run,
-        ));
+        write_text(&render::change_text("create", &planned, &verified, dry_run));
     }
     EXIT_OK
 }

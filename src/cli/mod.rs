@@ -96,8 +96,10 @@ pub struct RunArgs {
     /// Allow passing through the host's boot display (the host loses its console).
     #[arg(long)]
     pub allow_boot_vga: bool,
-    /// Print the plan and change nothing.
-    #[arg(long)]
+    /// Print the plan and change nothing. Global: it may stand before or after a
+    /// subcommand (`vm-cli --dry-run gpu prepare ADDR` is a dry run too); a command that
+    /// has no dry run (`gpu release`, `gpu restore`, `host record`) refuses it.
+    #[arg(long, global = true)]
     pub dry_run: bool,
     /// Initial ramdisk for the guest.
     #[arg(long, value_name = "FILE", requires = "kernel")]
@@ -183,9 +185,6 @@ enum GpuCommand {
         /// The mdev's UUID, or the VF's PCI address.
         #[arg(value_name = "UUID")]
         uuid: String,
-        /// Print the plan and change nothing.
-        #[arg(long)]
-        dry_run: bool,
     },
     /// Set the number of SR-IOV virtual functions of a GPU.
     Sriov {
@@ -195,9 +194,6 @@ enum GpuCommand {
         /// Virtual functions wanted (0 disables them).
         #[arg(long, value_name = "N")]
         num_vfs: u32,
-        /// Print the plan and change nothing.
-        #[arg(long)]
-        dry_run: bool,
     },
     /// Check everything each mode needs (IOMMU, kernel parameters, modules, groups, reset,
     /// drivers, device nodes, memlock, mdev types, wgpu adapters): ok / warn / fail with the
@@ -208,9 +204,6 @@ enum GpuCommand {
         /// The GPU.
         #[arg(value_name = "DDDD:BB:DD.F")]
         addr: PciAddress,
-        /// Print the plan (every sysfs write and module load) and change nothing.
-        #[arg(long)]
-        dry_run: bool,
         /// Allow passing through the host's boot display (the host loses its console).
         #[arg(long)]
         allow_boot_vga: bool,
@@ -267,9 +260,6 @@ pub struct MdevCreateArgs {
     /// With --persist: start it automatically when the parent appears (mdevctl `auto`).
     #[arg(long, requires = "persist")]
     pub auto: bool,
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
     #[command(flatten)]
     dirs: ChangeDirs,
 }
@@ -299,7 +289,11 @@ struct DoctorArgs {
 
 /// Parses the process arguments, runs, and returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
@@ -307,7 +301,64 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    run(cli)
+    if let Err(msg) = misplaced_flags(&matches) {
+        eprintln!("vm-cli: {msg}");
+        return EXIT_USAGE;
+    }
+    let code = run(cli);
+    // What was printed did not arrive (`>/dev/full`): the command did not do its job.
+    if code == EXIT_OK && STDOUT_FAILED.load(std::sync::atomic::Ordering::SeqCst) {
+        return EXIT_FAILURE;
+    }
+    code
+}
+
+/// Set when writing to standard output failed (other than a closed pipe).
+static STDOUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reports a failed write to standard output once, and remembers it for the exit code. A
+/// closed pipe (`vm-cli gpu list | head`) is the reader's choice: quiet, and no failure.
+fn stdout_failed(e: &std::io::Error) {
+    if e.kind() != std::io::ErrorKind::BrokenPipe
+        && !STDOUT_FAILED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        eprintln!("vm-cli: writing to standard output: {e}");
+    }
+}
+
+/// Flags of a VM start (`--kernel`, `--gpu-mode`, `--allow-boot-vga`, …) given together with
+/// a subcommand: clap accepts them before it (`vm-cli --allow-boot-vga gpu prepare ADDR`),
+/// where they would silently do nothing. Refused, naming the flag. `--dry-run` is global
+/// and works in every position, so it is not one of them.
+fn misplaced_flags(m: &clap::ArgMatches) -> Result<(), String> {
+    use clap::parser::ValueSource;
+    let Some((sub, _)) = m.subcommand() else {
+        return Ok(());
+    };
+    let launch = RunArgs::augment_args(clap::Command::new("run"));
+    for arg in launch.get_arguments().filter(|a| !a.is_global_set()) {
+        let id = arg.get_id().as_str();
+        if m.value_source(id) == Some(ValueSource::CommandLine) {
+            let flag = arg.get_long().unwrap_or(id);
+            return Err(format!(
+                "--{flag} belongs to starting a VM (`vm-cli --kernel FILE …`) and does nothing \
+                 for `vm-cli {sub} …`, so nothing was done; give the subcommand's own flags \
+                 after it (see `vm-cli {sub} --help`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `--dry-run` for a command that has no dry run (it would change the host).
+fn no_dry_run(dry_run: bool, command: &str) -> Result<(), i32> {
+    if dry_run {
+        eprintln!(
+            "vm-cli: {command} has no dry run; it would change the host, so nothing was done (drop --dry-run to run it)"
+        );
+        return Err(EXIT_USAGE);
+    }
+    Ok(())
 }
 
 /// Runs a parsed command line.
@@ -321,6 +372,7 @@ pub fn run(cli: Cli) -> i32 {
     };
     let state_dir = cli.state_dir.clone();
     let simulated = cli.host_root.is_some();
+    let dry_run = cli.run.dry_run;
     let mut mgr = UnifiedGpuManager::with_host(host.clone());
     match cli.command {
         Some(Command::Gpu {
@@ -333,7 +385,6 @@ pub fn run(cli: Cli) -> i32 {
             command:
                 GpuCommand::Prepare {
                     addr,
-                    dry_run,
                     allow_boot_vga,
                 },
         }) => gpu_prepare(
@@ -346,15 +397,21 @@ pub fn run(cli: Cli) -> i32 {
         ),
         Some(Command::Gpu {
             command: GpuCommand::Release { addr },
-        }) => gpu_release(
-            host.as_ref(),
-            &addr,
-            &state_dir_or_default(state_dir),
-            cli.json,
-        ),
+        }) => match no_dry_run(dry_run, "gpu release") {
+            Err(code) => code,
+            Ok(()) => gpu_release(
+                host.as_ref(),
+                &addr,
+                &state_dir_or_default(state_dir),
+                cli.json,
+            ),
+        },
         Some(Command::Gpu {
             command: GpuCommand::Restore,
-        }) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
+        }) => match no_dry_run(dry_run, "gpu restore") {
+            Err(code) => code,
+            Ok(()) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
+        },
         Some(Command::Gpu {
             command:
                 GpuCommand::ServeWgpu {
@@ -362,22 +419,53 @@ pub fn run(cli: Cli) -> i32 {
                     width,
                     height,
                 },
-        }) => serve_wgpu(&socket, width, height),
+        }) => match no_dry_run(dry_run, "gpu serve-wgpu") {
+            Err(code) => code,
+            Ok(()) => serve_wgpu(&socket, width, height),
+        },
         Some(Command::Gpu { command }) => mdev_cmd::run(
             mgr.host().as_ref(),
             command,
             cli.json,
-            simulated,
+            (simulated, dry_run),
             &state_dir,
         ),
+        Some(Command::Host {
+            command: HostCommand::Record { .. },
+        }) if dry_run => no_dry_run(dry_run, "host record")
+            .err()
+            .unwrap_or(EXIT_USAGE),
         Some(Command::Host {
             command: HostCommand::Record { dir },
         }) => match crate::recorder::record_host(mgr.host().as_ref(), &dir) {
             Ok(summary) => {
-                write_text(&format!("{summary}\n"));
+                if cli.json {
+                    let mut doc = serde_json::json!({
+                        "schema": report::SCHEMA,
+                        "command": "host record",
+                    });
+                    if let (Some(o), Ok(serde_json::Value::Object(s))) =
+                        (doc.as_object_mut(), serde_json::to_value(&summary))
+                    {
+                        o.extend(s);
+                    }
+                    write_json(&doc);
+                } else {
+                    write_text(&format!("{summary}\n"));
+                }
+                for s in &summary.skipped {
+                    eprintln!("vm-cli: warning: left out of the recording: {s}");
+                }
                 EXIT_OK
             }
             Err(e) => {
+                if cli.json {
+                    write_json(&serde_json::json!({
+                        "schema": report::SCHEMA,
+                        "command": "host record",
+                        "error": format!("{}: {e}", dir.display()),
+                    }));
+                }
                 eprintln!("vm-cli: host record {}: {e}", dir.display());
                 EXIT_FAILURE
             }
@@ -452,6 +540,10 @@ fn plan(
     state_dir: Option<&std::path::Path>,
     simulated: bool,
 ) -> i32 {
+    if let Err(msg) = flags_for_mode(run) {
+        eprintln!("vm-cli: {msg}");
+        return EXIT_USAGE;
+    }
     mgr.set_device(run.gpu_device);
     mgr.set_mdev_type(run.mdev_type.clone());
     mgr.set_allow_boot_vga(run.allow_boot_vga);
@@ -520,6 +612,24 @@ fn plan(
     );
     print_doc(&doc);
     code
+}
+
+/// Flags that belong to another mode than the one forced with `--gpu-mode`.
+fn flags_for_mode(run: &RunArgs) -> Result<(), String> {
+    let ModeArg::Mode(mode) = run.gpu_mode else {
+        return Ok(());
+    };
+    if run.mdev_type.is_some() && mode != GpuMode::Mdev {
+        return Err(format!(
+            "--mdev-type applies to --gpu-mode mdev, not --gpu-mode {mode}; drop one of them"
+        ));
+    }
+    if run.x_vga && mode != GpuMode::Passthrough {
+        return Err(format!(
+            "--x-vga applies to --gpu-mode passthrough, not --gpu-mode {mode}; drop one of them"
+        ));
+    }
+    Ok(())
 }
 
 fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
@@ -635,10 +745,13 @@ fn write_json(v: &serde_json::Value) {
     let out = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, out.lock());
     // A closed pipe (`| head`) is not an error worth a panic.
-    if serde_json::to_writer_pretty(&mut w, v).is_ok() {
-        let _ = writeln!(w);
+    let r = serde_json::to_writer_pretty(&mut w, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(w))
+        .and_then(|()| w.flush());
+    if let Err(e) = r {
+        stdout_failed(&e);
     }
-    let _ = w.flush();
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -646,14 +759,13 @@ fn print_json(v: &serde_json::Value) {
 }
 
 /// Writes text to standard output. A closed pipe (`vm-cli gpu list | head`) ends the output
-/// quietly, where `print!` would panic; another write error is reported on standard error.
+/// quietly, where `print!` would panic; another write error is reported on standard error
+/// and makes the exit code 1.
 pub(crate) fn write_text(s: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("vm-cli: writing to standard output: {e}");
-        }
+        stdout_failed(&e);
     }
 }
 

@@ -89,7 +89,8 @@ pub struct DeviceRow {
 }
 
 /// Definitions under `/etc/mdevctl.d/PARENT/UUID`, read through `host`: (parent, uuid,
-/// definition). A missing directory is no definition; an entry whose name is not a UUID or
+/// definition). mdevctl's own `scripts.d` (callouts, notifiers) is no parent and is
+/// skipped. A missing directory is no definition; an entry whose name is not a UUID or
 /// whose contents are not a definition is skipped with a warning naming the file.
 pub fn read_definitions(
     host: &dyn HostOps,
@@ -101,7 +102,8 @@ pub fn read_definitions(
         return out;
     };
     parents.sort();
-    for parent in parents {
+    // mdevctl's own callout and notifier scripts live beside the parents.
+    for parent in parents.into_iter().filter(|p| p != "scripts.d") {
         let dir = root.join(&parent);
         let Ok(mut names) = host.list_dir(&dir) else {
             continue;

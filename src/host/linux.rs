@@ -26,9 +26,41 @@ impl LinuxHost {
     }
 }
 
+/// Reads a whole attribute: opened with `O_NONBLOCK` (a FIFO planted where an attribute
+/// belongs must not hang vm-cli), refused unless it is a regular file, at most
+/// 64 KiB ([`vm_device_sim::MAX_ATTR_BYTES`]: sysfs attributes are at most a page, binary
+/// ones such as `config` 4 KiB) or, under `/proc` (`cpuinfo` of a big server), 16 MiB.
+fn read_attr(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file (a FIFO, socket or device node where an attribute belongs); not read",
+        ));
+    }
+    let cap = vm_device_sim::cap_for(path);
+    let mut buf = Vec::new();
+    f.take(cap as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB, which no sysfs attribute is; not read",
+                cap >> 10
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
 impl HostOps for LinuxHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
-        std::fs::read(path).map_err(|e| HostError::io("read", path, e))
+        read_attr(path).map_err(|e| HostError::io("read", path, e))
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {

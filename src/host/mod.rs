@@ -5,6 +5,7 @@
 
 mod linux;
 mod nvml;
+mod unusable;
 mod vfio_linux;
 pub mod vfio_probe;
 
@@ -20,24 +21,42 @@ pub type Host = Arc<dyn HostOps>;
 
 /// The host the library uses when none is given: the fixture named by `VM_HOST_ROOT` when
 /// set (so the product guide's programs run against the simulator), else this machine.
+///
+/// A `VM_HOST_ROOT` that names no host tree never falls back to this machine (a program
+/// meant for a simulation must not rebind real devices): the host returned then fails every
+/// call with the reason; [`try_default_host`] reports it at once.
 pub fn default_host() -> Host {
-    match std::env::var_os("VM_HOST_ROOT") {
-        Some(dir) if !dir.is_empty() => match SimHost::from_fixture(&dir) {
-            Ok(h) => Arc::new(h),
-            Err(e) => {
-                eprintln!("vm-device: VM_HOST_ROOT: {e}; using this machine instead");
-                Arc::new(LinuxHost::new())
-            }
-        },
-        _ => Arc::new(LinuxHost::new()),
+    match try_default_host() {
+        Ok(h) => h,
+        Err(e) => {
+            let why = format!("VM_HOST_ROOT: {e}; fix or unset VM_HOST_ROOT");
+            eprintln!("vm-device: {why}");
+            Arc::new(unusable::UnusableHost::new(why))
+        }
     }
 }
 
-/// The host named by `--host-root` / `VM_HOST_ROOT`, or the real one.
+/// [`default_host`], with an invalid `VM_HOST_ROOT` as an error.
+pub fn try_default_host() -> Result<Host, HostError> {
+    match std::env::var_os("VM_HOST_ROOT") {
+        Some(dir) if !dir.is_empty() => open(Some(std::path::Path::new(&dir))),
+        _ => Ok(Arc::new(LinuxHost::new())),
+    }
+}
+
+/// The host named by `--host-root` / `VM_HOST_ROOT`, or the real one. A host tree must
+/// hold a `sys/` directory (an empty or wrong directory is refused, saying so).
 pub fn open(host_root: Option<&std::path::Path>) -> Result<Host, HostError> {
     match host_root {
         Some(dir) => {
             let sim = SimHost::from_fixture(dir)?;
+            if !dir.join("sys").is_dir() {
+                return Err(HostError::Fixture(format!(
+                    "{} holds no sys/ tree, so it is no recorded host (a host tree has sys/, \
+                     proc/ and dev/; record one with `vm-cli host record DIR`)",
+                    dir.display()
+                )));
+            }
             sim.set_logging(false);
             Ok(Arc::new(sim))
         }

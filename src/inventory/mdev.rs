@@ -243,7 +243,7 @@ fn mdev_type(scan: &mut Scan<'_>, dir: &Path, id: String) -> MdevTypeInfo {
             None
         }
         Err(e) => {
-            scan.warn(&path, format!("unreadable: {e}"));
+            scan.warn(&path, format!("not readable: {e}"));
             None
         }
     };

@@ -96,7 +96,7 @@ impl Scan<'_> {
             Ok(v) => Some(v),
             Err(e) if e.is_not_found() => None,
             Err(e) => {
-                self.warn(path, format!("unreadable: {e}"));
+                self.warn(path, format!("not readable: {e}"));
                 None
             }
         }
@@ -127,7 +127,7 @@ impl Scan<'_> {
                 None
             }
             Err(e) => {
-                self.warn(path, format!("unreadable: {e}"));
+                self.warn(path, format!("not readable: {e}"));
                 None
             }
         }

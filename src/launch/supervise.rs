@@ -54,7 +54,8 @@ pub struct LaunchOutcome {
     /// QEMU's status in words (`exited with 0`, `killed by SIGTERM`).
     pub qemu_status: String,
     /// What ended the VM: `guest` (QEMU exited on its own), `stop` (a signal or caller),
-    /// `backend` (the GPU backend died).
+    /// `backend` (the GPU backend died while QEMU ran), `signal` (QEMU was killed by a
+    /// signal vm-cli did not send, such as SIGABRT: a failure).
     pub ended_by: String,
     /// What the release could not put back, one line each (empty: host as before).
     pub left: Vec<String>,
@@ -272,13 +273,32 @@ fn run_in_dir(
         }
         if let Some(b) = backend.as_mut() {
             if let Ok(Some(s)) = b.try_wait() {
-                eprintln!("vm-cli: the GPU backend {}; stopping the VM", describe(s));
-                ended_by = "backend";
-                break terminate(&mut qemu, Duration::from_secs(10));
+                // A backend ends cleanly when QEMU closes its socket, which QEMU does as
+                // the guest powers off, a moment before QEMU itself exits: give QEMU that
+                // moment before deciding who ended the VM.
+                let qemu_end = if s.success() {
+                    wait_for_exit(&mut qemu, BACKEND_END_GRACE)
+                } else {
+                    None
+                };
+                let (by, status) = match qemu_end {
+                    Some(q) => (decide_end(Some(q), s), Some(q)),
+                    None => {
+                        eprintln!("vm-cli: the GPU backend {}; stopping the VM", describe(s));
+                        ("backend", terminate(&mut qemu, Duration::from_secs(10)))
+                    }
+                };
+                ended_by = by;
+                break status;
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    if ended_by == "guest" && status.is_some_and(|s| s.code().is_none()) {
+        // Killed by a signal nobody here sent (SIGABRT, SIGSEGV, the OOM killer): a
+        // failure, not a guest power-off.
+        ended_by = "signal";
+    }
     if let Some(b) = backend.as_mut() {
         terminate(b, Duration::from_secs(5));
     }
@@ -291,6 +311,38 @@ fn run_in_dir(
         ended_by: ended_by.into(),
         left,
     })
+}
+
+/// How long QEMU may take to exit after the backend ended cleanly (QEMU closed the
+/// socket as the guest powered off) before the backend's end counts as what stopped the VM.
+const BACKEND_END_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits up to `limit` for `child` to exit on its own.
+fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+/// Who ended the VM, once both QEMU and the backend are reaped, the backend first: a
+/// backend that exited 0 after QEMU disconnected ended normally, so QEMU's own status
+/// decides (`guest`, or `signal` for a QEMU killed by one); a backend that failed ended it.
+pub(crate) fn decide_end(qemu: Option<ExitStatus>, backend: ExitStatus) -> &'static str {
+    match qemu {
+        Some(q) if backend.success() => {
+            if q.code().is_some() {
+                "guest"
+            } else {
+                "signal"
+            }
+        }
+        _ => "backend",
+    }
 }
 
 fn start_processes(
@@ -327,5 +379,29 @@ fn start_processes(
                 detail: e.to_string(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decide_end;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn a_clean_backend_end_after_qemu_exits_is_the_guests() {
+        assert_eq!(decide_end(Some(exited(0)), exited(0)), "guest");
+        assert_eq!(decide_end(Some(exited(1)), exited(0)), "guest");
+        // SIGABRT (6): a failure whoever noticed it first.
+        assert_eq!(
+            decide_end(Some(ExitStatus::from_raw(6)), exited(0)),
+            "signal"
+        );
+        assert_eq!(decide_end(None, exited(0)), "backend");
+        assert_eq!(decide_end(Some(exited(0)), exited(1)), "backend");
     }
 }

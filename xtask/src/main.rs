@@ -12,7 +12,7 @@
 //!   compares ids, class, driver and IOMMU group with what the generator meant to write.
 //! - `kernel-test [--accel tcg|kvm] [--scenario NAME]... [--update-fixtures] [--keep]`: boots
 //!   Debian's kernel in QEMU with `vm-cli` in the initramfs and runs the real-kernel scenarios.
-//! - `e2e [--qemu PATH] [--timeout SECS]`: `vm-cli --kernel … --gpu-mode wgpu` boots Debian's
+//! - `e2e [--qemu PATH] [--timeout SECS] [--repeat N]`: `vm-cli --kernel … --gpu-mode wgpu` boots Debian's
 //!   kernel with the project's vhost-user-gpu backend; a QMP screendump of the guest's
 //!   framebuffer pattern must match pixel for pixel.
 //! - `bench-display [--secs N]`: full-frame and device-path updates per second of the same

@@ -22,10 +22,11 @@ use super::initramfs::{module_closure, write_cpio};
 use super::{build_vm_cli, lab, run_cmd, stamp, target_dir, workspace_root, Accel, Opts};
 
 const USAGE: &str = "\
-usage: cargo xtask e2e [--qemu PATH] [--timeout SECS] [--no-install] [--verbose] [--keep]
+usage: cargo xtask e2e [--qemu PATH] [--timeout SECS] [--repeat N] [--no-install] [--verbose] [--keep]
   --qemu PATH     the QEMU to use (default: the newest qemu-system-x86_64 on PATH when it is
                   8.0 or newer, else QEMU 10 from bookworm-backports extracted under target/e2e)
   --timeout SECS  give up on the guest after SECS (default 180)
+  --repeat N      run the scenario N times (setup once); every run must pass (default 1)
   --no-install    never run apt-get (fail with the list of missing packages instead)
   --verbose       echo the guest console and vm-cli's messages
   --keep          keep target/e2e/run (initramfs, screendump, logs)";
@@ -48,10 +49,13 @@ const BPO_QEMU: &[&str] = &[
 struct Args {
     qemu: Option<PathBuf>,
     opts: Opts,
+    /// Runs of the scenario (`--repeat`).
+    repeat: u32,
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     let mut qemu = None;
+    let mut repeat = 1;
     let mut timeout = Duration::from_secs(180);
     let (mut no_install, mut verbose, mut keep) = (false, false, false);
     let mut it = args.iter();
@@ -65,6 +69,14 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
                         .map_err(|_| format!("--timeout {v}: not a number of seconds"))?,
                 );
             }
+            "--repeat" => {
+                let v = it.next().ok_or("--repeat needs a number of runs")?;
+                repeat = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("--repeat {v}: not a number of runs above 0"))?;
+            }
             "--no-install" => no_install = true,
             "--verbose" => verbose = true,
             "--keep" => keep = true,
@@ -77,6 +89,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     }
     Ok(Some(Args {
         qemu,
+        repeat,
         opts: Opts {
             accel: Accel::Tcg,
             keep,
@@ -538,7 +551,7 @@ pub(super) fn kill(child: &mut Child) {
 
 /// Runs the whole check.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let Some(Args { qemu, opts }) = parse_args(args)? else {
+    let Some(Args { qemu, opts, repeat }) = parse_args(args)? else {
         return Ok(());
     };
     let root = workspace_root();
@@ -562,18 +575,59 @@ pub fn run(args: &[String]) -> Result<(), String> {
         include_str!("e2e-init.sh"),
         &[("pattern.bin", &pattern(), 0o644)],
     )?;
+    let mut failed = Vec::new();
+    let t_all = Instant::now();
+    for i in 1..=repeat {
+        if repeat > 1 {
+            stamp(&format!("run {i} of {repeat}"));
+        }
+        let t = Instant::now();
+        if let Err(e) = run_once(&vm_cli, &kernel.vmlinux, &initrd, &qemu, &run_dir, &opts) {
+            stamp(&format!(
+                "run {i} of {repeat} FAILED after {:.1} s",
+                t.elapsed().as_secs_f64()
+            ));
+            failed.push(format!("run {i}: {e}"));
+        }
+    }
+    if repeat > 1 {
+        stamp(&format!(
+            "{} of {repeat} runs passed in {:.1} s",
+            repeat as usize - failed.len(),
+            t_all.elapsed().as_secs_f64()
+        ));
+    }
+    if failed.is_empty() {
+        if !opts.keep {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        Ok(())
+    } else {
+        Err(failed.join("\n"))
+    }
+}
 
+/// One boot of the scenario: vm-cli starts the guest, the screendump must match, and vm-cli
+/// must exit 0 with everything given back.
+fn run_once(
+    vm_cli: &Path,
+    vmlinux: &Path,
+    initrd: &Path,
+    qemu: &Path,
+    run_dir: &Path,
+    opts: &Opts,
+) -> Result<(), String> {
     stamp("vm-cli --kernel … --gpu-mode wgpu");
     let t0 = Instant::now();
-    let mut child = Command::new(&vm_cli)
+    let mut child = Command::new(vm_cli)
         .arg("--kernel")
-        .arg(&kernel.vmlinux)
+        .arg(vmlinux)
         .arg("--initrd")
-        .arg(&initrd)
+        .arg(initrd)
         .args(["--append", "console=ttyS0 quiet panic=-1"])
         .args(["--gpu-mode", "wgpu", "--memory", "512M", "--cpus", "1"])
         .arg("--qemu")
-        .arg(&qemu)
+        .arg(qemu)
         .env("XDG_RUNTIME_DIR", run_dir.join("xdg"))
         .env_remove("VM_HOST_ROOT")
         .stdin(Stdio::piped())
@@ -696,9 +750,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 fb0.map(|d| d.as_secs_f64()).unwrap_or(0.0),
                 t0.elapsed().as_secs_f64()
             ));
-            if !opts.keep {
-                let _ = std::fs::remove_dir_all(&run_dir);
-            }
             Ok(())
         }
         Err(e) => {
@@ -715,6 +766,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeat_takes_a_count_above_zero() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = parse_args(&args(&["--repeat", "10"])).unwrap().unwrap();
+        assert_eq!(a.repeat, 10);
+        assert_eq!(parse_args(&[]).unwrap().unwrap().repeat, 1);
+        assert!(parse_args(&args(&["--repeat", "0"])).is_err());
+        assert!(parse_args(&args(&["--repeat"])).is_err());
+    }
 
     #[test]
     fn the_pattern_is_red_then_blue_in_xrgb_memory_order() {
