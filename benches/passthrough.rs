@@ -24,10 +24,7 @@ fn main() {
     let verbose = std::env::args().any(|a| a == "--verbose");
     let cases = [
         (
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/fixtures/real/qemu-q35-viommu"
-            ),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu"),
             "0000:06:01.0",
             "QEMU q35: two bochs-display behind a bridge, IOMMU group 11",
         ),

@@ -4,10 +4,7 @@
 
 use std::process::Command;
 
-const Q35: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/real/qemu-q35-viommu"
-);
+const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 
 fn run(state: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_vm-cli"))

@@ -11,10 +11,7 @@ use vm_device::gpu_passthrough::{prepare, scenario, PassthroughError, PrepareOpt
 use vm_device::host::SimHost;
 use vm_passthrough::PciAddress;
 
-const Q35: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/real/qemu-q35-viommu"
-);
+const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 
 fn fixture(name: &str) -> String {
     format!("{}/fixtures/hosts/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -11,10 +11,7 @@ use vm_device_sim::faults::{Fault, FaultPlan};
 use vm_device_sim::Snapshot;
 use vm_passthrough::{HostOps, PciAddress};
 
-const Q35: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/real/qemu-q35-viommu"
-);
+const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 
 /// The QEMU recording with vfio_pci, vfio_pci_core and vfio_iommu_type1 not loaded.
 fn host_without_vfio() -> (tempfile::TempDir, SimHost) {

@@ -4,10 +4,7 @@
 use vm_device::gpu_passthrough::profile::{op_text, profile, repeated};
 use vm_device::host::SimHost;
 
-const Q35: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/real/qemu-q35-viommu"
-);
+const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 
 #[test]
 fn prepare_and_release_of_a_two_function_group_repeat_no_operation() {

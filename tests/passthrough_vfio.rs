@@ -12,10 +12,7 @@ use vm_device_sim::VfioFault;
 use vm_passthrough::vfio::region;
 use vm_passthrough::PciAddress;
 
-const Q35: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/real/qemu-q35-viommu"
-);
+const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 const EACCES: i32 = 13;
 
 fn a(s: &str) -> PciAddress {

@@ -32,14 +32,25 @@ pub fn default_host() -> Host {
     }
 }
 
-/// The host named by `--host-root` / `VM_HOST_ROOT`, or the real one.
-pub fn open(host_root: Option<&std::path::Path>) -> Result<Host, HostError> {
-    match host_root {
-        Some(dir) => {
-            let sim = SimHost::from_fixture(dir)?;
+/// The host named by `--host-root` / `VM_HOST_ROOT`, or the real one. With `sim_state`
+/// (`--sim-state DIR`), the simulated host's changes persist in that directory from one
+/// process to the next (see [`SimHost::from_fixture_with_state`]).
+pub fn open(
+    host_root: Option<&std::path::Path>,
+    sim_state: Option<&std::path::Path>,
+) -> Result<Host, HostError> {
+    match (host_root, sim_state) {
+        (Some(dir), state) => {
+            let sim = match state {
+                Some(s) => SimHost::from_fixture_with_state(dir, s)?,
+                None => SimHost::from_fixture(dir)?,
+            };
             sim.set_logging(false);
             Ok(Arc::new(sim))
         }
-        None => Ok(Arc::new(LinuxHost::new())),
+        (None, Some(_)) => Err(HostError::Fixture(
+            "--sim-state keeps the changes of a simulated host: it needs --host-root".into(),
+        )),
+        (None, None) => Ok(Arc::new(LinuxHost::new())),
     }
 }

@@ -4,10 +4,7 @@
 use vm_device::host::SimHost;
 
 /// The recorded QEMU q35 guest with the mbochs, mdpy and mtty sample parents.
-pub const QEMU_LAB: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/real/qemu-q35-viommu"
-);
+pub const QEMU_LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 
 /// A fixture host of this repository.
 pub fn fixture_dir(name: &str) -> String {

@@ -31,7 +31,10 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut passed = 0;
     for (name, run) in [
-        ("stands alone", stands_alone as fn(&str) -> Result<(), String>),
+        (
+            "stands alone",
+            stands_alone as fn(&str) -> Result<(), String>,
+        ),
         ("cargo fmt --check", fmt_check),
         ("cargo clippy", clippy),
     ] {
@@ -171,7 +174,10 @@ mod tests {
     #[test]
     fn finds_the_outside_folder_in_bytes() {
         let needle = outside_folder();
-        assert!(contains(format!("x {needle}/hosts").as_bytes(), needle.as_bytes()));
+        assert!(contains(
+            format!("x {needle}/hosts").as_bytes(),
+            needle.as_bytes()
+        ));
         assert!(!contains(b"fixtures/real/qemu", needle.as_bytes()));
     }
 }
