@@ -339,12 +339,15 @@ impl Journal {
     }
 }
 
+/// One journal file as [`list_journals`] found it: parsed, or its path and why not.
+pub type JournalEntry = Result<Journal, (PathBuf, io::Error)>;
+
 /// Every journal under `state_dir`, sorted by key; unreadable files are returned as errors
 /// naming the file. A missing state or journal directory means no journals; one that is
 /// not a directory, cannot be read, or could be written by others is an error.
 pub fn list_journals(
     state_dir: &Path,
-) -> Result<Vec<Result<Journal, (PathBuf, io::Error)>>, StateError> {
+) -> Result<Vec<JournalEntry>, StateError> {
     let Some(dir) = StateDir::open(state_dir, false)? else {
         return Ok(Vec::new());
     };
