@@ -345,9 +345,7 @@ pub type JournalEntry = Result<Journal, (PathBuf, io::Error)>;
 /// Every journal under `state_dir`, sorted by key; unreadable files are returned as errors
 /// naming the file. A missing state or journal directory means no journals; one that is
 /// not a directory, cannot be read, or could be written by others is an error.
-pub fn list_journals(
-    state_dir: &Path,
-) -> Result<Vec<JournalEntry>, StateError> {
+pub fn list_journals(state_dir: &Path) -> Result<Vec<JournalEntry>, StateError> {
     let Some(dir) = StateDir::open(state_dir, false)? else {
         return Ok(Vec::new());
     };
