@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         return usage();
     };
     let state = state.unwrap_or_else(vm_device::plan::default_state_dir);
-    let host = match host::open(root.as_deref()) {
+    let host = match host::open(root.as_deref(), None) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("passthrough_scenarios: {e}");

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             return usage();
         }
     };
-    let host = match host::open(root.as_deref()) {
+    let host = match host::open(root.as_deref(), None) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("vfio_smoke: {e}");

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use vm_device::plan::{Action, Executor, GroupLock, Journal, Owner, Plan, Step};
+use vm_device::plan::{Action, Executor, GroupLock, Journal, Plan, Step};
 use vm_passthrough::mock::MockHost;
 use vm_passthrough::HostError;
 
@@ -60,8 +60,7 @@ fn each_step_is_journaled_before_the_host_sees_it_and_undone_in_reverse() {
     });
     host.expect_read()
         .returning(|p| Err(HostError::errno("read", p, 2)));
-    let owner = Owner::current(&host);
-    let journal = Journal::new(state.path(), "group-1", "test", owner, Vec::new());
+    let journal = Journal::new(state.path(), "group-1", "test", &host, Vec::new());
     let lock = GroupLock::try_acquire(state.path(), "group-1").unwrap();
     let mut exec = Executor::new(journal, lock);
     let err = exec.apply(&host, &plan()).unwrap_err();
@@ -97,8 +96,7 @@ fn an_inverse_that_fails_stops_the_undo_and_stays_in_the_journal() {
         });
     host.expect_read()
         .returning(|p| Err(HostError::errno("read", p, 2)));
-    let owner = Owner::current(&host);
-    let journal = Journal::new(state.path(), "group-1", "test", owner, Vec::new());
+    let journal = Journal::new(state.path(), "group-1", "test", &host, Vec::new());
     let lock = GroupLock::try_acquire(state.path(), "group-1").unwrap();
     let mut exec = Executor::new(journal, lock);
     let err = exec.apply(&host, &plan()).unwrap_err();

@@ -11,6 +11,7 @@
 pub mod faults;
 mod fixture_copy;
 pub mod kernel;
+mod persist;
 mod tree;
 pub use tree::{cap_for, MAX_ATTR_BYTES, MAX_PROC_BYTES};
 mod vfio;
@@ -66,6 +67,8 @@ pub struct State {
     pub(crate) kernel_scanned: bool,
     pub(crate) faults: faults::FaultState,
     pub(crate) vfio: vfio::VfioState,
+    /// The persistent overlay, when the host was opened with one.
+    pub(crate) persist: Option<persist::Persisted>,
 }
 
 impl SimHost {
@@ -108,8 +111,27 @@ impl SimHost {
                 kernel_scanned: false,
                 faults: faults::FaultState::default(),
                 vfio: vfio::VfioState::default(),
+                persist: None,
             }),
         })
+    }
+
+    /// Opens the fixture tree at `dir` with a persistent overlay in `state`: the changes
+    /// earlier processes made with the same `state` are replayed, and this host's changes
+    /// are added to it (see the `persist` module: `state/changes.jsonl`). `state` is
+    /// created (0700) when absent, and refused when it belongs to another tree.
+    pub fn from_fixture_with_state(
+        dir: impl AsRef<Path>,
+        state: impl AsRef<Path>,
+    ) -> Result<Self, HostError> {
+        let host = Self::from_fixture(dir)?;
+        let p = persist::Persisted::open(state.as_ref(), &host.root)?;
+        {
+            let mut st = host.lock_raw();
+            st.persist = Some(p);
+            persist::catch_up(&mut st, &host.root);
+        }
+        Ok(host)
     }
 
     /// This host with fault plan `plan` (see [`faults`]).
@@ -140,6 +162,8 @@ impl SimHost {
             faults: faults::FaultState::default(),
             // A dead process holds no VFIO objects: its fds closed with it.
             vfio: vfio::VfioState::default(),
+            // The copy lives in memory only.
+            persist: None,
         };
         drop(st);
         new.release_all_fds();
@@ -279,7 +303,11 @@ impl SimHost {
     /// The state as it is, for calls that only read the tree.
     fn lock_raw(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the overlay consistent enough to read.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.persist.is_some() {
+            persist::catch_up(&mut st, &self.root);
+        }
+        st
     }
 
     fn record(&self, st: &mut State, op: Op) {
@@ -340,6 +368,11 @@ impl HostOps for SimHost {
         let mut st = self.lock();
         self.record(&mut st, Op::Write(path.to_path_buf(), value.to_vec()));
         let go = st.faults.check("write", path)?;
+        let change = persist::Change::Write {
+            path: path.to_path_buf(),
+            value: value.to_vec(),
+        };
+        let _recording = persist::record(&mut st, &self.root, change)?;
         let r = kernel::write(&mut st, path, value).map_err(|e| HostError::io("write", path, e));
         st.faults.finish(go, "write", path, r)
     }
@@ -349,8 +382,19 @@ impl HostOps for SimHost {
         self.record(&mut st, Op::LoadModule(name.to_string()));
         let path = PathBuf::from(name);
         let go = st.faults.check("modprobe", &path)?;
+        let change = persist::Change::LoadModule {
+            name: name.to_string(),
+        };
+        let _recording = persist::record(&mut st, &self.root, change)?;
         let r = kernel::load_module(&mut st, name);
         st.faults.finish(go, "modprobe", &path, r)
+    }
+
+    fn identity(&self) -> String {
+        // A simulated host is its tree: journals of a simulation name it, and only a
+        // simulation of the same tree replays them.
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("host tree {}", root.display())
     }
 
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {

@@ -46,7 +46,7 @@ pub(super) fn launch(
     host: &Host,
     candidate: &Candidate,
     run: &RunArgs,
-    (state_dir, simulated): (Option<&Path>, bool),
+    (state_dir, simulated): (&Path, bool),
     json: bool,
     doc: &mut Option<Value>,
 ) -> i32 {
@@ -55,13 +55,9 @@ pub(super) fn launch(
         return super::EXIT_USAGE;
     };
     let run_dir = run_dir();
-    let state_dir = match state_dir {
-        Some(d) => d.to_path_buf(),
-        // A simulated host's journals describe no real change: keep them with the VM's
-        // sockets, which are removed when it ends.
-        None if simulated => run_dir.join("state"),
-        None => crate::plan::default_state_dir(),
-    };
+    // Chosen by `cli::run` (`StateDirChoice`): a simulated host's journals stay with the
+    // simulation, never in the real state directory unless --state-dir says so.
+    let state_dir = state_dir.to_path_buf();
     let opts = LaunchOptions {
         kernel,
         initrd: run.initrd.clone(),

@@ -1,7 +1,7 @@
 //! `vm-cli gpu mdev-types | mdev-create | mdev-remove | sriov`: glue from clap to
 //! [`crate::gpu_mdev`], exit codes, and printing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::write_text;
 use super::{
@@ -21,7 +21,7 @@ pub(super) fn run(
     cmd: GpuCommand,
     json: bool,
     (simulated, dry_run): (bool, bool),
-    state_dir: &Option<PathBuf>,
+    state_dir: &Path,
 ) -> i32 {
     match cmd {
         // Dispatched by `cli::run` itself; never routed here.
@@ -29,16 +29,14 @@ pub(super) fn run(
         | GpuCommand::Doctor(_)
         | GpuCommand::Prepare { .. }
         | GpuCommand::Release { .. }
-        | GpuCommand::Restore
+        | GpuCommand::Restore { .. }
         | GpuCommand::ServeWgpu { .. } => EXIT_USAGE,
         GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
         GpuCommand::MdevList => mdev_list(host, json),
         GpuCommand::MdevCreate(args) => {
             mdev_create(host, &args, json, (simulated, dry_run), state_dir)
         }
-        GpuCommand::MdevRemove { uuid } => {
-            mdev_remove(host, &uuid, dry_run, json, simulated, state_dir)
-        }
+        GpuCommand::MdevRemove { uuid } => mdev_remove(host, &uuid, dry_run, json, state_dir),
         GpuCommand::Sriov {
             gpu_device,
             num_vfs,
@@ -52,7 +50,7 @@ pub(super) fn run(
             let verified = if dry_run {
                 Vec::new()
             } else {
-                let opts = options(state_dir, simulated);
+                let opts = options(state_dir);
                 match crate::gpu_mdev::execute(host, &plan, &opts) {
                     Ok(v) => v,
                     Err(e) => return fail("sriov", &e, json),
@@ -84,10 +82,11 @@ fn exit_code(e: &MdevError) -> i32 {
         | MdevError::TypeNotFound { .. }
         | MdevError::NoInstances { .. }
         | MdevError::NoSuchDevice(_)
-        // Refusals, as README's exit codes document: the UUID is taken, or the PF cannot
-        // take that many VFs (or a VF is in use).
+        // Refusals, as README's exit codes document: the UUID is taken, the PF cannot
+        // take that many VFs (or a VF is in use), or the parent stayed busy.
         | MdevError::UuidInUse { .. }
-        | MdevError::Sriov { .. } => EXIT_UNAVAILABLE,
+        | MdevError::Sriov { .. }
+        | MdevError::Busy { .. } => EXIT_UNAVAILABLE,
         MdevError::BadUuid(_) => EXIT_USAGE,
         _ => EXIT_FAILURE,
     }
@@ -101,15 +100,10 @@ fn fail(command: &str, e: &MdevError, json: bool) -> i32 {
     exit_code(e)
 }
 
-/// The state directory: `--state-dir`, else the default on a real host, else a scratch
-/// directory (a simulated host's changes die with this process).
-fn options(state_dir: &Option<PathBuf>, simulated: bool) -> ApplyOptions {
+/// The state directory, as `cli::run` chose it for this run (`StateDirChoice`).
+fn options(state_dir: &Path) -> ApplyOptions {
     ApplyOptions {
-        state_dir: match (state_dir, simulated) {
-            (Some(d), _) => Some(d.clone()),
-            (None, false) => Some(crate::plan::default_state_dir()),
-            (None, true) => None,
-        },
+        state_dir: Some(state_dir.to_path_buf()),
     }
 }
 
@@ -172,7 +166,7 @@ fn mdev_create(
     a: &MdevCreateArgs,
     json: bool,
     (simulated, dry_run): (bool, bool),
-    state_dir: &Option<PathBuf>,
+    state_dir: &Path,
 ) -> i32 {
     let mut req = CreateRequest {
         ty: TypeRequest {
@@ -212,7 +206,7 @@ fn mdev_create(
     let verified = if dry_run {
         Vec::new()
     } else {
-        let opts = options(state_dir, simulated);
+        let opts = options(state_dir);
         match lifecycle::apply(host, &planned, &opts) {
             Ok(v) => v,
             Err(e) => return fail("mdev-create", &e, json),
@@ -236,8 +230,7 @@ fn mdev_remove(
     device: &str,
     dry_run: bool,
     json: bool,
-    simulated: bool,
-    state_dir: &Option<PathBuf>,
+    state_dir: &Path,
 ) -> i32 {
     let inv = HostInventory::scan(host);
     let planned = match lifecycle::plan_remove(&inv, device) {
@@ -247,7 +240,7 @@ fn mdev_remove(
     let verified = if dry_run {
         Vec::new()
     } else {
-        let opts = options(state_dir, simulated);
+        let opts = options(state_dir);
         match lifecycle::apply(host, &planned, &opts) {
             Ok(v) => v,
             Err(e) => return fail("mdev-remove", &e, json),

@@ -63,9 +63,14 @@ pub struct Cli {
     /// Print JSON (schema 1) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Where journals and group locks live (default /run/vm-device).
+    /// Where journals and group locks live (default /run/vm-device; with --host-root, the
+    /// simulated host's own: DIR/state of --sim-state, or a scratch directory).
     #[arg(long, env = "VM_STATE_DIR", global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// With --host-root: keep the simulated host's changes (and its journals, in DIR/state)
+    /// in DIR, so the next vm-cli with the same DIR sees them.
+    #[arg(long, env = "VM_SIM_STATE", global = true, value_name = "DIR")]
+    pub sim_state: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -215,7 +220,10 @@ enum GpuCommand {
         addr: PciAddress,
     },
     /// Undo what processes that died (crash, kill -9) left prepared.
-    Restore,
+    Restore {
+        #[command(flatten)]
+        dirs: ChangeDirs,
+    },
     /// Serve one VM's virtio-gpu as a vhost-user-gpu backend rendered with wgpu (QEMU's
     /// `-device vhost-user-gpu-pci`); runs until QEMU disconnects. `vm-cli --kernel …
     /// --gpu-mode wgpu` starts it by itself.
@@ -363,21 +371,22 @@ fn no_dry_run(dry_run: bool, command: &str) -> Result<(), i32> {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> i32 {
-    let host = match crate::host::open(cli.host_root.as_deref()) {
+    let host = match crate::host::open(cli.host_root.as_deref(), cli.sim_state.as_deref()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("vm-cli: {e}");
             return EXIT_FAILURE;
         }
     };
-    let state_dir = cli.state_dir.clone();
     let simulated = cli.host_root.is_some();
     let dry_run = cli.run.dry_run;
+    let state = StateDirChoice::resolve(cli.state_dir.clone(), simulated, cli.sim_state.as_deref());
+    let state_dir = state.dir.clone();
     let mut mgr = UnifiedGpuManager::with_host(host.clone());
     match cli.command {
         Some(Command::Gpu {
             command: GpuCommand::List,
-        }) => gpu_list(&mut mgr, cli.json, state_dir.as_deref()),
+        }) => gpu_list(&mut mgr, cli.json, &state_dir),
         Some(Command::Gpu {
             command: GpuCommand::Doctor(args),
         }) => gpu_doctor(&mut mgr, &args, cli.json),
@@ -392,25 +401,29 @@ pub fn run(cli: Cli) -> i32 {
             &addr,
             dry_run,
             allow_boot_vga,
-            &state_dir_or_default(state_dir),
+            &state_dir,
             cli.json,
         ),
         Some(Command::Gpu {
             command: GpuCommand::Release { addr },
         }) => match no_dry_run(dry_run, "gpu release") {
             Err(code) => code,
-            Ok(()) => gpu_release(
-                host.as_ref(),
-                &addr,
-                &state_dir_or_default(state_dir),
-                cli.json,
-            ),
+            Ok(()) => gpu_release(host.as_ref(), &addr, &state_dir, cli.json),
         },
         Some(Command::Gpu {
-            command: GpuCommand::Restore,
+            command: GpuCommand::Restore { dirs },
         }) => match no_dry_run(dry_run, "gpu restore") {
             Err(code) => code,
-            Ok(()) => gpu_restore(host.as_ref(), &state_dir_or_default(state_dir), cli.json),
+            Ok(()) => {
+                let scope = crate::plan::ReplayScope {
+                    config_root: match (dirs.config_root, simulated) {
+                        (Some(d), _) => Some(d),
+                        (None, false) => Some(PathBuf::from("/")),
+                        (None, true) => None,
+                    },
+                };
+                gpu_restore(host.as_ref(), &state_dir, &scope, cli.json)
+            }
         },
         Some(Command::Gpu {
             command:
@@ -471,13 +484,7 @@ pub fn run(cli: Cli) -> i32 {
             }
         },
         None => match &cli.run.kernel {
-            Some(_) => plan(
-                &mut mgr,
-                &cli.run,
-                cli.json,
-                state_dir.as_deref(),
-                simulated,
-            ),
+            Some(_) => plan(&mut mgr, &cli.run, cli.json, &state_dir, simulated),
             None => {
                 eprintln!("vm-cli: nothing to do: give --kernel FILE to start a VM, or a command such as `vm-cli gpu list` (see --help)");
                 EXIT_USAGE
@@ -494,13 +501,8 @@ fn fail(e: &ManagerError) -> i32 {
     }
 }
 
-fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: Option<&std::path::Path>) -> i32 {
-    let holders = {
-        let dir = state_dir
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(crate::plan::default_state_dir);
-        crate::gpu_passthrough::holders(mgr.host().as_ref(), &dir)
-    };
+fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: &std::path::Path) -> i32 {
+    let holders = crate::gpu_passthrough::holders(mgr.host().as_ref(), state_dir);
     if let Err(e) = mgr.scan_backends() {
         return fail(&e);
     }
@@ -537,7 +539,7 @@ fn plan(
     mgr: &mut UnifiedGpuManager,
     run: &RunArgs,
     json: bool,
-    state_dir: Option<&std::path::Path>,
+    state_dir: &std::path::Path,
     simulated: bool,
 ) -> i32 {
     if let Err(msg) = flags_for_mode(run) {
@@ -735,8 +737,43 @@ fn gpu_doctor(mgr: &mut UnifiedGpuManager, args: &DoctorArgs, json: bool) -> i32
     }
 }
 
-fn state_dir_or_default(dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(crate::plan::default_state_dir)
+/// Where this run keeps journals and locks — the one rule for every command that changes
+/// the host (prepare, release, restore, mdev and sriov changes, launches): `--state-dir`
+/// when given; else on a real host the default (`/run/vm-device`); else, for a simulated
+/// host, with the simulated host's own state: `DIR/state` of `--sim-state DIR`, or a scratch
+/// directory removed when vm-cli exits (its changes die with it too). A simulation never
+/// writes the real state directory unless told to, and its journals name their tree, so a
+/// real `restore` refuses them anyway.
+struct StateDirChoice {
+    dir: PathBuf,
+    scratch: bool,
+}
+
+impl StateDirChoice {
+    fn resolve(
+        explicit: Option<PathBuf>,
+        simulated: bool,
+        sim_state: Option<&std::path::Path>,
+    ) -> Self {
+        let (dir, scratch) = match (explicit, simulated, sim_state) {
+            (Some(d), _, _) => (d, false),
+            (None, false, _) => (crate::plan::default_state_dir(), false),
+            (None, true, Some(s)) => (s.join("state"), false),
+            (None, true, None) => (
+                std::env::temp_dir().join(format!("vm-device-sim-{}", uuid::Uuid::new_v4())),
+                true,
+            ),
+        };
+        StateDirChoice { dir, scratch }
+    }
+}
+
+impl Drop for StateDirChoice {
+    fn drop(&mut self) {
+        if self.scratch {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// Writes a JSON document (pretty, as people read it too) straight to standard output.
@@ -859,8 +896,9 @@ fn gpu_release(
                 print_json(&report::passthrough::undo_json("gpu release", &r));
             } else {
                 write_text(&format!(
-                    "released: {} step(s) undone; every device is back on its driver\n",
-                    r.undone.len()
+                    "released: {} step(s) undone{}; every device is back on its driver\n",
+                    r.undone.len(),
+                    report::passthrough::skipped_text(&r)
                 ));
             }
             EXIT_OK
@@ -869,16 +907,25 @@ fn gpu_release(
     }
 }
 
-fn gpu_restore(host: &dyn crate::host::HostOps, state_dir: &std::path::Path, json: bool) -> i32 {
-    let report = crate::gpu_passthrough::restore(host, state_dir);
+fn gpu_restore(
+    host: &dyn crate::host::HostOps,
+    state_dir: &std::path::Path,
+    scope: &crate::plan::ReplayScope,
+    json: bool,
+) -> i32 {
+    let report = crate::gpu_passthrough::restore_in(host, state_dir, scope);
     if json {
         print_json(&report::passthrough::restore_json(&report));
     } else {
         write_text(&report::passthrough::restore_text(&report));
     }
-    if report.complete() {
-        EXIT_OK
-    } else {
+    if report.left_changes() {
         EXIT_LEFT_CHANGES
+    } else if !report.complete() {
+        // A journal refused or unreadable, or a state directory that is not one: nothing
+        // was changed for it.
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
     }
 }

@@ -130,6 +130,19 @@ pub enum MdevError {
         /// What failed.
         detail: String,
     },
+    /// Another process kept changing the same parent (or PF, or VF) longer than this one
+    /// waits for it.
+    #[error("{target} is busy: pid {holder} has been changing it for more than {waited_s} s (lock {}); wait for it to finish, then retry", .lock.display())]
+    Busy {
+        /// What is busy (`mdev parent mbochs`).
+        target: String,
+        /// The PID in the lock file.
+        holder: String,
+        /// How long this process waited.
+        waited_s: u64,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The journal under the state directory could not be written or read.
     #[error("journal {}: {detail}", .path.display())]
     Journal {

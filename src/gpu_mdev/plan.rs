@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use crate::plan::{Action, Check, Plan, Step};
-use crate::plan::{ApplyError, Executor, GroupLock, Journal, Owner, StepError};
+use crate::plan::{ApplyError, Executor, GroupLock, Journal, LockError, StepError};
 
 use super::lifecycle::ApplyOptions;
 use super::{verify, MdevError, Verified};
@@ -159,6 +159,21 @@ impl MdevPlan {
         self.plan.origin.push(c);
     }
 
+    /// What the plan's lock protects, in words (`mdev parent mbochs`, `SR-IOV PF …`).
+    pub fn target(&self) -> String {
+        let key = &self.plan.key;
+        for (prefix, what) in [
+            ("mdev-", "mdev parent"),
+            ("sriov-", "SR-IOV physical function"),
+            ("vgpu-", "virtual function"),
+        ] {
+            if let Some(rest) = key.strip_prefix(prefix) {
+                return format!("{what} {rest}");
+            }
+        }
+        key.clone()
+    }
+
     /// Numbered steps for `--dry-run`.
     pub fn to_text(&self) -> String {
         self.plan.to_text()
@@ -193,20 +208,75 @@ pub fn execute(
     result
 }
 
+/// How long a change waits for another one on the same parent (or PF, or VF) to finish:
+/// changes of one parent serialize on its lock, and each takes well under a second.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// After waiting for the lock, the parent may have lost the room the plan (made before the
+/// wait, by `plan_create`'s own check) counted on: another creation took it. Say so, naming
+/// the parent, before touching the host.
+fn check_room(host: &dyn HostOps, p: &MdevPlan) -> Result<(), MdevError> {
+    for s in &p.plan.steps {
+        let Action::Write { path, .. } = &s.action else {
+            continue;
+        };
+        let Some(type_dir) = path.parent().filter(|_| path.ends_with("create")) else {
+            continue;
+        };
+        let Some(types) = type_dir
+            .parent()
+            .filter(|t| t.ends_with("mdev_supported_types"))
+        else {
+            continue;
+        };
+        let parent = types
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let type_id = type_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let left = host.read_attr(&type_dir.join("available_instances"));
+        if left.is_ok_and(|l| l.trim() == "0") {
+            return Err(MdevError::NoInstances {
+                type_id,
+                parents: vec![parent],
+                hint: "another creation on this parent took the last instance; remove an unused mediated device (`vm-cli gpu mdev-remove UUID`) or pick a type with room (`vm-cli gpu mdev-types`)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn run_locked(
     host: &dyn HostOps,
     p: &MdevPlan,
     state_dir: &Path,
 ) -> Result<Vec<Verified>, MdevError> {
-    let lock = GroupLock::try_acquire(state_dir, &p.plan.key).map_err(|e| MdevError::Journal {
-        path: GroupLock::path_for(state_dir, &p.plan.key),
-        detail: e.to_string(),
-    })?;
+    let lock_path = GroupLock::path_for(state_dir, &p.plan.key);
+    let (lock, waited) =
+        GroupLock::acquire_within(state_dir, &p.plan.key, LOCK_WAIT).map_err(|e| match e {
+            LockError::Busy { holder, path } => MdevError::Busy {
+                target: p.target(),
+                holder,
+                waited_s: LOCK_WAIT.as_secs(),
+                lock: path,
+            },
+            other => MdevError::Journal {
+                path: lock_path.clone(),
+                detail: other.to_string(),
+            },
+        })?;
+    if waited {
+        check_room(host, p)?;
+    }
     let journal = Journal::new(
         state_dir,
         &p.plan.key,
         &p.plan.subject,
-        Owner::current(host),
+        host,
         p.plan.origin.clone(),
     );
     let mut exec = Executor::new(journal, lock);
@@ -387,7 +457,10 @@ mod tests {
         let (host, writes) = recording_host("", b"4\n");
         let dir = tempfile::tempdir().unwrap();
         let err = execute(&host, &sriov_plan(), &opts(&dir)).unwrap_err();
-        assert_eq!(*writes.lock().unwrap(), ["0", "4"]);
+        // The undo of the write (back to 4) already holds, since the count still reads 4:
+        // it is skipped rather than written again.
+        assert_eq!(*writes.lock().unwrap(), ["0"]);
+        assert!(err.undone(), "{err}");
         assert!(
             matches!(&err, MdevError::StepFailed { index: 2, cause, .. } if matches!(**cause, MdevError::Verify { .. })),
             "{err}"

@@ -39,8 +39,9 @@ pub enum PassthroughError {
         #[source]
         source: HostError,
     },
-    /// vm-device's own state (journal, lock) could not be written.
-    #[error("state {}: {message}; pass a writable --state-dir (default /run/vm-device needs root)", path.display())]
+    /// vm-device's own state (journal, lock) could not be used: not writable, not trusted,
+    /// or a journal that is refused (another host's, or not vm-device's).
+    #[error("state {}: {message}", path.display())]
     State {
         /// The file or directory.
         path: PathBuf,
@@ -63,6 +64,19 @@ pub enum PassthroughError {
         group: u32,
         /// What was and was not undone.
         report: Box<UndoReport>,
+    },
+    /// The journal of the device's IOMMU group does not list the device: the group number
+    /// was reused (hot-plug, reboot) and the journal is about other devices.
+    #[error("{device} is not in the journal of IOMMU group {group} ({}), which lists {}: refused (group numbers are reused after hot-plug or reboot); release one of those devices, or `vm-cli gpu restore`", journal.display(), if listed.is_empty() { "no device".to_string() } else { listed.join(", ") })]
+    NotInJournal {
+        /// The device asked for.
+        device: PciAddress,
+        /// Its group now.
+        group: u32,
+        /// The journal.
+        journal: PathBuf,
+        /// The devices the journal lists.
+        listed: Vec<String>,
     },
     /// Nothing is prepared for this device.
     #[error("{device} is not prepared for passthrough (no journal for IOMMU group {group} under {})", state_dir.display())]

@@ -15,8 +15,8 @@ mod vfio;
 pub use device::{held_open, PciDeviceInfo};
 pub use error::{step_remedy, PassthroughError};
 pub use prepare::{
-    group_key, holders, iommu_group_of, plan_prepare, prepare, release, restore, GroupHolder,
-    MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
+    group_key, holders, iommu_group_of, plan_prepare, prepare, release, restore, restore_in,
+    GroupHolder, MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
 };
 pub use vfio::{OpenedDevice, VfioHandles, VfioSession, VFIO_PERMISSION_REMEDY};
 

@@ -21,8 +21,8 @@ use super::error::PassthroughError;
 use super::group::{classify, MemberFacts, Role};
 use crate::gpu_manager::{Reason, ReasonCode};
 use crate::plan::{
-    list_journals, restore_dead, Action, Check, Executor, GroupLock, Journal, JournalState,
-    LockError, Owner, OwnerStatus, Plan, RestoreReport, Step, UndoReport,
+    list_journals, restore_dead_in, Action, Check, Executor, GroupLock, Journal, JournalState,
+    LockError, Owner, OwnerStatus, Plan, ReplayScope, RestoreReport, Step, UndoReport,
 };
 
 /// The VFIO driver every moved device ends up on.
@@ -490,12 +490,7 @@ pub(crate) fn prepare_held(
                 holder: who,
             });
         }
-        Err(LockError::Io { path, source }) => {
-            return Err(PassthroughError::State {
-                path,
-                message: source.to_string(),
-            })
-        }
+        Err(e) => return Err(lock_failed(&opts.state_dir, &key, e)),
     };
     match Journal::load_key(&opts.state_dir, &key) {
         Ok(None) => {}
@@ -510,7 +505,14 @@ pub(crate) fn prepare_held(
             });
         }
         Ok(Some(j)) => {
-            // The lock was free, so its owner is gone: reclaim the group first.
+            // The lock was free, so its owner is gone: reclaim the group first — if the
+            // journal is this host's and asks only for what vm-device does.
+            if let Err(why) = j.check_replayable(host, &ReplayScope::default()) {
+                return Err(PassthroughError::State {
+                    path: j.path().to_path_buf(),
+                    message: format!("the journal of IOMMU group {group} is in the way: {why}"),
+                });
+            }
             let mut exec = Executor::resume(j, lock);
             let report = exec.undo(host);
             if !report.complete() {
@@ -533,7 +535,7 @@ pub(crate) fn prepare_held(
         &opts.state_dir,
         &key,
         &plan.plan.subject,
-        Owner::current(host),
+        host,
         plan.plan.origin.clone(),
     );
     let mut exec = Executor::new(journal, lock);
@@ -638,7 +640,25 @@ pub fn prepare<'h>(
     })
 }
 
+/// A lock that could not be taken for a reason other than another holder.
+fn lock_failed(state_dir: &Path, key: &str, e: LockError) -> PassthroughError {
+    match e {
+        LockError::State(e) => PassthroughError::State {
+            path: e.path().to_path_buf(),
+            message: e.to_string(),
+        },
+        other => PassthroughError::State {
+            path: GroupLock::path_for(state_dir, key),
+            message: format!(
+                "{other}; pass a writable --state-dir (default /run/vm-device needs root)"
+            ),
+        },
+    }
+}
+
 /// Gives back the group of `addr` prepared by another (exited) process, from its journal.
+/// Refused when the journal is another host's, asks for what vm-device never does, or does
+/// not list `addr` (group numbers are reused after hot-plug or reboot).
 pub fn release(
     host: &dyn HostOps,
     addr: &PciAddress,
@@ -662,6 +682,21 @@ pub fn release(
             })
         }
     };
+    if let Err(why) = journal.check_replayable(host, &ReplayScope::default()) {
+        return Err(PassthroughError::State {
+            path: journal.path().to_path_buf(),
+            message: why,
+        });
+    }
+    let listed = journal_devices(&journal);
+    if !listed.contains(&addr.to_string()) {
+        return Err(PassthroughError::NotInJournal {
+            device: *addr,
+            group,
+            journal: journal.path().to_path_buf(),
+            listed,
+        });
+    }
     let lock = match GroupLock::try_acquire(state_dir, &key) {
         Ok(l) => l,
         Err(LockError::Busy { .. }) => {
@@ -674,12 +709,7 @@ pub fn release(
                 ),
             })
         }
-        Err(LockError::Io { path, source }) => {
-            return Err(PassthroughError::State {
-                path,
-                message: source.to_string(),
-            })
-        }
+        Err(e) => return Err(lock_failed(state_dir, &key, e)),
     };
     let mut exec = Executor::resume(journal, lock);
     let report = exec.undo(host);
@@ -693,9 +723,28 @@ pub fn release(
     }
 }
 
-/// Replays the journals of processes that died mid-plan or while holding a group.
+/// The PCI devices a passthrough journal moved (its steps' devices that are addresses).
+fn journal_devices(j: &Journal) -> Vec<String> {
+    let mut out: Vec<String> = j
+        .steps
+        .iter()
+        .map(|s| s.step.device.clone())
+        .filter(|d| d.parse::<PciAddress>().is_ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Replays the journals of processes that died mid-plan or while holding a group (sysfs
+/// actions only; see [`restore_in`]).
 pub fn restore(host: &dyn HostOps, state_dir: &Path) -> RestoreReport {
-    restore_dead(host, state_dir)
+    restore_in(host, state_dir, &ReplayScope::default())
+}
+
+/// [`restore`], deleting mdevctl definitions under `scope.config_root` too.
+pub fn restore_in(host: &dyn HostOps, state_dir: &Path, scope: &ReplayScope) -> RestoreReport {
+    restore_dead_in(host, state_dir, scope)
 }
 
 /// Who holds a prepared group, for `gpu list`.
@@ -728,13 +777,16 @@ impl GroupHolder {
 }
 
 /// Every journal under `state_dir`, with its owner's status.
+/// Owners' liveness is this machine's, whatever `host` is (see [`Owner::status`]).
 pub fn holders(host: &dyn HostOps, state_dir: &Path) -> Vec<GroupHolder> {
+    let _ = host;
     list_journals(state_dir)
+        .unwrap_or_default()
         .into_iter()
         .filter_map(Result::ok)
         .map(|j| GroupHolder {
             locked: GroupLock::is_held(state_dir, &j.key),
-            owner_status: j.owner.status(host),
+            owner_status: j.owner.status(),
             key: j.key.clone(),
             subject: j.subject.clone(),
             owner: j.owner.clone(),

@@ -39,17 +39,25 @@ pub fn default_host() -> Host {
 /// [`default_host`], with an invalid `VM_HOST_ROOT` as an error.
 pub fn try_default_host() -> Result<Host, HostError> {
     match std::env::var_os("VM_HOST_ROOT") {
-        Some(dir) if !dir.is_empty() => open(Some(std::path::Path::new(&dir))),
+        Some(dir) if !dir.is_empty() => open(Some(std::path::Path::new(&dir)), None),
         _ => Ok(Arc::new(LinuxHost::new())),
     }
 }
 
 /// The host named by `--host-root` / `VM_HOST_ROOT`, or the real one. A host tree must
-/// hold a `sys/` directory (an empty or wrong directory is refused, saying so).
-pub fn open(host_root: Option<&std::path::Path>) -> Result<Host, HostError> {
-    match host_root {
-        Some(dir) => {
-            let sim = SimHost::from_fixture(dir)?;
+/// hold a `sys/` directory (an empty or wrong directory is refused, saying so). With
+/// `sim_state` (`--sim-state DIR`), the simulated host's changes persist in that directory
+/// from one process to the next (see [`SimHost::from_fixture_with_state`]).
+pub fn open(
+    host_root: Option<&std::path::Path>,
+    sim_state: Option<&std::path::Path>,
+) -> Result<Host, HostError> {
+    match (host_root, sim_state) {
+        (Some(dir), state) => {
+            let sim = match state {
+                Some(s) => SimHost::from_fixture_with_state(dir, s)?,
+                None => SimHost::from_fixture(dir)?,
+            };
             if !dir.join("sys").is_dir() {
                 return Err(HostError::Fixture(format!(
                     "{} holds no sys/ tree, so it is no recorded host (a host tree has sys/, \
@@ -60,6 +68,9 @@ pub fn open(host_root: Option<&std::path::Path>) -> Result<Host, HostError> {
             sim.set_logging(false);
             Ok(Arc::new(sim))
         }
-        None => Ok(Arc::new(LinuxHost::new())),
+        (None, Some(_)) => Err(HostError::Fixture(
+            "--sim-state keeps the changes of a simulated host: it needs --host-root".into(),
+        )),
+        (None, None) => Ok(Arc::new(LinuxHost::new())),
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{HostChange, LaunchError, LaunchOptions, LaunchPlan};
 use crate::gpu_passthrough::{prepare, PrepareOptions, Prepared};
 use crate::host::HostOps;
-use crate::plan::{Executor, GroupLock, Journal, Owner};
+use crate::plan::{Executor, GroupLock, Journal};
 
 /// A stop request: set from a signal handler, or by a caller that wants the VM stopped.
 pub type StopFlag = AtomicBool;
@@ -113,13 +113,7 @@ fn apply<'h>(
                     detail: e.to_string(),
                 }
             })?;
-            let journal = Journal::new(
-                &opts.state_dir,
-                &p.key,
-                &p.subject,
-                Owner::current(host),
-                p.origin.clone(),
-            );
+            let journal = Journal::new(&opts.state_dir, &p.key, &p.subject, host, p.origin.clone());
             let mut exec = Executor::new(journal, lock);
             exec.apply(host, &p)
                 .map_err(|e| crate::gpu_mdev::plan::from_apply(*e))?;

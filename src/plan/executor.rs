@@ -70,6 +70,8 @@ pub struct UndoFailure {
 pub struct UndoReport {
     /// Steps undone, in the order their inverses ran.
     pub undone: Vec<Step>,
+    /// Steps whose undo already held (someone restored them by hand): not run again.
+    pub skipped: Vec<Step>,
     /// Inverses that failed (their steps stay in the journal).
     pub failures: Vec<UndoFailure>,
     /// Original conditions that do not hold after the undo (`… driver -> bochs-drm: it is absent`).
@@ -271,9 +273,10 @@ impl Executor {
     pub fn undo(&mut self, host: &dyn HostOps) -> UndoReport {
         let mut report = UndoReport::default();
         self.journal.state = JournalState::Undoing;
-        if let Err(e) = self.save() {
-            report.journal_error = Some(e.to_string());
-        }
+        // Saves along the way keep the journal close to the host for a process killed
+        // mid-undo; one that fails is not an error by itself (a later replay skips what
+        // already holds). What counts is the final delete, or the final save of what is left.
+        let _ = self.save();
         // Undo is a stack: an inverse that fails stops it, since the ones below may depend
         // on it (a native driver cannot bind while vfio-pci still holds the device); what
         // is left stays in the journal, in order, for `restore` to resume.
@@ -283,6 +286,13 @@ impl Executor {
             };
             // The kernel refused the step itself: nothing to undo.
             if js.status == StepStatus::Failed {
+                continue;
+            }
+            // Done by hand already (the device is back on its driver): running it again
+            // would fail (ENODEV) and keep the journal forever.
+            if inverse.holds(host) {
+                report.skipped.push(js.step.clone());
+                let _ = self.save();
                 continue;
             }
             let failed = match (js.status, inverse.run(host)) {
@@ -303,9 +313,7 @@ impl Executor {
                 self.journal.steps.push(js);
                 break;
             }
-            if let Err(e) = self.save() {
-                report.journal_error = Some(e.to_string());
-            }
+            let _ = self.save();
         }
         for check in &self.journal.origin {
             if let Err(found) = check.evaluate(host) {

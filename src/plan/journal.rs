@@ -2,14 +2,14 @@
 //! atomically (temp file, fsync, rename, fsync of the directory) before and after each step,
 //! so a process killed at any point leaves a file that says exactly what to undo.
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use vm_passthrough::HostOps;
 
-use super::{Check, Executor, GroupLock, LockError, Step, UndoReport};
+use super::state::{valid_key, StateDir, StateError};
+use super::{Check, Executor, GroupLock, LockError, ReplayScope, Step, UndoReport};
 
 /// Journal format version.
 pub const JOURNAL_SCHEMA: u32 = 1;
@@ -36,9 +36,16 @@ pub enum OwnerStatus {
     Dead,
 }
 
+/// The processes that own journals and locks are vm-device's own, on this machine: their
+/// liveness is read from this machine's `/proc` (through the real host), even when the
+/// host changes are simulated (`--host-root`), whose tree's `/proc` says nothing of them.
+fn this_machine() -> crate::host::LinuxHost {
+    crate::host::LinuxHost::new()
+}
+
 impl Owner {
-    /// This process, with its start time read from `/proc/self/stat` through `host`.
-    pub fn current(host: &dyn HostOps) -> Self {
+    /// This process, with its start time read from this machine's `/proc/self/stat`.
+    pub fn current() -> Self {
         let pid = std::process::id();
         let program = std::env::args()
             .next()
@@ -50,15 +57,15 @@ impl Owner {
             .unwrap_or_else(|| "vm-device".to_string());
         Owner {
             pid,
-            start_time: start_time(host, pid),
+            start_time: start_time(&this_machine(), pid),
             program,
         }
     }
 
-    /// Alive or dead, through `host` (`/proc/PID/stat`).
-    pub fn status(&self, host: &dyn HostOps) -> OwnerStatus {
+    /// Alive or dead, from this machine's `/proc/PID/stat`.
+    pub fn status(&self) -> OwnerStatus {
         let stat = PathBuf::from(format!("/proc/{}/stat", self.pid));
-        match host.read(&stat) {
+        match this_machine().read(&stat) {
             Err(_) => OwnerStatus::Dead,
             Ok(bytes) => match (self.start_time, parse_start_time(&bytes)) {
                 (Some(want), Some(got)) if want != got => OwnerStatus::Dead,
@@ -123,8 +130,13 @@ pub struct JournalStep {
 pub struct Journal {
     /// [`JOURNAL_SCHEMA`].
     pub schema: u32,
-    /// Journal and lock key (`group-7`).
+    /// Journal and lock key (`group-7`); always the file's name without `.json`.
     pub key: String,
+    /// The host the plan changed ([`HostOps::identity`]: `machine-id … boot …` for this
+    /// machine, `host tree /path` for a simulation). Only that host replays it; `None` (a
+    /// journal of an older vm-device) is replayed nowhere.
+    #[serde(default)]
+    pub host: Option<String>,
     /// What the plan does.
     pub subject: String,
     /// Who applied it.
@@ -142,25 +154,30 @@ pub struct Journal {
     pub(crate) path: PathBuf,
 }
 
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
 impl Journal {
     /// `STATE/journal/KEY.json`.
     pub fn path_for(state_dir: &Path, key: &str) -> PathBuf {
         state_dir.join("journal").join(format!("{key}.json"))
     }
 
-    /// A new, empty journal (not yet written).
+    /// A new, empty journal (not yet written) of a plan this process applies on `host`.
     pub fn new(
         state_dir: &Path,
         key: &str,
         subject: &str,
-        owner: Owner,
+        host: &dyn HostOps,
         origin: Vec<Check>,
     ) -> Self {
         Journal {
             schema: JOURNAL_SCHEMA,
             key: key.to_string(),
+            host: Some(host.identity()),
             subject: subject.to_string(),
-            owner,
+            owner: Owner::current(),
             detached: false,
             state: JournalState::Applying,
             origin,
@@ -174,31 +191,66 @@ impl Journal {
         &self.path
     }
 
-    /// Reads a journal file.
-    pub fn load(path: &Path) -> io::Result<Self> {
-        let bytes = fs::read(path)?;
-        let mut j: Journal = serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: not a vm-device journal: {e}", path.display()),
-            )
-        })?;
+    /// The state directory of this journal (`STATE` of `STATE/journal/KEY.json`).
+    fn state_dir(&self) -> &Path {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+    }
+
+    /// Parses a journal read from `path` and checks that its key is its file name.
+    fn parse(path: &Path, bytes: &[u8]) -> io::Result<Self> {
+        let mut j: Journal = serde_json::from_slice(bytes)
+            .map_err(|e| invalid(format!("{}: not a vm-device journal: {e}", path.display())))?;
         if j.schema != JOURNAL_SCHEMA {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: journal schema {} (this vm-device reads {JOURNAL_SCHEMA})",
-                    path.display(),
-                    j.schema
-                ),
-            ));
+            return Err(invalid(format!(
+                "{}: journal schema {} (this vm-device reads {JOURNAL_SCHEMA})",
+                path.display(),
+                j.schema
+            )));
+        }
+        let stem = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .unwrap_or_default();
+        if j.key != stem || !valid_key(&j.key) {
+            return Err(invalid(format!(
+                "{}: its key `{}` is not its file name: refused (a journal names only its own lock and file)",
+                path.display(),
+                j.key.escape_debug()
+            )));
         }
         j.path = path.to_path_buf();
         Ok(j)
     }
 
+    /// Reads a journal file (never through a link; a regular file of at most 1 MiB).
+    pub fn load(path: &Path) -> io::Result<Self> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| invalid(format!("{}: no file name", path.display())))?;
+        let state_dir = path
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| invalid(format!("{}: not under STATE/journal", path.display())))?;
+        let not_found = || io::Error::new(io::ErrorKind::NotFound, path.display().to_string());
+        let dir = StateDir::open(state_dir, false)?.ok_or_else(not_found)?;
+        let fd = dir.subdir("journal", false)?.ok_or_else(not_found)?;
+        let bytes = dir.read_file(&fd, "journal", name)?.ok_or_else(not_found)?;
+        Self::parse(path, &bytes)
+    }
+
     /// Reads the journal of `key`, if there is one.
     pub fn load_key(state_dir: &Path, key: &str) -> io::Result<Option<Self>> {
+        if !valid_key(key) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a journal key", key.escape_debug()),
+            ));
+        }
         match Self::load(&Self::path_for(state_dir, key)) {
             Ok(j) => Ok(Some(j)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -206,43 +258,29 @@ impl Journal {
         }
     }
 
-    /// Writes the journal atomically: a temp file in the same directory, fsync, rename over
-    /// the old one, fsync of the directory (so the rename itself survives a power cut).
+    /// Writes the journal atomically: a temp file in the same directory (`O_EXCL`,
+    /// `O_NOFOLLOW`, 0600), fsync, rename over the old one, fsync of the directory (so the
+    /// rename itself survives a power cut). The state directory is checked first, and a
+    /// failed write leaves no temp file.
     pub fn save(&self) -> io::Result<()> {
-        let dir = self
-            .path
-            .parent()
-            .ok_or_else(|| io::Error::other("journal path has no directory"))?;
-        fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            self.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        let text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
+        if !valid_key(&self.key) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a journal key", self.key.escape_debug()),
+            ));
         }
-        fs::rename(&tmp, &self.path)?;
-        fs::File::open(dir)?.sync_all()
+        let mut text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        text.push(b'\n');
+        let dir = StateDir::open(self.state_dir(), true)?.expect("created");
+        dir.write_journal(&format!("{}.json", self.key), &text)
     }
 
     /// Deletes the journal file (and syncs the directory).
     pub fn remove(&self) -> io::Result<()> {
-        match fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        match StateDir::open(self.state_dir(), false)? {
+            Some(dir) => dir.remove_journal(&format!("{}.json", self.key)),
+            None => Ok(()),
         }
-        if let Some(dir) = self.path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
     }
 
     /// Steps that still have something to undo (done or uncertain, with an inverse).
@@ -252,29 +290,92 @@ impl Journal {
             .filter(|s| s.status != StepStatus::Failed && s.step.inverse.is_some())
             .count()
     }
+
+    /// Why this journal, read from disk, must not be replayed on `host`: it belongs to
+    /// another host, or an action or check names a path the plan layer never produces
+    /// (see [`ReplayScope`]). `Ok` when it may be replayed.
+    pub fn check_replayable(&self, host: &dyn HostOps, scope: &ReplayScope) -> Result<(), String> {
+        let here = host.identity();
+        match &self.host {
+            Some(h) if *h == here => {}
+            Some(h) => {
+                return Err(format!(
+                    "refused: it belongs to another host ({h}); this is {here}. A journal of a simulated host tree is restored with `--host-root` of that tree; one of an earlier boot of this machine was undone by the reboot: delete {}",
+                    self.path.display()
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "refused: it does not say which host it belongs to (written by an older vm-device); check by hand what it lists, then delete {}",
+                    self.path.display()
+                ))
+            }
+        }
+        let mut bad = Vec::new();
+        for s in &self.steps {
+            if let Some(inv) = &s.step.inverse {
+                if let Err(why) = scope.allows_action(inv) {
+                    bad.push(format!(
+                        "step {} undo `{}`: {why}",
+                        s.index + 1,
+                        inv.describe()
+                    ));
+                }
+            }
+        }
+        for c in &self.origin {
+            if let Err(why) = scope.allows_check(c) {
+                bad.push(format!("check `{}`: {why}", c.expectation()));
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "refused: it asks for what vm-device never journals, so it was not written by vm-device: {}; nothing was replayed",
+                bad.join("; ")
+            ))
+        }
+    }
 }
 
+/// One journal file as [`list_journals`] found it: parsed, or its path and why not.
+pub type JournalEntry = Result<Journal, (PathBuf, io::Error)>;
+
 /// Every journal under `state_dir`, sorted by key; unreadable files are returned as errors
-/// naming the file.
-pub fn list_journals(state_dir: &Path) -> Vec<Result<Journal, (PathBuf, io::Error)>> {
-    let dir = state_dir.join("journal");
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Vec::new();
+/// naming the file. A missing state or journal directory means no journals; one that is
+/// not a directory, cannot be read, or could be written by others is an error.
+pub fn list_journals(state_dir: &Path) -> Result<Vec<JournalEntry>, StateError> {
+    let Some(dir) = StateDir::open(state_dir, false)? else {
+        return Ok(Vec::new());
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
+    let Some(fd) = dir.subdir("journal", false)? else {
+        return Ok(Vec::new());
+    };
+    let jdir = state_dir.join("journal");
+    let entries = std::fs::read_dir(&jdir).map_err(|source| StateError::Io {
+        dir: state_dir.to_path_buf(),
+        op: "list",
+        path: jdir.clone(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
         .collect();
-    paths.sort();
-    paths
+    names.sort();
+    Ok(names
         .into_iter()
-        .map(|p| Journal::load(&p).map_err(|e| (p, e)))
-        .collect()
+        .map(|n| {
+            let p = jdir.join(&n);
+            match dir.read_file(&fd, "journal", &n) {
+                Ok(Some(bytes)) => Journal::parse(&p, &bytes).map_err(|e| (p, e)),
+                Ok(None) => Err((p, io::Error::from(io::ErrorKind::NotFound))),
+                Err(e) => Err((p, e)),
+            }
+        })
+        .collect())
 }
 
 /// What `restore` did with one journal.
@@ -294,7 +395,14 @@ pub enum RestoreOutcome {
         /// Why (`pid 4242 (vm-cli) is alive and holds the lock`).
         why: String,
     },
-    /// The file could not be read or locked.
+    /// Not replayed because it is not this host's, or asks for what vm-device never does.
+    Refused {
+        /// The journal.
+        journal: Journal,
+        /// Why, with what to do.
+        why: String,
+    },
+    /// The file (or the state directory) could not be read or locked.
     Error {
         /// The file.
         path: PathBuf,
@@ -311,12 +419,21 @@ pub struct RestoreReport {
 }
 
 impl RestoreReport {
-    /// True when every restored journal left the host as it was and nothing failed.
+    /// True when every restored journal left the host as it was and nothing failed or was
+    /// refused.
     pub fn complete(&self) -> bool {
         self.outcomes.iter().all(|o| match o {
             RestoreOutcome::Restored { report, .. } => report.complete(),
             RestoreOutcome::Skipped { .. } => true,
-            RestoreOutcome::Error { .. } => false,
+            RestoreOutcome::Refused { .. } | RestoreOutcome::Error { .. } => false,
+        })
+    }
+
+    /// True when an undo was tried and left something changed on the host.
+    pub fn left_changes(&self) -> bool {
+        self.outcomes.iter().any(|o| match o {
+            RestoreOutcome::Restored { report, .. } => !report.complete(),
+            _ => false,
         })
     }
 }
@@ -324,10 +441,22 @@ impl RestoreReport {
 /// Replays the journals of owners that died: for each journal whose lock is free and whose
 /// owner is gone (or whose plan never finished), undoes the recorded steps in reverse order
 /// and deletes the journal once the host is back as it was. Journals of live owners, and
-/// detached prepared ones (`vm-cli gpu prepare`), are left alone.
-pub fn restore_dead(host: &dyn HostOps, state_dir: &Path) -> RestoreReport {
+/// detached prepared ones (`vm-cli gpu prepare`), are left alone; journals of another host,
+/// or asking for actions outside `scope`, are refused. A state directory that cannot be
+/// read or is not trusted gives one [`RestoreOutcome::Error`].
+pub fn restore_dead_in(host: &dyn HostOps, state_dir: &Path, scope: &ReplayScope) -> RestoreReport {
     let mut report = RestoreReport::default();
-    for entry in list_journals(state_dir) {
+    let entries = match list_journals(state_dir) {
+        Ok(e) => e,
+        Err(e) => {
+            report.outcomes.push(RestoreOutcome::Error {
+                path: e.path().to_path_buf(),
+                message: e.to_string(),
+            });
+            return report;
+        }
+    };
+    for entry in entries {
         let journal = match entry {
             Ok(j) => j,
             Err((path, e)) => {
@@ -338,6 +467,12 @@ pub fn restore_dead(host: &dyn HostOps, state_dir: &Path) -> RestoreReport {
                 continue;
             }
         };
+        if let Err(why) = journal.check_replayable(host, scope) {
+            report
+                .outcomes
+                .push(RestoreOutcome::Refused { journal, why });
+            continue;
+        }
         let lock = match GroupLock::try_acquire(state_dir, &journal.key) {
             Ok(l) => l,
             Err(LockError::Busy { .. }) => {
@@ -368,9 +503,7 @@ pub fn restore_dead(host: &dyn HostOps, state_dir: &Path) -> RestoreReport {
                 .push(RestoreOutcome::Skipped { journal, why });
             continue;
         }
-        if journal.owner.status(host) == OwnerStatus::Alive
-            && journal.owner.pid != std::process::id()
-        {
+        if journal.owner.status() == OwnerStatus::Alive && journal.owner.pid != std::process::id() {
             let why = format!(
                 "pid {} ({}) is alive; stop it first",
                 journal.owner.pid, journal.owner.program
@@ -391,6 +524,12 @@ pub fn restore_dead(host: &dyn HostOps, state_dir: &Path) -> RestoreReport {
     report
 }
 
+/// [`restore_dead_in`] with the default scope: sysfs actions only, no mdevctl definitions
+/// (no config root).
+pub fn restore_dead(host: &dyn HostOps, state_dir: &Path) -> RestoreReport {
+    restore_dead_in(host, state_dir, &ReplayScope::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,18 +545,28 @@ mod tests {
     #[test]
     fn save_is_atomic_and_load_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let owner = Owner {
-            pid: 1,
-            start_time: Some(5),
-            program: "t".into(),
+        let mut j = Journal {
+            schema: JOURNAL_SCHEMA,
+            key: "group-7".into(),
+            host: Some("machine-id a boot b".into()),
+            subject: "prepare".into(),
+            owner: Owner {
+                pid: 1,
+                start_time: Some(5),
+                program: "t".into(),
+            },
+            detached: false,
+            state: JournalState::Applying,
+            origin: Vec::new(),
+            steps: Vec::new(),
+            path: Journal::path_for(dir.path(), "group-7"),
         };
-        let mut j = Journal::new(dir.path(), "group-7", "prepare", owner, Vec::new());
         j.save().unwrap();
         j.state = JournalState::Prepared;
         j.save().unwrap();
         let back = Journal::load(&Journal::path_for(dir.path(), "group-7")).unwrap();
         assert_eq!(back, j);
-        let names: Vec<String> = fs::read_dir(dir.path().join("journal"))
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("journal"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -430,8 +579,8 @@ mod tests {
     fn a_journal_of_another_schema_is_refused_with_the_file_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = Journal::path_for(dir.path(), "group-1");
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, br#"{"schema": 9}"#).unwrap();
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, br#"{"schema": 9}"#).unwrap();
         let e = Journal::load(&p).unwrap_err();
         assert!(e.to_string().contains("group-1.json"), "{e}");
     }

@@ -3,12 +3,15 @@
 //! The kernel drops the lock when its holder dies, which is what makes a stale journal
 //! reclaimable.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+
+use super::state::{StateDir, StateError};
 
 /// Taking a lock failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,9 @@ pub enum LockError {
         #[source]
         source: io::Error,
     },
+    /// The state directory is not trusted (or not a directory).
+    #[error("{0}")]
+    State(#[from] StateError),
 }
 
 /// A held group lock; dropping it unlocks.
@@ -39,56 +45,84 @@ pub struct GroupLock {
     _file: Flock<File>,
 }
 
+fn holder_of(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.take(64).read_to_string(&mut text);
+    Some(text.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "?".into())
+}
+
 impl GroupLock {
     /// `STATE/locks/KEY`.
     pub fn path_for(state_dir: &Path, key: &str) -> PathBuf {
         state_dir.join("locks").join(key)
     }
 
-    /// Takes the lock without waiting, and writes this process's PID in it.
+    /// Takes the lock without waiting, and writes this process's PID in it. The state
+    /// directory is checked and the lock file opened without following links (0600).
     pub fn try_acquire(state_dir: &Path, key: &str) -> Result<Self, LockError> {
         let path = Self::path_for(state_dir, key);
         let io_err = |source| LockError::Io {
             path: path.clone(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_err)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
+        let dir = StateDir::open(state_dir, true)?.expect("created");
+        let file = dir.lock_file(key, true).map_err(io_err)?.expect("created");
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut locked) => {
                 // The PID is for people reading `locks/`; the flock is the truth.
                 let _ = locked.set_len(0);
+                let _ = locked.rewind();
                 let _ = locked.write_all(format!("{}\n", std::process::id()).as_bytes());
                 Ok(GroupLock {
                     path,
                     _file: locked,
                 })
             }
-            Err((_, Errno::EWOULDBLOCK)) => Err(LockError::Busy {
-                holder: fs::read_to_string(&path)
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "?".into()),
+            Err((mut file, Errno::EWOULDBLOCK)) => Err(LockError::Busy {
+                holder: holder_of(&mut file),
                 path,
             }),
             Err((_, e)) => Err(io_err(io::Error::from(e))),
         }
     }
 
-    /// True when someone holds the lock of `key` now (probing takes and drops it).
+    /// Takes the lock, waiting up to `wait` while another process holds it (for short
+    /// changes such as an mdev creation, which serialize on their parent's lock). The flag
+    /// is true when it had to wait (another change went first: what was planned before may
+    /// be stale).
+    pub fn acquire_within(
+        state_dir: &Path,
+        key: &str,
+        wait: Duration,
+    ) -> Result<(Self, bool), LockError> {
+        let deadline = Instant::now() + wait;
+        let mut waited = false;
+        loop {
+            match Self::try_acquire(state_dir, key) {
+                Err(LockError::Busy { .. }) if Instant::now() < deadline => {
+                    waited = true;
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                other => return other.map(|l| (l, waited)),
+            }
+        }
+    }
+
+    /// True when someone holds the lock of `key` now (probing takes and drops it; a lock
+    /// file that does not exist is not created).
     pub fn is_held(state_dir: &Path, key: &str) -> bool {
+        let Ok(Some(dir)) = StateDir::open(state_dir, false) else {
+            return false;
+        };
+        let Ok(Some(file)) = dir.lock_file(key, false) else {
+            return false;
+        };
         matches!(
-            Self::try_acquire(state_dir, key),
-            Err(LockError::Busy { .. })
+            Flock::lock(file, FlockArg::LockExclusiveNonblock),
+            Err((_, Errno::EWOULDBLOCK))
         )
     }
 

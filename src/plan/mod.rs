@@ -15,6 +15,8 @@
 mod executor;
 mod journal;
 mod lock;
+mod replay;
+mod state;
 
 use std::path::{Path, PathBuf};
 
@@ -26,10 +28,12 @@ pub use executor::{
     STEP_DELAY_ENV,
 };
 pub use journal::{
-    list_journals, restore_dead, Journal, JournalState, JournalStep, Owner, OwnerStatus,
-    RestoreOutcome, RestoreReport, StepStatus,
+    list_journals, restore_dead, restore_dead_in, Journal, JournalState, JournalStep, Owner,
+    OwnerStatus, RestoreOutcome, RestoreReport, StepStatus,
 };
 pub use lock::{GroupLock, LockError};
+pub use replay::ReplayScope;
+pub use state::{valid_key, StateDir, StateError};
 
 /// The default state directory (journals and locks).
 pub const DEFAULT_STATE_DIR: &str = "/run/vm-device";
@@ -210,6 +214,12 @@ impl Action {
                 Ok(())
             }
         }
+    }
+
+    /// True when what this action would do already holds on `host` (an undo step someone
+    /// did by hand): see the `replay` module for the kinds it knows; `false` for others.
+    pub fn holds(&self, host: &dyn HostOps) -> bool {
+        replay::already_holds(self, host)
     }
 
     /// True for actions that change the host.

@@ -73,9 +73,19 @@ pub fn undo_json(command: &str, r: &UndoReport) -> Value {
         "command": command,
         "ok": r.complete(),
         "undone": r.undone,
+        "already_undone": r.skipped,
         "left": r.leftovers(),
         "journal_kept": r.journal_kept.as_ref().map(|p| p.display().to_string()),
     })
+}
+
+/// `, 2 already undone by hand (skipped)` when some undo steps already held.
+pub fn skipped_text(r: &UndoReport) -> String {
+    if r.skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} already undone by hand (skipped)", r.skipped.len())
+    }
 }
 
 /// `gpu restore` as text.
@@ -88,12 +98,13 @@ pub fn restore_text(r: &RestoreReport) -> String {
         match o {
             RestoreOutcome::Restored { journal, report } => {
                 out.push_str(&format!(
-                    "{}: {} (owner pid {} {}): {} step(s) undone{}\n",
+                    "{}: {} (owner pid {} {}): {} step(s) undone{}{}\n",
                     journal.key,
                     journal.subject,
                     journal.owner.pid,
                     journal.owner.program,
                     report.undone.len(),
+                    skipped_text(report),
                     if report.complete() {
                         ", host as it was".to_string()
                     } else {
@@ -103,6 +114,9 @@ pub fn restore_text(r: &RestoreReport) -> String {
             }
             RestoreOutcome::Skipped { journal, why } => {
                 out.push_str(&format!("{}: left alone: {why}\n", journal.key));
+            }
+            RestoreOutcome::Refused { journal, why } => {
+                out.push_str(&format!("{}: {why}\n", journal.path().display()));
             }
             RestoreOutcome::Error { path, message } => {
                 out.push_str(&format!("{}: {message}\n", path.display()));
@@ -125,12 +139,20 @@ pub fn restore_json(r: &RestoreReport) -> Value {
                 "action": "restored",
                 "complete": report.complete(),
                 "undone": report.undone.len(),
+                "already_undone": report.skipped.len(),
                 "left": report.leftovers(),
             }),
             RestoreOutcome::Skipped { journal, why } => json!({
                 "key": journal.key,
                 "owner": journal.owner,
                 "action": "skipped",
+                "why": why,
+            }),
+            RestoreOutcome::Refused { journal, why } => json!({
+                "key": journal.key,
+                "journal": journal.path().display().to_string(),
+                "host": journal.host,
+                "action": "refused",
                 "why": why,
             }),
             RestoreOutcome::Error { path, message } => json!({

@@ -334,6 +334,25 @@ pub trait HostOps: Send + Sync {
             .unwrap_or_default())
     }
 
+    /// Which host this is, for vm-device's journals: a journal records the identity of the
+    /// host it changed, and is replayed only on that host. The provided answer is this
+    /// machine and this boot (`/etc/machine-id` and `/proc/sys/kernel/random/boot_id`, each
+    /// `-` when unreadable); a simulated host answers with its tree instead.
+    fn identity(&self) -> String {
+        let read = |p: &str| {
+            self.read_attr(Path::new(p))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+                .unwrap_or_else(|| "-".to_string())
+        };
+        format!(
+            "machine-id {} boot {}",
+            read("/etc/machine-id"),
+            read("/proc/sys/kernel/random/boot_id")
+        )
+    }
+
     /// `/proc/cmdline`.
     fn kernel_cmdline(&self) -> Result<String, HostError> {
         self.read_attr(Path::new("/proc/cmdline"))
