@@ -8,7 +8,9 @@
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
 //! 3. `cargo xtask kernel-test`: the same binary against a real Linux kernel with an IOMMU,
 //!    in QEMU, and `cargo xtask e2e`: a guest booted by `vm-cli --gpu-mode wgpu` draws on
-//!    our vhost-user-gpu backend, checked pixel for pixel (both skipped with `--no-kernel`).
+//!    our vhost-user-gpu backend, checked pixel for pixel, and `cargo xtask nested-test`:
+//!    vm-cli inside a TCG guest starts a KVM guest with a passed-through GPU and with mdevs
+//!    (all three skipped with `--no-kernel`).
 
 use std::process::Command;
 
@@ -31,7 +33,10 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut passed = 0;
     for (name, run) in [
-        ("stands alone", stands_alone as fn(&str) -> Result<(), String>),
+        (
+            "stands alone",
+            stands_alone as fn(&str) -> Result<(), String>,
+        ),
         ("cargo fmt --check", fmt_check),
         ("cargo clippy", clippy),
     ] {
@@ -56,6 +61,7 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
     let mut stages: Vec<(&str, Stage)> = vec![("cargo xtask sim", crate::sim::sim_cmd)];
     if kernel {
         stages.push(("cargo xtask kernel-test", crate::kernel_test::run));
+        stages.push(("cargo xtask nested-test", crate::kernel_test::nested::run));
         stages.push(("cargo xtask e2e", crate::kernel_test::e2e::run));
     }
     for (name, run) in stages {
@@ -171,7 +177,10 @@ mod tests {
     #[test]
     fn finds_the_outside_folder_in_bytes() {
         let needle = outside_folder();
-        assert!(contains(format!("x {needle}/hosts").as_bytes(), needle.as_bytes()));
+        assert!(contains(
+            format!("x {needle}/hosts").as_bytes(),
+            needle.as_bytes()
+        ));
         assert!(!contains(b"fixtures/real/qemu", needle.as_bytes()));
     }
 }
