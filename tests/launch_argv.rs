@@ -121,7 +121,8 @@ fn passthrough_x_vga_only_when_asked() {
 }
 
 #[test]
-fn gvtg_mdev_with_display() {
+fn gvtg_mdev_without_display_under_display_none() {
+    // GVT-g's display is a dma-buf one: QEMU needs OpenGL for it, vm-cli runs -display none
     snapshot(
         "mdev-gvtg",
         "intel-desktop-gvtg-dgpu",

@@ -173,15 +173,24 @@ pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, 
     }
 }
 
-/// Whether an mdev type offers a display (region or dmabuf) for QEMU's `display=on`: the
-/// kernel's mbochs and mdpy samples and Intel GVT-g do; NVIDIA vGPU and others do not.
+/// Whether QEMU's `display=on` can show this mdev under vm-cli's `-display none`: only a
+/// *region* display (the kernel's mdpy sample), which QEMU reads itself (a QMP screendump
+/// then shows the guest's frame). A *dma-buf* display (mbochs, Intel GVT-g) needs an OpenGL
+/// display in QEMU: with `display=on` QEMU 7.2 refuses to start ("vfio-display-dmabuf:
+/// opengl not available"), as an mbochs mdev in a real L2 showed (`cargo xtask
+/// nested-test`). NVIDIA vGPU and others offer no display.
 pub fn mdev_offers_display(planned: &Planned) -> bool {
     match &planned.choice {
         crate::gpu_mdev::Choice::Mdev {
             parent, mdev_type, ..
-        } => *mdev_type == MdevType::IntelGvtg || matches!(parent.as_str(), "mbochs" | "mdpy"),
+        } => region_display(parent, *mdev_type),
         crate::gpu_mdev::Choice::NvidiaVfio { .. } => false,
     }
+}
+
+/// The mdev parents whose display is a VFIO display region (no OpenGL needed).
+fn region_display(parent: &str, mdev_type: MdevType) -> bool {
+    mdev_type != MdevType::IntelGvtg && parent == "mdpy"
 }
 
 /// The backend socket inside `run_dir`.
@@ -323,5 +332,19 @@ impl LaunchPlan {
         }
         out.push_str(&format!("Command line:\n{}\n", shell_line(&self.argv)));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_region_displays_get_display_on() {
+        assert!(region_display("mdpy", MdevType::Other));
+        // dma-buf displays need OpenGL, which `-display none` does not give
+        assert!(!region_display("mbochs", MdevType::Other));
+        assert!(!region_display("0000:00:02.0", MdevType::IntelGvtg));
+        assert!(!region_display("mtty", MdevType::Other));
     }
 }

@@ -15,6 +15,9 @@
 //! - `e2e [--qemu PATH] [--timeout SECS] [--repeat N]`: `vm-cli --kernel … --gpu-mode wgpu` boots Debian's
 //!   kernel with the project's vhost-user-gpu backend; a QMP screendump of the guest's
 //!   framebuffer pattern must match pixel for pixel.
+//! - `nested-test [--scenario NAME]... [--keep]`: Debian's kernel as L1 under TCG with KVM
+//!   inside; `vm-cli` in L1 starts L2 under KVM with a passed-through bochs-display and
+//!   with mdevs, each checked pixel for pixel, then killed and restored.
 //! - `bench-display [--secs N]`: full-frame and device-path updates per second of the same
 //!   guest against QEMU's built-in virtio-gpu-pci, QEMU's C vhost-user-gpu and ours.
 
@@ -37,12 +40,15 @@ commands:
   bench [--runs N] [--debug] [--display-secs N]
                                  time vm-cli against lspci on a 1,024-function host, then
                                  run bench-display (N s per phase, default 5; 0 skips it)
-  test [--no-kernel]             the whole suite: cargo test --workspace, sim, kernel-test
+  test [--no-kernel]             the whole suite: cargo test --workspace, sim, kernel-test,
+                                 e2e, nested-test
   sim                            run vm-cli gpu list on every fixture and shared recording,
                                  one line per host; fail when a snapshot differs
   kernel-test [--help]           boot Debian's kernel in QEMU and run the real-kernel scenarios
   e2e [--help]                   boot a guest through vm-cli --gpu-mode wgpu and compare a
                                  screendump of its framebuffer with the pattern it drew
+  nested-test [--help]           vm-cli inside a TCG guest starts a KVM guest with a passed-
+                                 through GPU and with mdevs; screendumps checked per pixel
   bench-display [--secs N]       frame rates of our vhost-user-gpu backend, QEMU's C backend
                                  and QEMU's built-in virtio-gpu-pci with the same guest";
 
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench_cmd(rest),
         Some("kernel-test") => kernel_test::run(rest),
         Some("e2e") => kernel_test::e2e::run(rest),
+        Some("nested-test") => kernel_test::nested::run(rest),
         Some("bench-display") => kernel_test::bench_display::run(rest),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");

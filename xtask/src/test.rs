@@ -7,9 +7,10 @@
 //!    (the simulator, the manager, the CLI, wgpu on a real adapter).
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
 //! 3. `cargo xtask kernel-test`: the same binary against a real Linux kernel with an IOMMU,
-//!    in QEMU, and `cargo xtask e2e --repeat 10`: a guest booted by `vm-cli --gpu-mode wgpu`
-//!    draws on our vhost-user-gpu backend, checked pixel for pixel, ten times over (both
-//!    skipped with `--no-kernel`).
+//!    in QEMU, `cargo xtask nested-test`: vm-cli inside a TCG guest starts a KVM guest with
+//!    a passed-through GPU and with mdevs, and `cargo xtask e2e --repeat 10`: a guest booted
+//!    by `vm-cli --gpu-mode wgpu` draws on our vhost-user-gpu backend, checked pixel for
+//!    pixel, ten times over (all three skipped with `--no-kernel`).
 
 use std::process::Command;
 
@@ -60,6 +61,7 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
     let mut stages: Vec<(&str, Stage)> = vec![("cargo xtask sim", crate::sim::sim_cmd)];
     if kernel {
         stages.push(("cargo xtask kernel-test", crate::kernel_test::run));
+        stages.push(("cargo xtask nested-test", crate::kernel_test::nested::run));
         stages.push(("cargo xtask e2e --repeat 10", e2e_repeated));
     }
     for (name, run) in stages {

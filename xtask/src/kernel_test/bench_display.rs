@@ -326,6 +326,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         &initrd,
         include_str!("bench-display-init.sh"),
         &[("bin/displaybench", &tool_bytes, 0o755)],
+        GUEST_MODULES,
     )?;
     let append = format!("console=ttyS0 quiet panic=-1 bench_secs={secs}");
     let load_before = loadavg();

@@ -606,6 +606,115 @@ pub fn check_lab_mdev(_lines: &[String], art: &Path) -> Result<String, String> {
     )
 }
 
+/// The UUIDs of the mediated devices in the tree the guest recorded at checkpoint `name`.
+fn recorded_mdevs(art: &Path, name: &str) -> Result<Vec<String>, String> {
+    let dir = art.join("trees").join(name);
+    let h = SimHost::from_fixture(&dir).map_err(|e| format!("snapshot {name}: {e}"))?;
+    let mut v = h
+        .list_dir(Path::new("/sys/bus/mdev/devices"))
+        .unwrap_or_default();
+    v.sort();
+    Ok(v)
+}
+
+/// The one mdev vm-cli created (random UUID), read from checkpoint `name`.
+fn the_mdev(art: &Path, name: &str) -> Result<String, String> {
+    match recorded_mdevs(art, name)?.as_slice() {
+        [u] => Ok(u.clone()),
+        other => Err(format!(
+            "snapshot {name} should hold exactly the mdev vm-cli created, it holds {other:?}"
+        )),
+    }
+}
+
+/// nested-test, `vm-cli --gpu-mode passthrough --gpu-device ADDR` in L1: the prepare vm-cli
+/// made before QEMU started (`1-running`, recorded while L2 showed its pattern) and the
+/// release after L2 powered off (`2-after`), replayed on the simulator from `0-before`.
+pub fn check_nested_passthrough(art: &Path, target: &str) -> Result<String, String> {
+    let mut r = Replay::new(art);
+    let sim = r.open("0-before")?;
+    let state = state_dir()?;
+    let opts = PrepareOptions {
+        allow_boot_vga: false,
+        state_dir: state.path().to_path_buf(),
+    };
+    let a = addr(target);
+    match prepare(&sim, &a, &opts).and_then(|p| p.detach()) {
+        Ok(_) => r.compare(&sim, "1-running")?,
+        Err(e) => r.problem(format!(
+            "prepare {target}: vm-cli prepared it on the kernel, the simulator failed: {e}"
+        )),
+    }
+    if let Err(e) = release(&sim, &a, state.path()) {
+        r.problem(format!(
+            "release {target}: vm-cli released it on the kernel, the simulator failed: {e}"
+        ));
+    }
+    r.compare(&sim, "2-after")?;
+    r.verdict("")
+}
+
+/// nested-test, `vm-cli --gpu-mode mdev --mdev-type TYPE` in L1: the creation (with the
+/// UUID vm-cli drew, read from `1-running`) and the removal after power-off (`2-after`).
+pub fn check_nested_mdev(art: &Path, type_id: &str) -> Result<String, String> {
+    let mut r = Replay::new(art);
+    let sim = r.open("0-before")?;
+    let uuid = the_mdev(art, "1-running")?;
+    let opts = ApplyOptions { state_dir: None };
+    match lifecycle::create(&sim, &create_req(type_id, &uuid), &opts) {
+        Ok(_) => r.compare(&sim, "1-running")?,
+        Err(e) => r.problem(format!(
+            "create {type_id} {uuid}: vm-cli created it on the kernel, the simulator failed: {e}"
+        )),
+    }
+    if let Err(e) = lifecycle::remove(&sim, &uuid, &opts) {
+        r.problem(format!(
+            "remove {uuid}: vm-cli removed it on the kernel, the simulator failed: {e}"
+        ));
+    }
+    r.compare(&sim, "2-after")?;
+    r.verdict(&format!("; mdev {uuid}"))
+}
+
+/// nested-test's kill: a passthrough launch and an mdev launch killed with -9 (`1-killed`:
+/// the group still on vfio-pci, the mdev still there), then `vm-cli gpu restore`
+/// (`2-restored`), replayed on the simulator from `0-before`.
+pub fn check_nested_kill(art: &Path, target: &str, type_id: &str) -> Result<String, String> {
+    let mut r = Replay::new(art);
+    let sim = r.open("0-before")?;
+    let uuid = the_mdev(art, "1-killed")?;
+    let state = state_dir()?;
+    let popts = PrepareOptions {
+        allow_boot_vga: false,
+        state_dir: state.path().to_path_buf(),
+    };
+    let mopts = ApplyOptions { state_dir: None };
+    let a = addr(target);
+    if let Err(e) = prepare(&sim, &a, &popts).and_then(|p| p.detach()) {
+        r.problem(format!(
+            "prepare {target}: vm-cli prepared it on the kernel, the simulator failed: {e}"
+        ));
+    }
+    if let Err(e) = lifecycle::create(&sim, &create_req(type_id, &uuid), &mopts) {
+        r.problem(format!(
+            "create {type_id} {uuid}: vm-cli created it on the kernel, the simulator failed: {e}"
+        ));
+    }
+    r.compare(&sim, "1-killed")?;
+    if let Err(e) = release(&sim, &a, state.path()) {
+        r.problem(format!(
+            "giving {target} back: gpu restore did on the kernel, the simulator failed: {e}"
+        ));
+    }
+    if let Err(e) = lifecycle::remove(&sim, &uuid, &mopts) {
+        r.problem(format!(
+            "removing {uuid}: gpu restore did on the kernel, the simulator failed: {e}"
+        ));
+    }
+    r.compare(&sim, "2-restored")?;
+    r.verdict(&format!("; mdev {uuid}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

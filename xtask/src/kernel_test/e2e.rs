@@ -364,14 +364,16 @@ fn expected(x: u32) -> [u8; 3] {
     }
 }
 
-/// The guest of `e2e` and `bench-display`: busybox, the virtio-gpu modules, `init` as
-/// `/init` and each of `files` (path in the guest, bytes, mode), packed into `out`.
+/// The guest of `e2e` and `bench-display` (`modules`: [`GUEST_MODULES`]) and of
+/// nested-test's L2: busybox, `modules` with their dependencies, `init` as `/init` and each
+/// of `files` (path in the guest, bytes, mode), packed into `out`.
 pub(super) fn build_initramfs(
     kernel: &lab::Kernel,
     root: &Path,
     out: &Path,
     init: &str,
     files: &[(&str, &[u8], u32)],
+    modules: &[&str],
 ) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(root);
     for d in ["bin", "proc", "sys", "dev", "tmp"] {
@@ -395,7 +397,7 @@ pub(super) fn build_initramfs(
     let dep = std::fs::read_to_string(&dep_path)
         .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
     let mroot = root.join("lib/modules").join(&kernel.kver);
-    for f in module_closure(&dep, GUEST_MODULES)? {
+    for f in module_closure(&dep, modules)? {
         let to = mroot.join(&f);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("mkdir: {e}"))?;
@@ -430,7 +432,7 @@ pub(super) fn build_initramfs(
 }
 
 /// One QMP command on a fresh connection; returns the `return` value or the error.
-fn qmp(socket: &Path, command: &serde_json::Value) -> Result<serde_json::Value, String> {
+pub(super) fn qmp(socket: &Path, command: &serde_json::Value) -> Result<serde_json::Value, String> {
     let s = UnixStream::connect(socket).map_err(|e| format!("QMP {}: {e}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
@@ -468,7 +470,7 @@ fn qmp(socket: &Path, command: &serde_json::Value) -> Result<serde_json::Value, 
 }
 
 /// Reads a binary PPM (`P6 W H 255`) into (w, h, RGB bytes).
-fn read_ppm(path: &Path) -> Result<(u32, u32, Vec<u8>), String> {
+pub(super) fn read_ppm(path: &Path) -> Result<(u32, u32, Vec<u8>), String> {
     let data = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let mut fields = Vec::new();
     let mut i = 0;
@@ -574,6 +576,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         &initrd,
         include_str!("e2e-init.sh"),
         &[("pattern.bin", &pattern(), 0o644)],
+        GUEST_MODULES,
     )?;
     let mut failed = Vec::new();
     let t_all = Instant::now();

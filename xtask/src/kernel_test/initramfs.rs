@@ -12,7 +12,7 @@ use super::scenarios::Scenario;
 use super::{run_cmd, stamp};
 
 /// Modules `/init` loads after coldplug, in order (VFIO, mdev, the sample parents).
-const INIT_MODULES: &[&str] = &[
+pub const INIT_MODULES: &[&str] = &[
     "vfio",
     "vfio_iommu_type1",
     "vfio-pci",
@@ -99,13 +99,46 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Builds the initramfs at `out` from the staging directory `root` (emptied first).
+/// What a harness puts into the guest beside vm-cli and the scenarios.
+pub struct Extras {
+    /// Modules packed (with their dependencies).
+    pub pack: Vec<&'static str>,
+    /// Modules `/init` loads after coldplug, in order.
+    pub load: Vec<&'static str>,
+    /// More files: (path in the guest, bytes, mode).
+    pub files: Vec<(String, Vec<u8>, u32)>,
+}
+
+impl Extras {
+    /// kernel-test's guest: [`MODULES`], [`INIT_MODULES`] loaded, nothing else.
+    pub fn kernel_test() -> Self {
+        Extras {
+            pack: MODULES.to_vec(),
+            load: INIT_MODULES.to_vec(),
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Builds kernel-test's initramfs at `out` from the staging directory `root` (emptied first).
 pub fn build(
     kernel: &Kernel,
     bins: &[PathBuf],
     scenarios: &[&Scenario],
     root: &Path,
     out: &Path,
+) -> Result<(), String> {
+    build_with(kernel, bins, scenarios, root, out, &Extras::kernel_test())
+}
+
+/// [`build`] with another module set and more files (`cargo xtask nested-test`'s L1).
+pub fn build_with(
+    kernel: &Kernel,
+    bins: &[PathBuf],
+    scenarios: &[&Scenario],
+    root: &Path,
+    out: &Path,
+    extras: &Extras,
 ) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(root);
     for d in [
@@ -140,9 +173,19 @@ pub fn build(
     write(&root.join("ktest/order"), &order, 0o644)?;
     write(
         &root.join("ktest/modules"),
-        &(INIT_MODULES.join("\n") + "\n"),
+        &(extras.load.join("\n") + "\n"),
         0o644,
     )?;
+    for (rel, data, mode) in &extras.files {
+        let p = root.join(rel.trim_start_matches('/'));
+        if let Some(parent) = p.parent() {
+            mkdirs(parent)?;
+        }
+        std::fs::write(&p, data).map_err(|e| format!("write {}: {e}", p.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    }
 
     // vm-cli and the examples, stripped, with the shared libraries ldd names at the same paths
     for bin in bins {
@@ -173,7 +216,7 @@ pub fn build(
     let dep = std::fs::read_to_string(&dep_path)
         .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
     let mroot = root.join("lib/modules").join(&kernel.kver);
-    for f in module_closure(&dep, MODULES)? {
+    for f in module_closure(&dep, &extras.pack)? {
         copy(&kernel.modroot.join(&f), &mroot.join(&f))?;
     }
     for f in [

@@ -38,6 +38,21 @@ pub const MODULES: &[&str] = &[
     "mbochs",
 ];
 
+/// Modules `cargo xtask nested-test`'s L1 guest needs beyond [`MODULES`]: KVM (TCG's
+/// `-cpu max` emulates AMD SVM, so `kvm_amd` loads and `/dev/kvm` appears) and the 9p share
+/// that brings the L2 QEMU. Kept in the same cache, so one extraction serves both harnesses.
+pub const NESTED_MODULES: &[&str] = &["kvm_amd", "9pnet_virtio", "9p"];
+
+/// Debian's modules the cache keeps: [`MODULES`] without the samples, and [`NESTED_MODULES`].
+fn debian_modules() -> Vec<&'static str> {
+    MODULES
+        .iter()
+        .chain(NESTED_MODULES)
+        .copied()
+        .filter(|m| !SAMPLES.contains(m))
+        .collect()
+}
+
 /// The sample mdev drivers built out of tree from `linux-source`.
 const SAMPLES: &[&str] = &["mtty", "mdpy", "mdpy-fb", "mbochs"];
 
@@ -319,12 +334,7 @@ pub fn prepare_plain(lab_root: &Path, opts: &Opts, modules: &[&str]) -> Result<K
         let dep = std::fs::read_to_string(&dep_path)
             .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
         let mut keep = module_closure(&dep, modules)?;
-        let debian: Vec<&str> = MODULES
-            .iter()
-            .copied()
-            .filter(|m| !SAMPLES.contains(m))
-            .collect();
-        keep.extend(module_closure(&dep, &debian).unwrap_or_default());
+        keep.extend(module_closure(&dep, &debian_modules()).unwrap_or_default());
         prune_except(&modroot, &keep)?;
     }
     let vmlinux = dir.join(format!("vmlinux-{kver}"));
@@ -341,30 +351,29 @@ pub fn prepare_plain(lab_root: &Path, opts: &Opts, modules: &[&str]) -> Result<K
     })
 }
 
-/// True when `modules.dep` is there and every Debian module of [`MODULES`]' closure too
+/// True when `modules.dep` is there and every Debian module of [`MODULES`]' and
+/// [`NESTED_MODULES`]' closure too
 /// (the samples in `extra/` are checked separately).
 fn modules_present(modroot: &Path) -> bool {
     let Ok(dep) = std::fs::read_to_string(modroot.join("modules.dep")) else {
         return false;
     };
-    let wanted: Vec<&str> = MODULES
-        .iter()
-        .copied()
-        .filter(|m| !SAMPLES.contains(m))
-        .collect();
-    match module_closure(&dep, &wanted) {
+    match module_closure(&dep, &debian_modules()) {
         Ok(files) => files.iter().all(|f| modroot.join(f).is_file()),
         Err(_) => false,
     }
 }
 
 /// Deletes every `.ko` the initramfs does not need: the extracted package is 400 MB, the
-/// closure of [`MODULES`] a few MB. The `.deb` stays, so a changed list re-extracts offline.
+/// closure of [`MODULES`] and [`NESTED_MODULES`] a few MB. The `.deb` stays, so a changed
+/// list re-extracts offline.
 fn prune_modules(modroot: &Path) -> Result<(), String> {
     let dep_path = modroot.join("modules.dep");
     let dep = std::fs::read_to_string(&dep_path)
         .map_err(|e| format!("read {}: {e}", dep_path.display()))?;
-    prune_except(modroot, &module_closure(&dep, MODULES)?)
+    let mut keep = module_closure(&dep, MODULES)?;
+    keep.extend(module_closure(&dep, NESTED_MODULES)?);
+    prune_except(modroot, &keep)
 }
 
 /// Deletes every `.ko` under `modroot/kernel` not in `keep`.

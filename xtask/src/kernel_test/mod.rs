@@ -19,6 +19,7 @@ mod differential;
 pub mod e2e;
 mod initramfs;
 mod lab;
+pub mod nested;
 mod qemu;
 mod scenarios;
 mod serial;

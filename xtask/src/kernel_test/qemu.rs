@@ -91,6 +91,18 @@ pub fn qemu_args(accel: Accel, kernel: &Path, initrd: &Path, ttys1: &Path) -> Ve
 
 /// Runs QEMU, tees its console (with host timestamps) to `log`, and echoes protocol lines.
 pub fn boot(args: &[String], log: &Path, timeout: Duration, verbose: bool) -> Result<Boot, String> {
+    boot_with(args, log, timeout, verbose, &mut |_, _| {})
+}
+
+/// [`boot`], handing every console line (with its host seconds) to `on_line` as it comes,
+/// so a harness can act while the guest runs (nested-test's screendumps).
+pub fn boot_with(
+    args: &[String],
+    log: &Path,
+    timeout: Duration,
+    verbose: bool,
+    on_line: &mut dyn FnMut(f64, &str),
+) -> Result<Boot, String> {
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args(args)
@@ -147,6 +159,7 @@ pub fn boot(args: &[String], log: &Path, timeout: Duration, verbose: bool) -> Re
             Ok((t, line)) => {
                 let _ = writeln!(logf, "{t:8.2} {line}");
                 guest.feed(&line);
+                on_line(t, &line);
                 if to_init.is_none() && guest.init_uptime.is_some() {
                     to_init = Some(t);
                 }
