@@ -322,3 +322,21 @@ fn unsupported_operations_report_an_error_instead_of_panicking() {
     let seen = seen.lock().unwrap();
     assert!(seen.iter().any(|m| m.contains("textures is not supported")), "{seen:?}");
 }
+
+#[test]
+fn the_guest_library_works_over_a_socketpair_to_an_executor_thread() {
+    let host = Host::from_env().unwrap();
+    let (guest_end, host_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    let ctx = host.context(Budget::default());
+    let server = std::thread::spawn(move || webgpu_host::serve_stream(host_end, ctx));
+    let (nd, nq) = native();
+    let want = vector_add(&nd, &nq);
+    {
+        let instance = webgpu_guest::instance(Box::new(webgpu_guest::StreamTransport::new(guest_end)));
+        let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+        let (rd, rq) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
+        assert_eq!(vector_add(&rd, &rq), want);
+    }
+    // Dropping the instance closes the guest's end: the executor's loop ends cleanly.
+    server.join().unwrap().unwrap();
+}
