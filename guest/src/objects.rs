@@ -6,15 +6,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use wgpu::custom::*;
 use webgpu_wire::{
-    BindGroupEntry, BindGroupLayoutEntry, BindingResource, BindingType, BufferBindingKind,
-    Command, EncoderCommand, ErrorKind, GpuError, Id, MapMode, Reply,
+    BindGroupEntry, BindGroupLayoutEntry, BindingResource, BindingType, BufferBindingKind, Command,
+    EncoderCommand, ErrorKind, GpuError, Id, MapMode, Reply,
 };
+use wgpu::custom::*;
 
 use crate::conn::{to_wgpu, Conn};
 
-type Callbacks = Mutex<Vec<Box<dyn FnOnce() + Send>>>;
+type Callback = Box<dyn FnOnce() + Send>;
+type Callbacks = Mutex<Vec<Callback>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -38,7 +39,7 @@ struct DevShared {
     /// Callbacks to run at the next poll (map callbacks).
     ready: Callbacks,
     /// `on_submitted_work_done` callbacks and the submission count they wait for.
-    done: Mutex<Vec<(u64, Box<dyn FnOnce() + Send>)>>,
+    done: Mutex<Vec<(u64, Callback)>>,
     submitted: AtomicU64,
 }
 
@@ -337,8 +338,9 @@ impl RemoteDevice {
         }
         let done: Vec<_> = {
             let mut d = lock(&self.shared.done);
-            let (now, later): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut *d).into_iter().partition(|(n, _)| *n <= completed);
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut *d)
+                .into_iter()
+                .partition(|(n, _)| *n <= completed);
             *d = later;
             now
         };
@@ -644,7 +646,10 @@ impl DeviceInterface for RemoteDevice {
     unsafe fn start_graphics_debugger_capture(&self) {}
     unsafe fn stop_graphics_debugger_capture(&self) {}
 
-    fn poll(&self, poll_type: wgpu::wgt::PollType<u64>) -> Result<wgpu::PollStatus, wgpu::PollError> {
+    fn poll(
+        &self,
+        poll_type: wgpu::wgt::PollType<u64>,
+    ) -> Result<wgpu::PollStatus, wgpu::PollError> {
         let wait = matches!(poll_type, wgpu::wgt::PollType::Wait { .. });
         match self.conn.call(Command::Poll {
             device: self.id,
@@ -1040,11 +1045,7 @@ impl CommandEncoderInterface for Encoder {
         });
         DispatchCommandBuffer::custom(Obj::new(&self.conn, id, self.device))
     }
-    fn clear_texture(
-        &self,
-        _texture: &DispatchTexture,
-        _range: &wgpu::ImageSubresourceRange,
-    ) {
+    fn clear_texture(&self, _texture: &DispatchTexture, _range: &wgpu::ImageSubresourceRange) {
         self.conn.unsupported(self.device, "clear_texture");
     }
     fn clear_buffer(
@@ -1086,14 +1087,16 @@ impl CommandEncoderInterface for Encoder {
         _blas: &mut dyn Iterator<Item = &'a wgpu::Blas>,
         _tlas: &mut dyn Iterator<Item = &'a wgpu::Tlas>,
     ) {
-        self.conn.unsupported(self.device, "acceleration structures");
+        self.conn
+            .unsupported(self.device, "acceleration structures");
     }
     fn build_acceleration_structures<'a>(
         &self,
         _blas: &mut dyn Iterator<Item = &'a wgpu::BlasBuildEntry<'a>>,
         _tlas: &mut dyn Iterator<Item = &'a wgpu::Tlas>,
     ) {
-        self.conn.unsupported(self.device, "acceleration structures");
+        self.conn
+            .unsupported(self.device, "acceleration structures");
     }
     fn transition_resources<'a>(
         &mut self,
@@ -1300,7 +1303,10 @@ impl RenderBundleEncoderInterface for Unsupported {
     {
         DispatchRenderBundle::custom(Unsupported)
     }
-    fn finish_boxed(self: Box<Self>, desc: &wgpu::RenderBundleDescriptor<'_>) -> DispatchRenderBundle {
+    fn finish_boxed(
+        self: Box<Self>,
+        desc: &wgpu::RenderBundleDescriptor<'_>,
+    ) -> DispatchRenderBundle {
         (*self).finish(desc)
     }
 }

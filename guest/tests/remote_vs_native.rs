@@ -51,9 +51,12 @@ fn storage(device: &wgpu::Device, data: &[u32]) -> wgpu::Buffer {
             | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: true,
     });
-    b.get_mapped_range_mut(..)
-        .unwrap()
-        .copy_from_slice(&data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    b.get_mapped_range_mut(..).unwrap().copy_from_slice(
+        &data
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<_>>(),
+    );
     b.unmap();
     b
 }
@@ -71,7 +74,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 fn vector_add(device: &wgpu::Device, queue: &wgpu::Queue) -> Vec<u8> {
     let n = 10_000u32;
     let a: Vec<u32> = (0..n).map(|i| (i as f32 * 0.37).to_bits()).collect();
-    let b: Vec<u32> = (0..n).map(|i| (1.0f32 / (i as f32 + 1.0)).to_bits()).collect();
+    let b: Vec<u32> = (0..n)
+        .map(|i| (1.0f32 / (i as f32 + 1.0)).to_bits())
+        .collect();
     let (ba, bb) = (storage(device, &a), storage(device, &b));
     let bc = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
@@ -95,9 +100,18 @@ fn vector_add(device: &wgpu::Device, queue: &wgpu::Queue) -> Vec<u8> {
         label: None,
         layout: &pipeline.get_bind_group_layout(0),
         entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: ba.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 1, resource: bb.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 2, resource: bc.as_entire_binding() },
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: ba.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: bb.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: bc.as_entire_binding(),
+            },
         ],
     });
     let mut enc = device.create_command_encoder(&Default::default());
@@ -129,11 +143,18 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 fn prefix_sum(device: &wgpu::Device, queue: &wgpu::Queue) -> Vec<u8> {
     let n = 4096u32;
     let data: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2654435761) >> 20).collect();
-    let bufs = [storage(device, &data), storage(device, &vec![0; n as usize])];
+    let bufs = [
+        storage(device, &data),
+        storage(device, &vec![0; n as usize]),
+    ];
     let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
         count: None,
     };
     let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -175,9 +196,18 @@ fn prefix_sum(device: &wgpu::Device, queue: &wgpu::Queue) -> Vec<u8> {
             label: None,
             layout: &bgl,
             entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: bufs[cur].as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: bufs[1 - cur].as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: params.as_entire_binding() },
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: bufs[cur].as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: bufs[1 - cur].as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: params.as_entire_binding(),
+                },
             ],
         });
         let mut enc = device.create_command_encoder(&Default::default());
@@ -193,7 +223,10 @@ fn prefix_sum(device: &wgpu::Device, queue: &wgpu::Queue) -> Vec<u8> {
     }
     let out = read_back(device, queue, &bufs[cur]);
     // The scan is right, not merely equal on both sides.
-    let got: Vec<u32> = out.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let got: Vec<u32> = out
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let mut acc = 0u32;
     for (i, v) in data.iter().enumerate() {
         acc = acc.wrapping_add(*v);
@@ -230,7 +263,9 @@ fn invalid_wgsl(device: &wgpu::Device) -> Option<wgpu::Error> {
     captured(device, || {
         let _module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: None,
-            source: wgpu::ShaderSource::Wgsl("@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }".into()),
+            source: wgpu::ShaderSource::Wgsl(
+                "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }".into(),
+            ),
         });
     })
 }
@@ -239,7 +274,9 @@ fn invalid_wgsl(device: &wgpu::Device) -> Option<wgpu::Error> {
 fn invalid_wgsl_gives_the_native_validation_error() {
     let (nd, _) = native();
     let (rd, _) = remote();
-    let want = invalid_wgsl(&nd).expect("native rejects the shader").to_string();
+    let want = invalid_wgsl(&nd)
+        .expect("native rejects the shader")
+        .to_string();
     let got = invalid_wgsl(&rd).expect("remote rejects the shader");
     assert!(matches!(got, wgpu::Error::Validation { .. }));
     assert_eq!(got.to_string(), want);
@@ -271,15 +308,28 @@ fn out_of_bounds_and_use_after_destroy_give_the_native_errors() {
     let (nd, nq) = native();
     let (rd, rq) = remote();
     let want = out_of_bounds_copy(&nd).expect("native error").to_string();
-    assert_eq!(out_of_bounds_copy(&rd).expect("remote error").to_string(), want);
-    let want = use_after_destroy(&nd, &nq).expect("native error").to_string();
-    assert_eq!(use_after_destroy(&rd, &rq).expect("remote error").to_string(), want);
+    assert_eq!(
+        out_of_bounds_copy(&rd).expect("remote error").to_string(),
+        want
+    );
+    let want = use_after_destroy(&nd, &nq)
+        .expect("native error")
+        .to_string();
+    assert_eq!(
+        use_after_destroy(&rd, &rq)
+            .expect("remote error")
+            .to_string(),
+        want
+    );
 }
 
 #[test]
 fn a_context_over_its_budget_gets_oom_while_another_keeps_working() {
     let host = Host::from_env().unwrap();
-    let small = Budget { max_bytes: 1 << 20, ..Budget::default() };
+    let small = Budget {
+        max_bytes: 1 << 20,
+        ..Budget::default()
+    };
     let (d1, q1) = remote_with(&host, small);
     let (d2, q2) = remote_with(&host, Budget::default());
     let scope = d1.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -298,7 +348,13 @@ fn a_context_over_its_budget_gets_oom_while_another_keeps_working() {
     assert_eq!(vector_add(&d2, &q2), want);
     let small_ok = captured(&d1, || {
         let b = storage(&d1, &[7; 16]);
-        assert_eq!(read_back(&d1, &q1, &b), [7u32; 16].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+        assert_eq!(
+            read_back(&d1, &q1, &b),
+            [7u32; 16]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()
+        );
     });
     assert!(small_ok.is_none(), "{small_ok:?}");
 }
@@ -311,7 +367,11 @@ fn unsupported_operations_report_an_error_instead_of_panicking() {
     rd.on_uncaptured_error(Arc::new(move |e| s2.lock().unwrap().push(e.to_string())));
     let _t = rd.create_texture(&wgpu::TextureDescriptor {
         label: None,
-        size: wgpu::Extent3d { width: 4, height: 4, depth_or_array_layers: 1 },
+        size: wgpu::Extent3d {
+            width: 4,
+            height: 4,
+            depth_or_array_layers: 1,
+        },
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
@@ -320,7 +380,10 @@ fn unsupported_operations_report_an_error_instead_of_panicking() {
         view_formats: &[],
     });
     let seen = seen.lock().unwrap();
-    assert!(seen.iter().any(|m| m.contains("textures is not supported")), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("textures is not supported")),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -332,7 +395,8 @@ fn the_guest_library_works_over_a_socketpair_to_an_executor_thread() {
     let (nd, nq) = native();
     let want = vector_add(&nd, &nq);
     {
-        let instance = webgpu_guest::instance(Box::new(webgpu_guest::StreamTransport::new(guest_end)));
+        let instance =
+            webgpu_guest::instance(Box::new(webgpu_guest::StreamTransport::new(guest_end)));
         let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
         let (rd, rq) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
         assert_eq!(vector_add(&rd, &rq), want);

@@ -82,7 +82,9 @@ impl Context {
                 obj: Object::Device(d),
                 ..
             }) => Ok(d),
-            _ => Err(validation(format!("id {id} names no device of this context"))),
+            _ => Err(validation(format!(
+                "id {id} names no device of this context"
+            ))),
         }
     }
 
@@ -233,13 +235,12 @@ impl Context {
                 wgsl,
             } => {
                 self.reserve(id, 0)?;
-                let m = self
-                    .device(device)?
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                let m = self.device(device)?.device.create_shader_module(
+                    wgpu::ShaderModuleDescriptor {
                         label: label(&l),
                         source: wgpu::ShaderSource::Wgsl(Cow::Owned(wgsl)),
-                    });
+                    },
+                );
                 self.insert(device, id, 0, Object::ShaderModule(m));
                 Ok(Reply::Ok)
             }
@@ -272,9 +273,10 @@ impl Context {
                 self.reserve(id, 0)?;
                 let mut out = Vec::with_capacity(entries.len());
                 for e in &entries {
-                    let visibility = wgpu::ShaderStages::from_bits(e.visibility).ok_or_else(|| {
-                        validation(format!("unknown shader stage bits {:#x}", e.visibility))
-                    })?;
+                    let visibility =
+                        wgpu::ShaderStages::from_bits(e.visibility).ok_or_else(|| {
+                            validation(format!("unknown shader stage bits {:#x}", e.visibility))
+                        })?;
                     let ty = match &e.ty {
                         BindingType::Buffer {
                             kind,
@@ -351,14 +353,14 @@ impl Context {
                         }),
                     })
                     .collect();
-                let bg = self
-                    .device(device)?
-                    .device
-                    .create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: label(&l),
-                        layout,
-                        entries: &wentries,
-                    });
+                let bg =
+                    self.device(device)?
+                        .device
+                        .create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: label(&l),
+                            layout,
+                            entries: &wentries,
+                        });
                 self.insert(device, id, 0, Object::BindGroup(bg));
                 Ok(Reply::Ok)
             }
@@ -439,11 +441,10 @@ impl Context {
                 commands,
             } => {
                 self.reserve(id, 0)?;
-                let mut enc = self.device(device)?.device.create_command_encoder(
-                    &wgpu::CommandEncoderDescriptor {
-                        label: label(&l),
-                    },
-                );
+                let mut enc = self
+                    .device(device)?
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: label(&l) });
                 self.record(&mut enc, &commands)?;
                 let cb = enc.finish();
                 self.insert(device, id, 0, Object::CommandBuffer(cb));
@@ -458,7 +459,9 @@ impl Context {
                     self.bytes -= e.bytes;
                     Ok(Reply::Ok)
                 }
-                None => Err(validation(format!("release of id {id}, which names nothing"))),
+                None => Err(validation(format!(
+                    "release of id {id}, which names nothing"
+                ))),
             },
         }
     }
@@ -477,7 +480,9 @@ impl Context {
         }
         self.reserve(queue, 0)?;
         if self.objects.len() + 2 > self.budget.max_objects {
-            return Err(oom("no room in this context's budget for a device and its queue"));
+            return Err(oom(
+                "no room in this context's budget for a device and its queue",
+            ));
         }
         if features != [0, 0] {
             return Err(validation(

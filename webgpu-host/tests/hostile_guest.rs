@@ -51,8 +51,16 @@ fn two_contexts_never_see_each_others_objects() {
     let (r, _) = call(
         &mut b,
         &[
-            Command::PushErrorScope { device: 1, filter: ErrorKind::Validation },
-            Command::WriteBuffer { queue: 2, buffer: 10, offset: 0, data: vec![1; 4] },
+            Command::PushErrorScope {
+                device: 1,
+                filter: ErrorKind::Validation,
+            },
+            Command::WriteBuffer {
+                queue: 2,
+                buffer: 10,
+                offset: 0,
+                data: vec![1; 4],
+            },
             Command::PopErrorScope { device: 1 },
         ],
     );
@@ -61,7 +69,15 @@ fn two_contexts_never_see_each_others_objects() {
         other => panic!("expected a validation error, got {other:?}"),
     }
     // a's buffer is untouched and mappable in a.
-    let (r, _) = call(&mut a, &[Command::MapBuffer { buffer: 10, mode: webgpu_wire::MapMode::Read, offset: 0, size: 256 }]);
+    let (r, _) = call(
+        &mut a,
+        &[Command::MapBuffer {
+            buffer: 10,
+            mode: webgpu_wire::MapMode::Read,
+            offset: 0,
+            size: 256,
+        }],
+    );
     assert_eq!(r, Reply::Mapped(vec![0; 256]));
 }
 
@@ -73,24 +89,39 @@ fn reusing_an_id_is_a_validation_error_not_a_replacement() {
         &mut a,
         &[
             buffer(1, 10, 64),
-            Command::PushErrorScope { device: 1, filter: ErrorKind::Validation },
+            Command::PushErrorScope {
+                device: 1,
+                filter: ErrorKind::Validation,
+            },
             buffer(1, 10, 128),
             Command::PopErrorScope { device: 1 },
         ],
     );
-    assert!(matches!(r, Reply::Scope(Some(ref e)) if e.message.contains("already in use")), "{r:?}");
+    assert!(
+        matches!(r, Reply::Scope(Some(ref e)) if e.message.contains("already in use")),
+        "{r:?}"
+    );
     assert_eq!(a.bytes_in_use(), 64);
 }
 
 #[test]
 fn object_budget_gives_out_of_memory() {
-    let mut a = host().context(Budget { max_objects: 5, ..Budget::default() });
+    let mut a = host().context(Budget {
+        max_objects: 5,
+        ..Budget::default()
+    });
     device(&mut a, 1, 2);
-    let mut cmds = vec![Command::PushErrorScope { device: 1, filter: ErrorKind::OutOfMemory }];
+    let mut cmds = vec![Command::PushErrorScope {
+        device: 1,
+        filter: ErrorKind::OutOfMemory,
+    }];
     cmds.extend((10..20).map(|id| buffer(1, id, 4)));
     cmds.push(Command::PopErrorScope { device: 1 });
     let (r, _) = call(&mut a, &cmds);
-    assert!(matches!(r, Reply::Scope(Some(ref e)) if e.kind == ErrorKind::OutOfMemory), "{r:?}");
+    assert!(
+        matches!(r, Reply::Scope(Some(ref e)) if e.kind == ErrorKind::OutOfMemory),
+        "{r:?}"
+    );
     assert_eq!(a.object_count(), 5);
 }
 
@@ -116,30 +147,114 @@ fn arb_command() -> impl Strategy<Value = Command> {
             limits: wgpu::Limits::downlevel_defaults(),
             features: [0, 0],
         }),
-        (id.clone(), id.clone(), 0u64..(1 << 22), any::<u32>(), any::<bool>()).prop_map(
-            |(device, id, size, usage, mapped_at_creation)| Command::CreateBuffer {
-                device, id, label: None, size, usage: usage & 0x3ff, mapped_at_creation,
+        (
+            id.clone(),
+            id.clone(),
+            0u64..(1 << 22),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(|(device, id, size, usage, mapped_at_creation)| {
+                Command::CreateBuffer {
+                    device,
+                    id,
+                    label: None,
+                    size,
+                    usage: usage & 0x3ff,
+                    mapped_at_creation,
+                }
+            }),
+        (
+            id.clone(),
+            id.clone(),
+            0u64..512,
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(queue, buffer, offset, data)| Command::WriteBuffer {
+                queue,
+                buffer,
+                offset,
+                data
+            }),
+        (id.clone(), any::<bool>(), 0u64..512, 0u64..512).prop_map(|(buffer, w, offset, size)| {
+            Command::MapBuffer {
+                buffer,
+                mode: if w {
+                    webgpu_wire::MapMode::Write
+                } else {
+                    webgpu_wire::MapMode::Read
+                },
+                offset,
+                size,
+            }
+        }),
+        (
+            id.clone(),
+            proptest::collection::vec(
+                (0u64..512, proptest::collection::vec(any::<u8>(), 0..16)),
+                0..3
+            )
+        )
+            .prop_map(|(buffer, writes)| Command::UnmapBuffer { buffer, writes }),
+        (id.clone(), id.clone(), "[ -~]{0,40}").prop_map(|(device, id, wgsl)| {
+            Command::CreateShaderModule {
+                device,
+                id,
+                label: None,
+                wgsl,
+            }
+        }),
+        (id.clone(), id.clone(), id.clone()).prop_map(|(device, id, module)| {
+            Command::CreateComputePipeline {
+                device,
+                id,
+                label: None,
+                layout: None,
+                module,
+                entry_point: None,
+                constants: vec![],
+                zero_initialize_workgroup_memory: true,
+            }
+        }),
+        (id.clone(), 0u32..8, id.clone()).prop_map(|(pipeline, index, id)| {
+            Command::GetBindGroupLayout {
+                pipeline,
+                index,
+                id,
+            }
+        }),
+        (
+            id.clone(),
+            id.clone(),
+            proptest::collection::vec(arb_encoder(), 0..8)
+        )
+            .prop_map(|(device, id, commands)| Command::FinishEncoder {
+                device,
+                id,
+                label: None,
+                commands
+            }),
+        (id.clone(), proptest::collection::vec(id.clone(), 0..3)).prop_map(
+            |(queue, command_buffers)| Command::Submit {
+                queue,
+                command_buffers
             }
         ),
-        (id.clone(), id.clone(), 0u64..512, proptest::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(queue, buffer, offset, data)| Command::WriteBuffer { queue, buffer, offset, data }),
-        (id.clone(), any::<bool>(), 0u64..512, 0u64..512).prop_map(|(buffer, w, offset, size)| {
-            Command::MapBuffer { buffer, mode: if w { webgpu_wire::MapMode::Write } else { webgpu_wire::MapMode::Read }, offset, size }
+        (id.clone(), 0u8..3).prop_map(|(device, f)| Command::PushErrorScope {
+            device,
+            filter: [
+                ErrorKind::Validation,
+                ErrorKind::OutOfMemory,
+                ErrorKind::Internal
+            ][f as usize]
         }),
-        (id.clone(), proptest::collection::vec((0u64..512, proptest::collection::vec(any::<u8>(), 0..16)), 0..3))
-            .prop_map(|(buffer, writes)| Command::UnmapBuffer { buffer, writes }),
-        (id.clone(), id.clone(), "[ -~]{0,40}").prop_map(|(device, id, wgsl)| Command::CreateShaderModule { device, id, label: None, wgsl }),
-        (id.clone(), id.clone(), id.clone()).prop_map(|(device, id, module)| Command::CreateComputePipeline {
-            device, id, label: None, layout: None, module, entry_point: None, constants: vec![], zero_initialize_workgroup_memory: true,
-        }),
-        (id.clone(), 0u32..8, id.clone()).prop_map(|(pipeline, index, id)| Command::GetBindGroupLayout { pipeline, index, id }),
-        (id.clone(), id.clone(), proptest::collection::vec(arb_encoder(), 0..8)).prop_map(|(device, id, commands)| Command::FinishEncoder { device, id, label: None, commands }),
-        (id.clone(), proptest::collection::vec(id.clone(), 0..3)).prop_map(|(queue, command_buffers)| Command::Submit { queue, command_buffers }),
-        (id.clone(), 0u8..3).prop_map(|(device, f)| Command::PushErrorScope { device, filter: [ErrorKind::Validation, ErrorKind::OutOfMemory, ErrorKind::Internal][f as usize] }),
-        id.clone().prop_map(|device| Command::PopErrorScope { device }),
+        id.clone()
+            .prop_map(|device| Command::PopErrorScope { device }),
         (id.clone(), any::<bool>()).prop_map(|(device, wait)| Command::Poll { device, wait }),
-        id.clone().prop_map(|buffer| Command::DestroyBuffer { buffer }),
-        id.clone().prop_map(|device| Command::DestroyDevice { device }),
+        id.clone()
+            .prop_map(|buffer| Command::DestroyBuffer { buffer }),
+        id.clone()
+            .prop_map(|device| Command::DestroyDevice { device }),
         id.prop_map(|id| Command::Release { id }),
     ]
 }
@@ -148,14 +263,38 @@ fn arb_encoder() -> impl Strategy<Value = webgpu_wire::EncoderCommand> {
     use webgpu_wire::EncoderCommand as E;
     let id = 0u64..24;
     prop_oneof![
-        (id.clone(), 0u64..64, id.clone(), 0u64..64, proptest::option::of(0u64..128)).prop_map(
-            |(src, src_offset, dst, dst_offset, size)| E::CopyBufferToBuffer { src, src_offset, dst, dst_offset, size }
+        (
+            id.clone(),
+            0u64..64,
+            id.clone(),
+            0u64..64,
+            proptest::option::of(0u64..128)
+        )
+            .prop_map(
+                |(src, src_offset, dst, dst_offset, size)| E::CopyBufferToBuffer {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    size
+                }
+            ),
+        (id.clone(), 0u64..64, proptest::option::of(0u64..64)).prop_map(
+            |(buffer, offset, size)| E::ClearBuffer {
+                buffer,
+                offset,
+                size
+            }
         ),
-        (id.clone(), 0u64..64, proptest::option::of(0u64..64)).prop_map(|(buffer, offset, size)| E::ClearBuffer { buffer, offset, size }),
         Just(E::BeginComputePass { label: None }),
         Just(E::EndComputePass),
-        id.clone().prop_map(|pipeline| E::SetComputePipeline { pipeline }),
-        (0u32..4, proptest::option::of(id.clone())).prop_map(|(index, group)| E::SetBindGroup { index, group, offsets: vec![] }),
+        id.clone()
+            .prop_map(|pipeline| E::SetComputePipeline { pipeline }),
+        (0u32..4, proptest::option::of(id.clone())).prop_map(|(index, group)| E::SetBindGroup {
+            index,
+            group,
+            offsets: vec![]
+        }),
         (0u32..4, 0u32..4, 0u32..4).prop_map(|(x, y, z)| E::Dispatch { x, y, z }),
         (id, 0u64..64).prop_map(|(buffer, offset)| E::DispatchIndirect { buffer, offset }),
         Just(E::PopDebugGroup),
