@@ -90,7 +90,9 @@ macro_rules! limit_fields {
             max_compute_workgroup_size_y: u32,
             max_compute_workgroup_size_z: u32,
             max_compute_workgroups_per_dimension: u32,
-            max_non_sampler_bindings: u32
+            max_non_sampler_bindings: u32,
+            // Bounds storage buffers per stage in wgpu 30 alongside the limit above.
+            max_buffers_and_acceleration_structures_per_shader_stage: u32
         )
     };
 }
