@@ -404,3 +404,53 @@ fn the_guest_library_works_over_a_socketpair_to_an_executor_thread() {
     // Dropping the instance closes the guest's end: the executor's loop ends cleanly.
     server.join().unwrap().unwrap();
 }
+
+/// `map_async(Write)` keeps the bytes the program does not write, like a native mapping.
+fn map_write_partial(device: &wgpu::Device, queue: &wgpu::Queue) -> Vec<u8> {
+    let up = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 64,
+        usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: true,
+    });
+    up.get_mapped_range_mut(..).unwrap().slice(..).fill(0xab);
+    up.unmap();
+    let (tx, rx) = mpsc::channel();
+    up.map_async(wgpu::MapMode::Write, 16..32, move |r| tx.send(r).unwrap());
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    rx.recv().unwrap().expect("map for writing");
+    up.get_mapped_range_mut(16..24)
+        .unwrap()
+        .copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    up.unmap();
+    let dst = storage(device, &[0; 16]);
+    let mut enc = device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(&up, 0, &dst, 0, 64);
+    queue.submit([enc.finish()]);
+    read_back(device, queue, &dst)
+}
+
+#[test]
+fn mapping_for_write_keeps_unwritten_bytes_like_native() {
+    let (nd, nq) = native();
+    let (rd, rq) = remote();
+    let want = map_write_partial(&nd, &nq);
+    assert_eq!(&want[16..24], &[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(want[24], 0xab);
+    assert_eq!(map_write_partial(&rd, &rq), want);
+}
+
+#[test]
+fn on_submitted_work_done_fires_after_poll() {
+    let (rd, rq) = remote();
+    let b = storage(&rd, &[1; 4]);
+    let mut enc = rd.create_command_encoder(&Default::default());
+    enc.clear_buffer(&b, 0, None);
+    rq.submit([enc.finish()]);
+    let (tx, rx) = mpsc::channel();
+    rq.on_submitted_work_done(move || tx.send(()).unwrap());
+    let status = rd.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    assert!(status.is_queue_empty());
+    rx.try_recv().expect("callback ran during poll");
+    assert_eq!(read_back(&rd, &rq, &b), vec![0; 16]);
+}
