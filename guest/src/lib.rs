@@ -1,0 +1,32 @@
+//! The guest library: the ordinary `wgpu` API, executed on the host's adapter through the
+//! WebGPU wire protocol (`webgpu-wire`).
+//!
+//! ```no_run
+//! # fn demo(transport: Box<dyn webgpu_wire::Transport>) {
+//! let instance = webgpu_guest::instance(transport);
+//! let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+//! // ...then wgpu as usual.
+//! # }
+//! ```
+//!
+//! Objects get guest-allocated ids; calls that return nothing are batched and sent at the
+//! next call that needs the host's answer (mapping, polling, popping an error scope) or at
+//! `queue.submit`. Operations outside the protocol's scope (textures, render pipelines,
+//! queries, surfaces...) report a WebGPU validation error through the device's uncaptured
+//! error handler and return invalid objects; they never panic.
+#![deny(missing_docs)]
+
+mod conn;
+mod objects;
+
+use std::sync::Arc;
+
+use conn::Conn;
+pub use webgpu_wire::{StreamTransport, Transport};
+
+/// A `wgpu::Instance` whose adapter is the host's, reached through `transport`.
+pub fn instance(transport: Box<dyn Transport>) -> wgpu::Instance {
+    wgpu::Instance::from_custom(objects::RemoteInstance {
+        conn: Some(Arc::new(Conn::new(transport))),
+    })
+}
