@@ -414,6 +414,16 @@ impl Recorder<'_> {
         }
         self.out
             .file(Path::new("/proc/cpuinfo"), first.as_bytes())?;
+        // What tells a guest from bare metal besides the cpuinfo flag (DMI names the
+        // hypervisor; Xen has /sys/hypervisor): the scan reads these, so the recording keeps
+        // them and a replay recognises the same host.
+        for p in [
+            "/sys/class/dmi/id/sys_vendor",
+            "/sys/class/dmi/id/product_name",
+            "/sys/hypervisor/type",
+        ] {
+            self.attr(Path::new(p))?;
+        }
         // a real host has osrelease; a fixture has the recorded proc/kernel-release
         let release = self
             .host
@@ -512,7 +522,8 @@ fn empty_dirs(root: &Path) -> Result<Vec<String>, RecordError> {
 /// [`PCI_ATTRS`] and its `driver`/`iommu_group`/`physfn`/`subsystem`/`virtfnN` links,
 /// `sys/bus/pci/{devices,drivers}`, `sys/kernel/iommu_groups`, `sys/class/{iommu,mdev_bus,drm}`,
 /// mdev parents' types (PCI or virtual) and active mdevs, `sys/bus/mdev`,
-/// `proc/{cmdline,cpuinfo,modules,kernel-release}`, `dev/{kvm,iommu,vfio/*,dri/*}` as empty
+/// `proc/{cmdline,cpuinfo,modules,kernel-release}`, `sys/class/dmi/id/{sys_vendor,product_name}`
+/// and `sys/hypervisor/type` where present, `dev/{kvm,iommu,vfio/*,dri/*}` as empty
 /// files, and `.fixture/{README,empty-dirs,wgpu-adapters.json}`. Attributes that cannot be
 /// read are left out and listed in [`RecordSummary::skipped`]; a failed adapter probe gives
 /// an empty adapter list and a note in the README.
@@ -662,6 +673,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A guest's DMI names its hypervisor; the recording keeps it, so the simulator
+    /// recognises the recorded host as the same guest (the kernel-test differential failed
+    /// on exactly this: the kernel said QEMU, the replay said nothing).
+    #[test]
+    fn keeps_what_identifies_a_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("source");
+        materialize(&shared_fixture("qemu-q35-viommu"), &src);
+        std::fs::create_dir_all(src.join("sys/class/dmi/id")).unwrap();
+        std::fs::write(src.join("sys/class/dmi/id/sys_vendor"), "QEMU\n").unwrap();
+        let host = SimHost::from_fixture(&src).unwrap();
+        let out = dir.path().join("out");
+        record_host(&host, &out).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("sys/class/dmi/id/sys_vendor")).unwrap(),
+            "QEMU\n"
+        );
     }
 
     /// Records `name` through SimHost and checks the re-read tree is the same, node for node.

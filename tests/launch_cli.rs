@@ -256,3 +256,78 @@ fn sigterm_stops_the_vm_and_gives_everything_back() {
         "the VM's run directory is left"
     );
 }
+
+/// Whether `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn qemu_does_not_outlive_a_killed_vm_cli() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let q = dir.path().join("qemu-system-x86_64");
+    std::fs::write(
+        &q,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) echo 'QEMU emulator version 10.0.2'; exit 0;; esac\n\
+             echo $$ > {d}/qemu.pid.tmp; mv {d}/qemu.pid.tmp {d}/qemu.pid\n\
+             i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kernel = dir.path().join("vmlinuz");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+        .args([
+            "--host-root",
+            &fixture("intel-desktop-gvtg-dgpu"),
+            "--state-dir",
+        ])
+        .arg(&state)
+        .arg("--kernel")
+        .arg(&kernel)
+        .args(["--gpu-mode", "passthrough", "--qemu"])
+        .arg(&q)
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("VM_HOST_ROOT")
+        .env_remove("VM_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let pidfile = dir.path().join("qemu.pid");
+    while !pidfile.exists() {
+        assert!(start.elapsed().as_secs() < 20, "QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let qemu: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    child.kill().unwrap(); // SIGKILL: vm-cli gets no chance to stop QEMU itself.
+    child.wait().unwrap();
+    let start = std::time::Instant::now();
+    while !ended(qemu) {
+        if start.elapsed().as_secs() >= 10 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(qemu),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("QEMU (pid {qemu}) outlived the killed vm-cli by 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
