@@ -179,9 +179,7 @@ fn start_backend(cmd: &[String], socket: &Path, stop: &StopFlag) -> Result<Child
         what: "starting the GPU backend".into(),
         detail: "empty backend command".into(),
     })?;
-    let mut command = Command::new(prog);
-    die_with_vm_cli(&mut command);
-    let mut child = command
+    let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())
         // Its own process group: a Ctrl-C on the terminal reaches QEMU and vm-cli, and
@@ -341,28 +339,6 @@ pub(crate) fn decide_end(qemu: Option<ExitStatus>, backend: ExitStatus) -> &'sta
     }
 }
 
-/// Has the kernel send SIGTERM to the child when vm-cli dies, a `kill -9` included, so
-/// that QEMU and the GPU backend never outlive the process that owns the VM's journal: the
-/// devices are closed and `gpu restore` can give them back (a nested real-kernel run showed
-/// QEMU running on after vm-cli was killed). vm-cli starts its children from the thread that
-/// supervises them to the end, which is the thread `PR_SET_PDEATHSIG` watches.
-fn die_with_vm_cli(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the child between fork and exec; prctl(2) and getppid(2)
-    // are async-signal-safe system calls, and the closure allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
-            // vm-cli died between fork and prctl: the signal will never come.
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("vm-cli ended while starting the VM"));
-            }
-            Ok(())
-        });
-    }
-}
-
 fn start_processes(
     plan: &LaunchPlan,
     stop: &StopFlag,
@@ -386,9 +362,7 @@ fn start_processes(
         .argv
         .split_first()
         .expect("qemu_argv always starts with the binary");
-    let mut command = Command::new(prog);
-    die_with_vm_cli(&mut command);
-    match command.args(args).envs(plan.qemu.env()).spawn() {
+    match Command::new(prog).args(args).envs(plan.qemu.env()).spawn() {
         Ok(q) => Ok((q, backend)),
         Err(e) => {
             if let Some(b) = backend.as_mut() {
