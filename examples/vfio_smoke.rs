@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vm_device::host::{self, vfio_smoke_with, PathChoice};
+use vm_device::host;
+use vm_device::rungs::passthrough::{vfio_smoke_with, PathChoice};
 
 fn usage() -> ExitCode {
     eprintln!("usage: vfio_smoke GROUP NAME [auto|legacy|iommufd] [--host-root DIR]");

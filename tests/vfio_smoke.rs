@@ -5,7 +5,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use vm_device::host::{vfio_smoke, vfio_smoke_with, HostOps, PathChoice, SimHost};
+use vm_device::host::{HostOps, SimHost};
+use vm_device::rungs::passthrough::{vfio_smoke, vfio_smoke_with, PathChoice};
 use vm_device_sim::copy_fixture;
 use vm_passthrough::vfio::region;
 use vm_passthrough::VfioPath;

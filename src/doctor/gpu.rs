@@ -10,7 +10,8 @@ use super::{Check, Options, Status};
 use crate::host::HostOps;
 use crate::inventory::{Gpu, HostInventory, PciFunction};
 use crate::ladder::{Candidate, GpuMode, ReasonCode, Target};
-use crate::rungs::passthrough::probe::{group_blockers, VFIO_SAFE_DRIVERS};
+use crate::rungs::passthrough::probe::{self as passthrough_probe, group_blockers};
+use crate::rungs::passthrough::rules;
 
 const PT: Option<GpuMode> = Some(GpuMode::Passthrough);
 
@@ -88,7 +89,7 @@ pub(super) fn gpu_checks(
         out.push(boot_display(f));
         out.push(reset(f));
         out.push(driver(inv, g, f));
-        out.push(holders_check(f, &f.device_nodes, &holders));
+        out.push(holders_check(f, &nodes_to_free(inv, g), &holders));
         if let Some(c) = vfio_access(host, inv, f) {
             out.push(c);
         }
@@ -222,6 +223,13 @@ fn boot_display(f: &PciFunction) -> Check {
     let id = id(&a, "boot_display");
     let path = format!("/sys/bus/pci/devices/{a}/boot_vga");
     match f.boot_vga {
+        Some(true) if !rules::takes_the_console(true, f.driver.as_deref(), false) => Check::new(
+            id,
+            PT,
+            Status::Ok,
+            "the boot display, already on a VFIO driver: the host has given it up",
+        )
+        .evidence(format!("{path} = 1")),
         Some(true) => Check::new(
             id,
             PT,
@@ -318,7 +326,7 @@ fn driver(inv: &HostInventory, g: &Gpu, f: &PciFunction) -> Check {
         .filter(|f| {
             f.driver
                 .as_deref()
-                .is_some_and(|d| !VFIO_SAFE_DRIVERS.contains(&d))
+                .is_some_and(|_| !rules::leaves_group_viable(f.class, f.driver.as_deref()))
         })
         .collect();
     let mut c = if native.is_empty() {
@@ -350,6 +358,22 @@ fn driver(inv: &HostInventory, g: &Gpu, f: &PciFunction) -> Check {
     };
     c.evidence = ev;
     c.device(a.to_string())
+}
+
+/// The device nodes that must be free to pass `g` through, by the passthrough rules: those
+/// of every member that would move (without a group: the GPU's and its companions').
+fn nodes_to_free(inv: &HostInventory, g: &Gpu) -> Vec<PathBuf> {
+    match passthrough_probe::facts(inv, &g.address) {
+        Some(facts) => {
+            let class = rules::classify(g.address, &facts.members, false);
+            rules::nodes_to_free(&facts, &class)
+        }
+        None => std::iter::once(&g.address)
+            .chain(&g.companions)
+            .filter_map(|a| inv.function(a))
+            .flat_map(|f| f.device_nodes.clone())
+            .collect(),
+    }
 }
 
 fn holders_check(

@@ -7,10 +7,8 @@ mod linux;
 mod nvml;
 mod unusable;
 mod vfio_linux;
-pub mod vfio_probe;
 
 pub use linux::LinuxHost;
-pub use vfio_probe::{vfio_smoke, vfio_smoke_with, PathChoice, VfioReport, VfioSmokeError};
 pub use vm_device_sim::SimHost;
 pub use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
 

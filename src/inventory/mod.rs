@@ -17,7 +17,7 @@ pub use host_facts::{
 };
 pub use mdev::{MdevDevice, MdevParent, MdevTypeInfo, NvidiaVgpuTypes, DISPLAY_MDEV_DRIVERS};
 pub use names::{class_name, device_name, vendor_name};
-pub use pci::{device_nodes, Bar, PciFunction, Sriov, Vram, VramSource};
+pub use pci::{device_nodes, function_name, Bar, PciFunction, Sriov, Vram, VramSource};
 
 use crate::host::HostOps;
 use vm_passthrough::{PciAddress, ProcessHolder};

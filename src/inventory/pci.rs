@@ -151,11 +151,6 @@ impl PciFunction {
         self.class.is_some_and(|c| c >> 16 == CLASS_DISPLAY)
     }
 
-    /// PCI-to-PCI bridge or other bridge (class `0x06xxxx`): bridges never block a group.
-    pub fn is_bridge(&self) -> bool {
-        self.class.is_some_and(|c| c >> 16 == 0x06)
-    }
-
     /// Human name: `vendor device` from the database, or the ids.
     pub fn display_name(&self) -> String {
         match (&self.vendor_name, &self.device_name) {
@@ -176,6 +171,21 @@ impl PciFunction {
             .iter()
             .filter(|b| b.index < 6 && b.memory)
             .max_by_key(|b| (b.size, b.prefetchable, std::cmp::Reverse(b.index)))
+    }
+}
+
+/// The name of a function for messages, from the PCI ID database: `vendor device`, or the
+/// ids ([`PciFunction::display_name`] without a scan).
+pub fn function_name(vendor_id: Option<u16>, device_id: Option<u16>) -> String {
+    let vendor = vendor_id.and_then(names::vendor_name);
+    let device = match (vendor_id, device_id) {
+        (Some(v), Some(d)) => names::device_name(v, d),
+        _ => None,
+    };
+    match (vendor, device) {
+        (Some(v), Some(d)) => format!("{v} {d}"),
+        (Some(v), None) => format!("{v} device {}", hex4(device_id)),
+        _ => format!("PCI device {}:{}", hex4(vendor_id), hex4(device_id)),
     }
 }
 

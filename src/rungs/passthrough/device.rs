@@ -4,28 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vm_passthrough::{HostError, HostOps, PciAddress, ProcessHolder};
+use vm_passthrough::{HostError, HostOps, PciAddress};
 
-use crate::ladder::{Reason, ReasonCode};
+use super::rules::DeviceFacts;
 use crate::plan::read_optional;
-
-/// The refusal when host processes hold device nodes of the devices a prepare would move:
-/// unbinding their driver would block until they close them. One sentence for the
-/// passthrough probe (`gpu list`, the launcher's plan) and `gpu prepare`.
-pub fn held_open(holders: &[&ProcessHolder]) -> Reason {
-    let who: Vec<String> = holders
-        .iter()
-        .map(|h| format!("pid {} ({}) holds {}", h.pid, h.comm, h.path.display()))
-        .collect();
-    let mut r = Reason::new(
-        ReasonCode::HeldOpen,
-        format!("host processes use the device: {}", who.join("; ")),
-    );
-    for h in holders {
-        r = r.evidence(format!("/proc/{}/fd -> {}", h.pid, h.path.display()));
-    }
-    r.remedy("stop those programs (a display server or compute job), or log out of the graphical session, then retry")
-}
 
 /// One PCI function as passthrough sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -164,6 +146,20 @@ impl PciDeviceInfo {
     /// Display controller (class `0x03xxxx`).
     pub fn is_display(&self) -> bool {
         self.class >> 16 == 0x03
+    }
+
+    /// What the passthrough rules need to know about it.
+    pub fn facts(&self) -> DeviceFacts {
+        DeviceFacts {
+            address: self.address,
+            class: Some(self.class),
+            driver: self.driver.clone(),
+            boot_vga: self.boot_vga,
+            mdevs: self.mdevs.clone(),
+            vfs: self.sriov_numvfs,
+            name: crate::inventory::function_name(Some(self.vendor_id), Some(self.device_id)),
+            device_nodes: self.device_nodes.clone(),
+        }
     }
 
     /// A name for messages: `0000:00:1f.2 (SATA controller)`.

@@ -6,20 +6,23 @@
 
 mod device;
 mod error;
-pub mod group;
 mod prepare;
 pub mod probe;
 pub mod profile;
+pub mod rules;
 pub mod scenario;
+pub mod smoke;
 mod vfio;
 
-pub use device::{held_open, PciDeviceInfo};
+pub use device::PciDeviceInfo;
 pub use error::{step_remedy, PassthroughError};
 pub use prepare::{
-    group_key, holders, iommu_group_of, plan_prepare, prepare, release, restore, restore_in,
-    GroupHolder, MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
+    group_key, holders, iommu_group_of, plan_prepare, prepare, read_facts, release, restore,
+    restore_in, GroupHolder, MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
 };
 pub use probe::probe;
+pub use rules::held_open;
+pub use smoke::{vfio_smoke, vfio_smoke_with, PathChoice, VfioReport, VfioSmokeError};
 pub use vfio::{OpenedDevice, VfioHandles, VfioSession, VFIO_PERMISSION_REMEDY};
 
 use vm_passthrough::PciAddress;

@@ -18,15 +18,14 @@ use vm_passthrough::{HostError, HostOps, PciAddress};
 
 use super::device::PciDeviceInfo;
 use super::error::PassthroughError;
-use super::group::{classify, MemberFacts, Role};
+use super::rules::{self, PassthroughFacts, Role};
 use crate::ladder::{Reason, ReasonCode};
 use crate::plan::{
     list_journals, restore_dead_in, Action, Check, Executor, GroupLock, Journal, JournalState,
     LockError, Owner, OwnerStatus, Plan, ReplayScope, RestoreReport, Step, UndoReport,
 };
 
-/// The VFIO driver every moved device ends up on.
-pub const VFIO_PCI: &str = "vfio-pci";
+pub use super::rules::VFIO_PCI;
 
 /// Options of a prepare.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,17 +94,13 @@ pub fn iommu_group_of(host: &dyn HostOps, addr: &PciAddress) -> Result<u32, Pass
     let dir = PciDeviceInfo::sysfs_dir(addr);
     let link = dir.join("iommu_group");
     match host.read_link(&link) {
-        Ok(t) if !host.is_dir(&link) => Err(refused(
-            *addr,
-            Reason::new(
-                ReasonCode::NoIommuGroup,
-                format!("{addr} has no usable IOMMU group: its iommu_group link is dangling"),
-            )
-            .evidence(format!("{} -> {} (absent)", link.display(), t.display()))
-            .remedy(
-                "check `dmesg | grep -iE 'DMAR|AMD-Vi'`; the kernel's group table is inconsistent",
-            ),
-        )),
+        Ok(t) if !host.is_dir(&link) => {
+            // A link to a group the kernel does not have: no group, as the inventory reads it.
+            let kind = crate::inventory::HostFacts::scan(host).iommu.kind;
+            let mut r = rules::no_iommu_group(addr, kind);
+            r.evidence = vec![format!("{} -> {} (absent)", link.display(), t.display())];
+            Err(refused(*addr, r))
+        }
         Ok(t) => t
             .file_name()
             .and_then(|n| n.to_string_lossy().parse().ok())
@@ -135,24 +130,11 @@ fn no_group(host: &dyn HostOps, addr: &PciAddress) -> PassthroughError {
             .remedy("pick a GPU from `vm-cli gpu list`"),
         );
     }
-    let groups = host
-        .list_dir(Path::new("/sys/kernel/iommu_groups"))
-        .unwrap_or_default();
-    if groups.is_empty() {
-        let facts = crate::inventory::HostFacts::scan(host);
+    let facts = crate::inventory::HostFacts::scan(host);
+    if !facts.iommu.enabled {
         return refused(*addr, crate::ladder::reasons::iommu_off(&facts));
     }
-    refused(
-        *addr,
-        Reason::new(
-            ReasonCode::NoIommuGroup,
-            format!("{addr} has no IOMMU group although the IOMMU is on"),
-        )
-        .evidence(format!(
-            "/sys/bus/pci/devices/{addr}/iommu_group is missing"
-        ))
-        .remedy("check `dmesg | grep -iE 'DMAR|AMD-Vi'` for devices the IOMMU does not cover"),
-    )
+    refused(*addr, rules::no_iommu_group(addr, facts.iommu.kind))
 }
 
 /// Builds the plan to prepare `addr` for passthrough: reads the host, changes nothing.
@@ -165,143 +147,86 @@ pub fn plan_prepare(
     plan_in_group(host, addr, group, allow_boot_vga)
 }
 
+/// The passthrough rules' facts about `addr`, read from the live host (what `gpu prepare`
+/// judges just before changing it): its group's members and the host processes holding
+/// their device nodes. The inventory-time probe feeds the same rules from a scan
+/// ([`super::probe::facts`]).
+pub fn read_facts(
+    host: &dyn HostOps,
+    addr: &PciAddress,
+) -> Result<PassthroughFacts, PassthroughError> {
+    let group = iommu_group_of(host, addr)?;
+    Ok(read_facts_in_group(host, addr, group)?.0)
+}
+
+/// [`read_facts`] in a known group, with the devices read. A function that is no display
+/// function gets only its own facts: the rules refuse it whatever its group holds.
+fn read_facts_in_group(
+    host: &dyn HostOps,
+    addr: &PciAddress,
+    group: u32,
+) -> Result<(PassthroughFacts, Vec<PciDeviceInfo>), PassthroughError> {
+    let target =
+        PciDeviceInfo::read_in_group(host, addr, Some(group)).map_err(host_err("read", *addr))?;
+    let mut infos = vec![target.clone()];
+    if target.is_display() {
+        let group_dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
+        let names = host
+            .list_dir(&group_dir)
+            .map_err(host_err("list group of", *addr))?;
+        for n in names {
+            let Ok(a) = n.parse::<PciAddress>() else {
+                continue;
+            };
+            if a != *addr {
+                infos.push(
+                    PciDeviceInfo::read_in_group(host, &a, Some(group))
+                        .map_err(host_err("read", a))?,
+                );
+            }
+        }
+    }
+    let mut facts = PassthroughFacts {
+        gpu: *addr,
+        group,
+        members: infos.iter().map(PciDeviceInfo::facts).collect(),
+        holders: Vec::new(),
+    };
+    // One /proc scan for the nodes of the group's members (none: no scan).
+    let nodes: Vec<PathBuf> = infos
+        .iter()
+        .flat_map(|i| i.device_nodes.iter().cloned())
+        .collect();
+    if !nodes.is_empty() {
+        facts.holders = host
+            .processes_holding(&nodes)
+            .map_err(host_err("scan /proc for holders of", *addr))?;
+    }
+    Ok((facts, infos))
+}
+
 fn plan_in_group(
     host: &dyn HostOps,
     addr: &PciAddress,
     group: u32,
     allow_boot_vga: bool,
 ) -> Result<PassthroughPlan, PassthroughError> {
-    let target =
-        PciDeviceInfo::read_in_group(host, addr, Some(group)).map_err(host_err("read", *addr))?;
-    let mut reasons = Vec::new();
-    if !target.is_display() {
-        return Err(refused(
-            *addr,
-            Reason::new(
-                ReasonCode::DeviceNotFound,
-                format!(
-                    "{} is not a GPU (class {:06x})",
-                    target.label(),
-                    target.class
-                ),
-            )
-            .evidence(format!(
-                "/sys/bus/pci/devices/{addr}/class = 0x{:06x}",
-                target.class
-            ))
-            .remedy("pick a GPU from `vm-cli gpu list`"),
-        ));
-    }
-    let on_vfio = target.driver.as_deref() == Some(VFIO_PCI);
-    if target.boot_vga && !allow_boot_vga && !on_vfio {
-        reasons.push(
-            Reason::new(
-                ReasonCode::BootDisplay,
-                format!("{addr} is the boot display: the host would lose its console"),
-            )
-            .evidence(format!("/sys/bus/pci/devices/{addr}/boot_vga = 1"))
-            .remedy("use another GPU, or pass --allow-boot-vga if the host can run without a local display"),
-        );
-    }
-    if !target.mdevs.is_empty() {
-        reasons.push(
-            Reason::new(
-                ReasonCode::ActiveMdevs,
-                format!("{addr} parents {} active mediated device(s)", target.mdevs.len()),
-            )
-            .evidence(format!("mediated devices: {}", target.mdevs.join(", ")))
-            .remedy("stop the VMs using them and remove them (`echo 1 > /sys/bus/mdev/devices/UUID/remove`)"),
-        );
-    }
-    if target.sriov_numvfs > 0 {
-        reasons.push(
-            Reason::new(
-                ReasonCode::VfsEnabled,
-                format!(
-                    "{addr} has {} SR-IOV virtual function(s) enabled",
-                    target.sriov_numvfs
-                ),
-            )
-            .evidence(format!(
-                "/sys/bus/pci/devices/{addr}/sriov_numvfs = {}",
-                target.sriov_numvfs
-            ))
-            .remedy(format!(
-                "echo 0 | sudo tee /sys/bus/pci/devices/{addr}/sriov_numvfs"
-            )),
-        );
-    }
-    let group_dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
-    let names = host
-        .list_dir(&group_dir)
-        .map_err(host_err("list group of", *addr))?;
-    let mut infos = vec![target.clone()];
-    for n in names {
-        let Ok(a) = n.parse::<PciAddress>() else {
-            continue;
-        };
-        if a != *addr {
-            infos.push(
-                PciDeviceInfo::read_in_group(host, &a, Some(group)).map_err(host_err("read", a))?,
-            );
-        }
-    }
-    let facts: Vec<MemberFacts> = infos
-        .iter()
-        .map(|i| MemberFacts {
-            address: i.address,
-            class: Some(i.class),
-            driver: i.driver.clone(),
-            boot_vga: i.boot_vga,
-            active_mdevs: i.mdevs.len(),
-            vfs: i.sriov_numvfs,
-            label: i.label(),
-        })
-        .collect();
-    let class = classify(*addr, &facts, allow_boot_vga);
-    if !class.blockers.is_empty() {
-        let list: Vec<String> = class.blockers.iter().map(|b| b.describe()).collect();
-        reasons.push(
-            Reason::new(
-                ReasonCode::GroupNotViable,
-                format!(
-                    "IOMMU group {group} is not viable: {}",
-                    list.join("; ")
-                ),
-            )
-            .evidence(format!("/sys/kernel/iommu_groups/{group}/devices"))
-            .remedy("move the GPU to a slot with its own IOMMU group (a CPU-attached slot, or a board with ACS), or stop using those devices on the host"),
-        );
+    let (facts, infos) = read_facts_in_group(host, addr, group)?;
+    let judgement = rules::judge(&facts, allow_boot_vga);
+    if !judgement.reasons.is_empty() {
+        return Err(PassthroughError::Refused {
+            device: *addr,
+            reasons: judgement.reasons,
+        });
     }
     let info_of = |a: &PciAddress| infos.iter().find(|i| i.address == *a);
     // A rebound DRM driver takes the lowest free card minor (kernel notes, rule 36). Undo
     // runs in reverse, so moving the highest minor first rebinds the lowest first and every
     // card gets its number back.
-    let mut class = class;
+    let mut class = judgement.classification;
     class
         .moved
         .sort_by_key(|(a, _)| std::cmp::Reverse(info_of(a).and_then(PciDeviceInfo::card_minor)));
-    let nodes: Vec<PathBuf> = class
-        .moved
-        .iter()
-        .filter_map(|(a, _)| info_of(a))
-        .flat_map(|i| i.device_nodes.clone())
-        .collect();
-    if !nodes.is_empty() {
-        let holders = host
-            .processes_holding(&nodes)
-            .map_err(host_err("scan /proc for holders of", *addr))?;
-        if !holders.is_empty() {
-            let refs: Vec<&vm_passthrough::ProcessHolder> = holders.iter().collect();
-            reasons.push(super::device::held_open(&refs));
-        }
-    }
-    if !reasons.is_empty() {
-        return Err(PassthroughError::Refused {
-            device: *addr,
-            reasons,
-        });
-    }
 
     let mut steps = Vec::new();
     let mut origin = Vec::new();

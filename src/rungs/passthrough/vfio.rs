@@ -13,7 +13,7 @@ use vm_passthrough::vfio::{
 use vm_passthrough::{HostError, HostOps, PciAddress};
 
 use super::error::PassthroughError;
-use super::group::VFIO_SAFE_DRIVERS;
+use super::rules::leaves_group_viable;
 use super::PciDeviceInfo;
 
 const EPERM: i32 = 1;
@@ -62,8 +62,8 @@ fn vfio_err(
     }
 }
 
-/// Members of `group` that keep it from being viable, with their drivers (rule 23: a
-/// member on anything but a VFIO driver or pci-stub; bridges and unbound members are fine).
+/// Members of `group` that keep it from being viable, with their drivers
+/// ([`leaves_group_viable`]).
 fn blockers_text(host: &dyn HostOps, group: u32) -> String {
     let dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
     let blocking: Vec<String> = host
@@ -72,11 +72,8 @@ fn blockers_text(host: &dyn HostOps, group: u32) -> String {
         .iter()
         .filter_map(|n| n.parse::<PciAddress>().ok())
         .filter_map(|a| PciDeviceInfo::read(host, &a).ok())
-        .filter(|i| i.class >> 16 != 0x06)
-        .filter_map(|i| {
-            let d = i.driver.clone()?;
-            (!VFIO_SAFE_DRIVERS.contains(&d.as_str())).then(|| format!("{} on {d}", i.label()))
-        })
+        .filter(|i| !leaves_group_viable(Some(i.class), i.driver.as_deref()))
+        .filter_map(|i| Some(format!("{} on {}", i.label(), i.driver.as_deref()?)))
         .collect();
     if blocking.is_empty() {
         format!("group {group} is not viable")

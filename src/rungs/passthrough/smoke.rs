@@ -1,4 +1,5 @@
-//! `vfio_smoke`: the whole VFIO open sequence for one device, as one call, on any host.
+//! `vfio_smoke`: the whole VFIO open sequence for one device, as one call, on any host
+//! (the passthrough rung's VFIO diagnostics; moved here from `host`, which is only the seam).
 //!
 //! The same function runs on `SimHost` (tests) and on a real kernel (the QEMU lab harness,
 //! or a user's machine), so the two can be compared step by step. It opens, reports and
@@ -7,6 +8,7 @@
 
 use std::path::Path;
 
+use super::rules::leaves_group_viable;
 use serde::Serialize;
 use vm_passthrough::vfio::{region, VFIO_API_VERSION};
 use vm_passthrough::{
@@ -98,7 +100,8 @@ const ENODEV: i32 = 19;
 const EINVAL: i32 = 22;
 
 /// Members of group `n` that keep it from being viable: `(name, driver)` for each member
-/// bound to a driver other than vfio-pci / pci-stub / an mdev driver, bridges excepted.
+/// the passthrough rules say blocks ([`leaves_group_viable`]); a mediated device's group is
+/// its own and never blocks.
 pub fn blocking_members(host: &dyn HostOps, n: u32) -> Vec<(String, String)> {
     let dir = format!("/sys/kernel/iommu_groups/{n}/devices");
     let names = host.list_dir(Path::new(&dir)).unwrap_or_default();
@@ -107,11 +110,12 @@ pub fn blocking_members(host: &dyn HostOps, n: u32) -> Vec<(String, String)> {
         .filter_map(|name| {
             let p = Path::new(&dir).join(&name);
             let driver = host.link_name(&p.join("driver")).ok()?;
-            let class = host.read_attr(&p.join("class")).unwrap_or_default();
-            let bridge = class.trim_start_matches("0x").starts_with("0604");
+            let class = host
+                .read_attr(&p.join("class"))
+                .ok()
+                .and_then(|c| u32::from_str_radix(c.trim().trim_start_matches("0x"), 16).ok());
             let mdev = host.read_link(&p.join("mdev_type")).is_ok();
-            let vfio_ok = driver.contains("vfio") || driver == "pci-stub";
-            (!bridge && !mdev && !vfio_ok).then_some((name, driver))
+            (!mdev && !leaves_group_viable(class, Some(&driver))).then_some((name, driver))
         })
         .collect()
 }
