@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use vm_passthrough::PciAddress;
 
 use super::persist::{config_path, MdevctlConfig, StartMode};
+pub use super::plan::ApplyOptions;
 use super::plan::{execute, Action, Check, Expectation, MdevPlan};
 use super::types::{choose, Choice, TypeRequest};
 use super::{ids, MdevError, Verified};
@@ -447,14 +448,6 @@ pub fn plan_sriov(inv: &HostInventory, pf: &PciAddress, count: u32) -> Result<Md
         );
     }
     Ok(plan)
-}
-
-/// Where an apply keeps its journal and lock.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ApplyOptions {
-    /// State directory (`/run/vm-device`, see [`crate::plan::default_state_dir`]); `None`
-    /// uses a scratch directory that is removed afterwards (simulations, tests).
-    pub state_dir: Option<PathBuf>,
 }
 
 /// Applies `planned` on `host`, undoing on failure.

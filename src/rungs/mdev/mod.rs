@@ -8,6 +8,8 @@
 //!   index), remove, `sriov_numvfs` and vendor-VFIO `current_vgpu_type`; [`lifecycle::apply`]
 //!   runs them through [`crate::plan`]'s executor, journal and locks, so a failure is undone
 //!   and a killed process is restored like a passthrough prepare.
+//! - [`rules`]: which vendor module would make a GPU an mdev parent, and the did-you-mean
+//!   of a type name: once, for the probe and the type choice.
 //! - [`persist`]: mdevctl definitions (`/etc/mdevctl.d/PARENT/UUID`) for `--persist`.
 //! - [`verify`]: what the kernel made (group, `/dev/vfio/N`, VFs), reported after a change.
 //! - [`scenario`]: round trips and capacity probes the real-kernel harness runs on any
@@ -21,6 +23,7 @@ pub mod persist;
 pub mod plan;
 pub mod probe;
 pub mod render;
+pub mod rules;
 pub mod scenario;
 pub mod types;
 pub mod verify;

@@ -2,9 +2,11 @@
 //! device, why }`, executor, journal and locks as passthrough, so `restore` undoes a killed
 //! `mdev-create` like a killed passthrough prepare.
 //!
-//! What this module adds: [`Expectation`]s (what the kernel must show after a step; each
-//! becomes `Verify` steps and, once applied, a [`Verified`] report) and [`execute`], which
-//! runs a plan under a lock and journal and turns failures into [`MdevError`]s.
+//! What this module adds: plans carrying [`Expectation`]s (what the kernel must show after a
+//! step, defined with their checks in [`super::verify`]; each becomes `Verify` steps and,
+//! once applied, a [`Verified`] report) and [`execute`], which runs a plan under a lock and
+//! journal and turns failures into [`MdevError`]s. Imports go one way: lifecycle → plan →
+//! verify.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,108 +14,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use crate::plan::{Action, Check, Plan, Step};
 use crate::plan::{ApplyError, Executor, GroupLock, Journal, LockError, StepError};
 
-use super::lifecycle::ApplyOptions;
+pub use super::verify::Expectation;
 use super::{verify, MdevError, Verified};
 use crate::host::HostOps;
 
-/// A state the kernel must be in after a step.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum Expectation {
-    /// `/sys/bus/mdev/devices/UUID` exists, its `mdev_type` is `type_id` and its IOMMU group
-    /// has a `/dev/vfio/N` node.
-    MdevActive {
-        /// The device.
-        uuid: String,
-        /// Its type.
-        type_id: String,
-    },
-    /// `/sys/bus/mdev/devices/UUID` is gone.
-    MdevGone {
-        /// The device.
-        uuid: String,
-    },
-    /// `sriov_numvfs` reads `count` and `virtfn0..count-1` exist, each with an IOMMU group.
-    Vfs {
-        /// The physical function's sysfs directory.
-        pf_dir: PathBuf,
-        /// Expected VF count.
-        count: u32,
-    },
-    /// `nvidia/current_vgpu_type` of the VF reads `type_id` (0 = none).
-    NvidiaType {
-        /// The VF's sysfs directory.
-        vf_dir: PathBuf,
-        /// Expected type.
-        type_id: u32,
-    },
-}
-
-fn mdev_dir(uuid: &str) -> PathBuf {
-    PathBuf::from(format!("/sys/bus/mdev/devices/{uuid}"))
-}
-
-impl Expectation {
-    /// One line for people.
-    pub fn describe(&self) -> String {
-        match self {
-            Expectation::MdevActive { uuid, type_id } => format!(
-                "/sys/bus/mdev/devices/{uuid} exists with mdev_type {type_id} and its /dev/vfio group"
-            ),
-            Expectation::MdevGone { uuid } => format!("/sys/bus/mdev/devices/{uuid} is gone"),
-            Expectation::Vfs { pf_dir, count } => format!(
-                "{}/sriov_numvfs = {count} with virtfn0..{} and their IOMMU groups",
-                pf_dir.display(),
-                count.saturating_sub(1)
-            ),
-            Expectation::NvidiaType { vf_dir, type_id } => format!(
-                "{}/nvidia/current_vgpu_type = {type_id}",
-                vf_dir.display()
-            ),
-        }
-    }
-
-    /// The plan checks that prove it.
-    pub fn checks(&self) -> Vec<Check> {
-        match self {
-            Expectation::MdevActive { uuid, type_id } => vec![
-                Check::Exists {
-                    path: mdev_dir(uuid),
-                },
-                Check::LinkName {
-                    path: mdev_dir(uuid).join("mdev_type"),
-                    name: Some(type_id.clone()),
-                },
-                Check::VfioGroupOf {
-                    device: mdev_dir(uuid),
-                },
-            ],
-            Expectation::MdevGone { uuid } => vec![Check::LinkName {
-                path: mdev_dir(uuid),
-                name: None,
-            }],
-            Expectation::Vfs { pf_dir, count } => {
-                let mut v = vec![Check::Content {
-                    path: pf_dir.join("sriov_numvfs"),
-                    value: count.to_string(),
-                }];
-                for i in 0..*count {
-                    v.push(Check::Exists {
-                        path: pf_dir.join(format!("virtfn{i}/iommu_group")),
-                    });
-                }
-                v.push(Check::LinkName {
-                    path: pf_dir.join(format!("virtfn{count}")),
-                    name: None,
-                });
-                v
-            }
-            Expectation::NvidiaType { vf_dir, type_id } => vec![Check::Content {
-                path: vf_dir.join("nvidia/current_vgpu_type"),
-                value: type_id.to_string(),
-            }],
-        }
-    }
+/// Where an apply keeps its journal and lock.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApplyOptions {
+    /// State directory (`/run/vm-device`, see [`crate::plan::default_state_dir`]); `None`
+    /// uses a scratch directory that is removed afterwards (simulations, tests).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A plan with the expectations its `Verify` steps came from.

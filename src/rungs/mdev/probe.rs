@@ -4,6 +4,9 @@ use crate::inventory::{HostInventory, MdevParent, MdevTypeInfo};
 use crate::ladder::{attr_evidence, Filter};
 use crate::ladder::{Candidate, GpuMode, Reason, ReasonCode, Target};
 
+pub use super::rules::did_you_mean;
+use super::rules::mdev_module_for;
+
 const MODE: GpuMode = GpuMode::Mdev;
 
 /// Mediated candidates, best first: available ones on the least-loaded parent first.
@@ -333,13 +336,8 @@ fn missing_module_candidates(inv: &HostInventory, filter: &Filter, out: &mut Vec
         let Some(f) = inv.function(&gpu.address) else {
             continue;
         };
-        if f.sriov.is_some() || f.physfn.is_some() {
+        let Some(module) = mdev_module_for(f) else {
             continue;
-        }
-        let module = match (f.vendor_id, f.driver.as_deref()) {
-            (Some(0x8086), Some("i915")) => "kvmgt",
-            (Some(0x10de), Some("nvidia")) => "nvidia-vgpu-vfio",
-            _ => continue,
         };
         if inv.host.module_loaded(module) {
             continue;
@@ -365,38 +363,4 @@ fn missing_module_candidates(inv: &HostInventory, filter: &Filter, out: &mut Vec
             .remedy(format!("sudo modprobe {module}")),
         ));
     }
-}
-
-/// The closest type id or name to `want` (edit distance ≤ 3, or a prefix match).
-pub fn did_you_mean(want: &str, types: &[&MdevTypeInfo]) -> Option<String> {
-    let w = want.to_ascii_lowercase();
-    let mut best: Option<(usize, String)> = None;
-    for t in types {
-        for cand in std::iter::once(t.id.clone()).chain(t.name.clone()) {
-            let c = cand.to_ascii_lowercase();
-            let d = if c.starts_with(&w) || w.starts_with(&c) {
-                1
-            } else {
-                levenshtein(&w, &c)
-            };
-            if d <= 3 && best.as_ref().is_none_or(|(bd, _)| d < *bd) {
-                best = Some((d, cand));
-            }
-        }
-    }
-    best.map(|(_, c)| c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -4,9 +4,9 @@
 
 use vm_passthrough::PciAddress;
 
+use super::rules::{did_you_mean, mdev_module_for};
 use super::{MdevError, MdevType};
 use crate::inventory::{HostInventory, MdevParent, MdevTypeInfo};
-use crate::rungs::mdev::probe::did_you_mean;
 
 /// How a type's instances are created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -347,12 +347,7 @@ pub fn check_parent(inv: &HostInventory, want: &str) -> Result<(), MdevError> {
     }
     if let Some(a) = pci {
         if let Some(f) = inv.function(&a) {
-            let module = match (f.vendor_id, f.driver.as_deref()) {
-                (Some(0x8086), Some("i915")) => Some("kvmgt"),
-                (Some(0x10de), Some("nvidia")) => Some("nvidia-vgpu-vfio"),
-                _ => None,
-            };
-            if let Some(m) = module.filter(|m| !inv.host.module_loaded(m)) {
+            if let Some(m) = mdev_module_for(f).filter(|m| !inv.host.module_loaded(m)) {
                 return Err(MdevError::ModuleNotLoaded {
                     device: a.to_string(),
                     module: m.to_string(),
@@ -391,11 +386,9 @@ fn not_found(inv: &HostInventory, req: &TypeRequest, rows: &[TypeRow]) -> MdevEr
             {
                 continue;
             }
-            let module = match (f.vendor_id, f.driver.as_deref()) {
-                (Some(0x8086), Some("i915")) if !looks_nvidia => "kvmgt",
-                (Some(0x10de), Some("nvidia")) if f.sriov.is_none() && !looks_intel => {
-                    "nvidia-vgpu-vfio"
-                }
+            let module = match mdev_module_for(f) {
+                Some("kvmgt") if !looks_nvidia => "kvmgt",
+                Some(m) if m != "kvmgt" && !looks_intel => m,
                 _ => continue,
             };
             if !inv.host.module_loaded(module) {

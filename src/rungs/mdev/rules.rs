@@ -1,0 +1,124 @@
+//! The mediated rung's rules, each written once: which vendor module would make a GPU an
+//! mdev parent, and the closest type name to one that does not exist. The probe (`gpu list`,
+//! the ladder) and the type choice of `mdev-create` ([`super::types`]) both ask here.
+
+use crate::inventory::{MdevTypeInfo, PciFunction};
+
+/// The kernel module that would make `f` an mdev parent, when one would: `kvmgt` for an
+/// Intel GPU on `i915` (GVT-g), `nvidia-vgpu-vfio` for an NVIDIA GPU on `nvidia` (the vGPU
+/// manager's mdev module). GPUs with SR-IOV, and their VFs, get none: their vGPUs are
+/// virtual functions (Intel SR-IOV; NVIDIA since Ampere, with vendor-specific VFIO), and
+/// GVT-g and the mdev vGPU manager do not drive them.
+pub fn mdev_module_for(f: &PciFunction) -> Option<&'static str> {
+    if f.sriov.is_some() || f.physfn.is_some() {
+        return None;
+    }
+    match (f.vendor_id, f.driver.as_deref()) {
+        (Some(0x8086), Some("i915")) => Some("kvmgt"),
+        (Some(0x10de), Some("nvidia")) => Some("nvidia-vgpu-vfio"),
+        _ => None,
+    }
+}
+
+/// The closest type id or name to `want` (edit distance ≤ 3, or a prefix match).
+pub fn did_you_mean(want: &str, types: &[&MdevTypeInfo]) -> Option<String> {
+    let w = want.to_ascii_lowercase();
+    let mut best: Option<(usize, String)> = None;
+    for t in types {
+        for cand in std::iter::once(t.id.clone()).chain(t.name.clone()) {
+            let c = cand.to_ascii_lowercase();
+            let d = if c.starts_with(&w) || w.starts_with(&c) {
+                1
+            } else {
+                levenshtein(&w, &c)
+            };
+            if d <= 3 && best.as_ref().is_none_or(|(bd, _)| d < *bd) {
+                best = Some((d, cand));
+            }
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::host::SimHost;
+    use crate::inventory::HostInventory;
+    use crate::rungs::mdev::types::{choose, TypeRequest};
+    use crate::rungs::mdev::MdevError;
+
+    fn inv(name: &str) -> HostInventory {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/hosts")
+            .join(name);
+        HostInventory::scan(&SimHost::from_fixture(&dir).unwrap())
+    }
+
+    /// An Intel GPU with SR-IOV (Flex) on i915 has no GVT-g: asking for a GVT-g type there
+    /// must not say "load kvmgt" (the probe never did; the type choice did).
+    #[test]
+    fn an_sriov_gpu_on_i915_is_not_told_to_load_kvmgt() {
+        let inv = inv("intel-flex-sriov-idle");
+        let f = inv
+            .functions
+            .iter()
+            .find(|f| f.driver.as_deref() == Some("i915") && f.sriov.is_some())
+            .expect("the fixture has an SR-IOV PF on i915");
+        assert_eq!(mdev_module_for(f), None);
+        let e = choose(
+            &inv,
+            &TypeRequest {
+                wanted: "i915-GVTg_V5_4".into(),
+                parent: None,
+                numa_node: None,
+            },
+        )
+        .unwrap_err();
+        assert!(!matches!(e, MdevError::ModuleNotLoaded { .. }), "{e}");
+    }
+
+    #[test]
+    fn gvtg_and_mdev_vgpu_gpus_name_their_module() {
+        let inv = inv("intel-desktop-gvtg-dgpu");
+        let igpu = inv
+            .functions
+            .iter()
+            .find(|f| f.driver.as_deref() == Some("i915"))
+            .unwrap();
+        assert_eq!(mdev_module_for(igpu), Some("kvmgt"));
+    }
+
+    #[test]
+    fn did_you_mean_finds_a_near_type_name_and_nothing_far() {
+        let t = MdevTypeInfo {
+            id: "i915-GVTg_V5_4".into(),
+            name: Some("GVTg_V5_4".into()),
+            description: None,
+            device_api: None,
+            available_instances: None,
+            devices: Vec::new(),
+        };
+        assert_eq!(
+            did_you_mean("i915-GVTg_V5_8", &[&t]).as_deref(),
+            Some("i915-GVTg_V5_4")
+        );
+        assert_eq!(did_you_mean("nvidia-35", &[&t]), None);
+    }
+}
