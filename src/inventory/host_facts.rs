@@ -153,6 +153,7 @@ impl HostFacts {
             host,
             warnings: Vec::new(),
             dev_names: None,
+            first_error: None,
         };
         scan(&mut s)
     }

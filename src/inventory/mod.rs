@@ -17,9 +17,12 @@ pub use host_facts::{
 };
 pub use mdev::{MdevDevice, MdevParent, MdevTypeInfo, NvidiaVgpuTypes, DISPLAY_MDEV_DRIVERS};
 pub use names::{class_name, device_name, vendor_name};
-pub use pci::{device_nodes, function_name, Bar, PciFunction, Sriov, Vram, VramSource};
+pub use pci::{
+    device_nodes, function_name, read_function, Bar, PciFunction, PciReader, Sriov, Vram,
+    VramSource,
+};
 
-use crate::host::HostOps;
+use crate::host::{HostError, HostOps};
 use vm_passthrough::{PciAddress, ProcessHolder};
 
 /// Something the scan could not read or understand, with the file that said so.
@@ -80,6 +83,9 @@ pub(crate) struct Scan<'a> {
     pub warnings: Vec<ScanWarning>,
     /// `/dev`, once listed (the NVIDIA device-node fallback).
     pub dev_names: Option<Vec<String>>,
+    /// The first error of the host behind a warning, kept for a strict read
+    /// ([`read_function`]) to report with its errno.
+    pub first_error: Option<HostError>,
 }
 
 impl Scan<'_> {
@@ -97,6 +103,7 @@ impl Scan<'_> {
             Err(e) if e.is_not_found() => None,
             Err(e) => {
                 self.warn(path, format!("not readable: {e}"));
+                self.first_error.get_or_insert(e);
                 None
             }
         }
@@ -128,6 +135,7 @@ impl Scan<'_> {
             }
             Err(e) => {
                 self.warn(path, format!("not readable: {e}"));
+                self.first_error.get_or_insert(e);
                 None
             }
         }
@@ -157,6 +165,7 @@ impl Scan<'_> {
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => {
                 self.warn(path, format!("cannot list: {e}"));
+                self.first_error.get_or_insert(e);
                 Vec::new()
             }
         }
@@ -169,6 +178,7 @@ impl Scan<'_> {
             Err(e) if e.is_not_found() => None,
             Err(e) => {
                 self.warn(path, format!("unreadable link: {e}"));
+                self.first_error.get_or_insert(e);
                 None
             }
         }
@@ -202,6 +212,7 @@ impl HostInventory {
             host,
             warnings: Vec::new(),
             dev_names: None,
+            first_error: None,
         };
         let host_facts = host_facts::scan(&mut scan);
         let mut functions = pci::scan(&mut scan, &host_facts);

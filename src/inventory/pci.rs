@@ -227,11 +227,116 @@ pub(super) fn scan(scan: &mut Scan<'_>, facts: &super::HostFacts) -> Vec<PciFunc
     out
 }
 
+/// Reads the one PCI function at `addr` by the scan's rules ([`PciReader::read`]).
+pub fn read_function(
+    host: &dyn crate::host::HostOps,
+    addr: &PciAddress,
+    known_group: Option<u32>,
+) -> Result<PciFunction, vm_passthrough::HostError> {
+    PciReader::new(host).read(addr, known_group)
+}
+
+/// Reads PCI functions one at a time by the scan's rules (the same attributes, the same
+/// reading of links), for a caller that needs a few now rather than a whole host: `gpu
+/// prepare`'s re-check just before it changes the host. What every function's links are
+/// checked against (the registered drivers, `/dev` for NVIDIA nodes) is listed once per
+/// reader.
+pub struct PciReader<'h> {
+    scan: Scan<'h>,
+    drivers: Option<BTreeSet<String>>,
+}
+
+impl<'h> PciReader<'h> {
+    /// A reader of `host`.
+    pub fn new(host: &'h dyn crate::host::HostOps) -> Self {
+        PciReader {
+            scan: Scan {
+                host,
+                warnings: Vec::new(),
+                dev_names: None,
+                first_error: None,
+            },
+            drivers: None,
+        }
+    }
+
+    /// Reads the function at `addr`. Strict where the scan goes on: an attribute it cannot
+    /// read, a dangling driver link, a garbled value fails with the path (and the host's
+    /// errno when there was one). `known_group` is the function's IOMMU group when the
+    /// caller has read it already (not read again). `ENOENT` on the device directory: no
+    /// such function.
+    pub fn read(
+        &mut self,
+        addr: &PciAddress,
+        known_group: Option<u32>,
+    ) -> Result<PciFunction, vm_passthrough::HostError> {
+        let dir = PathBuf::from(format!("/sys/bus/pci/devices/{addr}"));
+        if !self.scan.host.exists(&dir) {
+            return Err(vm_passthrough::HostError::io(
+                "read",
+                &dir,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        self.scan.warnings.clear();
+        self.scan.first_error = None;
+        let drivers = match self.drivers.take() {
+            Some(d) => d,
+            None => self
+                .scan
+                .list(Path::new("/sys/bus/pci/drivers"))
+                .into_iter()
+                .collect(),
+        };
+        let groups: Vec<u32> = match known_group {
+            Some(g) => vec![g],
+            None => {
+                let mut v: Vec<u32> = self
+                    .scan
+                    .list(Path::new("/sys/kernel/iommu_groups"))
+                    .iter()
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                v.sort_unstable();
+                v
+            }
+        };
+        let known = Known {
+            drivers,
+            groups: &groups,
+        };
+        let f = function_in(&mut self.scan, &known, *addr, &dir, known_group);
+        self.drivers = Some(known.drivers);
+        if let Some(e) = self.scan.first_error.take() {
+            return Err(e);
+        }
+        if let Some(w) = self.scan.warnings.first() {
+            return Err(vm_passthrough::HostError::io(
+                "read",
+                &w.path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, w.message.clone()),
+            ));
+        }
+        Ok(f)
+    }
+}
+
 fn function(
     scan: &mut Scan<'_>,
     known: &Known<'_>,
     address: PciAddress,
     dir: &Path,
+) -> PciFunction {
+    function_in(scan, known, address, dir, None)
+}
+
+/// [`function`], with the IOMMU group already known (its link not read again).
+fn function_in(
+    scan: &mut Scan<'_>,
+    known: &Known<'_>,
+    address: PciAddress,
+    dir: &Path,
+    known_group: Option<u32>,
 ) -> PciFunction {
     let sysfs_path = scan
         .host
@@ -301,7 +406,9 @@ fn function(
     } else {
         Vec::new()
     };
-    let iommu_group = if has("iommu_group") {
+    let iommu_group = if known_group.is_some() {
+        known_group
+    } else if has("iommu_group") {
         let link = dir.join("iommu_group");
         match scan.link_name(&link) {
             Some(n) => match n.parse::<u32>() {

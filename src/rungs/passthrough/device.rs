@@ -1,13 +1,14 @@
-//! [`PciDeviceInfo`]: what passthrough needs to know about one PCI function, read directly
-//! from sysfs (a handful of attributes, not a whole-host scan).
+//! [`PciDeviceInfo`]: what passthrough needs to know about one PCI function, read by the
+//! inventory's reader ([`crate::inventory::read_function`]) for one function, not a
+//! whole-host scan.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use vm_passthrough::{HostError, HostOps, PciAddress};
 
 use super::rules::DeviceFacts;
-use crate::plan::read_optional;
+use crate::inventory::PciReader;
 
 /// One PCI function as passthrough sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,20 +37,6 @@ pub struct PciDeviceInfo {
     pub device_nodes: Vec<PathBuf>,
 }
 
-fn hex(host: &dyn HostOps, path: &Path) -> Result<u64, HostError> {
-    let text = host.read_attr(path)?;
-    crate::inventory::parse_hex(&text).ok_or_else(|| {
-        HostError::io(
-            "parse",
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not a hex number: {text:?}"),
-            ),
-        )
-    })
-}
-
 impl PciDeviceInfo {
     /// `/sys/bus/pci/devices/ADDR`.
     pub fn sysfs_dir(addr: &PciAddress) -> PathBuf {
@@ -59,79 +46,56 @@ impl PciDeviceInfo {
     /// Reads the function at `addr`. Errors carry the path that failed (`ENOENT` on the
     /// device directory: no such function).
     pub fn read(host: &dyn HostOps, addr: &PciAddress) -> Result<Self, HostError> {
-        Self::read_in_group(host, addr, None)
+        Self::read_with(&mut PciReader::new(host), host, addr, None)
     }
 
-    /// As [`PciDeviceInfo::read`], with the IOMMU group already known (not read again).
-    pub(crate) fn read_in_group(
+    /// As [`PciDeviceInfo::read`] through `reader` (what it lists once is listed once for
+    /// a whole group), with the IOMMU group already known (not read again).
+    pub(crate) fn read_with(
+        reader: &mut PciReader<'_>,
         host: &dyn HostOps,
         addr: &PciAddress,
         known_group: Option<u32>,
     ) -> Result<Self, HostError> {
+        // One reader of PCI functions: the inventory's, strict (a prepare must not act on
+        // a function it could only half read).
+        let f = reader.read(addr, known_group)?;
+        let unknown = |what: &str| {
+            HostError::io(
+                "read",
+                Self::sysfs_dir(addr).join(what),
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no {what}")),
+            )
+        };
         let dir = Self::sysfs_dir(addr);
-        let entries = host.list_dir(&dir)?;
-        let has = |n: &str| entries.iter().any(|e| e == n);
-        let vendor_id = hex(host, &dir.join("vendor"))? as u16;
-        let device_id = hex(host, &dir.join("device"))? as u16;
-        let class = hex(host, &dir.join("class"))? as u32;
-        let driver = if has("driver") {
-            match host.read_link(&dir.join("driver")) {
-                Ok(t) => t.file_name().map(|n| n.to_string_lossy().into_owned()),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(e),
-            }
-        } else {
-            None
-        };
-        let driver_override = if has("driver_override") {
-            read_optional(host, &dir.join("driver_override"))?
-                .filter(|v| v != "(null)" && !v.is_empty())
-        } else {
-            None
-        };
-        let iommu_group = if known_group.is_some() {
-            known_group
-        } else if has("iommu_group") {
-            let t = host.read_link(&dir.join("iommu_group"))?;
-            t.file_name().and_then(|n| n.to_string_lossy().parse().ok())
-        } else {
-            None
-        };
-        let boot_vga = has("boot_vga")
-            && read_optional(host, &dir.join("boot_vga"))?.is_some_and(|v| v.trim() == "1");
-        let sriov_numvfs = if has("sriov_numvfs") {
-            read_optional(host, &dir.join("sriov_numvfs"))?
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        } else {
-            0
-        };
         let mut mdevs = Vec::new();
-        if has("mdev_supported_types") {
-            let types = dir.join("mdev_supported_types");
-            for t in host.list_dir(&types)? {
-                match host.list_dir(&types.join(&t).join("devices")) {
-                    Ok(uuids) => mdevs.extend(uuids),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
+        let types = dir.join("mdev_supported_types");
+        match host.list_dir(&types) {
+            Ok(names) => {
+                for t in names {
+                    match host.list_dir(&types.join(&t).join("devices")) {
+                        Ok(uuids) => mdevs.extend(uuids),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
                 }
+                mdevs.sort();
             }
-            mdevs.sort();
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
         }
-        let device_nodes =
-            crate::inventory::device_nodes(host, addr, driver.as_deref(), has("drm"))?;
         Ok(PciDeviceInfo {
             address: *addr,
-            vendor_id,
-            device_id,
-            class,
-            driver,
-            driver_override,
-            iommu_group,
-            boot_vga,
-            sriov_numvfs,
+            vendor_id: f.vendor_id.ok_or_else(|| unknown("vendor"))?,
+            device_id: f.device_id.ok_or_else(|| unknown("device"))?,
+            class: f.class.ok_or_else(|| unknown("class"))?,
+            driver: f.driver,
+            driver_override: f.driver_override,
+            iommu_group: f.iommu_group,
+            boot_vga: f.boot_vga == Some(true),
+            sriov_numvfs: f.sriov.map_or(0, |s| s.num_vfs),
             mdevs,
-            device_nodes,
+            device_nodes: f.device_nodes,
         })
     }
 

@@ -166,8 +166,9 @@ fn read_facts_in_group(
     addr: &PciAddress,
     group: u32,
 ) -> Result<(PassthroughFacts, Vec<PciDeviceInfo>), PassthroughError> {
-    let target =
-        PciDeviceInfo::read_in_group(host, addr, Some(group)).map_err(host_err("read", *addr))?;
+    let mut reader = crate::inventory::PciReader::new(host);
+    let target = PciDeviceInfo::read_with(&mut reader, host, addr, Some(group))
+        .map_err(host_err("read", *addr))?;
     let mut infos = vec![target.clone()];
     if target.is_display() {
         let group_dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
@@ -180,7 +181,7 @@ fn read_facts_in_group(
             };
             if a != *addr {
                 infos.push(
-                    PciDeviceInfo::read_in_group(host, &a, Some(group))
+                    PciDeviceInfo::read_with(&mut reader, host, &a, Some(group))
                         .map_err(host_err("read", a))?,
                 );
             }
