@@ -5,7 +5,7 @@ use crate::ladder::{attr_evidence, Filter};
 use crate::ladder::{Candidate, GpuMode, Reason, ReasonCode, Target};
 
 pub use super::rules::did_you_mean;
-use super::rules::mdev_module_for;
+use super::rules::{mdev_module_for, parent_module_missing};
 
 const MODE: GpuMode = GpuMode::Mdev;
 
@@ -26,9 +26,7 @@ pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
     let mut all_types: Vec<&MdevTypeInfo> = Vec::new();
     for p in &parents {
         all_types.extend(p.types.iter());
-        let module_missing = p
-            .vendor_module()
-            .filter(|m| inv.host.modules.is_some() && !inv.host.module_loaded(m));
+        let module_missing = parent_module_missing(inv, p);
         for t in &p.types {
             if let Some(want) = &filter.mdev_type {
                 if !t.matches(want) {

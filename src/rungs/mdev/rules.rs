@@ -2,7 +2,15 @@
 //! mdev parent, and the closest type name to one that does not exist. The probe (`gpu list`,
 //! the ladder) and the type choice of `mdev-create` ([`super::types`]) both ask here.
 
-use crate::inventory::{MdevTypeInfo, PciFunction};
+use crate::inventory::{HostInventory, MdevParent, MdevTypeInfo, PciFunction};
+
+/// The vendor module an existing mdev parent's types need that is not loaded (an mdev
+/// parent whose module was unloaded keeps listing types it cannot create). Without
+/// `/proc/modules` nothing can be told: the types being listed means it is loaded.
+pub fn parent_module_missing(inv: &HostInventory, p: &MdevParent) -> Option<&'static str> {
+    p.vendor_module()
+        .filter(|m| inv.host.modules.is_some() && !inv.host.module_loaded(m))
+}
 
 /// The kernel module that would make `f` an mdev parent, when one would: `kvmgt` for an
 /// Intel GPU on `i915` (GVT-g), `nvidia-vgpu-vfio` for an NVIDIA GPU on `nvidia` (the vGPU

@@ -4,7 +4,7 @@
 
 use vm_passthrough::PciAddress;
 
-use super::rules::{did_you_mean, mdev_module_for};
+use super::rules::{did_you_mean, mdev_module_for, parent_module_missing};
 use super::{MdevError, MdevType};
 use crate::inventory::{HostInventory, MdevParent, MdevTypeInfo};
 
@@ -74,9 +74,7 @@ fn numa_of(inv: &HostInventory, addr: Option<PciAddress>) -> Option<u32> {
 }
 
 fn module_missing(inv: &HostInventory, p: &MdevParent) -> Option<String> {
-    let m = p.vendor_module()?;
-    // Without /proc/modules we cannot tell; the types being listed means it is loaded.
-    (inv.host.modules.is_some() && !inv.host.module_loaded(m)).then(|| m.replace('_', "-"))
+    parent_module_missing(inv, p).map(|m| m.replace('_', "-"))
 }
 
 fn mdev_row(inv: &HostInventory, p: &MdevParent, t: &MdevTypeInfo) -> TypeRow {
