@@ -31,6 +31,7 @@ pub use supervise::{install_stop_signals, run, stop_requested, LaunchOutcome, St
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
 use crate::ladder::{Candidate, Target};
+use crate::plan::ExitKind;
 use crate::rungs::mdev::{MdevType, Planned, UuidSource};
 use crate::rungs::passthrough::PassthroughPlan;
 
@@ -140,22 +141,21 @@ pub enum LaunchError {
 }
 
 impl LaunchError {
-    /// The CLI's exit code for it: 3 refused/unavailable, 4 undone, 5 left changes, 1 other.
-    pub fn exit_code(&self) -> i32 {
-        use crate::cli::{EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_UNAVAILABLE, EXIT_UNDONE};
+    /// What kind of failure this is: the rung's own kind for a passthrough or mdev error
+    /// (so a bad UUID is a usage error here as in `gpu mdev-create`), unavailable for a
+    /// candidate with nothing to attach, a failure for QEMU and process steps.
+    pub fn exit_kind(&self) -> ExitKind {
         match self {
-            LaunchError::NotAttachable(_) => EXIT_UNAVAILABLE,
-            LaunchError::Passthrough(e) if e.is_refusal() => EXIT_UNAVAILABLE,
-            LaunchError::Passthrough(e) => match e.undone_fully() {
-                Some(true) => EXIT_UNDONE,
-                Some(false) => EXIT_LEFT_CHANGES,
-                None => EXIT_FAILURE,
-            },
-            LaunchError::Mdev(e) if e.left_changes() => EXIT_LEFT_CHANGES,
-            LaunchError::Mdev(crate::rungs::mdev::MdevError::StepFailed { .. }) => EXIT_UNDONE,
-            LaunchError::Mdev(_) => EXIT_UNAVAILABLE,
-            LaunchError::Qemu(_) | LaunchError::Process { .. } => EXIT_FAILURE,
+            LaunchError::NotAttachable(_) => ExitKind::Unavailable,
+            LaunchError::Passthrough(e) => e.exit_kind(),
+            LaunchError::Mdev(e) => e.exit_kind(),
+            LaunchError::Qemu(_) | LaunchError::Process { .. } => ExitKind::Failed,
         }
+    }
+
+    /// The exit code of [`LaunchError::exit_kind`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit_kind().code()
     }
 }
 

@@ -15,6 +15,7 @@
 mod executor;
 mod journal;
 mod lock;
+mod outcome;
 mod replay;
 mod state;
 
@@ -32,6 +33,7 @@ pub use journal::{
     OwnerStatus, RestoreOutcome, RestoreReport, StepStatus,
 };
 pub use lock::{GroupLock, LockError};
+pub use outcome::ExitKind;
 pub use replay::ReplayScope;
 pub use state::{valid_key, StateDir, StateError};
 
