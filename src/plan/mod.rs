@@ -12,6 +12,7 @@
 //! state directory (`/run/vm-device` by default) and are written with `std::fs`; every change
 //! to the host still goes through [`HostOps`].
 
+mod apply;
 mod executor;
 mod journal;
 mod lock;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vm_passthrough::{HostError, HostOps};
 
+pub use apply::PlanLock;
 pub use executor::{
     run_action, step_delay, ApplyError, Executor, StepError, UndoFailure, UndoReport,
     STEP_DELAY_ENV,
