@@ -627,8 +627,12 @@ fn plan(
         eprintln!("vm-cli: no GPU was selected");
         return EXIT_UNAVAILABLE;
     };
+    let Some(inv) = mgr.inventory() else {
+        return fail(&ManagerError::NotScanned);
+    };
     let code = launch::launch(
         mgr.host(),
+        inv,
         &candidate,
         run,
         (state_dir, simulated),

@@ -199,9 +199,32 @@ pub fn backend_socket(run_dir: &Path) -> PathBuf {
 }
 
 /// Plans the launch of `candidate` (selected by the manager) on `host`: reads the host,
-/// changes nothing.
+/// changes nothing. It scans the host for the plan; a caller that holds the scan its
+/// decision was made on passes it to [`plan_launch_in`] instead.
 pub fn plan_launch(
     host: &dyn HostOps,
+    candidate: &Candidate,
+    qemu: QemuBinary,
+    accel: AccelChoice,
+    opts: &LaunchOptions,
+) -> Result<LaunchPlan, LaunchError> {
+    plan_launch_in(
+        host,
+        &HostInventory::scan(host),
+        candidate,
+        qemu,
+        accel,
+        opts,
+    )
+}
+
+/// [`plan_launch`] on `inv`, the scan the candidate was decided on (the manager's
+/// [`inventory`](crate::gpu_manager::UnifiedGpuManager::inventory)): the host is not
+/// scanned again. A passthrough plan still reads its IOMMU group afresh (the prepare-time
+/// re-check), and an mdev creation re-checks its type's room under its lock.
+pub fn plan_launch_in(
+    host: &dyn HostOps,
+    inv: &HostInventory,
     candidate: &Candidate,
     qemu: QemuBinary,
     accel: AccelChoice,
@@ -242,7 +265,7 @@ pub fn plan_launch(
                         candidate.describe()
                     ))
                 })?;
-            let planned = crate::rungs::mdev::plan_create(&HostInventory::scan(host), &req)?;
+            let planned = crate::rungs::mdev::plan_create(inv, &req)?;
             let gpu = GpuAttachment::Mediated {
                 sysfsdev: planned.sysfs_path.clone(),
                 display: mdev_offers_display(&planned),
