@@ -2,7 +2,7 @@
 
 use vm_passthrough::{AdapterInfo, PciAddress};
 
-use super::{decide, Candidate, Decision, GpuMode, ManagerError, Preference};
+use super::{decide, BackendListing, Candidate, Decision, GpuMode, ManagerError, Preference};
 use crate::host::{self, Host};
 use crate::inventory::HostInventory;
 use crate::ladder::Filter;
@@ -243,10 +243,17 @@ impl UnifiedGpuManager {
         self.decision.as_ref()
     }
 
-    /// Prints the listing with indexes (for `select_by_index`) to standard output.
+    /// The listing with indexes (for `select_by_index`), as a value the caller renders.
+    pub fn listing(&mut self) -> Result<BackendListing, ManagerError> {
+        self.backends().map(BackendListing)
+    }
+
+    /// The product guide's convenience: [`UnifiedGpuManager::listing`] written to standard
+    /// output (or why there is none). Programs that print elsewhere, such as `vm-cli`,
+    /// render the listing themselves.
     pub fn print_available_backends(&mut self) {
-        match self.backends() {
-            Ok(all) => print!("{}", crate::report::backends_text(&all)),
+        match self.listing() {
+            Ok(l) => print!("{l}"),
             Err(e) => println!("{e}"),
         }
     }

@@ -10,6 +10,8 @@ pub use doctor::{doctor_json, doctor_text};
 use serde_json::{json, Value};
 use vm_passthrough::PciAddress;
 
+use crate::gpu_manager::BackendListing;
+pub use crate::inventory::human_bytes;
 use crate::inventory::{class_name, HostInventory, IommuKind, PciFunction};
 use crate::ladder::Reason;
 use crate::ladder::{Candidate, Decision, Preference};
@@ -20,22 +22,6 @@ pub const SCHEMA: u32 = 1;
 fn hex4(v: Option<u16>) -> Value {
     v.map(|v| Value::String(format!("{v:04x}")))
         .unwrap_or(Value::Null)
-}
-
-/// Human size: `16 GiB`, `256 MiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[i])
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
 }
 
 fn class_json(f: &PciFunction) -> Value {
@@ -290,34 +276,7 @@ fn ids(f: &PciFunction) -> String {
 
 /// The listing of backends with indexes, as `print_available_backends` shows it.
 pub fn backends_text(backends: &[Candidate]) -> String {
-    let mut s = String::new();
-    for (i, c) in backends.iter().enumerate() {
-        s.push_str(&format!(
-            "  [{i}] {:<11} {}\n",
-            c.mode.as_str(),
-            c.describe()
-        ));
-        let reasons = c.reasons();
-        if reasons.is_empty() {
-            s.push_str("        available\n");
-        }
-        for (n, r) in reasons.iter().enumerate() {
-            // Every blocker, so fixing the first does not just reveal the next.
-            let count = if reasons.len() > 1 {
-                format!(" ({} of {})", n + 1, reasons.len())
-            } else {
-                String::new()
-            };
-            s.push_str(&format!("        unavailable{count}: {}\n", r.message));
-            for e in &r.evidence {
-                s.push_str(&format!("        evidence: {e}\n"));
-            }
-            if let Some(fix) = &r.remedy {
-                s.push_str(&format!("        fix: {fix}\n"));
-            }
-        }
-    }
-    s
+    BackendListing(backends.to_vec()).to_string()
 }
 
 fn capitalize(s: &str) -> String {
