@@ -283,14 +283,6 @@ impl Journal {
         }
     }
 
-    /// Steps that still have something to undo (done or uncertain, with an inverse).
-    pub fn undoable(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| s.status != StepStatus::Failed && s.step.inverse.is_some())
-            .count()
-    }
-
     /// Why this journal, read from disk, must not be replayed on `host`: it belongs to
     /// another host, or an action or check names a path the plan layer never produces
     /// (see [`ReplayScope`]). `Ok` when it may be replayed.

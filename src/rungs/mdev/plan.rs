@@ -332,6 +332,7 @@ mod tests {
     use vm_passthrough::HostError;
 
     use super::*;
+    use crate::plan::Journal;
 
     fn sriov_plan() -> MdevPlan {
         let dir = PathBuf::from("/sys/bus/pci/devices/0000:4b:00.0");
