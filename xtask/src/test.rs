@@ -2,7 +2,8 @@
 //!
 //! 0. The repository stands alone and is tidy: no file outside `docs/` refers to the
 //!    project's `shared` folder beside the checkout, `cargo fmt --check`, and
-//!    `cargo clippy --workspace --all-targets -- -D warnings`.
+//!    `cargo clippy --workspace --all-targets -- -D warnings`, and `cargo xtask layers`
+//!    (no module of `src/` imports a higher layer).
 //! 1. `cargo test --workspace`: unit, integration, property, snapshot and differential tests
 //!    (the simulator, the manager, the CLI, wgpu on a real adapter).
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
@@ -39,6 +40,7 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
         ),
         ("cargo fmt --check", fmt_check),
         ("cargo clippy", clippy),
+        ("cargo xtask layers", layers),
     ] {
         println!("== {name}");
         if let Err(e) = run(&cargo) {
@@ -177,6 +179,11 @@ fn clippy(cargo: &str) -> Result<(), String> {
         ],
         "cargo clippy --workspace --all-targets -- -D warnings",
     )
+}
+
+/// The import graph keeps its layering (`cargo xtask layers`).
+fn layers(_cargo: &str) -> Result<(), String> {
+    crate::layers::layers_cmd(&[])
 }
 
 #[cfg(test)]
