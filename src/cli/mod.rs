@@ -33,7 +33,7 @@ const EXIT_CODES: &str = "Exit codes:
      the VM) and every host change was given back
   1  the host could not be read, or another failure (the message says which file or step);
      --kernel: no suitable QEMU, QEMU exited with an error, or the GPU backend died
-  2  usage error (unknown flag, bad PCI address, bad mode)
+  2  usage error (unknown flag, bad PCI address, bad mode, bad --mdev-uuid)
   3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable;
      gpu prepare: refused (boot display, shared group, device in use) or the group is busy;
      mdev commands: unknown type or parent, no instance left, vendor module not loaded
