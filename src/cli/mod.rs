@@ -17,16 +17,14 @@ mod mdev_cmd;
 /// Exit status: success.
 pub const EXIT_OK: i32 = ExitKind::Ok.code();
 /// Exit status: the host could not be read, or another failure.
-pub const EXIT_FAILURE: i32 = ExitKind::Failed.code();
+pub(crate) const EXIT_FAILURE: i32 = ExitKind::Failed.code();
 /// Exit status: bad flags or arguments.
-pub const EXIT_USAGE: i32 = ExitKind::Usage.code();
+pub(crate) const EXIT_USAGE: i32 = ExitKind::Usage.code();
 /// Exit status: no GPU mode available, or the requested mode is unavailable.
-pub const EXIT_UNAVAILABLE: i32 = ExitKind::Unavailable.code();
-/// Exit status: a host change failed and was undone (the host is as it was).
-pub const EXIT_UNDONE: i32 = ExitKind::Undone.code();
+pub(crate) const EXIT_UNAVAILABLE: i32 = ExitKind::Unavailable.code();
 /// Exit status: a host change failed and could not be undone fully (see the message;
 /// `vm-cli gpu restore` finishes the undo).
-pub const EXIT_LEFT_CHANGES: i32 = ExitKind::LeftChanges.code();
+pub(crate) const EXIT_LEFT_CHANGES: i32 = ExitKind::LeftChanges.code();
 
 const EXIT_CODES: &str = "Exit codes:
   0  success; --kernel without --dry-run: the guest powered off (or SIGINT/SIGTERM stopped

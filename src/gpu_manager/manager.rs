@@ -69,19 +69,19 @@ impl UnifiedGpuManager {
     }
 
     /// Restricts every rung to one GPU (`--gpu-device`).
-    pub fn set_device(&mut self, device: Option<PciAddress>) {
+    pub(crate) fn set_device(&mut self, device: Option<PciAddress>) {
         self.filter.device = device;
         self.candidates = [None, None, None];
     }
 
     /// Restricts the mediated rung to a type id or name (`--mdev-type`).
-    pub fn set_mdev_type(&mut self, mdev_type: Option<String>) {
+    pub(crate) fn set_mdev_type(&mut self, mdev_type: Option<String>) {
         self.filter.mdev_type = mdev_type;
         self.candidates = [None, None, None];
     }
 
     /// Lets the boot display be passed through (`--allow-boot-vga`).
-    pub fn set_allow_boot_vga(&mut self, allow: bool) {
+    pub(crate) fn set_allow_boot_vga(&mut self, allow: bool) {
         self.filter.allow_boot_vga = allow;
         self.candidates = [None, None, None];
     }

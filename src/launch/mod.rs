@@ -37,9 +37,9 @@ use crate::rungs::passthrough::PassthroughPlan;
 
 /// The oldest QEMU whose `vhost-user-gpu-pci` starts without KVM (7.2 stops with
 /// `vhost initialization failed: requires kvm`).
-pub const VHOST_USER_GPU_TCG_QEMU: QemuVersion = QemuVersion::new(8, 0, 0);
+pub(crate) const VHOST_USER_GPU_TCG_QEMU: QemuVersion = QemuVersion::new(8, 0, 0);
 /// The first QEMU with `vhost-user-gpu-pci`.
-pub const VHOST_USER_GPU_QEMU: QemuVersion = QemuVersion::new(4, 1, 0);
+pub(crate) const VHOST_USER_GPU_QEMU: QemuVersion = QemuVersion::new(4, 1, 0);
 
 /// What the user asked for, beyond the GPU choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl LaunchError {
 }
 
 /// The QEMU version the attachment needs under `accel`, and for what.
-pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, String)> {
+pub(crate) fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, String)> {
     match (gpu, accel) {
         (GpuAttachment::VhostUserGpu { .. }, Accel::Tcg) => Some((
             VHOST_USER_GPU_TCG_QEMU,
@@ -179,7 +179,7 @@ pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, 
 /// display in QEMU: with `display=on` QEMU 7.2 refuses to start ("vfio-display-dmabuf:
 /// opengl not available"), as an mbochs mdev in a real L2 showed (`cargo xtask
 /// nested-test`). NVIDIA vGPU and others offer no display.
-pub fn mdev_offers_display(planned: &Planned) -> bool {
+pub(crate) fn mdev_offers_display(planned: &Planned) -> bool {
     match &planned.choice {
         crate::rungs::mdev::Choice::Mdev {
             parent, mdev_type, ..
@@ -194,7 +194,7 @@ fn region_display(parent: &str, mdev_type: MdevType) -> bool {
 }
 
 /// The backend socket inside `run_dir`.
-pub fn backend_socket(run_dir: &Path) -> PathBuf {
+pub(crate) fn backend_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("gpu.sock")
 }
 

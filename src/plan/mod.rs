@@ -40,7 +40,7 @@ pub use replay::ReplayScope;
 pub use state::{valid_key, StateDir, StateError};
 
 /// The default state directory (journals and locks).
-pub const DEFAULT_STATE_DIR: &str = "/run/vm-device";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/run/vm-device";
 
 /// The state directory: `VM_STATE_DIR` when set, else [`DEFAULT_STATE_DIR`].
 pub fn default_state_dir() -> PathBuf {
@@ -84,7 +84,7 @@ pub enum Check {
 
 impl Check {
     /// Reads the host and returns what was found when the condition does not hold.
-    pub fn evaluate(&self, host: &dyn HostOps) -> Result<(), String> {
+    pub(crate) fn evaluate(&self, host: &dyn HostOps) -> Result<(), String> {
         match self {
             Check::LinkName { path, name } => {
                 let found = match host.read_link(path) {
@@ -144,7 +144,7 @@ impl Check {
     }
 
     /// What must hold, in words.
-    pub fn expectation(&self) -> String {
+    pub(crate) fn expectation(&self) -> String {
         match self {
             Check::LinkName {
                 path,
@@ -345,7 +345,7 @@ impl Plan {
 }
 
 /// Reads a host attribute that may be absent: `Ok(None)` for `ENOENT`.
-pub fn read_optional(host: &dyn HostOps, path: &Path) -> Result<Option<String>, HostError> {
+pub(crate) fn read_optional(host: &dyn HostOps, path: &Path) -> Result<Option<String>, HostError> {
     match host.read_attr(path) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),

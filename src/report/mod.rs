@@ -17,7 +17,7 @@ use crate::ladder::Reason;
 use crate::ladder::{Candidate, Decision, Preference};
 
 /// JSON schema version of every document.
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 fn hex4(v: Option<u16>) -> Value {
     v.map(|v| Value::String(format!("{v:04x}")))
@@ -60,7 +60,7 @@ fn reason_json(r: &Reason) -> Value {
 
 /// A rejected or listed candidate as JSON: `reason`, `reason_code`, `evidence` and `remedy`
 /// of the first blocker (the one to fix first), and `reasons[]` with every blocker.
-pub fn candidate_json(c: &Candidate) -> Value {
+pub(crate) fn candidate_json(c: &Candidate) -> Value {
     let r = c.reason();
     json!({
         "mode": c.mode,
@@ -131,7 +131,7 @@ fn host_json(inv: &HostInventory) -> Value {
 }
 
 /// `vm-cli gpu list --json`.
-pub fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> Value {
+pub(crate) fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> Value {
     let gpus: Vec<Value> = inv
         .gpus
         .iter()
@@ -222,7 +222,7 @@ pub struct PlanRequest {
 }
 
 /// `vm-cli --kernel K --dry-run --json`.
-pub fn plan_json(req: &PlanRequest, pref: &Preference, d: &Decision) -> Value {
+pub(crate) fn plan_json(req: &PlanRequest, pref: &Preference, d: &Decision) -> Value {
     json!({
         "schema": SCHEMA,
         "kernel": req.kernel,
@@ -275,7 +275,7 @@ fn ids(f: &PciFunction) -> String {
 }
 
 /// The listing of backends with indexes, as `print_available_backends` shows it.
-pub fn backends_text(backends: &[Candidate]) -> String {
+pub(crate) fn backends_text(backends: &[Candidate]) -> String {
     BackendListing(backends.to_vec()).to_string()
 }
 
@@ -336,7 +336,7 @@ fn host_text(inv: &HostInventory) -> String {
 }
 
 /// `vm-cli gpu list`.
-pub fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> String {
+pub(crate) fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> String {
     let mut s = format!("GPUs ({})\n", inv.gpus.len());
     if inv.gpus.is_empty() {
         s.push_str("  none: no display-class PCI function on this host\n");
@@ -431,7 +431,7 @@ pub fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Cand
 }
 
 /// The plan for `--dry-run`.
-pub fn plan_text(req: &PlanRequest, d: &Decision) -> String {
+pub(crate) fn plan_text(req: &PlanRequest, d: &Decision) -> String {
     let mut s = String::new();
     let modes: Vec<&str> = d.considered.iter().map(|m| m.as_str()).collect();
     s.push_str(&format!(
