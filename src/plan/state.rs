@@ -257,7 +257,12 @@ impl StateDir {
 
     /// Opens `name` in `dir` for reading without following a link; it must be a regular
     /// file. `Ok(None)` when absent.
-    pub(crate) fn read_file(&self, dir: &OwnedFd, sub: &str, name: &str) -> io::Result<Option<Vec<u8>>> {
+    pub(crate) fn read_file(
+        &self,
+        dir: &OwnedFd,
+        sub: &str,
+        name: &str,
+    ) -> io::Result<Option<Vec<u8>>> {
         let raw = match openat(
             Some(dir.as_raw_fd()),
             name,

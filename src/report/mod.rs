@@ -131,7 +131,11 @@ fn host_json(inv: &HostInventory) -> Value {
 }
 
 /// `vm-cli gpu list --json`.
-pub(crate) fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> Value {
+pub(crate) fn list_json(
+    inv: &HostInventory,
+    backends: &[Candidate],
+    auto: Option<&Candidate>,
+) -> Value {
     let gpus: Vec<Value> = inv
         .gpus
         .iter()
@@ -336,7 +340,11 @@ fn host_text(inv: &HostInventory) -> String {
 }
 
 /// `vm-cli gpu list`.
-pub(crate) fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> String {
+pub(crate) fn list_text(
+    inv: &HostInventory,
+    backends: &[Candidate],
+    auto: Option<&Candidate>,
+) -> String {
     let mut s = format!("GPUs ({})\n", inv.gpus.len());
     if inv.gpus.is_empty() {
         s.push_str("  none: no display-class PCI function on this host\n");

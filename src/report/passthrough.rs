@@ -25,7 +25,11 @@ pub(crate) fn plan_text(p: &PassthroughPlan) -> String {
 }
 
 /// A plan as JSON.
-pub(crate) fn plan_json(p: &PassthroughPlan, dry_run: bool, journal: Option<&std::path::Path>) -> Value {
+pub(crate) fn plan_json(
+    p: &PassthroughPlan,
+    dry_run: bool,
+    journal: Option<&std::path::Path>,
+) -> Value {
     json!({
         "schema": SCHEMA,
         "command": "gpu prepare",

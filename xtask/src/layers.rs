@@ -8,7 +8,8 @@
 //!
 //! Every `crate::…` path in `src/` (a `use` or a path in code; comments are skipped) is an
 //! arrow from the file's module to the module it names. An arrow to a higher layer fails,
-//! and so does a cycle between modules of one layer (the rungs, or inventory and plan).
+//! and so does a cycle between modules of one layer (the rungs, or inventory and plan), or
+//! among the files of one module folder (`super::x` and `crate::FOLDER::x` paths).
 //! Arrows known today and left to their owners are listed in [`KNOWN`]: the check fails on
 //! a new one, and on a listed one that is gone (so the list only shrinks).
 
@@ -34,6 +35,8 @@ const KNOWN: &[&str] = &[
     // The seam calls the renderer's adapter probe (`LinuxHost::probe_adapters`); the
     // probe is to move behind the seam without importing the wgpu rung (the seam's part).
     "host -> rungs::wgpu",
+    // The mdev rung's lifecycle -> plan -> verify loop (issue 14; the rules' part).
+    "rungs/mdev: lifecycle, plan, verify",
 ];
 
 /// The product guide's aliases of the rungs (`lib.rs`).
@@ -230,6 +233,119 @@ pub fn violations(arrows: &[Arrow]) -> Vec<(String, String)> {
     out
 }
 
+/// Cycles among the files of one module folder (`rungs/mdev`: `lifecycle -> plan ->
+/// lifecycle`), through `super::x` and `crate::FOLDER::x` paths; each as the folder and
+/// the sorted members of one strongly connected set (`rungs/mdev: lifecycle, plan`).
+pub fn sibling_cycles(src: &Path) -> Result<Vec<String>, String> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut by_dir: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for f in files {
+        let rel = f.strip_prefix(src).unwrap_or(&f).to_path_buf();
+        let dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        by_dir.entry(dir).or_default().push(f);
+    }
+    let mut out = Vec::new();
+    for (dir, files) in &by_dir {
+        let stem = |f: &Path| f.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let mut names: BTreeSet<String> = files
+            .iter()
+            .filter_map(|f| stem(f))
+            .filter(|n| n != "mod" && n != "lib")
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(src.join(dir)) {
+            names.extend(
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+        let prefix = format!(
+            "crate::{}::",
+            dir.iter()
+                .map(|c| c.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("::")
+        );
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in files {
+            let Some(me) = stem(f).filter(|n| names.contains(n)) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let code: String = text
+                .lines()
+                .map(|l| l.find("//").map_or(l, |i| &l[..i]))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let mut used = BTreeSet::new();
+            for head in ["super::", prefix.as_str()] {
+                if head == "crate::::" {
+                    continue;
+                }
+                let mut rest = code.as_str();
+                while let Some(i) = rest.find(head) {
+                    rest = &rest[i + head.len()..];
+                    if let Some(inner) = rest.strip_prefix('{') {
+                        let end = inner.find('}').unwrap_or(inner.len());
+                        used.extend(group_names(&inner[..end]));
+                    } else {
+                        let end = rest
+                            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                            .unwrap_or(rest.len());
+                        used.insert(rest[..end].to_string());
+                    }
+                }
+            }
+            for u in used {
+                let first = u.split("::").next().unwrap_or("").trim().to_string();
+                if first != me && names.contains(&first) {
+                    edges.entry(me.clone()).or_default().insert(first);
+                }
+            }
+        }
+        for scc in strongly_connected(&edges) {
+            out.push(format!("{}: {}", dir.display(), scc.join(", ")));
+        }
+    }
+    Ok(out)
+}
+
+/// The sets of two or more nodes that reach each other (Tarjan would do; the graphs are a
+/// dozen nodes, so reachability is enough).
+fn strongly_connected(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    let reach = |from: &str| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(n) = todo.pop() {
+            for m in edges.get(&n).into_iter().flatten() {
+                if seen.insert(m.clone()) {
+                    todo.push(m.clone());
+                }
+            }
+        }
+        seen
+    };
+    let nodes: BTreeSet<&String> = edges.keys().collect();
+    let reaches: BTreeMap<&String, BTreeSet<String>> =
+        nodes.iter().map(|n| (*n, reach(n))).collect();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut placed = BTreeSet::new();
+    for n in &nodes {
+        if placed.contains(*n) || !reaches[*n].contains(*n) {
+            continue;
+        }
+        let scc: Vec<String> = nodes
+            .iter()
+            .filter(|m| reaches[*n].contains(**m) && reaches[**m].contains(*n))
+            .map(|m| (*m).clone())
+            .collect();
+        placed.extend(scc.iter().cloned());
+        out.push(scc);
+    }
+    out
+}
+
 /// `cargo xtask layers [--src DIR]` (another checkout's `src/`, to compare).
 pub fn layers_cmd(args: &[String]) -> Result<(), String> {
     let src = match args {
@@ -252,7 +368,19 @@ pub fn layers_cmd(args: &[String]) -> Result<(), String> {
             new.push(format!("{pair}: {why}"));
         }
     }
-    let found_pairs: BTreeSet<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    for cycle in sibling_cycles(&src)? {
+        if known.contains(cycle.as_str()) {
+            println!("known: cycle {cycle}");
+        } else {
+            new.push(format!("a cycle among the files of {cycle}"));
+        }
+    }
+    let cycles = sibling_cycles(&src)?;
+    let found_pairs: BTreeSet<&str> = found
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .chain(cycles.iter().map(String::as_str))
+        .collect();
     let gone: Vec<&str> = known
         .iter()
         .filter(|k| !found_pairs.contains(*k))
@@ -260,10 +388,11 @@ pub fn layers_cmd(args: &[String]) -> Result<(), String> {
         .collect();
     let modules: BTreeSet<&str> = arrows.iter().map(|a| a.from.as_str()).collect();
     println!(
-        "{} arrows between {} modules; {} known upward arrow(s) left",
+        "{} arrows between {} modules, {} cycle(s) among files; {} known exception(s) left",
         arrows.len(),
         modules.len(),
-        found.len() - new.len()
+        cycles.len(),
+        known.len() - gone.len()
     );
     if !gone.is_empty() {
         return Err(format!(
@@ -323,6 +452,15 @@ mod tests {
                 ("cli".to_string(), "src/plan/x.rs:8".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn strongly_connected_sets_are_the_cycles() {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e")] {
+            g.entry(a.into()).or_default().insert(b.into());
+        }
+        assert_eq!(strongly_connected(&g), [["a", "b", "c"]]);
     }
 
     #[test]
