@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use vm_device::host::{vfio_smoke, vfio_smoke_with, HostOps, PathChoice, SimHost};
 use vm_device_sim::copy_fixture;
-use vm_passthrough::vfio::region;
-use vm_passthrough::VfioPath;
+use vm_device_host::vfio::region;
+use vm_device_host::VfioPath;
 
 /// The recorded real hosts (`fixtures/real`).
 fn shared_hosts() -> PathBuf {

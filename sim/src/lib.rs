@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use vm_passthrough::{
+use vm_device_host::{
     AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
     IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
 };
@@ -412,7 +412,7 @@ impl HostOps for SimHost {
 
     fn nvml_memory_total(
         &self,
-        addr: &vm_passthrough::PciAddress,
+        addr: &vm_device_host::PciAddress,
     ) -> Result<Option<u64>, HostError> {
         let mut st = self.lock_raw();
         self.record(&mut st, Op::Nvml(addr.to_string()));
@@ -526,13 +526,13 @@ pub const NVML_FIXTURE: &str = ".fixture/nvml.json";
 /// One GPU as NVML reported it on the recorded host.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 struct NvmlGpu {
-    address: vm_passthrough::PciAddress,
+    address: vm_device_host::PciAddress,
     memory_total_bytes: u64,
 }
 
 /// NVML's answer for `addr` from the fixture file at `file`: `None` without the file (no
 /// library), NVML's "not found" for a GPU it does not list.
-fn nvml_answer(file: &Path, addr: &vm_passthrough::PciAddress) -> Result<Option<u64>, HostError> {
+fn nvml_answer(file: &Path, addr: &vm_device_host::PciAddress) -> Result<Option<u64>, HostError> {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

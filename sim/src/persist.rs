@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use vm_passthrough::HostError;
+use vm_device_host::HostError;
 
 use crate::State;
 

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use vm_passthrough::NodeKind;
+use vm_device_host::NodeKind;
 
 /// Symbolic-link hops allowed while resolving one path, as Linux's `MAXSYMLINKS`.
 const MAX_HOPS: usize = 40;

@@ -8,7 +8,7 @@ use common::*;
 use vm_device_sim::faults::{is_hang, is_killed, Fault, FaultPlan};
 use vm_device_sim::kernel::errno::*;
 use vm_device_sim::SimHost;
-use vm_passthrough::{HostError, HostOps};
+use vm_device_host::{HostError, HostOps};
 
 #[test]
 fn faulted_write_changes_nothing_and_counts_nth_call() {

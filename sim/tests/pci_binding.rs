@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use vm_device_sim::kernel::errno::*;
-use vm_passthrough::{HostOps, NodeKind};
+use vm_device_host::{HostOps, NodeKind};
 
 const OVR: &str = "/sys/bus/pci/devices/0000:01:00.0/driver_override";
 

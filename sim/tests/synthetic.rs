@@ -10,7 +10,7 @@ use std::path::Path;
 use common::*;
 use vm_device_sim::kernel::errno::*;
 use vm_device_sim::SimHost;
-use vm_passthrough::HostOps;
+use vm_device_host::HostOps;
 
 struct Fx(tempfile::TempDir);
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
 use crate::report::{self, PlanRequest};

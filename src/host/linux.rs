@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use vm_passthrough::{
+use vm_device_host::{
     AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
     IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
 };
@@ -154,7 +154,7 @@ impl HostOps for LinuxHost {
 
     fn nvml_memory_total(
         &self,
-        addr: &vm_passthrough::PciAddress,
+        addr: &vm_device_host::PciAddress,
     ) -> Result<Option<u64>, HostError> {
         super::nvml::memory_total(addr)
     }

@@ -12,7 +12,7 @@ pub mod vfio_probe;
 pub use linux::LinuxHost;
 pub use vfio_probe::{vfio_smoke, vfio_smoke_with, PathChoice, VfioReport, VfioSmokeError};
 pub use vm_device_sim::SimHost;
-pub use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
+pub use vm_device_host::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::{
+use vm_device_host::{
     AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
     IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
 };
@@ -60,7 +60,7 @@ impl HostOps for UnusableHost {
 
     fn nvml_memory_total(
         &self,
-        _addr: &vm_passthrough::PciAddress,
+        _addr: &vm_device_host::PciAddress,
     ) -> Result<Option<u64>, HostError> {
         Err(self.err())
     }

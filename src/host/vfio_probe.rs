@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use serde::Serialize;
-use vm_passthrough::vfio::{region, VFIO_API_VERSION};
-use vm_passthrough::{
+use vm_device_host::vfio::{region, VFIO_API_VERSION};
+use vm_device_host::{
     DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType, IrqInfo,
     RegionInfo, VfioContainer, VfioHandle, VfioPath,
 };

@@ -21,7 +21,7 @@ mod state;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vm_passthrough::{HostError, HostOps};
+use vm_device_host::{HostError, HostOps};
 
 pub use executor::{
     run_action, step_delay, ApplyError, Executor, StepError, UndoFailure, UndoReport,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use vm_device_sim::SimHost;
-use vm_passthrough::{HostError, HostOps};
+use vm_device_host::{HostError, HostOps};
 
 /// The recorded trees kept in the repository: `fixtures/real` beside this crate.
 pub fn real_dir() -> PathBuf {

@@ -28,7 +28,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 use uuid::Uuid;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::host::{self, Host, HostOps};
 use crate::inventory::{HostInventory, MdevParent};

@@ -22,7 +22,7 @@ pub use prepare::{
 pub use probe::probe;
 pub use vfio::{OpenedDevice, VfioHandles, VfioSession, VFIO_PERMISSION_REMEDY};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::host::{self, HostOps};
 use crate::inventory::{HostInventory, PciFunction};

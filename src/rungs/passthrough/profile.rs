@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use vm_device_sim::{Op, SimHost};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{prepare, PassthroughError, PrepareOptions};
 

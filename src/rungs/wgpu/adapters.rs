@@ -1,6 +1,6 @@
 //! Asking wgpu which adapters this host has.
 
-use vm_passthrough::{AdapterInfo, HostError};
+use vm_device_host::{AdapterInfo, HostError};
 
 /// The instance descriptor every wgpu use in vm-device starts from: honours `WGPU_BACKEND`
 /// (wgpu ignores it unless asked) and the other `WGPU_*` variables.

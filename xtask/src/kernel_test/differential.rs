@@ -21,7 +21,7 @@ use vm_device::gpu_passthrough::{plan_prepare, prepare, release, restore, Prepar
 use vm_device::host::{vfio_smoke_with, HostOps, PathChoice};
 use vm_device_sim::faults::{Fault, FaultPlan};
 use vm_device_sim::SimHost;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 /// The state a scenario may change, as `key → value` (keys such as
 /// `pci 0000:01:00.0 driver`, `mdev_bus mdpy/mdpy-xga available_instances`, `/dev/vfio`).
