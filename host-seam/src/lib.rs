@@ -1,7 +1,8 @@
 //! PCI addresses and the one seam through which vm-device reaches the host.
 //!
 //! A GPU manager reads sysfs, `/proc` and `/dev/vfio`, writes a handful of sysfs attributes,
-//! loads modules and issues VFIO ioctls. Every one of those goes through [`HostOps`], so the
+//! loads modules and issues VFIO ioctls. Every one of those goes through [`HostOps`] (the four
+//! small traits [`Sysfs`], [`Vfio`], [`Adapters`] and [`System`] under one name), so the
 //! same code runs against the real kernel (`LinuxHost` in `vm-device`) and against a recorded
 //! fixture tree (`SimHost` in `vm-device-sim`).
 #![deny(missing_docs)]
@@ -13,8 +14,18 @@ pub mod mock;
 pub mod vfio;
 
 pub use address::{AddressParseError, PciAddress};
-pub use host::{vfio_device_sysfs_dir, AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
+pub use host::{
+    config_path, vfio_device_sysfs_dir, AdapterInfo, Adapters, HostError, HostOps, NodeKind,
+    ProcessHolder, Sysfs, System, Vfio,
+};
 pub use vfio::{
     DeviceInfo, DmaMapping, GroupStatus, IommuInfo, IommuType, IommufdAvailability, IrqInfo,
     RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle, VfioPath,
 };
+
+/// The seam's traits, for code that calls host operations on a concrete host
+/// (`SimHost`, `LinuxHost`) rather than through `&dyn HostOps`:
+/// `use vm_device_host::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Adapters, HostOps, Sysfs, System, Vfio};
+}

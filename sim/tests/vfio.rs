@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_device_sim::{copy_fixture, Op, SimHost, VfioFault};
+use vm_device_host::prelude::*;
 use vm_device_host::vfio::{region, VFIO_API_VERSION};
-use vm_device_host::{HostOps, IommuType, VfioContainer, VfioGroup, VfioHandle};
+use vm_device_host::{IommuType, VfioContainer, VfioGroup, VfioHandle};
+use vm_device_sim::{copy_fixture, Op, SimHost, VfioFault};
 
 const EPERM: i32 = 1;
 const ENOENT: i32 = 2;

@@ -3,6 +3,7 @@
 //! Nothing outside this module (and the simulator crate) touches `std::fs`, `libc` or `nix`
 //! for host access.
 
+mod files;
 mod linux;
 mod nvml;
 mod unusable;
@@ -11,8 +12,10 @@ pub mod vfio_probe;
 
 pub use linux::LinuxHost;
 pub use vfio_probe::{vfio_smoke, vfio_smoke_with, PathChoice, VfioReport, VfioSmokeError};
+pub use vm_device_host::{
+    AdapterInfo, Adapters, HostError, HostOps, NodeKind, ProcessHolder, Sysfs, System, Vfio,
+};
 pub use vm_device_sim::SimHost;
-pub use vm_device_host::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
 
 use std::sync::Arc;
 

@@ -188,9 +188,8 @@ pub(crate) fn already_holds(a: &Action, host: &dyn vm_device_host::HostOps) -> b
                 _ => false,
             }
         }
-        Action::RemoveFile { path } => {
-            matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        }
+        // The definition is gone (no node at all there, a link included).
+        Action::RemoveFile { path } => host.kind(path).is_none(),
         _ => false,
     }
 }
