@@ -26,6 +26,25 @@ pub enum NodeKind {
     Device,
 }
 
+/// The most an attribute read takes, on a real host and a simulated one alike: sysfs
+/// attributes are at most a page (binary ones such as `config` 4 KiB); a bigger file where
+/// an attribute belongs is a corrupted tree, and reading it whole would cost seconds and
+/// gigabytes.
+pub const MAX_ATTR_BYTES: usize = 64 << 10;
+
+/// The most a `/proc` read takes (`cpuinfo` of a big server).
+pub const MAX_PROC_BYTES: usize = 16 << 20;
+
+/// The read cap of kernel path `p`: [`MAX_PROC_BYTES`] under `/proc`, else
+/// [`MAX_ATTR_BYTES`].
+pub fn cap_for(p: &Path) -> usize {
+    if p.starts_with("/proc") {
+        MAX_PROC_BYTES
+    } else {
+        MAX_ATTR_BYTES
+    }
+}
+
 /// An error from the host, with what was attempted.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

@@ -15,8 +15,8 @@ pub mod vfio;
 
 pub use address::{AddressParseError, PciAddress};
 pub use host::{
-    config_path, vfio_device_sysfs_dir, AdapterInfo, Adapters, HostError, HostOps, NodeKind,
-    ProcessHolder, Sysfs, System, Vfio,
+    cap_for, config_path, vfio_device_sysfs_dir, AdapterInfo, Adapters, HostError, HostOps,
+    NodeKind, ProcessHolder, Sysfs, System, Vfio, MAX_ATTR_BYTES, MAX_PROC_BYTES,
 };
 pub use vfio::{
     DeviceInfo, DmaMapping, GroupStatus, IommuInfo, IommuType, IommufdAvailability, IrqInfo,

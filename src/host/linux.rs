@@ -29,7 +29,7 @@ impl LinuxHost {
 
 /// Reads a whole attribute: opened with `O_NONBLOCK` (a FIFO planted where an attribute
 /// belongs must not hang vm-cli), refused unless it is a regular file, at most
-/// 64 KiB ([`vm_device_sim::MAX_ATTR_BYTES`]: sysfs attributes are at most a page, binary
+/// 64 KiB ([`vm_device_host::MAX_ATTR_BYTES`]: sysfs attributes are at most a page, binary
 /// ones such as `config` 4 KiB) or, under `/proc` (`cpuinfo` of a big server), 16 MiB.
 fn read_attr(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -44,7 +44,7 @@ fn read_attr(path: &Path) -> std::io::Result<Vec<u8>> {
             "not a regular file (a FIFO, socket or device node where an attribute belongs); not read",
         ));
     }
-    let cap = vm_device_sim::cap_for(path);
+    let cap = vm_device_host::cap_for(path);
     let mut buf = Vec::new();
     f.take(cap as u64 + 1).read_to_end(&mut buf)?;
     if buf.len() > cap {
@@ -249,7 +249,7 @@ impl Vfio for LinuxHost {
 
 impl Adapters for LinuxHost {
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
-        crate::rungs::wgpu::probe_adapters()
+        super::adapters::probe_adapters()
     }
 
     fn nvml_memory_total(

@@ -21,6 +21,7 @@ pub mod persist;
 pub mod plan;
 pub mod probe;
 pub mod render;
+#[cfg(feature = "test-support")]
 pub mod scenario;
 pub mod types;
 pub mod verify;

@@ -9,7 +9,9 @@ mod error;
 pub mod group;
 mod prepare;
 pub mod probe;
+#[cfg(feature = "test-support")]
 pub mod profile;
+#[cfg(feature = "test-support")]
 pub mod scenario;
 mod vfio;
 
