@@ -7,6 +7,7 @@
 //! the kernel reacts to run the kernel's reaction (see [`kernel`]), with the errno a real
 //! 6.1 kernel gives (`docs/kernel-sysfs-semantics.md`).
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod faults;
 mod files;
