@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{write_json, write_text};
-use super::{ChangeDirs, MdevCreateArgs, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE};
+use super::{ChangeDirs, MdevCreateArgs, EXIT_OK, EXIT_UNAVAILABLE};
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
 use crate::rungs::mdev::{
@@ -60,16 +60,12 @@ fn options(state_dir: &Path) -> ApplyOptions {
     }
 }
 
-/// The config root for `--persist`; a simulation must not write this host's /etc.
-fn config_root(dirs: &ChangeDirs, simulated: bool) -> Result<PathBuf, i32> {
-    match (&dirs.config_root, simulated) {
-        (Some(d), _) => Ok(d.clone()),
-        (None, false) => Ok(PathBuf::from("/")),
-        (None, true) => {
-            eprintln!("vm-cli: --persist with --host-root needs --config-root DIR (a simulated host must not write this machine's /etc/mdevctl.d)");
-            Err(EXIT_USAGE)
-        }
-    }
+/// The config root for `--persist`: `--config-root`, else `/` of the host the command runs
+/// on (a simulated host writes its own tree, never this machine's /etc).
+fn config_root(dirs: &ChangeDirs) -> PathBuf {
+    dirs.config_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 pub(super) fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
@@ -118,7 +114,7 @@ pub(super) fn mdev_create(
     host: &dyn HostOps,
     a: &MdevCreateArgs,
     json: bool,
-    (simulated, dry_run): (bool, bool),
+    (_simulated, dry_run): (bool, bool),
     state_dir: &Path,
 ) -> i32 {
     let mut req = CreateRequest {
@@ -138,10 +134,7 @@ pub(super) fn mdev_create(
         persist: None,
     };
     if a.persist {
-        let root = match config_root(&a.dirs, simulated) {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
+        let root = config_root(&a.dirs);
         req.persist = Some(Persist {
             start: if a.auto {
                 StartMode::Auto

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vm_passthrough::HostOps;
+use vm_device_host::HostOps;
 
 use super::{ApplyError, Executor, GroupLock, Journal, LockError, Plan, UndoReport};
 

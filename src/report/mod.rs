@@ -8,7 +8,7 @@ pub mod passthrough;
 pub use doctor::{doctor_json, doctor_text};
 
 use serde_json::{json, Value};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::gpu_manager::BackendListing;
 pub use crate::inventory::human_bytes;

@@ -32,9 +32,6 @@ const LAYERS: &[&[&str]] = &[
 /// Upward arrows that exist today in files other parts of the work own (issue 14), as
 /// `from -> to`; each is to be removed by its owner, and then from this list.
 const KNOWN: &[&str] = &[
-    // The seam calls the renderer's adapter probe (`LinuxHost::probe_adapters`); the
-    // probe is to move behind the seam without importing the wgpu rung (the seam's part).
-    "host -> rungs::wgpu",
     // The mdev rung's lifecycle -> plan -> verify loop (issue 14; the rules' part).
     "rungs/mdev: lifecycle, plan, verify",
 ];
