@@ -11,7 +11,7 @@ use vm_device::host::SimHost;
 use vm_device::inventory::HostInventory;
 use vm_device::ladder::{Filter, ReasonCode, Target};
 use vm_device::rungs::passthrough::{prepare, probe, read_facts, rules, PrepareOptions, VFIO_PCI};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 

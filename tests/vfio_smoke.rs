@@ -5,11 +5,12 @@ mod common;
 
 use std::path::PathBuf;
 
-use vm_device::host::{HostOps, SimHost};
+use vm_device::host::SimHost;
 use vm_device::rungs::passthrough::{vfio_smoke, vfio_smoke_with, PathChoice};
+use vm_device_host::prelude::*;
+use vm_device_host::vfio::region;
+use vm_device_host::VfioPath;
 use vm_device_sim::copy_fixture;
-use vm_passthrough::vfio::region;
-use vm_passthrough::VfioPath;
 
 /// The recorded real hosts (`fixtures/real`).
 fn shared_hosts() -> PathBuf {

@@ -3,14 +3,19 @@
 //! Nothing outside this module (and the simulator crate) touches `std::fs`, `libc` or `nix`
 //! for host access.
 
+pub mod adapters;
+mod files;
 mod linux;
 mod nvml;
 mod unusable;
 mod vfio_linux;
 
 pub use linux::LinuxHost;
+pub use vm_device_host::{
+    AdapterInfo, Adapters, HostError, HostOps, NodeKind, ProcessHolder, Sysfs, System, Vfio,
+};
+#[cfg(feature = "sim")]
 pub use vm_device_sim::SimHost;
-pub use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
 
 use std::sync::Arc;
 
@@ -51,6 +56,13 @@ pub fn open(
     sim_state: Option<&std::path::Path>,
 ) -> Result<Host, HostError> {
     match (host_root, sim_state) {
+        #[cfg(not(feature = "sim"))]
+        (Some(dir), _) => Err(HostError::Fixture(format!(
+            "{}: this vm-cli was built without the simulator (cargo feature `sim`), so it \
+             cannot run against a recorded host tree",
+            dir.display()
+        ))),
+        #[cfg(feature = "sim")]
         (Some(dir), state) => {
             let sim = match state {
                 Some(s) => SimHost::from_fixture_with_state(dir, s)?,

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{names, parse_hex, truncate, Scan, CLASS_DISPLAY};
 
@@ -232,7 +232,7 @@ pub fn read_function(
     host: &dyn crate::host::HostOps,
     addr: &PciAddress,
     known_group: Option<u32>,
-) -> Result<PciFunction, vm_passthrough::HostError> {
+) -> Result<PciFunction, vm_device_host::HostError> {
     PciReader::new(host).read(addr, known_group)
 }
 
@@ -269,10 +269,10 @@ impl<'h> PciReader<'h> {
         &mut self,
         addr: &PciAddress,
         known_group: Option<u32>,
-    ) -> Result<PciFunction, vm_passthrough::HostError> {
+    ) -> Result<PciFunction, vm_device_host::HostError> {
         let dir = PathBuf::from(format!("/sys/bus/pci/devices/{addr}"));
         if !self.scan.host.exists(&dir) {
-            return Err(vm_passthrough::HostError::io(
+            return Err(vm_device_host::HostError::io(
                 "read",
                 &dir,
                 std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -311,7 +311,7 @@ impl<'h> PciReader<'h> {
             return Err(e);
         }
         if let Some(w) = self.scan.warnings.first() {
-            return Err(vm_passthrough::HostError::io(
+            return Err(vm_device_host::HostError::io(
                 "read",
                 &w.path,
                 std::io::Error::new(std::io::ErrorKind::InvalidData, w.message.clone()),
@@ -561,7 +561,7 @@ pub fn device_nodes(
     addr: &PciAddress,
     driver: Option<&str>,
     has_drm: bool,
-) -> Result<Vec<PathBuf>, vm_passthrough::HostError> {
+) -> Result<Vec<PathBuf>, vm_device_host::HostError> {
     device_nodes_with(host, addr, driver, has_drm, &mut None)
 }
 
@@ -573,7 +573,7 @@ pub(super) fn device_nodes_with(
     driver: Option<&str>,
     has_drm: bool,
     dev: &mut Option<Vec<String>>,
-) -> Result<Vec<PathBuf>, vm_passthrough::HostError> {
+) -> Result<Vec<PathBuf>, vm_device_host::HostError> {
     let mut nodes = Vec::new();
     if has_drm {
         let drm = PathBuf::from(format!("/sys/bus/pci/devices/{addr}/drm"));

@@ -2,7 +2,7 @@
 //! vendor-VFIO vGPU types (`nvidia/creatable_vgpu_types` of VFs), and the choice of type and
 //! parent for a request.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::rules::{did_you_mean, mdev_module_for, parent_module_missing};
 use super::{MdevError, MdevType};

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use vm_passthrough::{HostError, HostOps, PciAddress};
+use vm_device_host::{HostError, HostOps, PciAddress};
 
 use super::rules::DeviceFacts;
 use crate::inventory::PciReader;

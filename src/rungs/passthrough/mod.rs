@@ -8,8 +8,10 @@ mod device;
 mod error;
 mod prepare;
 pub mod probe;
+#[cfg(feature = "test-support")]
 pub mod profile;
 pub mod rules;
+#[cfg(feature = "test-support")]
 pub mod scenario;
 pub mod smoke;
 mod vfio;
@@ -25,7 +27,7 @@ pub use rules::held_open;
 pub use smoke::{vfio_smoke, vfio_smoke_with, PathChoice, VfioReport, VfioSmokeError};
 pub use vfio::{OpenedDevice, VfioHandles, VfioSession, VFIO_PERMISSION_REMEDY};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::host::{self, HostOps};
 use crate::inventory::{HostInventory, PciFunction};

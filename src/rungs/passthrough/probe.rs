@@ -1,7 +1,7 @@
 //! The passthrough rung's probe: a whole GPU on `vfio-pci`, judged by [`super::rules`] on
 //! facts taken from the inventory.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::inventory::{Gpu, HostInventory};
 use crate::ladder::reasons::{device_not_found, iommu_off};

@@ -44,7 +44,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use vm_passthrough::{PciAddress, ProcessHolder};
+use vm_device_host::{PciAddress, ProcessHolder};
 
 use crate::inventory::{is_companion_class, IommuKind};
 use crate::ladder::{attr_evidence, Reason, ReasonCode};
