@@ -31,10 +31,7 @@ const LAYERS: &[&[&str]] = &[
 
 /// Upward arrows that exist today in files other parts of the work own (issue 14), as
 /// `from -> to`; each is to be removed by its owner, and then from this list.
-const KNOWN: &[&str] = &[
-    // The mdev rung's lifecycle -> plan -> verify loop (issue 14; the rules' part).
-    "rungs/mdev: lifecycle, plan, verify",
-];
+const KNOWN: &[&str] = &[];
 
 /// The product guide's aliases of the rungs (`lib.rs`).
 fn alias(name: &str) -> Option<&'static str> {

@@ -62,56 +62,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-#[cfg(all(test, feature = "sim"))]
+#[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::host::SimHost;
-    use crate::inventory::HostInventory;
-    use crate::rungs::mdev::types::{choose, TypeRequest};
-    use crate::rungs::mdev::MdevError;
-
-    fn inv(name: &str) -> HostInventory {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/hosts")
-            .join(name);
-        HostInventory::scan(&SimHost::from_fixture(&dir).unwrap())
-    }
-
-    /// An Intel GPU with SR-IOV (Flex) on i915 has no GVT-g: asking for a GVT-g type there
-    /// must not say "load kvmgt" (the probe never did; the type choice did).
-    #[test]
-    fn an_sriov_gpu_on_i915_is_not_told_to_load_kvmgt() {
-        let inv = inv("intel-flex-sriov-idle");
-        let f = inv
-            .functions
-            .iter()
-            .find(|f| f.driver.as_deref() == Some("i915") && f.sriov.is_some())
-            .expect("the fixture has an SR-IOV PF on i915");
-        assert_eq!(mdev_module_for(f), None);
-        let e = choose(
-            &inv,
-            &TypeRequest {
-                wanted: "i915-GVTg_V5_4".into(),
-                parent: None,
-                numa_node: None,
-            },
-        )
-        .unwrap_err();
-        assert!(!matches!(e, MdevError::ModuleNotLoaded { .. }), "{e}");
-    }
-
-    #[test]
-    fn gvtg_and_mdev_vgpu_gpus_name_their_module() {
-        let inv = inv("intel-desktop-gvtg-dgpu");
-        let igpu = inv
-            .functions
-            .iter()
-            .find(|f| f.driver.as_deref() == Some("i915"))
-            .unwrap();
-        assert_eq!(mdev_module_for(igpu), Some("kvmgt"));
-    }
 
     #[test]
     fn did_you_mean_finds_a_near_type_name_and_nothing_far() {
