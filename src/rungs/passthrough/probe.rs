@@ -8,7 +8,6 @@ use crate::ladder::reasons::{device_not_found, iommu_off};
 use crate::ladder::Filter;
 use crate::ladder::{Candidate, GpuMode, Reason, ReasonCode, Target};
 
-pub use super::rules::VFIO_SAFE_DRIVERS;
 use super::rules::{self, DeviceFacts, PassthroughFacts};
 
 const MODE: GpuMode = GpuMode::Passthrough;

@@ -52,10 +52,6 @@ use crate::ladder::{attr_evidence, Reason, ReasonCode};
 /// The VFIO driver every moved device ends up on.
 pub const VFIO_PCI: &str = "vfio-pci";
 
-/// Drivers a group member may be on without blocking VFIO, besides the VFIO drivers and the
-/// bridge drivers ([`leaves_group_viable`] is the rule).
-pub const VFIO_SAFE_DRIVERS: [&str; 2] = [VFIO_PCI, "pci-stub"];
-
 /// A VFIO driver: `vfio-pci`, a vendor variant built on `vfio-pci-core`
 /// (`mlx5_vfio_pci`, `nvgrace_gpu_vfio_pci`, …) or an mdev's VFIO driver.
 pub fn is_vfio_driver(driver: &str) -> bool {
