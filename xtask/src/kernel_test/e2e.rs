@@ -31,6 +31,28 @@ usage: cargo xtask e2e [--qemu PATH] [--timeout SECS] [--repeat N] [--no-install
   --verbose       echo the guest console and vm-cli's messages
   --keep          keep target/e2e/run (initramfs, screendump, logs)";
 
+/// The workspace example the guest runs for WebGPU (`guest/examples/vm_compute.rs`).
+const WEBGPU_EXAMPLE: &str = "vm_compute";
+
+/// The shared libraries `bin` loads (`ldd`), the dynamic loader included.
+fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = run_cmd(Command::new("ldd").arg(bin), &format!("ldd {}", bin.display()))?;
+    Ok(parse_ldd(&out))
+}
+
+/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` and `/lib64/ld-linux-x86-64.so.2
+/// (0x…)` → the absolute paths.
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split("=>").nth(1).unwrap_or(l).trim();
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
 /// Display size the backend offers (`gpu serve-wgpu` default) and the pattern's size.
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 800;
@@ -385,6 +407,10 @@ pub(super) fn build_initramfs(
     let write = |rel: &str, data: &[u8], mode: u32| -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+        }
         std::fs::write(&p, data).map_err(|e| format!("write {}: {e}", p.display()))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {}: {e}", p.display()))
@@ -569,13 +595,30 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let qemu = find_qemu(qemu, &e2e.join("qemu-bpo"), &opts)?;
     // vm-cli is the first of the binaries the harness builds.
     let vm_cli = build_vm_cli(&root)?.swap_remove(0);
+    // The WebGPU guest program (built by the same test build) and the libraries it links.
+    let compute = target.join("debug/examples").join(WEBGPU_EXAMPLE);
+    let mut files: Vec<(String, Vec<u8>, u32)> = vec![("pattern.bin".into(), pattern(), 0o644)];
+    files.push((
+        WEBGPU_EXAMPLE.into(),
+        std::fs::read(&compute).map_err(|e| format!("read {}: {e}", compute.display()))?,
+        0o755,
+    ));
+    for lib in shared_libraries(&compute)? {
+        let data = std::fs::read(&lib).map_err(|e| format!("read {}: {e}", lib.display()))?;
+        let rel = lib.to_string_lossy().trim_start_matches('/').to_string();
+        files.push((rel, data, 0o755));
+    }
+    let file_refs: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(p, d, m)| (p.as_str(), d.as_slice(), *m))
+        .collect();
     let initrd = run_dir.join("initramfs.cpio");
     build_initramfs(
         &kernel,
         &run_dir.join("initramfs-root"),
         &initrd,
         include_str!("e2e-init.sh"),
-        &[("pattern.bin", &pattern(), 0o644)],
+        &file_refs,
         GUEST_MODULES,
     )?;
     let mut failed = Vec::new();
@@ -649,6 +692,7 @@ fn run_once(
     let mut log = String::new();
     let mut shot: Option<Result<String, String>> = None;
     let mut fb0 = None;
+    let mut webgpu: Option<String> = None;
     let deadline = t0 + opts.timeout;
     let result: Result<(), String> = loop {
         let now = Instant::now();
@@ -683,6 +727,11 @@ fn run_once(
                 break Err(format!("the guest's framebuffer is not {want}: {rest}"));
             }
             fb0 = Some(t0.elapsed());
+        } else if let Some(facts) = text.strip_prefix("E2E facts ") {
+            stamp(&format!("guest: {facts}"));
+        } else if let Some(done) = text.strip_prefix("E2E webgpu ") {
+            stamp(&format!("guest: WebGPU {done}"));
+            webgpu = Some(done.to_string());
         } else if let Some(why) = text.strip_prefix("E2E fail ") {
             kill(&mut child);
             break Err(format!("guest: {why}"));
@@ -737,6 +786,7 @@ fn run_once(
     let verdict = (|| {
         result?;
         let shot = shot.ok_or("the guest never asked for a screendump")??;
+        let webgpu = webgpu.ok_or("the guest's WebGPU program reported no result")?;
         let status = status.ok_or("vm-cli did not exit after the guest powered off")?;
         if !status.success() {
             return Err(format!("vm-cli exited with {status}"));
@@ -744,7 +794,7 @@ fn run_once(
         if !log.contains("everything given back") {
             return Err("vm-cli did not report that everything was given back".into());
         }
-        Ok(shot)
+        Ok(format!("{shot}; WebGPU {webgpu}"))
     })();
     match verdict {
         Ok(shot) => {
@@ -787,6 +837,18 @@ mod tests {
         assert_eq!(&p[..4], &[0, 0, 0xff, 0]);
         let right = ((WIDTH - 1) * 4) as usize;
         assert_eq!(&p[right..right + 4], &[0xff, 0, 0, 0]);
+    }
+
+    #[test]
+    fn ldd_output_gives_the_library_paths() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
     }
 
     #[test]
