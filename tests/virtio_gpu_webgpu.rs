@@ -383,6 +383,16 @@ fn contexts_resources_and_ids_are_checked() {
         height: 4,
     });
     assert_eq!(create_3d(&mut g, 5, 4096), ctrl::RESP_ERR_INVALID_RESOURCE_ID);
+    // Linux attaches every GEM object a client opens to its context, the fbdev's 2D dumb
+    // buffer included (seen in the e2e guest as ERR_INVALID_RESOURCE_ID for 0x202).
+    for t in [cmd::CTX_ATTACH_RESOURCE, cmd::CTX_DETACH_RESOURCE] {
+        assert_eq!(status(&mut g, &req(t, 1, &words(&[5, 0]))), ok, "{t:#x} of a 2D resource");
+        assert_eq!(
+            status(&mut g, &req(t, 9, &words(&[5, 0]))),
+            ctrl::RESP_ERR_INVALID_CONTEXT_ID,
+            "{t:#x} without the context"
+        );
+    }
     let b10 = buffer(&mut g, 1, 10, 4096);
     assert_eq!(
         g.cmd(&Command::ResourceCreate2d {

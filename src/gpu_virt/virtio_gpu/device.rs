@@ -498,12 +498,25 @@ impl VirtioGpuDevice {
         mem: &M,
     ) -> Vec<u8> {
         self.counters.command(hdr.type_);
+        // The first body word: the resource of RESOURCE_CREATE_3D and CTX_*_RESOURCE.
+        let id = request
+            .get(HDR_SIZE..HDR_SIZE + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let id_is_2d = id.is_some_and(|id| self.resources.contains_key(&id));
         let resp = match (&mut self.webgpu, queue) {
             (Some(w), QueueKind::Control) => {
-                if hdr.type_ == webgpu::cmd::RESOURCE_CREATE_3D {
-                    let id = request
-                        .get(HDR_SIZE..HDR_SIZE + 4)
-                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                if matches!(
+                    hdr.type_,
+                    webgpu::cmd::CTX_ATTACH_RESOURCE | webgpu::cmd::CTX_DETACH_RESOURCE
+                ) && id_is_2d
+                {
+                    // Linux attaches every GEM object a DRM client opens to its context,
+                    // the fbdev's dumb buffers (2D) included; the 3D side never uses them.
+                    match w.has_context(hdr.ctx_id) {
+                        true => Response::OkNoData.encode(Some(hdr)),
+                        false => Response::Err(ErrorCode::InvalidContextId).encode(Some(hdr)),
+                    }
+                } else if hdr.type_ == webgpu::cmd::RESOURCE_CREATE_3D {
                     let r = match id {
                         Some(id) if self.resources.contains_key(&id) => {
                             Err(ErrorCode::InvalidResourceId)

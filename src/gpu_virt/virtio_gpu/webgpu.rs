@@ -233,6 +233,11 @@ impl WebGpu3d {
         self.resources.len()
     }
 
+    /// Whether context `ctx_id` exists.
+    pub fn has_context(&self, ctx_id: u32) -> bool {
+        self.contexts.contains_key(&ctx_id)
+    }
+
     /// Whether `id` names a 3D resource.
     pub fn has_resource(&self, id: u32) -> bool {
         self.resources.contains_key(&id)
@@ -464,8 +469,7 @@ impl WebGpu3d {
         r.backing.take().map(|_| ()).ok_or(ErrorCode::Unspec)
     }
 
-    /// Guest memory was replaced: every backing refers to old mappings' addresses, which
-    /// stay valid guest addresses; nothing is cached here, so nothing to drop.
+    /// SUBMIT_3D: one frame of the WebGPU transport.
     fn submit<M: GuestMemory>(&mut self, ctx_id: u32, data: &[u8], mem: &M) -> Result<(), ErrorCode> {
         let ctx = self
             .contexts
