@@ -115,6 +115,21 @@ mod sys {
     }
     #[repr(C)]
     #[derive(Default)]
+    pub struct Transfer {
+        pub bo_handle: u32,
+        pub x: u32,
+        pub y: u32,
+        pub z: u32,
+        pub w: u32,
+        pub h: u32,
+        pub d: u32,
+        pub level: u32,
+        pub offset: u32,
+        pub stride: u32,
+        pub layer_stride: u32,
+    }
+    #[repr(C)]
+    #[derive(Default)]
     pub struct GemClose {
         pub handle: u32,
         pub pad: u32,
@@ -127,6 +142,8 @@ mod sys {
     nix::ioctl_readwrite!(execbuffer, b'd', 0x42, Execbuffer);
     nix::ioctl_readwrite!(getparam, b'd', 0x43, GetParam);
     nix::ioctl_readwrite!(resource_create, b'd', 0x44, ResourceCreate);
+    nix::ioctl_readwrite!(transfer_from_host, b'd', 0x46, Transfer);
+    nix::ioctl_readwrite!(transfer_to_host, b'd', 0x47, Transfer);
     nix::ioctl_readwrite!(wait, b'd', 0x48, Wait);
     nix::ioctl_readwrite!(get_caps, b'd', 0x49, GetCaps);
     nix::ioctl_readwrite!(context_init, b'd', 0x4b, ContextInit);
@@ -273,12 +290,37 @@ impl VirtioGpu {
             unsafe { sys::context_init(fd, &mut init) }.map_err(io("CONTEXT_INIT"))?;
         }
         let reply = create_bo(fd, REPLY_AREA).map_err(io("RESOURCE_CREATE/MAP"))?;
-        Ok(VirtioGpu {
+        let gpu = VirtioGpu {
             file,
-            node: name,
+            node: name.clone(),
             capset,
             inner: Mutex::new(Inner { reply, seq: 0 }),
-        })
+        };
+        gpu.sync_reply_area().map_err(io("TRANSFER_TO/FROM_HOST"))?;
+        Ok(gpu)
+    }
+
+    /// TRANSFER_TO_HOST and TRANSFER_FROM_HOST of the whole reply area, then WAIT: the
+    /// kernel's coherence protocol for 3D resources. The host keeps no copy of its buffers
+    /// (the guest pages are their storage), so this only checks, once, that the device
+    /// takes the transfers of this context's resource.
+    fn sync_reply_area(&self) -> Result<(), nix::errno::Errno> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let fd = self.file.as_raw_fd();
+        let mut t = sys::Transfer {
+            bo_handle: inner.reply.handle,
+            w: inner.reply.size as u32,
+            h: 1,
+            d: 1,
+            ..Default::default()
+        };
+        // SAFETY: plain struct arguments.
+        unsafe {
+            sys::transfer_to_host(fd, &mut t)?;
+            sys::transfer_from_host(fd, &mut t)?;
+        }
+        self.wait(&inner.reply)
+            .map_err(|_| nix::errno::Errno::EIO)
     }
 
     /// The capset payload the host offered (protocol version, limits, feature words).

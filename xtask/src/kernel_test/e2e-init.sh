@@ -30,7 +30,7 @@ read -t 120 go
 # WebGPU through the same device: the facts the guest kernel sees, then a compute program
 # built from the workspace (guest/examples/vm_compute.rs) using wgpu through webgpu-guest.
 mount -t debugfs none /sys/kernel/debug 2>/dev/null
-echo "E2E facts features: $(grep -h . /sys/kernel/debug/dri/*/virtio-gpu-features 2>/dev/null | tr -s ' \n' ' ')| /dev/dri: $(ls /dev/dri 2>/dev/null | tr '\n' ' ')"
+echo "E2E facts features: $(grep -h . /sys/kernel/debug/dri/0/virtio-gpu-features 2>/dev/null | tr -s ' \n' ' ')| /dev/dri: $(ls /dev/dri 2>/dev/null | tr '\n' ' ')"
 if [ -x /vm_compute ]; then
     /vm_compute 65536 2>&1 | sed 's/^/    /; s/^    E2E /E2E /'
 fi

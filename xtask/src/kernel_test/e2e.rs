@@ -787,6 +787,12 @@ fn run_once(
         result?;
         let shot = shot.ok_or("the guest never asked for a screendump")??;
         let webgpu = webgpu.ok_or("the guest's WebGPU program reported no result")?;
+        // The backend's statistics at exit: the 3D commands reached it.
+        for c in ["CTX_CREATE=", "RESOURCE_CREATE_3D=", "SUBMIT_3D=", "TRANSFER_FROM_HOST_3D="] {
+            if !log.contains(c) {
+                return Err(format!("the backend's statistics count no {c}"));
+            }
+        }
         let status = status.ok_or("vm-cli did not exit after the guest powered off")?;
         if !status.success() {
             return Err(format!("vm-cli exited with {status}"));
