@@ -11,12 +11,10 @@ use proptest::prelude::*;
 use virtio_gpu_harness::{backend, Guest, GuestBuffer, PAGE};
 use vm_device::gpu_virt::virtio_gpu::protocol::{ctrl, HDR_SIZE};
 use vm_device::gpu_virt::virtio_gpu::webgpu::{
-    cmd, CAPSET_INFO_RESP_SIZE, OP_APPEND, OP_CALL, OP_FETCH, REPLY_HEADER, REPLY_MAGIC,
-    STATUS_OK, STATUS_TOO_LARGE, SUBMIT_MAGIC, WEBGPU_CAPSET_ID,
+    cmd, CAPSET_INFO_RESP_SIZE, OP_APPEND, OP_CALL, OP_FETCH, REPLY_HEADER, REPLY_MAGIC, STATUS_OK,
+    STATUS_TOO_LARGE, SUBMIT_MAGIC, WEBGPU_CAPSET_ID,
 };
-use vm_device::gpu_virt::virtio_gpu::{
-    Command, CtrlHeader, Format, QueueKind, VirtioGpuConfig,
-};
+use vm_device::gpu_virt::virtio_gpu::{Command, CtrlHeader, Format, QueueKind, VirtioGpuConfig};
 use vm_device::gpu_virt::WgpuBackend;
 use vm_memory::{Bytes, GuestAddress};
 use webgpu_wire::{Transport, TransportError};
@@ -125,7 +123,11 @@ fn reply_header(g: &Guest, b: &GuestBuffer) -> (u32, u32, u64) {
     let h = read(g, b, 0, REPLY_HEADER);
     assert_eq!(h[..4], REPLY_MAGIC, "reply magic");
     let u = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().unwrap());
-    (u(4), u(8), u64::from_le_bytes(h[16..24].try_into().unwrap()))
+    (
+        u(4),
+        u(8),
+        u64::from_le_bytes(h[16..24].try_into().unwrap()),
+    )
 }
 
 /// The guest library's view of the device: a `Transport` that speaks the 3D command set
@@ -175,7 +177,11 @@ impl Transport for DeviceTransport {
         s.seq += 1;
         let chunks: Vec<&[u8]> = request.chunks(self.part).collect();
         for (i, c) in chunks.iter().enumerate() {
-            let op = if i + 1 == chunks.len() { OP_CALL } else { OP_APPEND };
+            let op = if i + 1 == chunks.len() {
+                OP_CALL
+            } else {
+                OP_APPEND
+            };
             assert_eq!(
                 submit(&mut s.g, s.ctx, op, s.reply.0, s.seq, c),
                 ctrl::RESP_OK_NODATA
@@ -215,7 +221,9 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 fn vector_add(instance: &wgpu::Instance, n: u32) -> Vec<u32> {
     let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
     let (device, queue) = pollster::block_on(adapter.request_device(&Default::default())).unwrap();
-    let a: Vec<u8> = (0..n).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+    let a: Vec<u8> = (0..n)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
     let mk = |usage| {
         device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -296,26 +304,59 @@ fn the_capset_carries_the_protocol_version_and_the_adapters_limits() {
     let be = be();
     let mut g = Guest::new(&be, config(true));
     assert_eq!(g.dev.device_features() & 1, 1, "VIRGL offered");
-    assert_eq!(g.dev.config_space()[12..16], 1u32.to_le_bytes(), "one capset");
-    let (t, r) = send(&mut g, &req(cmd::GET_CAPSET_INFO, 0, &words(&[0, 0])), CAPSET_INFO_RESP_SIZE);
+    assert_eq!(
+        g.dev.config_space()[12..16],
+        1u32.to_le_bytes(),
+        "one capset"
+    );
+    let (t, r) = send(
+        &mut g,
+        &req(cmd::GET_CAPSET_INFO, 0, &words(&[0, 0])),
+        CAPSET_INFO_RESP_SIZE,
+    );
     assert_eq!(t, cmd::RESP_OK_CAPSET_INFO);
-    let w = |i: usize| u32::from_le_bytes(r[HDR_SIZE + 4 * i..HDR_SIZE + 4 * i + 4].try_into().unwrap());
-    assert_eq!((w(0), w(1)), (WEBGPU_CAPSET_ID, webgpu_wire::PROTOCOL_VERSION as u32));
+    let w = |i: usize| {
+        u32::from_le_bytes(
+            r[HDR_SIZE + 4 * i..HDR_SIZE + 4 * i + 4]
+                .try_into()
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        (w(0), w(1)),
+        (WEBGPU_CAPSET_ID, webgpu_wire::PROTOCOL_VERSION as u32)
+    );
     let size = w(2) as usize;
     assert_eq!(
-        send(&mut g, &req(cmd::GET_CAPSET_INFO, 0, &words(&[1, 0])), CAPSET_INFO_RESP_SIZE).0,
+        send(
+            &mut g,
+            &req(cmd::GET_CAPSET_INFO, 0, &words(&[1, 0])),
+            CAPSET_INFO_RESP_SIZE
+        )
+        .0,
         ctrl::RESP_ERR_INVALID_PARAMETER,
         "only one capset"
     );
-    let (t, r) = send(&mut g, &req(cmd::GET_CAPSET, 0, &words(&[WEBGPU_CAPSET_ID, 1])), HDR_SIZE + size);
+    let (t, r) = send(
+        &mut g,
+        &req(cmd::GET_CAPSET, 0, &words(&[WEBGPU_CAPSET_ID, 1])),
+        HDR_SIZE + size,
+    );
     assert_eq!(t, cmd::RESP_OK_CAPSET);
     let mut rd = webgpu_wire::Reader::new(&r[HDR_SIZE..]);
     assert_eq!(rd.u32().unwrap(), webgpu_wire::PROTOCOL_VERSION as u32);
     let limits = webgpu_wire::decode_limits(&mut rd).unwrap();
     let adapter = be.context().unwrap().adapter.limits();
     assert_eq!(limits.max_buffer_size, adapter.max_buffer_size);
-    assert_eq!(limits.max_storage_buffer_binding_size, adapter.max_storage_buffer_binding_size);
-    assert_eq!((rd.u64().unwrap(), rd.u64().unwrap()), (0, 0), "no optional features");
+    assert_eq!(
+        limits.max_storage_buffer_binding_size,
+        adapter.max_storage_buffer_binding_size
+    );
+    assert_eq!(
+        (rd.u64().unwrap(), rd.u64().unwrap()),
+        (0, 0),
+        "no optional features"
+    );
     rd.finish().unwrap();
     for (id, ver) in [(WEBGPU_CAPSET_ID, 2), (1, 1), (0, 0)] {
         assert_eq!(
@@ -336,9 +377,16 @@ fn wgpu_vector_add_through_the_device_equals_the_cpu() {
     let n = 65_536;
     let got = vector_add(&instance, n);
     let want: Vec<u32> = (0..n)
-        .map(|i| i.wrapping_mul(2_654_435_761).wrapping_mul(3).wrapping_add(7))
+        .map(|i| {
+            i.wrapping_mul(2_654_435_761)
+                .wrapping_mul(3)
+                .wrapping_add(7)
+        })
         .collect();
-    assert!(got == want, "vector add through the device differs from the CPU");
+    assert!(
+        got == want,
+        "vector add through the device differs from the CPU"
+    );
 }
 
 #[test]
@@ -361,8 +409,16 @@ fn a_reply_larger_than_the_reply_area_is_held_and_fetched() {
     }
     let instance = webgpu_guest::instance(Box::new(Shared(t.clone())));
     let got = vector_add(&instance, 1024);
-    assert_eq!(got[5], 5u32.wrapping_mul(2_654_435_761).wrapping_mul(3).wrapping_add(7));
-    assert!(t.inner.lock().unwrap().fetches >= 1, "some reply went through FETCH");
+    assert_eq!(
+        got[5],
+        5u32.wrapping_mul(2_654_435_761)
+            .wrapping_mul(3)
+            .wrapping_add(7)
+    );
+    assert!(
+        t.inner.lock().unwrap().fetches >= 1,
+        "some reply went through FETCH"
+    );
 }
 
 #[test]
@@ -371,10 +427,26 @@ fn contexts_resources_and_ids_are_checked() {
     let mut g = Guest::new(&be, config(true));
     let ok = ctrl::RESP_OK_NODATA;
     assert_eq!(ctx_create(&mut g, 1, 0), ok);
-    assert_eq!(ctx_create(&mut g, 1, 0), ctrl::RESP_ERR_INVALID_CONTEXT_ID, "duplicate");
-    assert_eq!(ctx_create(&mut g, 0, 0), ctrl::RESP_ERR_INVALID_CONTEXT_ID, "id 0");
-    assert_eq!(ctx_create(&mut g, 2, 1), ctrl::RESP_ERR_INVALID_PARAMETER, "virgl context");
-    assert_eq!(ctx_create(&mut g, 2, WEBGPU_CAPSET_ID), ok, "CONTEXT_INIT with our capset");
+    assert_eq!(
+        ctx_create(&mut g, 1, 0),
+        ctrl::RESP_ERR_INVALID_CONTEXT_ID,
+        "duplicate"
+    );
+    assert_eq!(
+        ctx_create(&mut g, 0, 0),
+        ctrl::RESP_ERR_INVALID_CONTEXT_ID,
+        "id 0"
+    );
+    assert_eq!(
+        ctx_create(&mut g, 2, 1),
+        ctrl::RESP_ERR_INVALID_PARAMETER,
+        "virgl context"
+    );
+    assert_eq!(
+        ctx_create(&mut g, 2, WEBGPU_CAPSET_ID),
+        ok,
+        "CONTEXT_INIT with our capset"
+    );
     // 2D and 3D resources share one id space.
     g.ok(&Command::ResourceCreate2d {
         resource_id: 5,
@@ -382,11 +454,18 @@ fn contexts_resources_and_ids_are_checked() {
         width: 4,
         height: 4,
     });
-    assert_eq!(create_3d(&mut g, 5, 4096), ctrl::RESP_ERR_INVALID_RESOURCE_ID);
+    assert_eq!(
+        create_3d(&mut g, 5, 4096),
+        ctrl::RESP_ERR_INVALID_RESOURCE_ID
+    );
     // Linux attaches every GEM object a client opens to its context, the fbdev's 2D dumb
     // buffer included (seen in the e2e guest as ERR_INVALID_RESOURCE_ID for 0x202).
     for t in [cmd::CTX_ATTACH_RESOURCE, cmd::CTX_DETACH_RESOURCE] {
-        assert_eq!(status(&mut g, &req(t, 1, &words(&[5, 0]))), ok, "{t:#x} of a 2D resource");
+        assert_eq!(
+            status(&mut g, &req(t, 1, &words(&[5, 0]))),
+            ok,
+            "{t:#x} of a 2D resource"
+        );
         assert_eq!(
             status(&mut g, &req(t, 9, &words(&[5, 0]))),
             ctrl::RESP_ERR_INVALID_CONTEXT_ID,
@@ -405,7 +484,14 @@ fn contexts_resources_and_ids_are_checked() {
     );
     // Only buffers.
     assert_eq!(
-        status(&mut g, &req(cmd::RESOURCE_CREATE_3D, 0, &words(&[11, 2, 1, 0, 4, 4, 1, 1, 0, 0, 0, 0]))),
+        status(
+            &mut g,
+            &req(
+                cmd::RESOURCE_CREATE_3D,
+                0,
+                &words(&[11, 2, 1, 0, 4, 4, 1, 1, 0, 0, 0, 0])
+            )
+        ),
         ctrl::RESP_ERR_INVALID_PARAMETER
     );
     // Context 2 cannot use context 1's resource.
@@ -414,16 +500,37 @@ fn contexts_resources_and_ids_are_checked() {
         ctrl::RESP_ERR_INVALID_RESOURCE_ID
     );
     assert_eq!(
-        status(&mut g, &req(cmd::TRANSFER_FROM_HOST_3D, 2, &words(&[0, 0, 0, 16, 1, 1, 0, 0, 10, 0, 0, 0]))),
+        status(
+            &mut g,
+            &req(
+                cmd::TRANSFER_FROM_HOST_3D,
+                2,
+                &words(&[0, 0, 0, 16, 1, 1, 0, 0, 10, 0, 0, 0])
+            )
+        ),
         ctrl::RESP_ERR_INVALID_RESOURCE_ID
     );
     // Transfers inside the buffer are fine, outside are not.
     assert_eq!(
-        status(&mut g, &req(cmd::TRANSFER_TO_HOST_3D, 1, &words(&[0, 0, 0, 4096, 1, 1, 0, 0, 10, 0, 0, 0]))),
+        status(
+            &mut g,
+            &req(
+                cmd::TRANSFER_TO_HOST_3D,
+                1,
+                &words(&[0, 0, 0, 4096, 1, 1, 0, 0, 10, 0, 0, 0])
+            )
+        ),
         ok
     );
     assert_eq!(
-        status(&mut g, &req(cmd::TRANSFER_TO_HOST_3D, 1, &words(&[1, 0, 0, 4096, 1, 1, 0, 0, 10, 0, 0, 0]))),
+        status(
+            &mut g,
+            &req(
+                cmd::TRANSFER_TO_HOST_3D,
+                1,
+                &words(&[1, 0, 0, 4096, 1, 1, 0, 0, 10, 0, 0, 0])
+            )
+        ),
         ctrl::RESP_ERR_INVALID_PARAMETER
     );
     // A malformed request becomes a refusal in the reply area, not a host failure.
@@ -434,7 +541,11 @@ fn contexts_resources_and_ids_are_checked() {
     let (r, _) = webgpu_wire::decode_reply(&reply).unwrap();
     assert!(matches!(r, webgpu_wire::Reply::Refused(_)), "{r:?}");
     // Bad frames.
-    assert_eq!(submit(&mut g, 1, 9, 10, 1, b""), ctrl::RESP_ERR_INVALID_PARAMETER, "op");
+    assert_eq!(
+        submit(&mut g, 1, 9, 10, 1, b""),
+        ctrl::RESP_ERR_INVALID_PARAMETER,
+        "op"
+    );
     let bad_magic = {
         let mut body = words(&[16, 0]);
         body.extend_from_slice(b"XXXX");
@@ -443,16 +554,29 @@ fn contexts_resources_and_ids_are_checked() {
     };
     assert_eq!(status(&mut g, &bad_magic), ctrl::RESP_ERR_INVALID_PARAMETER);
     let short = req(cmd::SUBMIT_3D, 1, &words(&[1000, 0, 1, 2]));
-    assert_eq!(status(&mut g, &short), ctrl::RESP_ERR_INVALID_PARAMETER, "size past the body");
+    assert_eq!(
+        status(&mut g, &short),
+        ctrl::RESP_ERR_INVALID_PARAMETER,
+        "size past the body"
+    );
     // Destroy: the context is gone, its resources stay until unref.
     assert_eq!(status(&mut g, &req(cmd::CTX_DESTROY, 1, &[])), ok);
-    assert_eq!(status(&mut g, &req(cmd::CTX_DESTROY, 1, &[])), ctrl::RESP_ERR_INVALID_CONTEXT_ID);
-    assert_eq!(submit(&mut g, 1, OP_CALL, 10, 1, b"x"), ctrl::RESP_ERR_INVALID_CONTEXT_ID);
+    assert_eq!(
+        status(&mut g, &req(cmd::CTX_DESTROY, 1, &[])),
+        ctrl::RESP_ERR_INVALID_CONTEXT_ID
+    );
+    assert_eq!(
+        submit(&mut g, 1, OP_CALL, 10, 1, b"x"),
+        ctrl::RESP_ERR_INVALID_CONTEXT_ID
+    );
     assert_eq!(g.dev.webgpu().unwrap().context_count(), 1);
     g.ok(&Command::ResourceDetachBacking { resource_id: 10 });
     g.ok(&Command::ResourceUnref { resource_id: 10 });
     assert_eq!(g.dev.webgpu().unwrap().resource_count(), 0);
-    assert_eq!(g.cmd(&Command::ResourceUnref { resource_id: 10 }), ctrl::RESP_ERR_INVALID_RESOURCE_ID);
+    assert_eq!(
+        g.cmd(&Command::ResourceUnref { resource_id: 10 }),
+        ctrl::RESP_ERR_INVALID_RESOURCE_ID
+    );
     // A new driver (feature negotiation) starts from nothing.
     g.dev.set_driver_features(g.dev.device_features());
     assert_eq!(g.dev.webgpu().unwrap().context_count(), 0);

@@ -319,8 +319,7 @@ impl VirtioGpu {
             sys::transfer_to_host(fd, &mut t)?;
             sys::transfer_from_host(fd, &mut t)?;
         }
-        self.wait(&inner.reply)
-            .map_err(|_| nix::errno::Errno::EIO)
+        self.wait(&inner.reply).map_err(|_| nix::errno::Errno::EIO)
     }
 
     /// The capset payload the host offered (protocol version, limits, feature words).
@@ -399,8 +398,8 @@ fn io_err(what: &str, e: nix::errno::Errno) -> TransportError {
 
 fn create_bo(fd: i32, size: usize) -> Result<Bo, nix::errno::Errno> {
     let mut rc = sys::ResourceCreate {
-        target: 0, // PIPE_BUFFER
-        format: 64, // R8_UNORM
+        target: 0,    // PIPE_BUFFER
+        format: 64,   // R8_UNORM
         bind: 1 << 4, // VIRGL_BIND_CONSTANT_BUFFER-ish: a plain buffer
         width: size as u32,
         height: 1,
@@ -483,7 +482,11 @@ impl Transport for VirtioGpu {
             self.submit(OP_CALL, &inner.reply, seq, &[])?;
         }
         while let Some(p) = parts.next() {
-            let op = if parts.peek().is_some() { OP_APPEND } else { OP_CALL };
+            let op = if parts.peek().is_some() {
+                OP_APPEND
+            } else {
+                OP_CALL
+            };
             self.submit(op, &inner.reply, seq, p)?;
         }
         self.wait(&inner.reply)?;

@@ -11,10 +11,9 @@ use super::edid::{build_edid, EDID_MAX_DIMENSION};
 use super::gpu_gather::{GatherBinding, Gatherer};
 use super::protocol::{
     ctrl, decode_request, Command, CtrlHeader, CursorPos, DisplayOne, ErrorCode, Format, Rect,
-    Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID,
-    VIRTIO_GPU_F_VIRGL, VIRTIO_GPU_MAX_SCANOUTS,
+    Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_VIRGL,
+    VIRTIO_GPU_MAX_SCANOUTS,
 };
-use super::webgpu::{self, WebGpu3d};
 use super::resources::{charged_bytes, texture_format, Backing, Resource};
 use super::scanout::{
     composite, create_target, read_back, with_region_bgrx, Cursor, Layer, Readback, RgbaImage,
@@ -22,6 +21,7 @@ use super::scanout::{
 };
 use super::stats::{DeviceCounters, DeviceStats};
 use super::transfer;
+use super::webgpu::{self, WebGpu3d};
 use crate::gpu_virt::wgpu_backend::{GpuContext, WgpuError};
 
 /// Size of the staging chunks transfers are sub-allocated from, and the largest band of rows

@@ -470,7 +470,12 @@ impl WebGpu3d {
     }
 
     /// SUBMIT_3D: one frame of the WebGPU transport.
-    fn submit<M: GuestMemory>(&mut self, ctx_id: u32, data: &[u8], mem: &M) -> Result<(), ErrorCode> {
+    fn submit<M: GuestMemory>(
+        &mut self,
+        ctx_id: u32,
+        data: &[u8],
+        mem: &M,
+    ) -> Result<(), ErrorCode> {
         let ctx = self
             .contexts
             .get_mut(&ctx_id)

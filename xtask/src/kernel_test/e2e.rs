@@ -36,7 +36,10 @@ const WEBGPU_EXAMPLE: &str = "vm_compute";
 
 /// The shared libraries `bin` loads (`ldd`), the dynamic loader included.
 fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>, String> {
-    let out = run_cmd(Command::new("ldd").arg(bin), &format!("ldd {}", bin.display()))?;
+    let out = run_cmd(
+        Command::new("ldd").arg(bin),
+        &format!("ldd {}", bin.display()),
+    )?;
     Ok(parse_ldd(&out))
 }
 
@@ -788,7 +791,12 @@ fn run_once(
         let shot = shot.ok_or("the guest never asked for a screendump")??;
         let webgpu = webgpu.ok_or("the guest's WebGPU program reported no result")?;
         // The backend's statistics at exit: the 3D commands reached it.
-        for c in ["CTX_CREATE=", "RESOURCE_CREATE_3D=", "SUBMIT_3D=", "TRANSFER_FROM_HOST_3D="] {
+        for c in [
+            "CTX_CREATE=",
+            "RESOURCE_CREATE_3D=",
+            "SUBMIT_3D=",
+            "TRANSFER_FROM_HOST_3D=",
+        ] {
             if !log.contains(c) {
                 return Err(format!("the backend's statistics count no {c}"));
             }
