@@ -538,15 +538,42 @@ pub(super) fn read_ppm(path: &Path) -> Result<(u32, u32, Vec<u8>), String> {
     Ok((w, h, px))
 }
 
-/// Every pixel against the pattern: (mismatches, first mismatch).
-fn compare(w: u32, h: u32, px: &[u8]) -> (usize, Option<(u32, u32, [u8; 3])>) {
+/// The guest's WebGPU frame (`guest/examples/vm_compute.rs`, `frame_pixel`): what the
+/// screendump must show at (x, y) of a w×h frame (RGB).
+fn frame_pixel(x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
+    [
+        (x * 255 / (w - 1).max(1)) as u8,
+        (y * 255 / (h - 1).max(1)) as u8,
+        ((x ^ y) & 0xff) as u8,
+    ]
+}
+
+/// The screendumps the guest asks for, each with the image it must show.
+const SHOTS: [&str; 2] = ["fb0-pattern", "webgpu-frame"];
+
+/// What shot `name` must show at (x, y).
+fn want(name: &str, x: u32, y: u32) -> [u8; 3] {
+    if name == "webgpu-frame" {
+        frame_pixel(x, y, WIDTH, HEIGHT)
+    } else {
+        expected(x)
+    }
+}
+
+/// Every pixel against `want`: (mismatches, first mismatch).
+fn compare(
+    w: u32,
+    h: u32,
+    px: &[u8],
+    want: impl Fn(u32, u32) -> [u8; 3],
+) -> (usize, Option<(u32, u32, [u8; 3])>) {
     let mut bad = 0;
     let mut first = None;
     for y in 0..h {
         for x in 0..w {
             let o = ((y * w + x) * 3) as usize;
             let got = [px[o], px[o + 1], px[o + 2]];
-            if got != expected(x) {
+            if got != want(x, y) {
                 bad += 1;
                 first.get_or_insert((x, y, got));
             }
@@ -693,7 +720,7 @@ fn run_once(
     pump(child.stderr.take().ok_or("no stderr")?, tx, true);
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut log = String::new();
-    let mut shot: Option<Result<String, String>> = None;
+    let mut shots: Vec<(String, Result<String, String>)> = Vec::new();
     let mut fb0 = None;
     let mut webgpu: Option<String> = None;
     let deadline = t0 + opts.timeout;
@@ -732,6 +759,8 @@ fn run_once(
             fb0 = Some(t0.elapsed());
         } else if let Some(facts) = text.strip_prefix("E2E facts ") {
             stamp(&format!("guest: {facts}"));
+        } else if let Some(done) = text.strip_prefix("E2E webgpu-frame ") {
+            stamp(&format!("guest: WebGPU {done}"));
         } else if let Some(done) = text.strip_prefix("E2E webgpu ") {
             stamp(&format!("guest: WebGPU {done}"));
             webgpu = Some(done.to_string());
@@ -749,12 +778,12 @@ fn run_once(
                 if (w, h) != (WIDTH, HEIGHT) {
                     return Err(format!("screendump is {w}x{h}, not {WIDTH}x{HEIGHT}"));
                 }
-                match compare(w, h, &px) {
+                match compare(w, h, &px, |x, y| want(name, x, y)) {
                     (0, _) => Ok(format!("{name}: all {} pixels match", w * h)),
                     (bad, Some((x, y, got))) => Err(format!(
-                        "{name}: {bad} of {} pixels differ from the pattern; first at ({x},{y}): {got:?}, want {:?} ({})",
+                        "{name}: {bad} of {} pixels differ from the expected image; first at ({x},{y}): {got:?}, want {:?} ({})",
                         w * h,
-                        expected(x),
+                        want(name, x, y),
                         ppm.display()
                     )),
                     (bad, None) => Err(format!("{name}: {bad} pixels differ")),
@@ -764,7 +793,7 @@ fn run_once(
                 Ok(m) => m.clone(),
                 Err(e) => e.clone(),
             });
-            shot = Some(taken);
+            shots.push((name.to_string(), taken));
             let _ = writeln!(stdin, "go");
         }
     };
@@ -788,7 +817,15 @@ fn run_once(
     let _ = std::fs::write(run_dir.join("log.txt"), &log);
     let verdict = (|| {
         result?;
-        let shot = shot.ok_or("the guest never asked for a screendump")??;
+        let mut passed = Vec::new();
+        for want in SHOTS {
+            match shots.iter().find(|(n, _)| n == want) {
+                Some((_, Ok(m))) => passed.push(m.clone()),
+                Some((_, Err(e))) => return Err(e.clone()),
+                None => return Err(format!("the guest never asked for the {want} screendump")),
+            }
+        }
+        let shot = passed.join("; ");
         let webgpu = webgpu.ok_or("the guest's WebGPU program reported no result")?;
         // The backend's statistics at exit: the 3D commands reached it.
         for c in [
@@ -879,10 +916,16 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let (rw, rh, px) = read_ppm(&path).unwrap();
         assert_eq!((rw, rh), (w, h));
-        assert_eq!(compare(w, h, &px), (0, None));
+        let pattern = |x: u32, _y: u32| expected(x);
+        assert_eq!(compare(w, h, &px, pattern), (0, None));
         let mut bad = px.clone();
         bad[3] = 7;
-        assert_eq!(compare(w, h, &bad), (1, Some((1, 0, [7, 0, 0]))));
+        assert_eq!(compare(w, h, &bad, pattern), (1, Some((1, 0, [7, 0, 0]))));
+        assert_eq!(
+            frame_pixel(WIDTH - 1, HEIGHT - 1, WIDTH, HEIGHT)[..2],
+            [255, 255]
+        );
+        assert_eq!(want("webgpu-frame", 3, 5), [0, 1, 6]);
         std::fs::write(&path, b"P5\n1 1\n255\n\0").unwrap();
         assert!(read_ppm(&path).is_err());
     }
