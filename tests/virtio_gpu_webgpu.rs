@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use virtio_gpu_harness::{backend, Guest, GuestBuffer, PAGE};
 use vm_device::gpu_virt::virtio_gpu::protocol::{ctrl, HDR_SIZE};
 use vm_device::gpu_virt::virtio_gpu::webgpu::{
-    cmd, CAPSET_INFO_RESP_SIZE, OP_APPEND, OP_CALL, OP_FETCH, REPLY_HEADER, REPLY_MAGIC, STATUS_OK,
-    STATUS_TOO_LARGE, SUBMIT_MAGIC, WEBGPU_CAPSET_ID,
+    cmd, CAPSET_INFO_RESP_SIZE, MAX_PENDING_VM, OP_APPEND, OP_CALL, OP_FETCH, REPLY_HEADER,
+    REPLY_MAGIC, STATUS_OK, STATUS_TOO_LARGE, SUBMIT_MAGIC, WEBGPU_CAPSET_ID,
 };
 use vm_device::gpu_virt::virtio_gpu::{Command, CtrlHeader, Format, QueueKind, VirtioGpuConfig};
 use vm_device::gpu_virt::WgpuBackend;
@@ -591,6 +591,41 @@ fn contexts_per_vm_are_capped() {
         assert_eq!(ctx_create(&mut g, c, 0), ctrl::RESP_OK_NODATA);
     }
     assert_eq!(ctx_create(&mut g, max + 1, 0), ctrl::RESP_ERR_OUT_OF_MEMORY);
+}
+
+/// APPEND parts are bounded: one wire message per context, [`MAX_PENDING_VM`] per VM; a
+/// context over either gets ERR_OUT_OF_MEMORY and its gathered bytes are dropped.
+#[test]
+fn gathered_request_bytes_are_bounded_per_context_and_per_vm() {
+    let be = be();
+    let mut g = Guest::new(&be, config(true));
+    for c in 1..=2 {
+        assert_eq!(ctx_create(&mut g, c, 0), ctrl::RESP_OK_NODATA);
+    }
+    let part = vec![0u8; 1 << 20];
+    let append = |g: &mut Guest, ctx: u32| submit(g, ctx, OP_APPEND, 0, 1, &part);
+    // Context 1: one wire message (64 MiB + header) fits, one more part does not.
+    for _ in 0..64 {
+        assert_eq!(append(&mut g, 1), ctrl::RESP_OK_NODATA);
+    }
+    assert_eq!(
+        append(&mut g, 1),
+        ctrl::RESP_ERR_OUT_OF_MEMORY,
+        "over one message"
+    );
+    // Dropped: context 1 can gather again; with context 2 the VM's total is the limit.
+    let vm_parts = MAX_PENDING_VM >> 20;
+    for _ in 0..40 {
+        assert_eq!(append(&mut g, 1), ctrl::RESP_OK_NODATA);
+    }
+    for _ in 40..vm_parts {
+        assert_eq!(append(&mut g, 2), ctrl::RESP_OK_NODATA);
+    }
+    assert_eq!(
+        append(&mut g, 2),
+        ctrl::RESP_ERR_OUT_OF_MEMORY,
+        "over the VM's total"
+    );
 }
 
 const TYPES: [u32; 10] = [

@@ -26,7 +26,8 @@
 //!
 //! Every field is guest-controlled and checked: lengths, ids (a resource must be attached
 //! to the submitting context, so a context never reaches another's), counts (contexts,
-//! resources) and the pending request size.
+//! resources) and the pending request bytes (one wire message per context,
+//! [`MAX_PENDING_VM`] for the VM).
 
 use std::collections::{HashMap, HashSet};
 
@@ -99,8 +100,10 @@ pub const STATUS_REFUSED: u32 = 2;
 pub const MAX_CONTEXTS: usize = 8;
 /// 3D resources one VM may hold at once.
 pub const MAX_RESOURCES: usize = 4096;
-/// Largest request (wire header + body) gathered from `OP_APPEND` parts.
+/// Largest request (wire header + body) gathered from `OP_APPEND` parts in one context.
 pub const MAX_PENDING: usize = webgpu_wire::HEADER_LEN + webgpu_wire::MAX_MESSAGE;
+/// Request bytes gathered from `OP_APPEND` parts in all of a VM's contexts together.
+pub const MAX_PENDING_VM: usize = 96 << 20;
 
 /// Size of the virtio GET_CAPSET_INFO response.
 pub const CAPSET_INFO_RESP_SIZE: usize = HDR_SIZE + 16;
@@ -476,6 +479,7 @@ impl WebGpu3d {
         data: &[u8],
         mem: &M,
     ) -> Result<(), ErrorCode> {
+        let pending_vm: usize = self.contexts.values().map(|c| c.pending.len()).sum();
         let ctx = self
             .contexts
             .get_mut(&ctx_id)
@@ -505,7 +509,10 @@ impl WebGpu3d {
         };
         match op {
             OP_APPEND => {
-                if ctx.pending.len() + part.len() > MAX_PENDING {
+                if ctx.pending.len() + part.len() > MAX_PENDING
+                    || pending_vm + part.len() > MAX_PENDING_VM
+                {
+                    // The request can never complete: drop what was gathered.
                     ctx.pending = Vec::new();
                     return Err(ErrorCode::OutOfMemory);
                 }
