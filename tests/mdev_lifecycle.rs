@@ -399,7 +399,8 @@ fn removing_an_unknown_device_changes_nothing() {
 
 #[test]
 fn every_available_mediated_candidate_of_the_rung_can_be_created() {
-    use vm_device::gpu_manager::rungs::{mdev::probe, Filter};
+    use vm_device::ladder::Filter;
+    use vm_device::rungs::mdev::probe;
     for name in [
         "bmc-datacenter-nvidia-vgpu",
         "sriov-pf-with-vfs",

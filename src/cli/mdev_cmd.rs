@@ -1,5 +1,5 @@
 //! `vm-cli gpu mdev-types | mdev-create | mdev-remove | sriov`: glue from clap to
-//! [`crate::gpu_mdev`], exit codes, and printing.
+//! [`crate::rungs::mdev`], exit codes, and printing.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +8,12 @@ use super::{
     ChangeDirs, GpuCommand, MdevCreateArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK,
     EXIT_UNAVAILABLE, EXIT_UNDONE, EXIT_USAGE,
 };
-use crate::gpu_mdev::{
+use crate::host::HostOps;
+use crate::inventory::HostInventory;
+use crate::rungs::mdev::{
     lifecycle, render, types, ApplyOptions, CreateRequest, MdevError, Persist, StartMode,
     TypeRequest, UuidSource,
 };
-use crate::host::HostOps;
-use crate::inventory::HostInventory;
 
 /// Runs one of the mediated-rung commands.
 pub(super) fn run(
@@ -51,7 +51,7 @@ pub(super) fn run(
                 Vec::new()
             } else {
                 let opts = options(state_dir);
-                match crate::gpu_mdev::execute(host, &plan, &opts) {
+                match crate::rungs::mdev::execute(host, &plan, &opts) {
                     Ok(v) => v,
                     Err(e) => return fail("sriov", &e, json),
                 }
@@ -121,8 +121,8 @@ fn config_root(dirs: &ChangeDirs, simulated: bool) -> Result<PathBuf, i32> {
 
 fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
     let mut inv = HostInventory::scan(host);
-    let defined = crate::gpu_mdev::persist::read_definitions(host, &mut inv.warnings);
-    let rows = crate::gpu_mdev::persist::device_rows(&inv, &defined);
+    let defined = crate::rungs::mdev::persist::read_definitions(host, &mut inv.warnings);
+    let rows = crate::rungs::mdev::persist::device_rows(&inv, &defined);
     if json {
         print_json(&render::devices_json(&rows));
     } else {

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use super::host::module_check;
 use super::remedy;
 use super::{candidate_key, Check, Options, Status};
-use crate::gpu_manager::{Candidate, GpuMode, ReasonCode, Target};
 use crate::host::HostOps;
 use crate::inventory::{HostInventory, PciFunction};
+use crate::ladder::{Candidate, GpuMode, ReasonCode, Target};
 
 const MDEV: Option<GpuMode> = Some(GpuMode::Mdev);
 const WGPU: Option<GpuMode> = Some(GpuMode::Wgpu);

@@ -149,7 +149,7 @@ impl HostOps for LinuxHost {
     }
 
     fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
-        crate::gpu_virt::probe_adapters()
+        crate::rungs::wgpu::probe_adapters()
     }
 
     fn nvml_memory_total(

@@ -2,15 +2,18 @@
 
 use vm_passthrough::PciAddress;
 
-use super::{attr_evidence, Filter};
-use crate::gpu_manager::{Candidate, GpuMode, Reason, ReasonCode, Target};
-use crate::inventory::{Gpu, HostFacts, HostInventory, IommuKind};
+use crate::inventory::{Gpu, HostInventory, IommuKind};
+use crate::ladder::reasons::{device_not_found, iommu_off};
+use crate::ladder::{attr_evidence, Filter};
+use crate::ladder::{Candidate, GpuMode, Reason, ReasonCode, Target};
 
 const MODE: GpuMode = GpuMode::Passthrough;
 
-pub use crate::gpu_passthrough::group::VFIO_SAFE_DRIVERS;
-use crate::gpu_passthrough::group::{classify, Blocker, GroupClassification, MemberFacts, IN_USE};
-use crate::gpu_passthrough::held_open;
+pub use crate::rungs::passthrough::group::VFIO_SAFE_DRIVERS;
+use crate::rungs::passthrough::group::{
+    classify, Blocker, GroupClassification, MemberFacts, IN_USE,
+};
+use crate::rungs::passthrough::held_open;
 use vm_passthrough::ProcessHolder;
 
 /// Passthrough candidates: one per physical GPU (VFs belong to the mediated rung).
@@ -39,57 +42,6 @@ pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
     gpus.into_iter()
         .map(|g| gpu_candidate(inv, g, filter))
         .collect()
-}
-
-pub(crate) fn device_not_found(inv: &HostInventory, dev: &PciAddress) -> Reason {
-    let known: Vec<String> = inv.gpus.iter().map(|g| g.address.to_string()).collect();
-    let what = match inv.function(dev) {
-        Some(f) => format!("{dev} is not a GPU ({})", f.display_name()),
-        None => format!("{dev} is not a PCI function of this host"),
-    };
-    Reason::new(ReasonCode::DeviceNotFound, what)
-        .evidence(format!("/sys/bus/pci/devices/{dev}"))
-        .remedy(if known.is_empty() {
-            "this host has no GPU; leave out --gpu-device".to_string()
-        } else {
-            format!("pass one of: {}", known.join(", "))
-        })
-}
-
-/// The reason the IOMMU is off. On bare metal: the firmware switch and the kernel
-/// parameters of the IOMMU present or the CPU ([`HostFacts::iommu_params_remedy`]). In a
-/// virtual machine neither helps: the hypervisor must give the guest a virtual IOMMU.
-pub(crate) fn iommu_off(h: &HostFacts) -> Reason {
-    let params = h.iommu_params_remedy();
-    let mut r = Reason::new(ReasonCode::IommuDisabled, "the IOMMU is off: VFIO needs it")
-        .evidence("/sys/class/iommu is empty")
-        .evidence("/sys/kernel/iommu_groups is empty");
-    if let Some(cmd) = &h.cmdline {
-        r = r.evidence(format!("/proc/cmdline = {cmd}"));
-    }
-    if h.virtualization.guest {
-        for e in &h.virtualization.evidence {
-            r = r.evidence(e.clone());
-        }
-        return r.remedy(guest_iommu_remedy(h));
-    }
-    let firmware = if params.starts_with("amd") {
-        "AMD-Vi (SVM/IOMMU)"
-    } else {
-        "VT-d"
-    };
-    r.remedy(format!(
-        "enable {firmware} in the firmware, add `{params}` to GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run `sudo update-grub` and reboot"
-    ))
-}
-
-/// What a guest without an IOMMU needs: a virtual IOMMU from its hypervisor.
-pub(crate) fn guest_iommu_remedy(h: &HostFacts) -> String {
-    format!(
-        "this host is {}: its hypervisor must expose a virtual IOMMU to it (QEMU: `-machine q35,kernel-irqchip=split -device intel-iommu,intremap=on,caching-mode=on`; a cloud: an instance type with GPU passthrough), then boot the guest with `{}`",
-        h.virtualization.describe(),
-        h.iommu_params_remedy()
-    )
 }
 
 fn gpu_candidate(inv: &HostInventory, gpu: &Gpu, filter: &Filter) -> Candidate {

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod persist;
 pub mod plan;
+pub mod probe;
 pub mod render;
 pub mod scenario;
 pub mod types;
@@ -38,6 +39,7 @@ pub use lifecycle::{
 };
 pub use persist::{DeviceRow, MdevctlConfig, StartMode};
 pub use plan::{execute, Action, Check, Expectation, MdevPlan, Plan, Step};
+pub use probe::probe;
 pub use types::{Backend, Choice, TypeRequest, TypeRow};
 pub use verify::Verified;
 

@@ -1,8 +1,8 @@
 //! The mediated rung: mdev types, SR-IOV virtual functions, NVIDIA vendor-VFIO vGPU types.
 
-use super::{attr_evidence, Filter};
-use crate::gpu_manager::{Candidate, GpuMode, Reason, ReasonCode, Target};
 use crate::inventory::{HostInventory, MdevParent, MdevTypeInfo};
+use crate::ladder::{attr_evidence, Filter};
+use crate::ladder::{Candidate, GpuMode, Reason, ReasonCode, Target};
 
 const MODE: GpuMode = GpuMode::Mdev;
 
@@ -85,7 +85,7 @@ pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {
     if out.is_empty() {
         let r = if let Some(dev) = filter.device {
             if inv.gpu(&dev).is_none() {
-                super::passthrough::device_not_found(inv, &dev)
+                crate::ladder::reasons::device_not_found(inv, &dev)
             } else {
                 no_parent(inv).evidence(format!("{dev} is not an mdev parent and has no SR-IOV"))
             }
@@ -244,7 +244,7 @@ fn sriov_candidates(inv: &HostInventory, filter: &Filter, out: &mut Vec<Candidat
                 out.push(Candidate::unavailable(
                     MODE,
                     target,
-                    super::passthrough::iommu_off(&inv.host),
+                    crate::ladder::reasons::iommu_off(&inv.host),
                 ));
             } else if free {
                 out.push(Candidate::available(MODE, target));
@@ -313,7 +313,7 @@ fn nvidia_candidates(
             out.push(Candidate::unavailable(
                 MODE,
                 target,
-                super::passthrough::iommu_off(&inv.host),
+                crate::ladder::reasons::iommu_off(&inv.host),
             ));
         }
     }

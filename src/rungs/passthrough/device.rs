@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use vm_passthrough::{HostError, HostOps, PciAddress, ProcessHolder};
 
-use crate::gpu_manager::{Reason, ReasonCode};
+use crate::ladder::{Reason, ReasonCode};
 use crate::plan::read_optional;
 
 /// The refusal when host processes hold device nodes of the devices a prepare would move:

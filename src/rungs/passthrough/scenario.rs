@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use vm_passthrough::{HostOps, PciAddress};
 
 use super::{iommu_group_of, prepare, PassthroughError, PciDeviceInfo, PrepareOptions, VFIO_PCI};
-use crate::gpu_manager::ReasonCode;
+use crate::ladder::ReasonCode;
 use crate::plan::Journal;
 
 /// What a scenario returns: notes on success, the broken expectation on failure.

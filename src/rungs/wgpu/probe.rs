@@ -2,9 +2,9 @@
 
 use vm_passthrough::AdapterInfo;
 
-use super::Filter;
-use crate::gpu_manager::{Candidate, GpuMode, Reason, ReasonCode, Target};
 use crate::inventory::HostInventory;
+use crate::ladder::Filter;
+use crate::ladder::{Candidate, GpuMode, Reason, ReasonCode, Target};
 
 const MODE: GpuMode = GpuMode::Wgpu;
 

@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::adapters::instance_descriptor;
-use super::backend::{BackendError, BackendStats, GpuBackend};
 use super::host_import::HostImport;
 use super::virtio_gpu::gpu_gather::GatherPipelines;
 use super::virtio_gpu::scanout::Compositor;
 use super::virtio_gpu::stats::{DeviceCounters, DeviceStats};
 use super::virtio_gpu::{VirtioGpuConfig, VirtioGpuDevice};
-use crate::gpu_manager::GpuMode;
+use crate::ladder::GpuMode;
+use crate::ladder::{BackendError, BackendStats, GpuBackend};
 
 /// Errors of the wgpu rung.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +189,7 @@ impl WgpuBackend {
             ..Default::default()
         };
         // Vulkan with VK_EXT_external_memory_host: the GPU can read guest RAM in place.
-        let opened = match crate::gpu_virt::host_import::open_device(&adapter, &desc) {
+        let opened = match crate::rungs::wgpu::host_import::open_device(&adapter, &desc) {
             Some(Ok(pair)) => Some(pair),
             Some(Err(e)) => {
                 eprintln!("vm-device: {e}; opening {} without it", info.name);

@@ -8,6 +8,7 @@ mod device;
 mod error;
 pub mod group;
 mod prepare;
+pub mod probe;
 pub mod profile;
 pub mod scenario;
 mod vfio;
@@ -18,6 +19,7 @@ pub use prepare::{
     group_key, holders, iommu_group_of, plan_prepare, prepare, release, restore, restore_in,
     GroupHolder, MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
 };
+pub use probe::probe;
 pub use vfio::{OpenedDevice, VfioHandles, VfioSession, VFIO_PERMISSION_REMEDY};
 
 use vm_passthrough::PciAddress;
@@ -158,8 +160,8 @@ impl GpuPassthrough {
         if info.address != address {
             return Err(PassthroughError::Refused {
                 device: address,
-                reasons: vec![crate::gpu_manager::Reason::new(
-                    crate::gpu_manager::ReasonCode::DeviceNotFound,
+                reasons: vec![crate::ladder::Reason::new(
+                    crate::ladder::ReasonCode::DeviceNotFound,
                     format!(
                         "the PciDeviceInfo given is of {}, not of {address}",
                         info.address

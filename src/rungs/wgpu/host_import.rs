@@ -4,7 +4,7 @@
 //! memory before the GPU copies it again into the texture. With this extension a guest
 //! memory region (page-aligned host memory: an anonymous or memfd mapping) is imported once
 //! as a storage buffer, and a shader gathers the rectangle from the guest's scattered pages
-//! straight into the texture ([`crate::gpu_virt::virtio_gpu::gpu_gather`]).
+//! straight into the texture ([`crate::rungs::wgpu::virtio_gpu::gpu_gather`]).
 //!
 //! Only the Vulkan backend offers this; the device is then opened through wgpu-hal with the
 //! extension added to wgpu's own list. Every other case keeps wgpu's ordinary device.

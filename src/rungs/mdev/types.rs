@@ -5,8 +5,8 @@
 use vm_passthrough::PciAddress;
 
 use super::{MdevError, MdevType};
-use crate::gpu_manager::rungs::mdev::did_you_mean;
 use crate::inventory::{HostInventory, MdevParent, MdevTypeInfo};
+use crate::rungs::mdev::probe::did_you_mean;
 
 /// How a type's instances are created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

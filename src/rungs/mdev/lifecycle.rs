@@ -516,10 +516,10 @@ pub fn mdevctl_file(config_root: &Path, parent: &str, uuid: &str) -> PathBuf {
 /// (bound to vfio-pci by the passthrough machinery) and a PF without VFs ([`plan_sriov`]
 /// first).
 pub fn request_for_target(
-    target: &crate::gpu_manager::Target,
+    target: &crate::ladder::Target,
     uuid: UuidSource,
 ) -> Option<CreateRequest> {
-    use crate::gpu_manager::Target;
+    use crate::ladder::Target;
     let (wanted, parent) = match target {
         Target::MdevType {
             parent, type_id, ..

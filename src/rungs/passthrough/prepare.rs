@@ -19,7 +19,7 @@ use vm_passthrough::{HostError, HostOps, PciAddress};
 use super::device::PciDeviceInfo;
 use super::error::PassthroughError;
 use super::group::{classify, MemberFacts, Role};
-use crate::gpu_manager::{Reason, ReasonCode};
+use crate::ladder::{Reason, ReasonCode};
 use crate::plan::{
     list_journals, restore_dead_in, Action, Check, Executor, GroupLock, Journal, JournalState,
     LockError, Owner, OwnerStatus, Plan, ReplayScope, RestoreReport, Step, UndoReport,
@@ -140,10 +140,7 @@ fn no_group(host: &dyn HostOps, addr: &PciAddress) -> PassthroughError {
         .unwrap_or_default();
     if groups.is_empty() {
         let facts = crate::inventory::HostFacts::scan(host);
-        return refused(
-            *addr,
-            crate::gpu_manager::rungs::passthrough::iommu_off(&facts),
-        );
+        return refused(*addr, crate::ladder::reasons::iommu_off(&facts));
     }
     refused(
         *addr,

@@ -1,5 +1,5 @@
 //! TRANSFER_TO_HOST_2D done by the GPU: the guest's pages, imported in place
-//! ([`crate::gpu_virt::host_import`]), are read by a fragment shader that writes the
+//! ([`crate::rungs::wgpu::host_import`]), are read by a fragment shader that writes the
 //! rectangle straight into the resource texture. No CPU copy at all.
 //!
 //! Per resource, a page table (one `u32` per 4 KiB of backing: where that page starts, in
@@ -21,7 +21,7 @@ use wgpu::util::DeviceExt;
 use super::protocol::{HostLayout, Rect};
 use super::resources::{Backing, Resource};
 use super::scanout::{draw_layout, pipelines, uniform_entry};
-use crate::gpu_virt::GpuContext;
+use crate::rungs::wgpu::GpuContext;
 
 /// Bytes per page-table entry's page.
 const PAGE: u64 = 4096;

@@ -1,10 +1,4 @@
-//! Per-rung probes: pure functions from the inventory (and, for wgpu, the adapter list) to
-//! candidates. Every rung answers at least one candidate: when it has nothing, one
-//! [`Target::Nothing`](super::Target::Nothing) entry says why.
-
-pub mod mdev;
-pub mod passthrough;
-pub mod wgpu;
+//! What the user asked for that narrows every rung's candidates.
 
 use vm_passthrough::PciAddress;
 
@@ -19,7 +13,7 @@ pub struct Filter {
     pub allow_boot_vga: bool,
 }
 
-/// `path = value` evidence for a device attribute.
-pub(crate) fn attr_evidence(addr: &PciAddress, attr: &str, value: &str) -> String {
+/// `path = value` evidence for a device attribute (the form every rung's reasons use).
+pub fn attr_evidence(addr: &PciAddress, attr: &str, value: &str) -> String {
     format!("/sys/bus/pci/devices/{addr}/{attr} = {value}")
 }

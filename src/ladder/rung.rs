@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::gpu_manager::GpuMode;
+use super::GpuMode;
 
 /// A GPU backend: one rung of the ladder, ready to give a VM a GPU once initialized.
 pub trait GpuBackend {

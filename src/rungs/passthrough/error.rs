@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use vm_passthrough::{HostError, PciAddress};
 
-use crate::gpu_manager::Reason;
+use crate::ladder::Reason;
 use crate::plan::{ApplyError, UndoReport};
 
 /// A passthrough operation failed.

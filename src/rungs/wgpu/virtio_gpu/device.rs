@@ -22,7 +22,7 @@ use super::scanout::{
 use super::stats::{DeviceCounters, DeviceStats};
 use super::transfer;
 use super::webgpu::{self, WebGpu3d};
-use crate::gpu_virt::wgpu_backend::{GpuContext, WgpuError};
+use crate::rungs::wgpu::wgpu_backend::{GpuContext, WgpuError};
 
 /// Size of the staging chunks transfers are sub-allocated from, and the largest band of rows
 /// one transfer gathers before handing it to the GPU.
