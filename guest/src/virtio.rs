@@ -14,7 +14,7 @@
 //! writes the reply into the reply resource's pages; `WAIT` on the resource returns once
 //! the submission's fence has signalled, and the reply is read from the mapping. A reply
 //! larger than the area makes the host hold it: a larger resource is created and fetched
-//! (op FETCH). The wire format is `vm_device::gpu_virt::virtio_gpu::webgpu`'s.
+//! (op FETCH). The wire format is `vm_device::rungs::wgpu::virtio_gpu::webgpu`'s (`src/rungs/wgpu/virtio_gpu/webgpu.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
