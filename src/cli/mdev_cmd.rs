@@ -107,16 +107,12 @@ fn options(state_dir: &Path) -> ApplyOptions {
     }
 }
 
-/// The config root for `--persist`; a simulation must not write this host's /etc.
-fn config_root(dirs: &ChangeDirs, simulated: bool) -> Result<PathBuf, i32> {
-    match (&dirs.config_root, simulated) {
-        (Some(d), _) => Ok(d.clone()),
-        (None, false) => Ok(PathBuf::from("/")),
-        (None, true) => {
-            eprintln!("vm-cli: --persist with --host-root needs --config-root DIR (a simulated host must not write this machine's /etc/mdevctl.d)");
-            Err(EXIT_USAGE)
-        }
-    }
+/// The config root for `--persist`: `--config-root`, else `/` of the host the command runs
+/// on (a simulated host writes its own tree, never this machine's /etc).
+fn config_root(dirs: &ChangeDirs) -> PathBuf {
+    dirs.config_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
@@ -165,7 +161,7 @@ fn mdev_create(
     host: &dyn HostOps,
     a: &MdevCreateArgs,
     json: bool,
-    (simulated, dry_run): (bool, bool),
+    (_simulated, dry_run): (bool, bool),
     state_dir: &Path,
 ) -> i32 {
     let mut req = CreateRequest {
@@ -185,10 +181,7 @@ fn mdev_create(
         persist: None,
     };
     if a.persist {
-        let root = match config_root(&a.dirs, simulated) {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
+        let root = config_root(&a.dirs);
         req.persist = Some(Persist {
             start: if a.auto {
                 StartMode::Auto

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
 use crate::report::{self, PlanRequest};
@@ -280,8 +280,9 @@ pub struct MdevCreateArgs {
 /// Where host changes keep configuration and journals.
 #[derive(Debug, Args)]
 pub struct ChangeDirs {
-    /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` on a
-    /// real host. Required with --host-root, so a simulation never writes this host's /etc.
+    /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` of
+    /// the host by default. With --host-root it is a directory of the simulated host (its
+    /// tree), so a simulation never writes this machine's /etc.
     #[arg(long, env = "VM_CONFIG_ROOT", value_name = "DIR")]
     pub config_root: Option<PathBuf>,
 }
@@ -421,11 +422,8 @@ pub fn run(cli: Cli) -> i32 {
             Err(code) => code,
             Ok(()) => {
                 let scope = crate::plan::ReplayScope {
-                    config_root: match (dirs.config_root, simulated) {
-                        (Some(d), _) => Some(d),
-                        (None, false) => Some(PathBuf::from("/")),
-                        (None, true) => None,
-                    },
+                    // `/` of the host restore runs on: a simulated host's own tree.
+                    config_root: Some(dirs.config_root.unwrap_or_else(|| PathBuf::from("/"))),
                 };
                 gpu_restore(host.as_ref(), &state_dir, &scope, cli.json)
             }

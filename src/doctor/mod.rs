@@ -17,7 +17,7 @@ mod remedy;
 mod rungs;
 
 use serde::Serialize;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::host::HostOps;
 use crate::inventory::HostInventory;

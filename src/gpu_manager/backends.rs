@@ -1,6 +1,6 @@
 //! The backend behind each kind of candidate: what `initialize_selected` builds.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{Candidate, GpuMode, ManagerError, Target};
 use crate::host::Host;

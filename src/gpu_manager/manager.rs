@@ -1,6 +1,6 @@
 //! `UnifiedGpuManager`: the product guide's API over one scan.
 
-use vm_passthrough::{AdapterInfo, PciAddress};
+use vm_device_host::{AdapterInfo, PciAddress};
 
 use super::{decide, Candidate, Decision, GpuMode, ManagerError, Preference};
 use crate::host::{self, Host};

@@ -8,7 +8,7 @@ pub mod passthrough;
 pub use doctor::{doctor_json, doctor_text};
 
 use serde_json::{json, Value};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::inventory::{class_name, HostInventory, IommuKind, PciFunction};
 use crate::ladder::Reason;

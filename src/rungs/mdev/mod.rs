@@ -21,6 +21,7 @@ pub mod persist;
 pub mod plan;
 pub mod probe;
 pub mod render;
+#[cfg(feature = "test-support")]
 pub mod scenario;
 pub mod types;
 pub mod verify;
@@ -28,7 +29,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 use uuid::Uuid;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::host::{self, Host, HostOps};
 use crate::inventory::{HostInventory, MdevParent};

@@ -338,8 +338,8 @@ pub fn from_apply(e: ApplyError) -> MdevError {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use vm_passthrough::mock::MockHost;
-    use vm_passthrough::HostError;
+    use vm_device_host::mock::MockHost;
+    use vm_device_host::HostError;
 
     use super::*;
 

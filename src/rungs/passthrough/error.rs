@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vm_passthrough::{HostError, PciAddress};
+use vm_device_host::{HostError, PciAddress};
 
 use crate::ladder::Reason;
 use crate::plan::{ApplyError, UndoReport};

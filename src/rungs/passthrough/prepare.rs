@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vm_passthrough::{HostError, HostOps, PciAddress};
+use vm_device_host::{HostError, HostOps, PciAddress};
 
 use super::device::PciDeviceInfo;
 use super::error::PassthroughError;
@@ -292,7 +292,7 @@ fn plan_in_group(
             .processes_holding(&nodes)
             .map_err(host_err("scan /proc for holders of", *addr))?;
         if !holders.is_empty() {
-            let refs: Vec<&vm_passthrough::ProcessHolder> = holders.iter().collect();
+            let refs: Vec<&vm_device_host::ProcessHolder> = holders.iter().collect();
             reasons.push(super::device::held_open(&refs));
         }
     }

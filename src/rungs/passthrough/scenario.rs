@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::{HostOps, PciAddress};
+use vm_device_host::{HostOps, PciAddress};
 
 use super::{iommu_group_of, prepare, PassthroughError, PciDeviceInfo, PrepareOptions, VFIO_PCI};
 use crate::ladder::ReasonCode;
