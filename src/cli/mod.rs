@@ -237,6 +237,11 @@ enum GpuCommand {
         /// Display height offered to the guest.
         #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(1..=16384))]
         height: u32,
+        /// Offer a 2D device only: no `VIRTIO_GPU_F_VIRGL`, no WebGPU capset, no guest
+        /// contexts on the adapter (by default the guest can run WebGPU through
+        /// `webgpu-guest`).
+        #[arg(long)]
+        no_webgpu: bool,
     },
 }
 
@@ -429,10 +434,11 @@ pub(crate) fn run(cli: Cli) -> i32 {
                     socket,
                     width,
                     height,
+                    no_webgpu,
                 },
         }) => match no_dry_run(dry_run, "gpu serve-wgpu") {
             Err(code) => code,
-            Ok(()) => serve_wgpu(&socket, width, height),
+            Ok(()) => serve_wgpu(&socket, width, height, !no_webgpu),
         },
         Some(Command::Gpu {
             command: GpuCommand::MdevTypes { gpu_device },
@@ -657,7 +663,7 @@ fn flags_for_mode(run: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
+fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32, webgpu: bool) -> i32 {
     use crate::rungs::wgpu::vhost_user::VhostUserGpu;
     use crate::rungs::wgpu::virtio_gpu::VirtioGpuConfig;
     use crate::rungs::wgpu::WgpuBackend;
@@ -668,6 +674,7 @@ fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
     }
     let device = match backend.create_device(VirtioGpuConfig {
         scanouts: vec![(width, height)],
+        webgpu: webgpu.then(webgpu_host::Budget::default),
         ..VirtioGpuConfig::default()
     }) {
         Ok(d) => d,
@@ -678,9 +685,10 @@ fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
     };
     if let Some(info) = backend.adapter_info() {
         eprintln!(
-            "vm-cli: gpu serve-wgpu: {} ({:?}), {width}x{height}, listening on {}",
+            "vm-cli: gpu serve-wgpu: {} ({:?}), {width}x{height}, WebGPU for the guest {}, listening on {}",
             info.name,
             info.backend,
+            if webgpu { "on" } else { "off" },
             socket.display()
         );
     }
