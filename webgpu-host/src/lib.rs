@@ -11,10 +11,36 @@
 //! Two contexts never share objects: ids are looked up only in the caller's table.
 #![deny(missing_docs)]
 
+/// Looks an id up in this context's table as one kind of object; anything else is a WebGPU
+/// validation error naming the id.
+macro_rules! get {
+    ($self:ident, $id:expr, $variant:ident) => {
+        match $self.objects.get(&$id) {
+            Some(Entry {
+                obj: Object::$variant(x),
+                ..
+            }) => Ok(x),
+            Some(e) => Err(validation(format!(
+                "id {} is a {}, not a {}",
+                $id,
+                e.obj.kind(),
+                stringify!($variant)
+            ))),
+            None => Err(validation(format!(
+                "id {} names no live object of this context",
+                $id
+            ))),
+        }
+    };
+}
+
 mod context;
 mod exec;
+mod present;
+mod render;
 
 pub use context::{Budget, Context};
+pub use present::{PresentError, ScanoutFormat};
 
 use webgpu_wire::{Transport, TransportError};
 
