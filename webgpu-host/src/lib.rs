@@ -94,15 +94,21 @@ impl Host {
 /// host-side program using the guest library).
 #[derive(Debug)]
 pub struct InProcess {
-    ctx: std::sync::Mutex<Context>,
+    ctx: std::sync::Arc<std::sync::Mutex<Context>>,
 }
 
 impl InProcess {
     /// Serves `ctx`.
     pub fn new(ctx: Context) -> Self {
         InProcess {
-            ctx: std::sync::Mutex::new(ctx),
+            ctx: std::sync::Arc::new(std::sync::Mutex::new(ctx)),
         }
+    }
+
+    /// The context served, for the host's own calls on it ([`Context::close`],
+    /// [`Context::present`]) while the guest holds the transport.
+    pub fn context(&self) -> std::sync::Arc<std::sync::Mutex<Context>> {
+        std::sync::Arc::clone(&self.ctx)
     }
 }
 

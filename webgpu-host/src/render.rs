@@ -296,10 +296,13 @@ impl Context {
                 buffer,
                 offset,
                 size,
-            } => {
-                let b = self.buffer(*buffer)?;
-                pass.set_vertex_buffer(*slot, b.slice(range(b, *offset, *size)?));
-            }
+            } => match buffer {
+                None => pass.set_vertex_buffer(*slot, None::<wgpu::BufferSlice<'_>>),
+                Some(buffer) => {
+                    let b = self.buffer(*buffer)?;
+                    pass.set_vertex_buffer(*slot, b.slice(range(b, *offset, *size)?));
+                }
+            },
             E::SetIndexBuffer {
                 buffer,
                 format,

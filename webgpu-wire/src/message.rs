@@ -350,8 +350,8 @@ pub enum EncoderCommand {
     SetVertexBuffer {
         /// Slot.
         slot: u32,
-        /// Buffer.
-        buffer: Id,
+        /// Buffer; `None` unbinds the slot.
+        buffer: Option<Id>,
         /// Offset.
         offset: u64,
         /// Size; `None` to the end.
@@ -521,7 +521,7 @@ impl EncoderCommand {
             } => {
                 w.u16(18);
                 w.u32(*slot);
-                w.u64(*buffer);
+                w.opt(buffer, |w, v| w.u64(*v));
                 w.u64(*offset);
                 w.opt(size, |w, v| w.u64(*v));
             }
@@ -650,7 +650,7 @@ impl EncoderCommand {
             17 => EncoderCommand::SetRenderPipeline { pipeline: r.u64()? },
             18 => EncoderCommand::SetVertexBuffer {
                 slot: r.u32()?,
-                buffer: r.u64()?,
+                buffer: r.opt(Reader::u64)?,
                 offset: r.u64()?,
                 size: r.opt(Reader::u64)?,
             },
