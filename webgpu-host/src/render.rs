@@ -128,6 +128,7 @@ impl Context {
         desc: wgpu::wgt::SamplerDescriptor<()>,
     ) -> CmdResult {
         self.reserve(id, 0)?;
+        finite(&[desc.lod_min_clamp, desc.lod_max_clamp], "sampler LOD clamp")?;
         let s = self
             .device(device)?
             .device
@@ -144,6 +145,9 @@ impl Context {
         desc: RenderPipelineDesc,
     ) -> CmdResult {
         self.reserve(id, 0)?;
+        if let Some(ds) = &desc.depth_stencil {
+            finite(&[ds.bias.slope_scale, ds.bias.clamp], "depth bias")?;
+        }
         let layout = match desc.layout {
             None => None,
             Some(p) => Some(get!(self, p, PipelineLayout)?),
@@ -312,7 +316,12 @@ impl Context {
                 let b = self.buffer(*buffer)?;
                 pass.set_index_buffer(b.slice(range(b, *offset, *size)?), *format);
             }
-            E::SetViewport([x, y, w, h, min, max]) => pass.set_viewport(*x, *y, *w, *h, *min, *max),
+            E::SetViewport(v) => {
+                // wgpu-core's range checks let NaN through to the driver.
+                finite(v, "viewport")?;
+                let [x, y, w, h, min, max] = *v;
+                pass.set_viewport(x, y, w, h, min, max)
+            }
             E::SetScissorRect([x, y, w, h]) => pass.set_scissor_rect(*x, *y, *w, *h),
             E::SetBlendConstant([r, g, b, a]) => pass.set_blend_constant(wgpu::Color {
                 r: *r,
@@ -346,6 +355,15 @@ impl Context {
             }
         }
         Ok(())
+    }
+}
+
+/// Floats that wgpu-core compares with `<`/`>` only, where NaN would pass to the driver.
+fn finite(v: &[f32], what: &str) -> Result<(), GpuError> {
+    if v.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(validation(format!("{what} values must be finite, got {v:?}")))
     }
 }
 

@@ -55,7 +55,9 @@ pub(crate) fn id_of<T: WireId + ?Sized>(x: &T) -> Id {
 pub(crate) fn aspect_supported(a: wgpu::TextureAspect) -> bool {
     matches!(
         a,
-        wgpu::TextureAspect::All | wgpu::TextureAspect::DepthOnly | wgpu::TextureAspect::StencilOnly
+        wgpu::TextureAspect::All
+            | wgpu::TextureAspect::DepthOnly
+            | wgpu::TextureAspect::StencilOnly
     )
 }
 
@@ -260,17 +262,20 @@ impl RemotePass {
                 })
             })
             .collect();
-        let depth_stencil = desc.depth_stencil_attachment.as_ref().map(|d| DepthAttachment {
-            view: id_of(d.view),
-            depth_ops: d.depth_ops.map(|o| Ops {
-                load: load(o.load, &conn, device),
-                store: o.store == wgpu::StoreOp::Store,
-            }),
-            stencil_ops: d.stencil_ops.map(|o| Ops {
-                load: load(o.load, &conn, device),
-                store: o.store == wgpu::StoreOp::Store,
-            }),
-        });
+        let depth_stencil = desc
+            .depth_stencil_attachment
+            .as_ref()
+            .map(|d| DepthAttachment {
+                view: id_of(d.view),
+                depth_ops: d.depth_ops.map(|o| Ops {
+                    load: load(o.load, &conn, device),
+                    store: o.store == wgpu::StoreOp::Store,
+                }),
+                stencil_ops: d.stencil_ops.map(|o| Ops {
+                    load: load(o.load, &conn, device),
+                    store: o.store == wgpu::StoreOp::Store,
+                }),
+            });
         let begin = EncoderCommand::BeginRenderPass(Box::new(RenderPassDesc {
             label: desc.label.map(str::to_owned),
             color_attachments,
