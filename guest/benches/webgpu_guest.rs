@@ -101,7 +101,11 @@ fn compute_pipeline(device: &wgpu::Device, src: &str) -> wgpu::ComputePipeline {
     })
 }
 
-fn bind(device: &wgpu::Device, p: &wgpu::ComputePipeline, bufs: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+fn bind(
+    device: &wgpu::Device,
+    p: &wgpu::ComputePipeline,
+    bufs: &[&wgpu::Buffer],
+) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry> = bufs
         .iter()
         .enumerate()
@@ -154,8 +158,14 @@ fn workloads(device: &wgpu::Device, queue: &wgpu::Queue, s: &Sizes) -> Results {
     // Matmul: inputs filled with write_buffer, outside the timing.
     let n = s.matmul_n;
     let nn = (n as u64) * (n as u64);
-    let (a, b, c) = (storage(device, nn * 4), storage(device, nn * 4), storage(device, nn * 4));
-    let fill: Vec<u8> = (0..nn).flat_map(|i| ((i % 97) as f32 / 97.0).to_le_bytes()).collect();
+    let (a, b, c) = (
+        storage(device, nn * 4),
+        storage(device, nn * 4),
+        storage(device, nn * 4),
+    );
+    let fill: Vec<u8> = (0..nn)
+        .flat_map(|i| ((i % 97) as f32 / 97.0).to_le_bytes())
+        .collect();
     queue.write_buffer(&a, 0, &fill);
     queue.write_buffer(&b, 0, &fill);
     drop(fill);
@@ -182,7 +192,11 @@ fn workloads(device: &wgpu::Device, queue: &wgpu::Queue, s: &Sizes) -> Results {
 
     // Streaming kernel: half the bytes read, half written.
     let half = (s.bw_mib << 20) / 2;
-    let half = half.min(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size) / 16 * 16;
+    let half = half
+        .min(limits.max_storage_buffer_binding_size)
+        .min(limits.max_buffer_size)
+        / 16
+        * 16;
     let (src, dst) = (storage(device, half), storage(device, half));
     let st = compute_pipeline(device, STREAM);
     let st_bg = bind(device, &st, &[&src, &dst]);
@@ -356,7 +370,10 @@ fn main() {
     let gflops = |d: Duration| 2.0 * n * n * n / d.as_secs_f64() / 1e9;
     let gibs = |d: Duration| (s.bw_mib as f64 / 1024.0) / d.as_secs_f64();
     let fps = |d: Duration| 1.0 / d.as_secs_f64();
-    println!("{:<34} {:>12} {:>12} {:>8}", "workload", "native", "remote", "ratio");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "workload", "native", "remote", "ratio"
+    );
     let row = |name: &str, unit: &str, f: &dyn Fn(Duration) -> f64, a: Duration, b: Duration| {
         println!(
             "{:<34} {:>12} {:>12} {:>8.3}",
@@ -366,7 +383,13 @@ fn main() {
             f(b) / f(a)
         );
     };
-    row("matmul (GFLOP/s)", "", &gflops, native.matmul, remote.matmul);
+    row(
+        "matmul (GFLOP/s)",
+        "",
+        &gflops,
+        native.matmul,
+        remote.matmul,
+    );
     row("stream (GiB/s)", "", &gibs, native.stream, remote.stream);
     row("render (frames/s)", "", &fps, native.render, remote.render);
     println!(

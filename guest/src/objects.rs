@@ -782,8 +782,12 @@ impl DeviceInterface for RemoteDevice {
                     wgpu::PollStatus::Poll
                 })
             }
-            // A lost device has nothing left to wait for; its callbacks already ran.
-            Reply::Lost(_) => Ok(wgpu::PollStatus::QueueEmpty),
+            // A lost device has nothing left to wait for: every callback runs (a map asked
+            // for after the loss fails here).
+            Reply::Lost(_) => {
+                self.run_callbacks(u64::MAX);
+                Ok(wgpu::PollStatus::QueueEmpty)
+            }
             _ => {
                 self.run_callbacks(0);
                 Err(wgpu::PollError::Timeout)

@@ -532,8 +532,8 @@ fn write_without_copy_dst(device: &wgpu::Device, queue: &wgpu::Queue) -> Option<
     })
 }
 
-/// Mapping a buffer that is already mapped: the second map's callback fails, with the
-/// native validation error.
+/// Mapping a buffer that is already mapped: the second map's callback fails, and (as natively)
+/// no error reaches the scope.
 fn mapping_conflict(device: &wgpu::Device) -> (Option<String>, bool) {
     let b = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("mapped"),
@@ -568,7 +568,7 @@ fn texture_errors_and_mapping_conflicts_give_the_native_errors() {
     let want = write_without_copy_dst(&nd, &nq).expect("native error");
     assert_eq!(write_without_copy_dst(&rd, &rq).as_deref(), Some(&*want));
     let want = mapping_conflict(&nd);
-    assert!(want.0.is_some() && !want.1, "{want:?}");
+    assert!(!want.1, "the second map fails natively: {want:?}");
     assert_eq!(mapping_conflict(&rd), want);
 }
 

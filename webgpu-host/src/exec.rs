@@ -612,11 +612,14 @@ impl Context {
         device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| validation(format!("device.poll failed while mapping: {e}")))?;
+        // Like native wgpu, a mapping that fails in its callback (the buffer is already
+        // mapped, or destroyed) tells only the callback; whatever wgpu-core reported as an
+        // error already went to the scopes through the device's handler.
         let outcome = result.lock().ok().and_then(|mut s| s.take());
         match outcome {
             Some(Ok(())) => {}
-            Some(Err(e)) => return Err(validation(format!("buffer mapping failed: {e}"))),
-            None => return Err(validation("buffer mapping did not complete")),
+            Some(Err(e)) => return Ok(Reply::Failed(format!("buffer mapping failed: {e}"))),
+            None => return Ok(Reply::Failed("buffer mapping did not complete".into())),
         }
         // The guest's view starts from the buffer's current contents in both modes: bytes
         // the guest does not write keep their value.

@@ -128,7 +128,10 @@ impl Context {
         desc: wgpu::wgt::SamplerDescriptor<()>,
     ) -> CmdResult {
         self.reserve(id, 0)?;
-        finite(&[desc.lod_min_clamp, desc.lod_max_clamp], "sampler LOD clamp")?;
+        finite(
+            &[desc.lod_min_clamp, desc.lod_max_clamp],
+            "sampler LOD clamp",
+        )?;
         let s = self
             .device(device)?
             .device
@@ -363,7 +366,9 @@ fn finite(v: &[f32], what: &str) -> Result<(), GpuError> {
     if v.iter().all(|x| x.is_finite()) {
         Ok(())
     } else {
-        Err(validation(format!("{what} values must be finite, got {v:?}")))
+        Err(validation(format!(
+            "{what} values must be finite, got {v:?}"
+        )))
     }
 }
 

@@ -294,13 +294,13 @@ fn layout() -> impl Strategy<Value = webgpu_wire::gfx::TexelLayout> {
         proptest::option::of(prop_oneof![0u32..1024, Just(256), any::<u32>()]),
         proptest::option::of(0u32..80),
     )
-        .prop_map(|(offset, bytes_per_row, rows_per_image)| {
-            webgpu_wire::gfx::TexelLayout {
+        .prop_map(
+            |(offset, bytes_per_row, rows_per_image)| webgpu_wire::gfx::TexelLayout {
                 offset,
                 bytes_per_row,
                 rows_per_image,
-            }
-        })
+            },
+        )
 }
 
 /// Textures, views, samplers, texture writes and render pipelines with hostile values: huge
@@ -366,17 +366,19 @@ fn render_command() -> impl Strategy<Value = Command> {
             prop_oneof![Just(f32::NAN), -1.0f32..40.0],
             any::<u16>()
         )
-            .prop_map(|(device, id, lod, anisotropy_clamp)| Command::CreateSampler {
-                device,
-                id,
-                label: None,
-                desc: wgpu::wgt::SamplerDescriptor {
-                    label: (),
-                    lod_max_clamp: lod,
-                    anisotropy_clamp,
-                    ..Default::default()
-                },
-            }),
+            .prop_map(
+                |(device, id, lod, anisotropy_clamp)| Command::CreateSampler {
+                    device,
+                    id,
+                    label: None,
+                    desc: wgpu::wgt::SamplerDescriptor {
+                        label: (),
+                        lod_max_clamp: lod,
+                        anisotropy_clamp,
+                        ..Default::default()
+                    },
+                }
+            ),
         (
             id.clone(),
             texture_copy(),
@@ -522,7 +524,12 @@ fn arb_encoder() -> impl Strategy<Value = webgpu_wire::EncoderCommand> {
         Just(E::EndRenderPass),
         id.clone()
             .prop_map(|pipeline| E::SetRenderPipeline { pipeline }),
-        (0u32..40, proptest::option::of(id.clone()), 0u64..128, proptest::option::of(0u64..128))
+        (
+            0u32..40,
+            proptest::option::of(id.clone()),
+            0u64..128,
+            proptest::option::of(0u64..128)
+        )
             .prop_map(|(slot, buffer, offset, size)| E::SetVertexBuffer {
                 slot,
                 buffer,
@@ -537,8 +544,12 @@ fn arb_encoder() -> impl Strategy<Value = webgpu_wire::EncoderCommand> {
                 size
             }
         ),
-        prop::array::uniform6(prop_oneof![Just(f32::NAN), Just(f32::INFINITY), -10.0f32..100.0])
-            .prop_map(E::SetViewport),
+        prop::array::uniform6(prop_oneof![
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+            -10.0f32..100.0
+        ])
+        .prop_map(E::SetViewport),
         prop::array::uniform4(any::<u32>()).prop_map(E::SetScissorRect),
         (any::<u32>(), any::<u32>(), 0u32..3, 0u32..3).prop_map(|(a, b, c, d)| E::Draw {
             vertices: (a % 100, b % 100),

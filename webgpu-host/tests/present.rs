@@ -76,34 +76,53 @@ fn context_with_texture(format: wgpu::TextureFormat, usage: wgpu::TextureUsages)
 
 #[test]
 fn present_copies_a_guest_texture_into_scanout_bytes_with_stride_and_channel_order() {
-    let mut ctx = context_with_texture(wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureUsages::COPY_SRC);
+    let mut ctx = context_with_texture(
+        wgpu::TextureFormat::Rgba8Unorm,
+        wgpu::TextureUsages::COPY_SRC,
+    );
     let (w, h, stride) = (33u32, 5u32, 33 * 4 + 20);
-    for (format, order) in [(ScanoutFormat::Rgba8, [0, 1, 2, 3]), (ScanoutFormat::Bgra8, [2, 1, 0, 3])] {
+    for (format, order) in [
+        (ScanoutFormat::Rgba8, [0, 1, 2, 3]),
+        (ScanoutFormat::Bgra8, [2, 1, 0, 3]),
+    ] {
         let mut dst = vec![0xeeu8; stride * h as usize];
         ctx.present(10, &mut dst, w, h, stride, format).unwrap();
         for y in 0..h as usize {
             for x in 0..w as usize {
                 let texel = [x as u8, y as u8, (x ^ y) as u8, 255 - x as u8];
                 let want: Vec<u8> = order.iter().map(|i| texel[*i]).collect();
-                assert_eq!(&dst[y * stride + x * 4..][..4], &want[..], "{format:?} ({x},{y})");
+                assert_eq!(
+                    &dst[y * stride + x * 4..][..4],
+                    &want[..],
+                    "{format:?} ({x},{y})"
+                );
             }
             // The padding at the end of each row is the caller's: untouched.
-            assert!(dst[y * stride + w as usize * 4..(y + 1) * stride].iter().all(|b| *b == 0xee));
+            assert!(dst[y * stride + w as usize * 4..(y + 1) * stride]
+                .iter()
+                .all(|b| *b == 0xee));
         }
     }
 }
 
 #[test]
 fn a_bgra_texture_presents_to_a_bgra_scanout_unchanged() {
-    let mut ctx = context_with_texture(wgpu::TextureFormat::Bgra8Unorm, wgpu::TextureUsages::COPY_SRC);
+    let mut ctx = context_with_texture(
+        wgpu::TextureFormat::Bgra8Unorm,
+        wgpu::TextureUsages::COPY_SRC,
+    );
     let mut dst = vec![0u8; 40 * 4 * 7];
-    ctx.present(10, &mut dst, 40, 7, 160, ScanoutFormat::Bgra8).unwrap();
+    ctx.present(10, &mut dst, 40, 7, 160, ScanoutFormat::Bgra8)
+        .unwrap();
     assert_eq!(&dst[160 * 3 + 4 * 5..][..4], &[5, 3, 6, 250]);
 }
 
 #[test]
 fn presenting_what_cannot_be_presented_is_a_clear_error() {
-    let mut ctx = context_with_texture(wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureUsages::COPY_SRC);
+    let mut ctx = context_with_texture(
+        wgpu::TextureFormat::Rgba8Unorm,
+        wgpu::TextureUsages::COPY_SRC,
+    );
     let mut dst = vec![0u8; 40 * 4 * 7];
     assert_eq!(
         ctx.present(99, &mut dst, 40, 7, 160, ScanoutFormat::Rgba8),
@@ -127,12 +146,20 @@ fn presenting_what_cannot_be_presented_is_a_clear_error() {
         Err(PresentError::Size { .. })
     ));
     // A texture without COPY_SRC: wgpu's own validation error, no panic.
-    let mut ctx = context_with_texture(wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureUsages::empty());
-    assert!(matches!(
-        ctx.present(10, &mut dst, 40, 7, 160, ScanoutFormat::Rgba8),
-        Err(PresentError::Gpu(ref m)) if m.contains("COPY_SRC")
-    ), "{:?}", ctx.present(10, &mut dst, 40, 7, 160, ScanoutFormat::Rgba8));
-    let mut ctx = context_with_texture(wgpu::TextureFormat::R32Float, wgpu::TextureUsages::COPY_SRC);
+    let mut ctx = context_with_texture(
+        wgpu::TextureFormat::Rgba8Unorm,
+        wgpu::TextureUsages::empty(),
+    );
+    assert!(
+        matches!(
+            ctx.present(10, &mut dst, 40, 7, 160, ScanoutFormat::Rgba8),
+            Err(PresentError::Gpu(ref m)) if m.contains("COPY_SRC")
+        ),
+        "{:?}",
+        ctx.present(10, &mut dst, 40, 7, 160, ScanoutFormat::Rgba8)
+    );
+    let mut ctx =
+        context_with_texture(wgpu::TextureFormat::R32Float, wgpu::TextureUsages::COPY_SRC);
     assert_eq!(
         ctx.present(10, &mut dst, 4, 4, 16, ScanoutFormat::Rgba8),
         Err(PresentError::Format(wgpu::TextureFormat::R32Float))
