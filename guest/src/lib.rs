@@ -18,6 +18,7 @@
 //! panic. When the host drops the context (or the transport breaks), every device runs its
 //! lost callback and every pending callback runs, so nothing waits forever.
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod conn;
 mod objects;

@@ -6,11 +6,10 @@ use std::path::Path;
 
 use super::remedy::{self, BootLoader, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
-use crate::gpu_manager::rungs::passthrough::{guest_iommu_remedy, iommu_off};
-use crate::gpu_manager::GpuMode;
 use crate::host::HostOps;
-use crate::inventory::{CpuVendor, HostInventory, IommuKind};
-use crate::report::human_bytes;
+use crate::inventory::{human_bytes, CpuVendor, HostInventory, IommuKind};
+use crate::ladder::reasons::{guest_iommu_remedy, iommu_off};
+use crate::ladder::GpuMode;
 
 const PT: Option<GpuMode> = Some(GpuMode::Passthrough);
 

@@ -28,17 +28,18 @@ pub use argv::{qemu_argv, shell_line, GpuAttachment, VmConfig};
 pub use qemu::{find_qemu, QemuBinary, QemuError, QemuVersion};
 pub use supervise::{install_stop_signals, run, stop_requested, LaunchOutcome, StopFlag};
 
-use crate::gpu_manager::{Candidate, Target};
-use crate::gpu_mdev::{MdevType, Planned, UuidSource};
-use crate::gpu_passthrough::PassthroughPlan;
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
+use crate::ladder::{Candidate, Target};
+use crate::plan::ExitKind;
+use crate::rungs::mdev::{MdevType, Planned, UuidSource};
+use crate::rungs::passthrough::PassthroughPlan;
 
 /// The oldest QEMU whose `vhost-user-gpu-pci` starts without KVM (7.2 stops with
 /// `vhost initialization failed: requires kvm`).
-pub const VHOST_USER_GPU_TCG_QEMU: QemuVersion = QemuVersion::new(8, 0, 0);
+pub(crate) const VHOST_USER_GPU_TCG_QEMU: QemuVersion = QemuVersion::new(8, 0, 0);
 /// The first QEMU with `vhost-user-gpu-pci`.
-pub const VHOST_USER_GPU_QEMU: QemuVersion = QemuVersion::new(4, 1, 0);
+pub(crate) const VHOST_USER_GPU_QEMU: QemuVersion = QemuVersion::new(4, 1, 0);
 
 /// What the user asked for, beyond the GPU choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,10 +123,10 @@ pub enum LaunchError {
     NotAttachable(String),
     /// Planning or applying the passthrough prepare failed.
     #[error(transparent)]
-    Passthrough(#[from] crate::gpu_passthrough::PassthroughError),
+    Passthrough(#[from] crate::rungs::passthrough::PassthroughError),
     /// Planning or applying the mdev creation failed.
     #[error(transparent)]
-    Mdev(#[from] crate::gpu_mdev::MdevError),
+    Mdev(#[from] crate::rungs::mdev::MdevError),
     /// No suitable QEMU.
     #[error(transparent)]
     Qemu(#[from] QemuError),
@@ -140,27 +141,26 @@ pub enum LaunchError {
 }
 
 impl LaunchError {
-    /// The CLI's exit code for it: 3 refused/unavailable, 4 undone, 5 left changes, 1 other.
-    pub fn exit_code(&self) -> i32 {
-        use crate::cli::{EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_UNAVAILABLE, EXIT_UNDONE};
+    /// What kind of failure this is: the rung's own kind for a passthrough or mdev error
+    /// (so a bad UUID is a usage error here as in `gpu mdev-create`), unavailable for a
+    /// candidate with nothing to attach, a failure for QEMU and process steps.
+    pub fn exit_kind(&self) -> ExitKind {
         match self {
-            LaunchError::NotAttachable(_) => EXIT_UNAVAILABLE,
-            LaunchError::Passthrough(e) if e.is_refusal() => EXIT_UNAVAILABLE,
-            LaunchError::Passthrough(e) => match e.undone_fully() {
-                Some(true) => EXIT_UNDONE,
-                Some(false) => EXIT_LEFT_CHANGES,
-                None => EXIT_FAILURE,
-            },
-            LaunchError::Mdev(e) if e.left_changes() => EXIT_LEFT_CHANGES,
-            LaunchError::Mdev(crate::gpu_mdev::MdevError::StepFailed { .. }) => EXIT_UNDONE,
-            LaunchError::Mdev(_) => EXIT_UNAVAILABLE,
-            LaunchError::Qemu(_) | LaunchError::Process { .. } => EXIT_FAILURE,
+            LaunchError::NotAttachable(_) => ExitKind::Unavailable,
+            LaunchError::Passthrough(e) => e.exit_kind(),
+            LaunchError::Mdev(e) => e.exit_kind(),
+            LaunchError::Qemu(_) | LaunchError::Process { .. } => ExitKind::Failed,
         }
+    }
+
+    /// The exit code of [`LaunchError::exit_kind`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit_kind().code()
     }
 }
 
 /// The QEMU version the attachment needs under `accel`, and for what.
-pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, String)> {
+pub(crate) fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, String)> {
     match (gpu, accel) {
         (GpuAttachment::VhostUserGpu { .. }, Accel::Tcg) => Some((
             VHOST_USER_GPU_TCG_QEMU,
@@ -179,12 +179,12 @@ pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, 
 /// display in QEMU: with `display=on` QEMU 7.2 refuses to start ("vfio-display-dmabuf:
 /// opengl not available"), as an mbochs mdev in a real L2 showed (`cargo xtask
 /// nested-test`). NVIDIA vGPU and others offer no display.
-pub fn mdev_offers_display(planned: &Planned) -> bool {
+pub(crate) fn mdev_offers_display(planned: &Planned) -> bool {
     match &planned.choice {
-        crate::gpu_mdev::Choice::Mdev {
+        crate::rungs::mdev::Choice::Mdev {
             parent, mdev_type, ..
         } => region_display(parent, *mdev_type),
-        crate::gpu_mdev::Choice::NvidiaVfio { .. } => false,
+        crate::rungs::mdev::Choice::NvidiaVfio { .. } => false,
     }
 }
 
@@ -194,14 +194,37 @@ fn region_display(parent: &str, mdev_type: MdevType) -> bool {
 }
 
 /// The backend socket inside `run_dir`.
-pub fn backend_socket(run_dir: &Path) -> PathBuf {
+pub(crate) fn backend_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("gpu.sock")
 }
 
 /// Plans the launch of `candidate` (selected by the manager) on `host`: reads the host,
-/// changes nothing.
+/// changes nothing. It scans the host for the plan; a caller that holds the scan its
+/// decision was made on passes it to [`plan_launch_in`] instead.
 pub fn plan_launch(
     host: &dyn HostOps,
+    candidate: &Candidate,
+    qemu: QemuBinary,
+    accel: AccelChoice,
+    opts: &LaunchOptions,
+) -> Result<LaunchPlan, LaunchError> {
+    plan_launch_in(
+        host,
+        &HostInventory::scan(host),
+        candidate,
+        qemu,
+        accel,
+        opts,
+    )
+}
+
+/// [`plan_launch`] on `inv`, the scan the candidate was decided on (the manager's
+/// [`inventory`](crate::gpu_manager::UnifiedGpuManager::inventory)): the host is not
+/// scanned again. A passthrough plan still reads its IOMMU group afresh (the prepare-time
+/// re-check), and an mdev creation re-checks its type's room under its lock.
+pub fn plan_launch_in(
+    host: &dyn HostOps,
+    inv: &HostInventory,
     candidate: &Candidate,
     qemu: QemuBinary,
     accel: AccelChoice,
@@ -212,7 +235,7 @@ pub fn plan_launch(
             address,
             companions,
         } => {
-            let plan = crate::gpu_passthrough::plan_prepare(host, address, opts.allow_boot_vga)?;
+            let plan = crate::rungs::passthrough::plan_prepare(host, address, opts.allow_boot_vga)?;
             let mut functions = vec![*address];
             functions.extend(companions.iter().copied());
             (
@@ -226,7 +249,7 @@ pub fn plan_launch(
             )
         }
         Target::SriovVf { vf, .. } => {
-            let plan = crate::gpu_passthrough::plan_prepare(host, vf, opts.allow_boot_vga)?;
+            let plan = crate::rungs::passthrough::plan_prepare(host, vf, opts.allow_boot_vga)?;
             (
                 HostChange::Passthrough {
                     plan: Box::new(plan),
@@ -235,14 +258,14 @@ pub fn plan_launch(
             )
         }
         t @ (Target::MdevType { .. } | Target::NvidiaVgpu { .. }) => {
-            let req = crate::gpu_mdev::lifecycle::request_for_target(t, opts.mdev_uuid.clone())
+            let req = crate::rungs::mdev::lifecycle::request_for_target(t, opts.mdev_uuid.clone())
                 .ok_or_else(|| {
                     LaunchError::NotAttachable(format!(
                         "{}: no creation request for this target",
                         candidate.describe()
                     ))
                 })?;
-            let planned = crate::gpu_mdev::plan_create(&HostInventory::scan(host), &req)?;
+            let planned = crate::rungs::mdev::plan_create(inv, &req)?;
             let gpu = GpuAttachment::Mediated {
                 sysfsdev: planned.sysfs_path.clone(),
                 display: mdev_offers_display(&planned),
