@@ -78,12 +78,12 @@ pub(crate) fn texture_copy(t: &wgpu::TexelCopyTextureInfo<'_>) -> Result<Texture
 /// rows (and images), each part with its own origin and the same row pitch. A write whose
 /// layout cannot be split (no `bytes_per_row`, or data shorter than its layout says) goes as
 /// one message, and the host reports what is wrong with it.
-pub(crate) fn split_write<'d>(
+pub(crate) fn split_write(
     dst: TextureCopy,
-    data: &'d [u8],
+    data: &[u8],
     layout: wgpu::TexelCopyBufferLayout,
     size: wgpu::Extent3d,
-) -> Vec<(TextureCopy, &'d [u8], TexelLayout, wgpu::Extent3d)> {
+) -> Vec<(TextureCopy, &[u8], TexelLayout, wgpu::Extent3d)> {
     let whole = vec![(dst, data, TexelLayout::from(layout), size)];
     let Some(bpr) = layout.bytes_per_row.filter(|b| *b > 0) else {
         return whole;
