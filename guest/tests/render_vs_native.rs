@@ -304,8 +304,11 @@ fn a_rendered_scene_equals_the_native_rendering_pixel_for_pixel() {
     let want = scene(&nd, &nq);
     let got = scene(&rd, &rq);
     // The scene is what it claims: cleared border, scissored right edge, several colors.
-    assert_eq!(pixel(&want, 0, 0), [26, 26, 38, 255], "clear color");
-    assert_eq!(pixel(&want, W - 2, H / 2), [26, 26, 38, 255], "scissored");
+    // (0.1 * 255 = 25.5 rounds either way: lavapipe gives 26, NVIDIA 25.)
+    let near = |p: [u8; 4], q: [u8; 4]| p.iter().zip(q).all(|(a, b)| a.abs_diff(b) <= 1);
+    let clear = [26, 26, 38, 255];
+    assert!(near(pixel(&want, 0, 0), clear), "clear color");
+    assert!(near(pixel(&want, W - 2, H / 2), clear), "scissored");
     let distinct: std::collections::HashSet<[u8; 4]> =
         want.chunks(4).map(|p| p.try_into().unwrap()).collect();
     assert!(distinct.len() > 20, "{} colors", distinct.len());
