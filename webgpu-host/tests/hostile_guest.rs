@@ -136,6 +136,73 @@ fn garbage_and_oversized_requests_are_refused() {
     assert!(matches!(r, Reply::Refused(_)), "{r:?}");
 }
 
+#[test]
+fn a_texture_over_the_device_limits_is_refused_by_wgpu_and_costs_nothing() {
+    let mut a = host().context(Budget::default());
+    device(&mut a, 1, 2);
+    let limits = wgpu::Limits::downlevel_defaults();
+    let desc = |width, layers| webgpu_wire::gfx::TextureDesc {
+        size: wgpu::Extent3d {
+            width,
+            height: 4,
+            depth_or_array_layers: layers,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING.bits(),
+        view_formats: vec![],
+    };
+    for d in [
+        desc(limits.max_texture_dimension_2d + 1, 1),
+        desc(4, limits.max_texture_array_layers + 1),
+        desc(u32::MAX, u32::MAX),
+    ] {
+        let (r, _) = call(
+            &mut a,
+            &[
+                Command::PushErrorScope {
+                    device: 1,
+                    filter: ErrorKind::Validation,
+                },
+                Command::CreateTexture {
+                    device: 1,
+                    id: 10,
+                    label: None,
+                    desc: d,
+                },
+                Command::PopErrorScope { device: 1 },
+                Command::Release { id: 10 },
+            ],
+        );
+        assert!(matches!(r, Reply::Ok), "{r:?}");
+        assert_eq!(a.bytes_in_use(), 0);
+    }
+    // The scope saw wgpu's own error (checked before it allocates anything).
+    let (r, _) = call(
+        &mut a,
+        &[
+            Command::PushErrorScope {
+                device: 1,
+                filter: ErrorKind::Validation,
+            },
+            Command::CreateTexture {
+                device: 1,
+                id: 11,
+                label: None,
+                desc: desc(u32::MAX, 1),
+            },
+            Command::PopErrorScope { device: 1 },
+        ],
+    );
+    assert!(
+        matches!(r, Reply::Scope(Some(ref e)) if e.message.contains("Dimension")),
+        "{r:?}"
+    );
+    assert_eq!(a.bytes_in_use(), 0);
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let id = 0u64..24;
     prop_oneof![
