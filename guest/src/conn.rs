@@ -9,11 +9,19 @@ use webgpu_wire::{decode_reply, encode_request, Command, GpuError, Id, Reply, Tr
 /// Bytes of batched commands after which the batch is sent without waiting for a sync point.
 const FLUSH_BYTES: usize = 8 << 20;
 
+/// Run once when the connection is lost, with the reason (a device's lost callback).
+pub(crate) type LostHook = Box<dyn FnOnce(&str) + Send>;
+
 pub(crate) struct Conn {
     transport: Box<dyn Transport>,
     pending: Mutex<(Vec<Command>, usize)>,
     next_id: AtomicU64,
     pub(crate) handlers: Mutex<HashMap<Id, Arc<dyn wgpu::UncapturedErrorHandler>>>,
+    /// Why the host is gone (it dropped the context, or the transport broke); from then on no
+    /// request travels.
+    lost: Mutex<Option<String>>,
+    /// Per device: what to run when the connection is lost.
+    pub(crate) lost_hooks: Mutex<HashMap<Id, LostHook>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -52,6 +60,8 @@ fn size_hint(c: &Command) -> usize {
         Command::WriteBuffer { data, .. } => data.len() + 32,
         Command::UnmapBuffer { writes, .. } => writes.iter().map(|w| w.1.len() + 12).sum(),
         Command::CreateShaderModule { wgsl, .. } => wgsl.len() + 32,
+        Command::WriteTexture { data, .. } => data.len() + 64,
+        Command::FinishEncoder { commands, .. } => commands.len() * 32 + 64,
         _ => 64,
     }
 }
@@ -63,6 +73,31 @@ impl Conn {
             pending: Mutex::new((Vec::new(), 0)),
             next_id: AtomicU64::new(1),
             handlers: Mutex::new(HashMap::new()),
+            lost: Mutex::new(None),
+            lost_hooks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Why the connection is lost, if it is.
+    pub(crate) fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Marks the connection lost (once) and runs every device's lost hook.
+    fn mark_lost(&self, why: String) {
+        {
+            let mut l = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+            if l.is_some() {
+                return;
+            }
+            *l = Some(why.clone());
+        }
+        let hooks: Vec<LostHook> = {
+            let mut h = self.lost_hooks.lock().unwrap_or_else(|p| p.into_inner());
+            h.drain().map(|(_, f)| f).collect()
+        };
+        for hook in hooks {
+            hook(&why);
         }
     }
 
@@ -109,10 +144,19 @@ impl Conn {
     }
 
     fn send(&self, batch: Vec<Command>) -> Reply {
+        if let Some(why) = self.lost() {
+            return Reply::Lost(why);
+        }
         let msg = encode_request(&batch);
         let bytes = match self.transport.call(msg) {
             Ok(b) => b,
-            Err(e) => return Reply::Failed(e.to_string()),
+            Err(e) => {
+                // A transport that fails mid-call cannot be trusted to be in step any more:
+                // the host is gone for this guest.
+                let why = format!("the connection to the WebGPU host broke: {e}");
+                self.mark_lost(why.clone());
+                return Reply::Lost(why);
+            }
         };
         match decode_reply(&bytes) {
             Ok((reply, uncaptured)) => {
@@ -127,6 +171,9 @@ impl Conn {
                             message: format!("the host refused a request: {why}"),
                         },
                     );
+                }
+                if let Reply::Lost(why) = &reply {
+                    self.mark_lost(format!("the WebGPU host dropped this context: {why}"));
                 }
                 reply
             }

@@ -11,9 +11,12 @@
 //!
 //! Objects get guest-allocated ids; calls that return nothing are batched and sent at the
 //! next call that needs the host's answer (mapping, polling, popping an error scope) or at
-//! `queue.submit`. Operations outside the protocol's scope (textures, render pipelines,
-//! queries, surfaces...) report a WebGPU validation error through the device's uncaptured
-//! error handler and return invalid objects; they never panic.
+//! `queue.submit`; `write_buffer` and `write_texture` larger than 16 MiB travel in parts.
+//! Operations outside the protocol's scope (queries, render bundles, surfaces, compressed
+//! and planar texture formats, optional features...) report a WebGPU validation error
+//! through the device's uncaptured error handler and return invalid objects; they never
+//! panic. When the host drops the context (or the transport breaks), every device runs its
+//! lost callback and every pending callback runs, so nothing waits forever.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -14,6 +14,9 @@ use wgpu::custom::*;
 
 use crate::conn::{to_wgpu, Conn};
 
+mod render;
+use render::{RemotePass, CHUNK};
+
 type Callback = Box<dyn FnOnce() + Send>;
 type Callbacks = Mutex<Vec<Callback>>;
 
@@ -41,6 +44,26 @@ struct DevShared {
     /// `on_submitted_work_done` callbacks and the submission count they wait for.
     done: Mutex<Vec<(u64, Callback)>>,
     submitted: AtomicU64,
+    /// The program's device-lost callback.
+    lost: Mutex<Option<BoxDeviceLostCallback>>,
+}
+
+impl DevShared {
+    /// The device is lost: its lost callback runs, and so does every callback still waiting
+    /// (their work will never complete), so nothing waits forever.
+    fn lose(&self, reason: wgpu::DeviceLostReason, why: &str) {
+        if let Some(cb) = lock(&self.lost).take() {
+            cb(reason, why.to_owned());
+        }
+        let ready: Vec<_> = std::mem::take(&mut *lock(&self.ready));
+        for cb in ready {
+            cb();
+        }
+        let done: Vec<_> = std::mem::take(&mut *lock(&self.done));
+        for (_, cb) in done {
+            cb();
+        }
+    }
 }
 
 impl std::fmt::Debug for DevShared {
@@ -156,7 +179,7 @@ impl Drop for ComputePass {
     }
 }
 
-/// A render pass or bundle encoder: not in this protocol version; records nothing.
+/// A surface or render bundle encoder: not in this protocol version; records nothing.
 #[derive(Debug)]
 struct Unsupported;
 
@@ -265,6 +288,15 @@ impl AdapterInterface for RemoteAdapter {
         }) {
             Reply::Device(limits) => {
                 let shared = Arc::new(DevShared::default());
+                let weak = Arc::downgrade(&shared);
+                lock(&self.conn.lost_hooks).insert(
+                    device,
+                    Box::new(move |why: &str| {
+                        if let Some(s) = weak.upgrade() {
+                            s.lose(wgpu::DeviceLostReason::Unknown, why);
+                        }
+                    }),
+                );
                 Ok((
                     DispatchDevice::custom(RemoteDevice {
                         conn: Arc::clone(&self.conn),
@@ -282,7 +314,9 @@ impl AdapterInterface for RemoteAdapter {
                     }),
                 ))
             }
-            Reply::Failed(m) | Reply::Refused(m) => Err(wgpu::RequestDeviceError::from_message(m)),
+            Reply::Failed(m) | Reply::Refused(m) | Reply::Lost(m) => {
+                Err(wgpu::RequestDeviceError::from_message(m))
+            }
             other => Err(wgpu::RequestDeviceError::from_message(format!(
                 "unexpected reply {other:?}"
             ))),
@@ -307,11 +341,16 @@ impl AdapterInterface for RemoteAdapter {
     }
     fn get_texture_format_features(
         &self,
-        _format: wgpu::TextureFormat,
+        format: wgpu::TextureFormat,
     ) -> wgpu::TextureFormatFeatures {
-        wgpu::TextureFormatFeatures {
-            allowed_usages: wgpu::TextureUsages::empty(),
-            flags: wgpu::TextureFormatFeatureFlags::empty(),
+        // What WebGPU guarantees without optional features (the protocol offers none).
+        if webgpu_wire::gfx::format_supported(format) {
+            format.guaranteed_format_features(wgpu::Features::empty())
+        } else {
+            wgpu::TextureFormatFeatures {
+                allowed_usages: wgpu::TextureUsages::empty(),
+                flags: wgpu::TextureFormatFeatureFlags::empty(),
+            }
         }
     }
     fn get_presentation_timestamp(&self) -> wgpu::PresentationTimestamp {
@@ -417,9 +456,32 @@ impl DeviceInterface for RemoteDevice {
                     has_dynamic_offset,
                     min_binding_size: min_binding_size.map(|v| v.get()),
                 },
-                _ => {
+                wgpu::BindingType::Sampler(t) => BindingType::Sampler(t),
+                wgpu::BindingType::Texture {
+                    sample_type,
+                    view_dimension,
+                    multisampled,
+                } => BindingType::Texture {
+                    sample_type,
+                    view_dimension,
+                    multisampled,
+                },
+                wgpu::BindingType::StorageTexture {
+                    access,
+                    format,
+                    view_dimension,
+                } if webgpu_wire::gfx::format_supported(format)
+                    && webgpu_wire::gfx::storage_access_supported(access) =>
+                {
+                    BindingType::StorageTexture {
+                        access,
+                        format,
+                        view_dimension,
+                    }
+                }
+                other => {
                     return DispatchBindGroupLayout::custom(
-                        self.unsupported("a binding type other than a buffer"),
+                        self.unsupported(&format!("binding type {other:?}")),
                     )
                 }
             };
@@ -449,9 +511,13 @@ impl DeviceInterface for RemoteDevice {
                     offset: b.offset,
                     size: b.size.map(|s| s.get()),
                 },
+                wgpu::BindingResource::Sampler(x) => BindingResource::Sampler(render::id_of(*x)),
+                wgpu::BindingResource::TextureView(v) => {
+                    BindingResource::TextureView(render::id_of(*v))
+                }
                 _ => {
                     return DispatchBindGroup::custom(
-                        self.unsupported("a bound resource other than a buffer"),
+                        self.unsupported("binding arrays and acceleration structures"),
                     )
                 }
             };
@@ -492,9 +558,23 @@ impl DeviceInterface for RemoteDevice {
 
     fn create_render_pipeline(
         &self,
-        _desc: &wgpu::RenderPipelineDescriptor<'_>,
+        desc: &wgpu::RenderPipelineDescriptor<'_>,
     ) -> DispatchRenderPipeline {
-        DispatchRenderPipeline::custom(self.unsupported("render pipelines"))
+        if desc.multiview_mask.is_some() {
+            return DispatchRenderPipeline::custom(self.unsupported("multiview"));
+        }
+        let wire = match render::pipeline_desc(desc) {
+            Ok(d) => d,
+            Err(what) => return DispatchRenderPipeline::custom(self.unsupported(&what)),
+        };
+        let id = self.conn.id();
+        self.conn.push(Command::CreateRenderPipeline {
+            device: self.id,
+            id,
+            label: label(desc.label),
+            desc: Box::new(wire),
+        });
+        DispatchRenderPipeline::custom(self.obj(id))
     }
 
     fn create_mesh_pipeline(
@@ -557,8 +637,29 @@ impl DeviceInterface for RemoteDevice {
         })
     }
 
-    fn create_texture(&self, _desc: &wgpu::TextureDescriptor<'_>) -> DispatchTexture {
-        DispatchTexture::custom(self.unsupported("textures"))
+    fn create_texture(&self, desc: &wgpu::TextureDescriptor<'_>) -> DispatchTexture {
+        if let Some(f) = std::iter::once(&desc.format)
+            .chain(desc.view_formats)
+            .find(|f| !webgpu_wire::gfx::format_supported(**f))
+        {
+            return DispatchTexture::custom(self.unsupported(&format!("texture format {f:?}")));
+        }
+        let id = self.conn.id();
+        self.conn.push(Command::CreateTexture {
+            device: self.id,
+            id,
+            label: label(desc.label),
+            desc: webgpu_wire::gfx::TextureDesc {
+                size: desc.size,
+                mip_level_count: desc.mip_level_count,
+                sample_count: desc.sample_count,
+                dimension: desc.dimension,
+                format: desc.format,
+                usage: desc.usage.bits(),
+                view_formats: desc.view_formats.to_vec(),
+            },
+        });
+        DispatchTexture::custom(self.obj(id))
     }
 
     fn create_external_texture(
@@ -584,8 +685,15 @@ impl DeviceInterface for RemoteDevice {
         DispatchTlas::custom(self.unsupported("acceleration structures"))
     }
 
-    fn create_sampler(&self, _desc: &wgpu::SamplerDescriptor<'_>) -> DispatchSampler {
-        DispatchSampler::custom(self.unsupported("samplers"))
+    fn create_sampler(&self, desc: &wgpu::SamplerDescriptor<'_>) -> DispatchSampler {
+        let id = self.conn.id();
+        self.conn.push(Command::CreateSampler {
+            device: self.id,
+            id,
+            label: label(desc.label),
+            desc: desc.clone().map_label(|_| ()),
+        });
+        DispatchSampler::custom(self.obj(id))
     }
 
     fn create_query_set(&self, _desc: &wgpu::QuerySetDescriptor<'_>) -> DispatchQuerySet {
@@ -612,7 +720,13 @@ impl DeviceInterface for RemoteDevice {
         DispatchRenderBundleEncoder::custom(Unsupported)
     }
 
-    fn set_device_lost_callback(&self, _callback: BoxDeviceLostCallback) {}
+    fn set_device_lost_callback(&self, callback: BoxDeviceLostCallback) {
+        match self.conn.lost() {
+            // Lost already: like wgpu-core, the callback runs at once.
+            Some(why) => callback(wgpu::DeviceLostReason::Unknown, why),
+            None => *lock(&self.shared.lost) = Some(callback),
+        }
+    }
 
     fn on_uncaptured_error(&self, handler: Arc<dyn wgpu::UncapturedErrorHandler>) {
         lock(&self.conn.handlers).insert(self.id, handler);
@@ -634,7 +748,7 @@ impl DeviceInterface for RemoteDevice {
         self.scopes.fetch_sub(1, Ordering::Relaxed);
         let e = match self.conn.call(Command::PopErrorScope { device: self.id }) {
             Reply::Scope(e) => e.map(to_wgpu),
-            Reply::Failed(m) | Reply::Refused(m) => Some(to_wgpu(GpuError {
+            Reply::Failed(m) | Reply::Refused(m) | Reply::Lost(m) => Some(to_wgpu(GpuError {
                 kind: ErrorKind::Internal,
                 message: m,
             })),
@@ -668,6 +782,12 @@ impl DeviceInterface for RemoteDevice {
                     wgpu::PollStatus::Poll
                 })
             }
+            // A lost device has nothing left to wait for: every callback runs (a map asked
+            // for after the loss fails here).
+            Reply::Lost(_) => {
+                self.run_callbacks(u64::MAX);
+                Ok(wgpu::PollStatus::QueueEmpty)
+            }
             _ => {
                 self.run_callbacks(0);
                 Err(wgpu::PollError::Timeout)
@@ -686,12 +806,15 @@ impl DeviceInterface for RemoteDevice {
     fn destroy(&self) {
         self.conn.push(Command::DestroyDevice { device: self.id });
         self.conn.flush();
+        self.shared
+            .lose(wgpu::DeviceLostReason::Destroyed, "Device destroyed");
     }
 }
 
 impl Drop for RemoteDevice {
     fn drop(&mut self) {
         lock(&self.conn.handlers).remove(&self.id);
+        lock(&self.conn.lost_hooks).remove(&self.id);
         self.conn.push(Command::Release { id: self.id });
     }
 }
@@ -704,12 +827,22 @@ impl Drop for RemoteQueue {
 
 impl QueueInterface for RemoteQueue {
     fn write_buffer(&self, buffer: &DispatchBuffer, offset: wgpu::BufferAddress, data: &[u8]) {
-        self.conn.push(Command::WriteBuffer {
-            queue: self.id,
-            buffer: buf_id(buffer),
-            offset,
-            data: data.to_vec(),
-        });
+        // A message carries at most 64 MiB: larger writes travel in parts, in order.
+        let buffer = buf_id(buffer);
+        let mut at = 0;
+        loop {
+            let part = &data[at..data.len().min(at + CHUNK)];
+            self.conn.push(Command::WriteBuffer {
+                queue: self.id,
+                buffer,
+                offset: offset.saturating_add(at as u64),
+                data: part.to_vec(),
+            });
+            at += part.len();
+            if at >= data.len() {
+                break;
+            }
+        }
     }
 
     fn create_staging_buffer(&self, size: wgpu::BufferSize) -> Option<DispatchQueueWriteBuffer> {
@@ -740,12 +873,24 @@ impl QueueInterface for RemoteQueue {
 
     fn write_texture(
         &self,
-        _texture: wgpu::TexelCopyTextureInfo<'_>,
-        _data: &[u8],
-        _data_layout: wgpu::TexelCopyBufferLayout,
-        _size: wgpu::Extent3d,
+        texture: wgpu::TexelCopyTextureInfo<'_>,
+        data: &[u8],
+        data_layout: wgpu::TexelCopyBufferLayout,
+        size: wgpu::Extent3d,
     ) {
-        self.conn.unsupported(self.device, "write_texture");
+        let dst = match render::texture_copy(&texture) {
+            Ok(d) => d,
+            Err(what) => return self.conn.unsupported(self.device, &what),
+        };
+        for (dst, data, layout, size) in render::split_write(dst, data, data_layout, size) {
+            self.conn.push(Command::WriteTexture {
+                queue: self.id,
+                dst,
+                data: data.to_vec(),
+                layout,
+                size,
+            });
+        }
     }
 
     fn submit(&self, command_buffers: &mut dyn Iterator<Item = DispatchCommandBuffer>) -> u64 {
@@ -822,11 +967,41 @@ impl CommandBufferInterface for Obj {}
 impl RenderBundleInterface for Obj {}
 impl TlasInterface for Obj {}
 impl TextureInterface for Obj {
-    fn create_view(&self, _desc: &wgpu::TextureViewDescriptor<'_>) -> DispatchTextureView {
-        self.conn.unsupported(self.device, "texture views");
-        DispatchTextureView::custom(Obj::new(&self.conn, 0, self.device))
+    fn create_view(&self, desc: &wgpu::TextureViewDescriptor<'_>) -> DispatchTextureView {
+        let unsupported = |what: String| {
+            self.conn.unsupported(self.device, &what);
+            DispatchTextureView::custom(Obj::new(&self.conn, 0, self.device))
+        };
+        if let Some(f) = desc
+            .format
+            .filter(|f| !webgpu_wire::gfx::format_supported(*f))
+        {
+            return unsupported(format!("texture format {f:?}"));
+        }
+        if !render::aspect_supported(desc.aspect) {
+            return unsupported(format!("texture aspect {:?}", desc.aspect));
+        }
+        let id = self.conn.id();
+        self.conn.push(Command::CreateTextureView {
+            texture: self.id,
+            id,
+            label: label(desc.label),
+            desc: webgpu_wire::gfx::TextureViewDesc {
+                format: desc.format,
+                dimension: desc.dimension,
+                usage: desc.usage.map(|u| u.bits()),
+                aspect: desc.aspect,
+                base_mip_level: desc.base_mip_level,
+                mip_level_count: desc.mip_level_count,
+                base_array_layer: desc.base_array_layer,
+                array_layer_count: desc.array_layer_count,
+            },
+        });
+        DispatchTextureView::custom(Obj::new(&self.conn, id, self.device))
     }
-    fn destroy(&self) {}
+    fn destroy(&self) {
+        self.conn.push(Command::DestroyTexture { texture: self.id });
+    }
 }
 impl ExternalTextureInterface for Obj {
     fn destroy(&self) {}
@@ -848,9 +1023,14 @@ impl PipelineCacheInterface for Obj {
     }
 }
 impl RenderPipelineInterface for Obj {
-    fn get_bind_group_layout(&self, _index: u32) -> DispatchBindGroupLayout {
-        self.conn.unsupported(self.device, "render pipelines");
-        DispatchBindGroupLayout::custom(Obj::new(&self.conn, 0, self.device))
+    fn get_bind_group_layout(&self, index: u32) -> DispatchBindGroupLayout {
+        let id = self.conn.id();
+        self.conn.push(Command::GetBindGroupLayout {
+            pipeline: self.id,
+            index,
+            id,
+        });
+        DispatchBindGroupLayout::custom(Obj::new(&self.conn, id, self.device))
     }
 }
 impl ComputePipelineInterface for Obj {
@@ -996,27 +1176,48 @@ impl CommandEncoderInterface for Encoder {
     }
     fn copy_buffer_to_texture(
         &self,
-        _s: wgpu::TexelCopyBufferInfo<'_>,
-        _d: wgpu::TexelCopyTextureInfo<'_>,
-        _size: wgpu::Extent3d,
+        s: wgpu::TexelCopyBufferInfo<'_>,
+        d: wgpu::TexelCopyTextureInfo<'_>,
+        size: wgpu::Extent3d,
     ) {
-        self.conn.unsupported(self.device, "texture copies");
+        match render::texture_copy(&d) {
+            Ok(dst) => self.push(EncoderCommand::CopyBufferToTexture {
+                src: render::id_of(s.buffer),
+                layout: s.layout.into(),
+                dst,
+                size,
+            }),
+            Err(what) => self.conn.unsupported(self.device, &what),
+        }
     }
     fn copy_texture_to_buffer(
         &self,
-        _s: wgpu::TexelCopyTextureInfo<'_>,
-        _d: wgpu::TexelCopyBufferInfo<'_>,
-        _size: wgpu::Extent3d,
+        s: wgpu::TexelCopyTextureInfo<'_>,
+        d: wgpu::TexelCopyBufferInfo<'_>,
+        size: wgpu::Extent3d,
     ) {
-        self.conn.unsupported(self.device, "texture copies");
+        match render::texture_copy(&s) {
+            Ok(src) => self.push(EncoderCommand::CopyTextureToBuffer {
+                src,
+                dst: render::id_of(d.buffer),
+                layout: d.layout.into(),
+                size,
+            }),
+            Err(what) => self.conn.unsupported(self.device, &what),
+        }
     }
     fn copy_texture_to_texture(
         &self,
-        _s: wgpu::TexelCopyTextureInfo<'_>,
-        _d: wgpu::TexelCopyTextureInfo<'_>,
-        _size: wgpu::Extent3d,
+        s: wgpu::TexelCopyTextureInfo<'_>,
+        d: wgpu::TexelCopyTextureInfo<'_>,
+        size: wgpu::Extent3d,
     ) {
-        self.conn.unsupported(self.device, "texture copies");
+        match (render::texture_copy(&s), render::texture_copy(&d)) {
+            (Ok(src), Ok(dst)) => {
+                self.push(EncoderCommand::CopyTextureToTexture { src, dst, size })
+            }
+            (Err(what), _) | (_, Err(what)) => self.conn.unsupported(self.device, &what),
+        }
     }
 
     fn begin_compute_pass(&self, desc: &wgpu::ComputePassDescriptor<'_>) -> DispatchComputePass {
@@ -1030,9 +1231,13 @@ impl CommandEncoderInterface for Encoder {
             cmds: Arc::clone(&self.cmds),
         })
     }
-    fn begin_render_pass(&self, _desc: &wgpu::RenderPassDescriptor<'_>) -> DispatchRenderPass {
-        self.conn.unsupported(self.device, "render passes");
-        DispatchRenderPass::custom(Unsupported)
+    fn begin_render_pass(&self, desc: &wgpu::RenderPassDescriptor<'_>) -> DispatchRenderPass {
+        DispatchRenderPass::custom(RemotePass::begin(
+            Arc::clone(&self.conn),
+            self.device,
+            Arc::clone(&self.cmds),
+            desc,
+        ))
     }
     fn finish(&mut self) -> DispatchCommandBuffer {
         let id = self.conn.id();
@@ -1188,91 +1393,7 @@ impl SurfaceOutputDetailInterface for Unsupported {
     fn texture_release(&self) {}
 }
 
-/// Render passes and bundle encoders: every call is dropped (their creation already reported
-/// the error).
-impl RenderPassInterface for Unsupported {
-    fn set_pipeline(&mut self, _p: &DispatchRenderPipeline) {}
-    fn set_bind_group(&mut self, _i: u32, _g: Option<&DispatchBindGroup>, _o: &[u32]) {}
-    fn set_index_buffer(
-        &mut self,
-        _b: &DispatchBuffer,
-        _f: wgpu::IndexFormat,
-        _o: wgpu::BufferAddress,
-        _s: Option<wgpu::BufferSize>,
-    ) {
-    }
-    fn set_vertex_buffer(
-        &mut self,
-        _slot: u32,
-        _b: Option<&DispatchBuffer>,
-        _o: wgpu::BufferAddress,
-        _s: Option<wgpu::BufferSize>,
-    ) {
-    }
-    fn set_immediates(&mut self, _o: u32, _d: &[u8]) {}
-    fn set_blend_constant(&mut self, _c: wgpu::Color) {}
-    fn set_scissor_rect(&mut self, _x: u32, _y: u32, _w: u32, _h: u32) {}
-    fn set_viewport(&mut self, _x: f32, _y: f32, _w: f32, _h: f32, _a: f32, _b: f32) {}
-    fn set_stencil_reference(&mut self, _r: u32) {}
-    fn draw(&mut self, _v: Range<u32>, _i: Range<u32>) {}
-    fn draw_indexed(&mut self, _i: Range<u32>, _b: i32, _n: Range<u32>) {}
-    fn draw_mesh_tasks(&mut self, _x: u32, _y: u32, _z: u32) {}
-    fn draw_indirect(&mut self, _b: &DispatchBuffer, _o: wgpu::BufferAddress) {}
-    fn draw_indexed_indirect(&mut self, _b: &DispatchBuffer, _o: wgpu::BufferAddress) {}
-    fn draw_mesh_tasks_indirect(&mut self, _b: &DispatchBuffer, _o: wgpu::BufferAddress) {}
-    fn multi_draw_indirect(&mut self, _b: &DispatchBuffer, _o: wgpu::BufferAddress, _c: u32) {}
-    fn multi_draw_indexed_indirect(
-        &mut self,
-        _b: &DispatchBuffer,
-        _o: wgpu::BufferAddress,
-        _c: u32,
-    ) {
-    }
-    fn multi_draw_indirect_count(
-        &mut self,
-        _b: &DispatchBuffer,
-        _o: wgpu::BufferAddress,
-        _cb: &DispatchBuffer,
-        _co: wgpu::BufferAddress,
-        _m: u32,
-    ) {
-    }
-    fn multi_draw_mesh_tasks_indirect(
-        &mut self,
-        _b: &DispatchBuffer,
-        _o: wgpu::BufferAddress,
-        _c: u32,
-    ) {
-    }
-    fn multi_draw_indexed_indirect_count(
-        &mut self,
-        _b: &DispatchBuffer,
-        _o: wgpu::BufferAddress,
-        _cb: &DispatchBuffer,
-        _co: wgpu::BufferAddress,
-        _m: u32,
-    ) {
-    }
-    fn multi_draw_mesh_tasks_indirect_count(
-        &mut self,
-        _b: &DispatchBuffer,
-        _o: wgpu::BufferAddress,
-        _cb: &DispatchBuffer,
-        _co: wgpu::BufferAddress,
-        _m: u32,
-    ) {
-    }
-    fn insert_debug_marker(&mut self, _l: &str) {}
-    fn push_debug_group(&mut self, _l: &str) {}
-    fn pop_debug_group(&mut self) {}
-    fn write_timestamp(&mut self, _q: &DispatchQuerySet, _i: u32) {}
-    fn begin_occlusion_query(&mut self, _i: u32) {}
-    fn end_occlusion_query(&mut self) {}
-    fn begin_pipeline_statistics_query(&mut self, _q: &DispatchQuerySet, _i: u32) {}
-    fn end_pipeline_statistics_query(&mut self) {}
-    fn execute_bundles(&mut self, _b: &mut dyn Iterator<Item = &DispatchRenderBundle>) {}
-}
-
+/// Render bundle encoders: every call is dropped (creating one already reported the error).
 impl RenderBundleEncoderInterface for Unsupported {
     fn set_pipeline(&mut self, _p: &DispatchRenderPipeline) {}
     fn set_bind_group(&mut self, _i: u32, _g: Option<&DispatchBindGroup>, _o: &[u32]) {}

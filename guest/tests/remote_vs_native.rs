@@ -375,15 +375,23 @@ fn unsupported_operations_report_an_error_instead_of_panicking() {
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
+        format: wgpu::TextureFormat::Bc1RgbaUnorm,
         usage: wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
+    let _q = rd.create_query_set(&wgpu::QuerySetDescriptor {
+        label: None,
+        ty: wgpu::QueryType::Occlusion,
+        count: 4,
+    });
     let seen = seen.lock().unwrap();
-    assert!(
-        seen.iter().any(|m| m.contains("textures is not supported")),
-        "{seen:?}"
-    );
+    for what in ["texture format Bc1RgbaUnorm", "query sets"] {
+        assert!(
+            seen.iter()
+                .any(|m| m.contains(&format!("{what} is not supported"))),
+            "{seen:?}"
+        );
+    }
 }
 
 #[test]

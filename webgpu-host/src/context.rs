@@ -15,7 +15,7 @@ use webgpu_wire::{
 pub struct Budget {
     /// Live objects (devices, buffers, modules, layouts, pipelines, command buffers...).
     pub max_objects: usize,
-    /// Bytes of buffers (and, later, textures) alive at once.
+    /// Bytes of buffers and textures alive at once.
     pub max_bytes: u64,
     /// Submissions not yet completed on the GPU, per device.
     pub max_in_flight: u64,
@@ -71,6 +71,10 @@ pub(crate) enum Object {
     PipelineLayout(wgpu::PipelineLayout),
     ComputePipeline(wgpu::ComputePipeline),
     CommandBuffer(wgpu::CommandBuffer),
+    Texture(wgpu::Texture),
+    TextureView(wgpu::TextureView),
+    Sampler(wgpu::Sampler),
+    RenderPipeline(wgpu::RenderPipeline),
 }
 
 impl Object {
@@ -85,6 +89,10 @@ impl Object {
             Object::PipelineLayout(_) => "pipeline layout",
             Object::ComputePipeline(_) => "compute pipeline",
             Object::CommandBuffer(_) => "command buffer",
+            Object::Texture(_) => "texture",
+            Object::TextureView(_) => "texture view",
+            Object::Sampler(_) => "sampler",
+            Object::RenderPipeline(_) => "render pipeline",
         }
     }
 }
@@ -111,6 +119,9 @@ pub struct Context {
     pub(crate) sink: Arc<Mutex<Vec<(Id, GpuError)>>>,
     uncaptured: Vec<(Id, GpuError)>,
     uncaptured_dropped: u64,
+    /// Set when the host dropped the context: why. Every later request is answered
+    /// [`Reply::Lost`].
+    lost: Option<String>,
 }
 
 /// A failure of one command, as the guest will see it.
@@ -152,10 +163,26 @@ impl Context {
             sink: Arc::new(Mutex::new(Vec::new())),
             uncaptured: Vec::new(),
             uncaptured_dropped: 0,
+            lost: None,
         }
     }
 
-    /// Bytes of buffers this context holds now.
+    /// Drops every object of this context (its devices, and everything on them): the guest's
+    /// devices are lost. Every later request is answered [`Reply::Lost`] with `reason`, which
+    /// the guest library turns into its devices' lost callbacks.
+    pub fn close(&mut self, reason: &str) {
+        self.objects.clear();
+        self.bytes = 0;
+        self.uncaptured.clear();
+        self.lost = Some(reason.to_owned());
+    }
+
+    /// Whether [`Context::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lost.is_some()
+    }
+
+    /// Bytes of buffers and textures this context holds now.
     pub fn bytes_in_use(&self) -> u64 {
         self.bytes
     }
@@ -173,6 +200,9 @@ impl Context {
     /// Runs one framed request and returns the framed reply. Never panics: a request that
     /// cannot be decoded is refused as a whole; a command that fails becomes a WebGPU error.
     pub fn handle(&mut self, request: &[u8]) -> Vec<u8> {
+        if let Some(why) = &self.lost {
+            return encode_reply(&Reply::Lost(why.clone()), &[]);
+        }
         if request.len() > HEADER_LEN + MAX_MESSAGE {
             return self.reply(Reply::Refused(format!(
                 "request of {} bytes is over the protocol's limit of {MAX_MESSAGE}",
@@ -293,6 +323,11 @@ impl Context {
             C::GetCompilationInfo { module } => owner(module),
             C::GetBindGroupLayout { pipeline, .. } => owner(pipeline),
             C::Release { id } => owner(id),
+            C::CreateTexture { device, .. }
+            | C::CreateSampler { device, .. }
+            | C::CreateRenderPipeline { device, .. } => Some(*device),
+            C::DestroyTexture { texture } | C::CreateTextureView { texture, .. } => owner(texture),
+            C::WriteTexture { queue, .. } => owner(queue),
         }
     }
 }

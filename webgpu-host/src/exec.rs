@@ -18,34 +18,13 @@ use crate::context::{
     from_wgpu, oom, validation, BufferState, CmdResult, Context, DeviceState, Entry, Object,
 };
 
-macro_rules! get {
-    ($self:ident, $id:expr, $variant:ident) => {
-        match $self.objects.get(&$id) {
-            Some(Entry {
-                obj: Object::$variant(x),
-                ..
-            }) => Ok(x),
-            Some(e) => Err(validation(format!(
-                "id {} is a {}, not a {}",
-                $id,
-                e.obj.kind(),
-                stringify!($variant)
-            ))),
-            None => Err(validation(format!(
-                "id {} names no live object of this context",
-                $id
-            ))),
-        }
-    };
-}
-
-fn label(l: &Option<String>) -> Option<&str> {
+pub(crate) fn label(l: &Option<String>) -> Option<&str> {
     l.as_deref()
 }
 
 impl Context {
     /// Checks that `id` may name a new object costing `bytes`.
-    fn reserve(&self, id: Id, bytes: u64) -> Result<(), webgpu_wire::GpuError> {
+    pub(crate) fn reserve(&self, id: Id, bytes: u64) -> Result<(), webgpu_wire::GpuError> {
         if id == 0 || self.objects.contains_key(&id) {
             return Err(validation(format!(
                 "object id {id} is zero or already in use in this context"
@@ -67,16 +46,16 @@ impl Context {
         Ok(())
     }
 
-    fn insert(&mut self, device: Id, id: Id, bytes: u64, obj: Object) {
+    pub(crate) fn insert(&mut self, device: Id, id: Id, bytes: u64, obj: Object) {
         self.bytes += bytes;
         self.objects.insert(id, Entry { device, bytes, obj });
     }
 
-    fn device(&self, id: Id) -> Result<&DeviceState, webgpu_wire::GpuError> {
+    pub(crate) fn device(&self, id: Id) -> Result<&DeviceState, webgpu_wire::GpuError> {
         get!(self, id, Device).map(|d| &**d)
     }
 
-    fn device_mut(&mut self, id: Id) -> Result<&mut DeviceState, webgpu_wire::GpuError> {
+    pub(crate) fn device_mut(&mut self, id: Id) -> Result<&mut DeviceState, webgpu_wire::GpuError> {
         match self.objects.get_mut(&id) {
             Some(Entry {
                 obj: Object::Device(d),
@@ -89,12 +68,12 @@ impl Context {
     }
 
     /// The device a queue belongs to.
-    fn queue_device(&self, queue: Id) -> Result<Id, webgpu_wire::GpuError> {
+    pub(crate) fn queue_device(&self, queue: Id) -> Result<Id, webgpu_wire::GpuError> {
         get!(self, queue, Queue)?;
         Ok(self.objects[&queue].device)
     }
 
-    fn buffer(&self, id: Id) -> Result<&wgpu::Buffer, webgpu_wire::GpuError> {
+    pub(crate) fn buffer(&self, id: Id) -> Result<&wgpu::Buffer, webgpu_wire::GpuError> {
         get!(self, id, Buffer).map(|b| &b.buffer)
     }
 
@@ -294,6 +273,25 @@ impl Context {
                             has_dynamic_offset: *has_dynamic_offset,
                             min_binding_size: nonzero64(*min_binding_size, "min_binding_size")?,
                         },
+                        BindingType::Sampler(t) => wgpu::BindingType::Sampler(*t),
+                        BindingType::Texture {
+                            sample_type,
+                            view_dimension,
+                            multisampled,
+                        } => wgpu::BindingType::Texture {
+                            sample_type: *sample_type,
+                            view_dimension: *view_dimension,
+                            multisampled: *multisampled,
+                        },
+                        BindingType::StorageTexture {
+                            access,
+                            format,
+                            view_dimension,
+                        } => wgpu::BindingType::StorageTexture {
+                            access: *access,
+                            format: *format,
+                            view_dimension: *view_dimension,
+                        },
                     };
                     let count = match e.count {
                         None => None,
@@ -327,32 +325,30 @@ impl Context {
             } => {
                 self.reserve(id, 0)?;
                 let layout = get!(self, layout, BindGroupLayout)?;
-                let mut bufs = Vec::with_capacity(entries.len());
+                let mut wentries = Vec::with_capacity(entries.len());
                 for e in &entries {
-                    match &e.resource {
+                    let resource = match &e.resource {
                         BindingResource::Buffer {
                             buffer,
                             offset,
                             size,
-                        } => bufs.push((
-                            self.buffer(*buffer)?,
-                            *offset,
-                            nonzero64(*size, "binding size")?,
-                        )),
-                    }
-                }
-                let wentries: Vec<wgpu::BindGroupEntry> = entries
-                    .iter()
-                    .zip(&bufs)
-                    .map(|(e, (b, offset, size))| wgpu::BindGroupEntry {
-                        binding: e.binding,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: b,
+                        } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: self.buffer(*buffer)?,
                             offset: *offset,
-                            size: *size,
+                            size: nonzero64(*size, "binding size")?,
                         }),
-                    })
-                    .collect();
+                        BindingResource::Sampler(s) => {
+                            wgpu::BindingResource::Sampler(get!(self, *s, Sampler)?)
+                        }
+                        BindingResource::TextureView(v) => {
+                            wgpu::BindingResource::TextureView(get!(self, *v, TextureView)?)
+                        }
+                    };
+                    wentries.push(wgpu::BindGroupEntry {
+                        binding: e.binding,
+                        resource,
+                    });
+                }
                 let bg =
                     self.device(device)?
                         .device
@@ -430,7 +426,13 @@ impl Context {
             } => {
                 self.reserve(id, 0)?;
                 let dev = self.objects.get(&pipeline).map(|e| e.device).unwrap_or(0);
-                let bgl = get!(self, pipeline, ComputePipeline)?.get_bind_group_layout(index);
+                let bgl = match self.objects.get(&pipeline) {
+                    Some(Entry {
+                        obj: Object::RenderPipeline(p),
+                        ..
+                    }) => p.get_bind_group_layout(index),
+                    _ => get!(self, pipeline, ComputePipeline)?.get_bind_group_layout(index),
+                };
                 self.insert(dev, id, 0, Object::BindGroupLayout(bgl));
                 Ok(Reply::Ok)
             }
@@ -454,6 +456,52 @@ impl Context {
                 queue,
                 command_buffers,
             } => self.submit(queue, command_buffers),
+            Command::CreateTexture {
+                device,
+                id,
+                label: l,
+                desc,
+            } => self.create_texture(device, id, l, desc),
+            Command::DestroyTexture { texture } => {
+                get!(self, texture, Texture)?.destroy();
+                if let Some(e) = self.objects.get_mut(&texture) {
+                    self.bytes -= e.bytes;
+                    e.bytes = 0;
+                }
+                Ok(Reply::Ok)
+            }
+            Command::CreateTextureView {
+                texture,
+                id,
+                label: l,
+                desc,
+            } => self.create_view(texture, id, l, desc),
+            Command::CreateSampler {
+                device,
+                id,
+                label: l,
+                desc,
+            } => self.create_sampler(device, id, l, desc),
+            Command::WriteTexture {
+                queue,
+                dst,
+                data,
+                layout,
+                size,
+            } => {
+                let dev = self.queue_device(queue)?;
+                let dst = self.texture_copy(&dst)?;
+                self.device(dev)?
+                    .queue
+                    .write_texture(dst, &data, layout.into(), size);
+                Ok(Reply::Ok)
+            }
+            Command::CreateRenderPipeline {
+                device,
+                id,
+                label: l,
+                desc,
+            } => self.create_render_pipeline(device, id, l, *desc),
             Command::Release { id } => match self.objects.remove(&id) {
                 Some(e) => {
                     self.bytes -= e.bytes;
@@ -540,6 +588,14 @@ impl Context {
                     state.size
                 ))
             })?;
+        // The reply carries the range: it must fit in one message.
+        if size > (webgpu_wire::MAX_MESSAGE - 4096) as u64 {
+            return Err(validation(format!(
+                "map range of {size} bytes is over the protocol's limit of {} bytes per \
+                 mapping; map the buffer in parts",
+                webgpu_wire::MAX_MESSAGE - 4096
+            )));
+        }
         let b = state.buffer.clone();
         let device = self.device(dev)?.device.clone();
         let result: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
@@ -556,11 +612,14 @@ impl Context {
         device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| validation(format!("device.poll failed while mapping: {e}")))?;
+        // Like native wgpu, a mapping that fails in its callback (the buffer is already
+        // mapped, or destroyed) tells only the callback; whatever wgpu-core reported as an
+        // error already went to the scopes through the device's handler.
         let outcome = result.lock().ok().and_then(|mut s| s.take());
         match outcome {
             Some(Ok(())) => {}
-            Some(Err(e)) => return Err(validation(format!("buffer mapping failed: {e}"))),
-            None => return Err(validation("buffer mapping did not complete")),
+            Some(Err(e)) => return Ok(Reply::Failed(format!("buffer mapping failed: {e}"))),
+            None => return Ok(Reply::Failed("buffer mapping did not complete".into())),
         }
         // The guest's view starts from the buffer's current contents in both modes: bytes
         // the guest does not write keep their value.
@@ -716,11 +775,48 @@ impl Context {
                 EncoderCommand::PushDebugGroup(s) => enc.push_debug_group(s),
                 EncoderCommand::PopDebugGroup => enc.pop_debug_group(),
                 EncoderCommand::InsertDebugMarker(s) => enc.insert_debug_marker(s),
-                other => {
-                    return Err(validation(format!(
-                        "{other:?} is only valid inside a compute pass"
-                    )))
+                EncoderCommand::BeginRenderPass(desc) => {
+                    i += 1;
+                    let end = cmds[i..]
+                        .iter()
+                        .position(|c| matches!(c, EncoderCommand::EndRenderPass))
+                        .ok_or_else(|| validation("render pass never ended"))?;
+                    self.record_render_pass(enc, desc, &cmds[i..i + end])?;
+                    i += end;
                 }
+                EncoderCommand::CopyBufferToTexture {
+                    src,
+                    layout,
+                    dst,
+                    size,
+                } => enc.copy_buffer_to_texture(
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: self.buffer(*src)?,
+                        layout: (*layout).into(),
+                    },
+                    self.texture_copy(dst)?,
+                    *size,
+                ),
+                EncoderCommand::CopyTextureToBuffer {
+                    src,
+                    dst,
+                    layout,
+                    size,
+                } => enc.copy_texture_to_buffer(
+                    self.texture_copy(src)?,
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: self.buffer(*dst)?,
+                        layout: (*layout).into(),
+                    },
+                    *size,
+                ),
+                EncoderCommand::CopyTextureToTexture { src, dst, size } => enc
+                    .copy_texture_to_texture(
+                        self.texture_copy(src)?,
+                        self.texture_copy(dst)?,
+                        *size,
+                    ),
+                other => return Err(validation(format!("{other:?} is only valid inside a pass"))),
             }
             i += 1;
         }

@@ -11,10 +11,36 @@
 //! Two contexts never share objects: ids are looked up only in the caller's table.
 #![deny(missing_docs)]
 
+/// Looks an id up in this context's table as one kind of object; anything else is a WebGPU
+/// validation error naming the id.
+macro_rules! get {
+    ($self:ident, $id:expr, $variant:ident) => {
+        match $self.objects.get(&$id) {
+            Some(Entry {
+                obj: Object::$variant(x),
+                ..
+            }) => Ok(x),
+            Some(e) => Err(validation(format!(
+                "id {} is a {}, not a {}",
+                $id,
+                e.obj.kind(),
+                stringify!($variant)
+            ))),
+            None => Err(validation(format!(
+                "id {} names no live object of this context",
+                $id
+            ))),
+        }
+    };
+}
+
 mod context;
 mod exec;
+mod present;
+mod render;
 
 pub use context::{Budget, Context};
+pub use present::{PresentError, ScanoutFormat};
 
 use webgpu_wire::{Transport, TransportError};
 
@@ -68,15 +94,21 @@ impl Host {
 /// host-side program using the guest library).
 #[derive(Debug)]
 pub struct InProcess {
-    ctx: std::sync::Mutex<Context>,
+    ctx: std::sync::Arc<std::sync::Mutex<Context>>,
 }
 
 impl InProcess {
     /// Serves `ctx`.
     pub fn new(ctx: Context) -> Self {
         InProcess {
-            ctx: std::sync::Mutex::new(ctx),
+            ctx: std::sync::Arc::new(std::sync::Mutex::new(ctx)),
         }
+    }
+
+    /// The context served, for the host's own calls on it ([`Context::close`],
+    /// [`Context::present`]) while the guest holds the transport.
+    pub fn context(&self) -> std::sync::Arc<std::sync::Mutex<Context>> {
+        std::sync::Arc::clone(&self.ctx)
     }
 }
 

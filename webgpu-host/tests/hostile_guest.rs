@@ -136,6 +136,73 @@ fn garbage_and_oversized_requests_are_refused() {
     assert!(matches!(r, Reply::Refused(_)), "{r:?}");
 }
 
+#[test]
+fn a_texture_over_the_device_limits_is_refused_by_wgpu_and_costs_nothing() {
+    let mut a = host().context(Budget::default());
+    device(&mut a, 1, 2);
+    let limits = wgpu::Limits::downlevel_defaults();
+    let desc = |width, layers| webgpu_wire::gfx::TextureDesc {
+        size: wgpu::Extent3d {
+            width,
+            height: 4,
+            depth_or_array_layers: layers,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING.bits(),
+        view_formats: vec![],
+    };
+    for d in [
+        desc(limits.max_texture_dimension_2d + 1, 1),
+        desc(4, limits.max_texture_array_layers + 1),
+        desc(u32::MAX, u32::MAX),
+    ] {
+        let (r, _) = call(
+            &mut a,
+            &[
+                Command::PushErrorScope {
+                    device: 1,
+                    filter: ErrorKind::Validation,
+                },
+                Command::CreateTexture {
+                    device: 1,
+                    id: 10,
+                    label: None,
+                    desc: d,
+                },
+                Command::PopErrorScope { device: 1 },
+                Command::Release { id: 10 },
+            ],
+        );
+        assert!(matches!(r, Reply::Ok), "{r:?}");
+        assert_eq!(a.bytes_in_use(), 0);
+    }
+    // The scope saw wgpu's own error (checked before it allocates anything).
+    let (r, _) = call(
+        &mut a,
+        &[
+            Command::PushErrorScope {
+                device: 1,
+                filter: ErrorKind::Validation,
+            },
+            Command::CreateTexture {
+                device: 1,
+                id: 11,
+                label: None,
+                desc: desc(u32::MAX, 1),
+            },
+            Command::PopErrorScope { device: 1 },
+        ],
+    );
+    assert!(
+        matches!(r, Reply::Scope(Some(ref e)) if e.message.contains("Dimension")),
+        "{r:?}"
+    );
+    assert_eq!(a.bytes_in_use(), 0);
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let id = 0u64..24;
     prop_oneof![
@@ -255,7 +322,183 @@ fn arb_command() -> impl Strategy<Value = Command> {
             .prop_map(|buffer| Command::DestroyBuffer { buffer }),
         id.clone()
             .prop_map(|device| Command::DestroyDevice { device }),
-        id.prop_map(|id| Command::Release { id }),
+        id.clone().prop_map(|id| Command::Release { id }),
+        render_command(),
+    ]
+}
+
+fn format() -> impl Strategy<Value = wgpu::TextureFormat> {
+    prop::sample::select(webgpu_wire::gfx::TEXTURE_FORMATS)
+}
+
+fn extent() -> impl Strategy<Value = wgpu::Extent3d> {
+    (
+        prop_oneof![0u32..70, Just(1 << 20), any::<u32>()],
+        prop_oneof![0u32..70, Just(16384), any::<u32>()],
+        prop_oneof![0u32..4, Just(2048), any::<u32>()],
+    )
+        .prop_map(|(width, height, depth_or_array_layers)| wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers,
+        })
+}
+
+fn texture_copy() -> impl Strategy<Value = webgpu_wire::gfx::TextureCopy> {
+    (0u64..24, 0u32..3, 0u32..80, 0u32..80).prop_map(|(texture, mip_level, x, y)| {
+        webgpu_wire::gfx::TextureCopy {
+            texture,
+            mip_level,
+            origin: wgpu::Origin3d { x, y, z: 0 },
+            aspect: wgpu::TextureAspect::All,
+        }
+    })
+}
+
+fn layout() -> impl Strategy<Value = webgpu_wire::gfx::TexelLayout> {
+    (
+        0u64..512,
+        proptest::option::of(prop_oneof![0u32..1024, Just(256), any::<u32>()]),
+        proptest::option::of(0u32..80),
+    )
+        .prop_map(
+            |(offset, bytes_per_row, rows_per_image)| webgpu_wire::gfx::TexelLayout {
+                offset,
+                bytes_per_row,
+                rows_per_image,
+            },
+        )
+}
+
+/// Textures, views, samplers, texture writes and render pipelines with hostile values: huge
+/// and zero sizes, every format, unknown usage bits, NaN floats, wrong ids.
+fn render_command() -> impl Strategy<Value = Command> {
+    let id = 0u64..24;
+    prop_oneof![
+        (
+            id.clone(),
+            id.clone(),
+            extent(),
+            0u32..16,
+            prop::sample::select(vec![0u32, 1, 4, 7]),
+            format(),
+            any::<u32>(),
+            0u8..3
+        )
+            .prop_map(|(device, id, size, mips, samples, format, usage, dim)| {
+                Command::CreateTexture {
+                    device,
+                    id,
+                    label: None,
+                    desc: webgpu_wire::gfx::TextureDesc {
+                        size,
+                        mip_level_count: mips,
+                        sample_count: samples,
+                        dimension: [
+                            wgpu::TextureDimension::D1,
+                            wgpu::TextureDimension::D2,
+                            wgpu::TextureDimension::D3,
+                        ][dim as usize],
+                        format,
+                        usage: usage & 0x7ff,
+                        view_formats: vec![],
+                    },
+                }
+            }),
+        id.clone()
+            .prop_map(|texture| Command::DestroyTexture { texture }),
+        (
+            id.clone(),
+            id.clone(),
+            proptest::option::of(format()),
+            0u32..4,
+            proptest::option::of(0u32..4)
+        )
+            .prop_map(|(texture, id, format, base_mip_level, mip_level_count)| {
+                Command::CreateTextureView {
+                    texture,
+                    id,
+                    label: None,
+                    desc: webgpu_wire::gfx::TextureViewDesc {
+                        format,
+                        base_mip_level,
+                        mip_level_count,
+                        ..Default::default()
+                    },
+                }
+            }),
+        (
+            id.clone(),
+            id.clone(),
+            prop_oneof![Just(f32::NAN), -1.0f32..40.0],
+            any::<u16>()
+        )
+            .prop_map(
+                |(device, id, lod, anisotropy_clamp)| Command::CreateSampler {
+                    device,
+                    id,
+                    label: None,
+                    desc: wgpu::wgt::SamplerDescriptor {
+                        label: (),
+                        lod_max_clamp: lod,
+                        anisotropy_clamp,
+                        ..Default::default()
+                    },
+                }
+            ),
+        (
+            id.clone(),
+            texture_copy(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            layout(),
+            extent()
+        )
+            .prop_map(|(queue, dst, data, layout, size)| Command::WriteTexture {
+                queue,
+                dst,
+                data,
+                layout,
+                size,
+            }),
+        (id.clone(), id.clone(), id, format(), any::<bool>()).prop_map(
+            |(device, id, module, format, depth)| Command::CreateRenderPipeline {
+                device,
+                id,
+                label: None,
+                desc: Box::new(webgpu_wire::gfx::RenderPipelineDesc {
+                    layout: None,
+                    vertex: webgpu_wire::gfx::Stage {
+                        module,
+                        entry_point: None,
+                        constants: vec![],
+                        zero_initialize_workgroup_memory: true,
+                    },
+                    buffers: vec![None],
+                    primitive: Default::default(),
+                    depth_stencil: depth.then(|| wgpu::DepthStencilState {
+                        format,
+                        depth_write_enabled: Some(true),
+                        depth_compare: Some(wgpu::CompareFunction::Less),
+                        stencil: Default::default(),
+                        bias: wgpu::DepthBiasState {
+                            constant: 0,
+                            slope_scale: f32::NAN,
+                            clamp: 0.0,
+                        },
+                    }),
+                    multisample: Default::default(),
+                    fragment: Some((
+                        webgpu_wire::gfx::Stage {
+                            module,
+                            entry_point: None,
+                            constants: vec![],
+                            zero_initialize_workgroup_memory: true,
+                        },
+                        vec![Some(format.into())],
+                    )),
+                }),
+            }
+        ),
     ]
 }
 
@@ -296,8 +539,95 @@ fn arb_encoder() -> impl Strategy<Value = webgpu_wire::EncoderCommand> {
             offsets: vec![]
         }),
         (0u32..4, 0u32..4, 0u32..4).prop_map(|(x, y, z)| E::Dispatch { x, y, z }),
-        (id, 0u64..64).prop_map(|(buffer, offset)| E::DispatchIndirect { buffer, offset }),
+        (id.clone(), 0u64..64).prop_map(|(buffer, offset)| E::DispatchIndirect { buffer, offset }),
         Just(E::PopDebugGroup),
+        (id.clone(), layout(), texture_copy(), extent()).prop_map(|(src, layout, dst, size)| {
+            E::CopyBufferToTexture {
+                src,
+                layout,
+                dst,
+                size,
+            }
+        }),
+        (texture_copy(), id.clone(), layout(), extent()).prop_map(|(src, dst, layout, size)| {
+            E::CopyTextureToBuffer {
+                src,
+                dst,
+                layout,
+                size,
+            }
+        }),
+        (texture_copy(), texture_copy(), extent())
+            .prop_map(|(src, dst, size)| E::CopyTextureToTexture { src, dst, size }),
+        (
+            proptest::collection::vec(proptest::option::of(id.clone()), 0..3),
+            proptest::option::of(id.clone())
+        )
+            .prop_map(|(colors, depth)| {
+                E::BeginRenderPass(Box::new(webgpu_wire::gfx::RenderPassDesc {
+                    label: None,
+                    color_attachments: colors
+                        .into_iter()
+                        .map(|v| {
+                            v.map(|view| webgpu_wire::gfx::ColorAttachment {
+                                view,
+                                depth_slice: None,
+                                resolve_target: None,
+                                load: webgpu_wire::gfx::Load::Clear(wgpu::Color::RED),
+                                store: true,
+                            })
+                        })
+                        .collect(),
+                    depth_stencil: depth.map(|view| webgpu_wire::gfx::DepthAttachment {
+                        view,
+                        depth_ops: Some(webgpu_wire::gfx::Ops {
+                            load: webgpu_wire::gfx::Load::Clear(f32::NAN),
+                            store: true,
+                        }),
+                        stencil_ops: None,
+                    }),
+                }))
+            }),
+        Just(E::EndRenderPass),
+        id.clone()
+            .prop_map(|pipeline| E::SetRenderPipeline { pipeline }),
+        (
+            0u32..40,
+            proptest::option::of(id.clone()),
+            0u64..128,
+            proptest::option::of(0u64..128)
+        )
+            .prop_map(|(slot, buffer, offset, size)| E::SetVertexBuffer {
+                slot,
+                buffer,
+                offset,
+                size
+            }),
+        (id.clone(), 0u64..128, proptest::option::of(0u64..128)).prop_map(
+            |(buffer, offset, size)| E::SetIndexBuffer {
+                buffer,
+                format: wgpu::IndexFormat::Uint32,
+                offset,
+                size
+            }
+        ),
+        prop::array::uniform6(prop_oneof![
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+            -10.0f32..100.0
+        ])
+        .prop_map(E::SetViewport),
+        prop::array::uniform4(any::<u32>()).prop_map(E::SetScissorRect),
+        (any::<u32>(), any::<u32>(), 0u32..3, 0u32..3).prop_map(|(a, b, c, d)| E::Draw {
+            vertices: (a % 100, b % 100),
+            instances: (c, d)
+        }),
+        (0u32..100, 0u32..100, any::<i32>()).prop_map(|(a, b, base_vertex)| E::DrawIndexed {
+            indices: (a, b),
+            base_vertex,
+            instances: (0, 1)
+        }),
+        (id, 0u64..64).prop_map(|(buffer, offset)| E::DrawIndirect { buffer, offset }),
     ]
 }
 
@@ -323,6 +653,40 @@ proptest! {
             prop_assert!(decode_reply(&reply).is_ok());
             prop_assert!(ctx.object_count() <= budget.max_objects);
             prop_assert!(ctx.bytes_in_use() <= budget.max_bytes);
+        }
+    }
+
+    #[test]
+    fn a_context_whose_textures_exceed_its_budget_gets_oom_and_the_budget_holds(
+        sizes in proptest::collection::vec((1u32..2048, 1u32..2048, 1u32..4), 1..8),
+    ) {
+        let budget = Budget { max_bytes: 8 << 20, ..Budget::default() };
+        let mut ctx = host().context(budget);
+        device(&mut ctx, 1, 2);
+        for (i, (w, h, mips)) in sizes.iter().enumerate() {
+            let desc = webgpu_wire::gfx::TextureDesc {
+                size: wgpu::Extent3d { width: *w, height: *h, depth_or_array_layers: 1 },
+                mip_level_count: *mips,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba8Unorm,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING.bits(),
+                view_formats: vec![],
+            };
+            let need = webgpu_wire::gfx::texture_bytes(&desc).unwrap();
+            let before = ctx.bytes_in_use();
+            let (r, _) = call(&mut ctx, &[
+                Command::PushErrorScope { device: 1, filter: ErrorKind::OutOfMemory },
+                Command::CreateTexture { device: 1, id: 100 + i as u64, label: None, desc },
+                Command::PopErrorScope { device: 1 },
+            ]);
+            if before + need > budget.max_bytes {
+                prop_assert!(matches!(r, Reply::Scope(Some(ref e)) if e.message.contains("budget")), "{r:?}");
+                prop_assert_eq!(ctx.bytes_in_use(), before);
+            } else {
+                prop_assert_eq!(r, Reply::Scope(None));
+                prop_assert_eq!(ctx.bytes_in_use(), before + need);
+            }
         }
     }
 

@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod gfx;
 mod message;
 mod transport;
 

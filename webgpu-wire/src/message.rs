@@ -2,6 +2,9 @@
 //! by the host at `finish`), replies (host → guest) and the values they carry.
 
 use crate::codec::{Reader, Writer};
+use crate::gfx::{
+    self, RenderPassDesc, RenderPipelineDesc, TextureCopy, TextureDesc, TextureViewDesc,
+};
 use crate::{Id, WireError};
 
 fn bad(what: &'static str, value: u64) -> WireError {
@@ -163,6 +166,26 @@ pub enum BindingType {
         /// Minimum binding size.
         min_binding_size: Option<u64>,
     },
+    /// A sampler.
+    Sampler(wgpu_types::SamplerBindingType),
+    /// A sampled texture.
+    Texture {
+        /// What the shader reads.
+        sample_type: wgpu_types::TextureSampleType,
+        /// View dimension.
+        view_dimension: wgpu_types::TextureViewDimension,
+        /// Multisampled.
+        multisampled: bool,
+    },
+    /// A storage texture.
+    StorageTexture {
+        /// Access.
+        access: wgpu_types::StorageTextureAccess,
+        /// Format.
+        format: wgpu_types::TextureFormat,
+        /// View dimension.
+        view_dimension: wgpu_types::TextureViewDimension,
+    },
 }
 
 /// One entry of a bind group layout.
@@ -190,6 +213,10 @@ pub enum BindingResource {
         /// Its size; `None` is to the end.
         size: Option<u64>,
     },
+    /// A sampler.
+    Sampler(Id),
+    /// A texture view.
+    TextureView(Id),
 }
 
 /// One entry of a bind group.
@@ -279,6 +306,106 @@ pub enum EncoderCommand {
     PopDebugGroup,
     /// `insert_debug_marker`.
     InsertDebugMarker(String),
+    /// `copy_buffer_to_texture`.
+    CopyBufferToTexture {
+        /// Source buffer.
+        src: Id,
+        /// Its texel layout.
+        layout: gfx::TexelLayout,
+        /// Destination.
+        dst: TextureCopy,
+        /// Extent.
+        size: wgpu_types::Extent3d,
+    },
+    /// `copy_texture_to_buffer`.
+    CopyTextureToBuffer {
+        /// Source.
+        src: TextureCopy,
+        /// Destination buffer.
+        dst: Id,
+        /// Its texel layout.
+        layout: gfx::TexelLayout,
+        /// Extent.
+        size: wgpu_types::Extent3d,
+    },
+    /// `copy_texture_to_texture`.
+    CopyTextureToTexture {
+        /// Source.
+        src: TextureCopy,
+        /// Destination.
+        dst: TextureCopy,
+        /// Extent.
+        size: wgpu_types::Extent3d,
+    },
+    /// `begin_render_pass`; the commands up to `EndRenderPass` belong to the pass.
+    BeginRenderPass(Box<RenderPassDesc>),
+    /// End of the render pass.
+    EndRenderPass,
+    /// `RenderPass::set_pipeline`.
+    SetRenderPipeline {
+        /// The pipeline.
+        pipeline: Id,
+    },
+    /// `set_vertex_buffer`.
+    SetVertexBuffer {
+        /// Slot.
+        slot: u32,
+        /// Buffer; `None` unbinds the slot.
+        buffer: Option<Id>,
+        /// Offset.
+        offset: u64,
+        /// Size; `None` to the end.
+        size: Option<u64>,
+    },
+    /// `set_index_buffer`.
+    SetIndexBuffer {
+        /// Buffer.
+        buffer: Id,
+        /// Index format.
+        format: wgpu_types::IndexFormat,
+        /// Offset.
+        offset: u64,
+        /// Size; `None` to the end.
+        size: Option<u64>,
+    },
+    /// `set_viewport(x, y, w, h, min_depth, max_depth)`.
+    SetViewport([f32; 6]),
+    /// `set_scissor_rect(x, y, w, h)`.
+    SetScissorRect([u32; 4]),
+    /// `set_blend_constant`.
+    SetBlendConstant([f64; 4]),
+    /// `set_stencil_reference`.
+    SetStencilReference(u32),
+    /// `draw(vertices, instances)`.
+    Draw {
+        /// Vertex range.
+        vertices: (u32, u32),
+        /// Instance range.
+        instances: (u32, u32),
+    },
+    /// `draw_indexed(indices, base_vertex, instances)`.
+    DrawIndexed {
+        /// Index range.
+        indices: (u32, u32),
+        /// Added to each index.
+        base_vertex: i32,
+        /// Instance range.
+        instances: (u32, u32),
+    },
+    /// `draw_indirect`.
+    DrawIndirect {
+        /// Arguments buffer.
+        buffer: Id,
+        /// Their offset.
+        offset: u64,
+    },
+    /// `draw_indexed_indirect`.
+    DrawIndexedIndirect {
+        /// Arguments buffer.
+        buffer: Id,
+        /// Their offset.
+        offset: u64,
+    },
 }
 
 impl EncoderCommand {
@@ -347,6 +474,121 @@ impl EncoderCommand {
                 w.u16(11);
                 w.str(s);
             }
+            EncoderCommand::CopyBufferToTexture {
+                src,
+                layout,
+                dst,
+                size,
+            } => {
+                w.u16(12);
+                w.u64(*src);
+                gfx::put_layout(w, layout);
+                dst.encode(w);
+                gfx::put_copy_extent(w, size);
+            }
+            EncoderCommand::CopyTextureToBuffer {
+                src,
+                dst,
+                layout,
+                size,
+            } => {
+                w.u16(13);
+                src.encode(w);
+                w.u64(*dst);
+                gfx::put_layout(w, layout);
+                gfx::put_copy_extent(w, size);
+            }
+            EncoderCommand::CopyTextureToTexture { src, dst, size } => {
+                w.u16(14);
+                src.encode(w);
+                dst.encode(w);
+                gfx::put_copy_extent(w, size);
+            }
+            EncoderCommand::BeginRenderPass(d) => {
+                w.u16(15);
+                d.encode(w);
+            }
+            EncoderCommand::EndRenderPass => w.u16(16),
+            EncoderCommand::SetRenderPipeline { pipeline } => {
+                w.u16(17);
+                w.u64(*pipeline);
+            }
+            EncoderCommand::SetVertexBuffer {
+                slot,
+                buffer,
+                offset,
+                size,
+            } => {
+                w.u16(18);
+                w.u32(*slot);
+                w.opt(buffer, |w, v| w.u64(*v));
+                w.u64(*offset);
+                w.opt(size, |w, v| w.u64(*v));
+            }
+            EncoderCommand::SetIndexBuffer {
+                buffer,
+                format,
+                offset,
+                size,
+            } => {
+                w.u16(19);
+                w.u64(*buffer);
+                gfx::put_index_format(w, format);
+                w.u64(*offset);
+                w.opt(size, |w, v| w.u64(*v));
+            }
+            EncoderCommand::SetViewport(v) => {
+                w.u16(20);
+                gfx::put_f32s(w, v);
+            }
+            EncoderCommand::SetScissorRect(v) => {
+                w.u16(21);
+                for x in v {
+                    w.u32(*x);
+                }
+            }
+            EncoderCommand::SetBlendConstant(v) => {
+                w.u16(22);
+                for x in v {
+                    w.f64(*x);
+                }
+            }
+            EncoderCommand::SetStencilReference(v) => {
+                w.u16(23);
+                w.u32(*v);
+            }
+            EncoderCommand::Draw {
+                vertices,
+                instances,
+            } => {
+                w.u16(24);
+                w.u32(vertices.0);
+                w.u32(vertices.1);
+                w.u32(instances.0);
+                w.u32(instances.1);
+            }
+            EncoderCommand::DrawIndexed {
+                indices,
+                base_vertex,
+                instances,
+            } => {
+                w.u16(25);
+                w.u32(indices.0);
+                w.u32(indices.1);
+                w.u32(*base_vertex as u32);
+                w.u32(instances.0);
+                w.u32(instances.1);
+            }
+            EncoderCommand::DrawIndirect { buffer, offset } => {
+                w.u16(26);
+                w.u64(*buffer);
+                w.u64(*offset);
+            }
+            EncoderCommand::DrawIndexedIndirect { buffer, offset } => {
+                w.u16(27);
+                w.u64(*buffer);
+                w.u64(*offset);
+            }
         }
     }
 
@@ -386,6 +628,59 @@ impl EncoderCommand {
             9 => EncoderCommand::PushDebugGroup(r.string()?),
             10 => EncoderCommand::PopDebugGroup,
             11 => EncoderCommand::InsertDebugMarker(r.string()?),
+            12 => EncoderCommand::CopyBufferToTexture {
+                src: r.u64()?,
+                layout: gfx::get_layout(r)?,
+                dst: TextureCopy::decode(r)?,
+                size: gfx::get_copy_extent(r)?,
+            },
+            13 => EncoderCommand::CopyTextureToBuffer {
+                src: TextureCopy::decode(r)?,
+                dst: r.u64()?,
+                layout: gfx::get_layout(r)?,
+                size: gfx::get_copy_extent(r)?,
+            },
+            14 => EncoderCommand::CopyTextureToTexture {
+                src: TextureCopy::decode(r)?,
+                dst: TextureCopy::decode(r)?,
+                size: gfx::get_copy_extent(r)?,
+            },
+            15 => EncoderCommand::BeginRenderPass(Box::new(RenderPassDesc::decode(r)?)),
+            16 => EncoderCommand::EndRenderPass,
+            17 => EncoderCommand::SetRenderPipeline { pipeline: r.u64()? },
+            18 => EncoderCommand::SetVertexBuffer {
+                slot: r.u32()?,
+                buffer: r.opt(Reader::u64)?,
+                offset: r.u64()?,
+                size: r.opt(Reader::u64)?,
+            },
+            19 => EncoderCommand::SetIndexBuffer {
+                buffer: r.u64()?,
+                format: gfx::get_index_format(r)?,
+                offset: r.u64()?,
+                size: r.opt(Reader::u64)?,
+            },
+            20 => EncoderCommand::SetViewport(gfx::get_f32s(r)?),
+            21 => EncoderCommand::SetScissorRect([r.u32()?, r.u32()?, r.u32()?, r.u32()?]),
+            22 => EncoderCommand::SetBlendConstant([r.f64()?, r.f64()?, r.f64()?, r.f64()?]),
+            23 => EncoderCommand::SetStencilReference(r.u32()?),
+            24 => EncoderCommand::Draw {
+                vertices: (r.u32()?, r.u32()?),
+                instances: (r.u32()?, r.u32()?),
+            },
+            25 => EncoderCommand::DrawIndexed {
+                indices: (r.u32()?, r.u32()?),
+                base_vertex: r.u32()? as i32,
+                instances: (r.u32()?, r.u32()?),
+            },
+            26 => EncoderCommand::DrawIndirect {
+                buffer: r.u64()?,
+                offset: r.u64()?,
+            },
+            27 => EncoderCommand::DrawIndexedIndirect {
+                buffer: r.u64()?,
+                offset: r.u64()?,
+            },
             t => return Err(bad("encoder command", t as u64)),
         })
     }
@@ -587,6 +882,68 @@ pub enum Command {
         /// The object.
         id: Id,
     },
+    /// `create_texture`.
+    CreateTexture {
+        /// The device.
+        device: Id,
+        /// Id for the texture.
+        id: Id,
+        /// Label.
+        label: Option<String>,
+        /// Descriptor.
+        desc: TextureDesc,
+    },
+    /// `texture.destroy()`.
+    DestroyTexture {
+        /// The texture.
+        texture: Id,
+    },
+    /// `texture.create_view`.
+    CreateTextureView {
+        /// The texture.
+        texture: Id,
+        /// Id for the view.
+        id: Id,
+        /// Label.
+        label: Option<String>,
+        /// Descriptor.
+        desc: TextureViewDesc,
+    },
+    /// `create_sampler`.
+    CreateSampler {
+        /// The device.
+        device: Id,
+        /// Id for the sampler.
+        id: Id,
+        /// Label.
+        label: Option<String>,
+        /// Descriptor (its label is unused).
+        desc: wgpu_types::SamplerDescriptor<()>,
+    },
+    /// `queue.write_texture`.
+    WriteTexture {
+        /// The queue.
+        queue: Id,
+        /// Destination.
+        dst: TextureCopy,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Their layout.
+        layout: gfx::TexelLayout,
+        /// Extent.
+        size: wgpu_types::Extent3d,
+    },
+    /// `create_render_pipeline`.
+    CreateRenderPipeline {
+        /// The device.
+        device: Id,
+        /// Id for the pipeline.
+        id: Id,
+        /// Label.
+        label: Option<String>,
+        /// Descriptor.
+        desc: Box<RenderPipelineDesc>,
+    },
 }
 
 fn label(w: &mut Writer, l: &Option<String>) {
@@ -727,6 +1084,26 @@ impl Command {
                             w.bool(*has_dynamic_offset);
                             w.opt(min_binding_size, |w, v| w.u64(*v));
                         }
+                        BindingType::Sampler(t) => {
+                            w.u8(2);
+                            gfx::put_sampler_binding(w, t);
+                        }
+                        BindingType::Texture {
+                            sample_type,
+                            view_dimension,
+                            multisampled,
+                        } => {
+                            w.u8(3);
+                            gfx::put_texture_binding(w, sample_type, view_dimension, *multisampled);
+                        }
+                        BindingType::StorageTexture {
+                            access,
+                            format,
+                            view_dimension,
+                        } => {
+                            w.u8(4);
+                            gfx::put_storage_binding(w, access, format, view_dimension);
+                        }
                     }
                     w.opt(&e.count, |w, v| w.u32(*v));
                 });
@@ -755,6 +1132,14 @@ impl Command {
                             w.u64(*buffer);
                             w.u64(*offset);
                             w.opt(size, |w, v| w.u64(*v));
+                        }
+                        BindingResource::Sampler(id) => {
+                            w.u8(2);
+                            w.u64(*id);
+                        }
+                        BindingResource::TextureView(id) => {
+                            w.u8(3);
+                            w.u64(*id);
                         }
                     }
                 });
@@ -830,6 +1215,72 @@ impl Command {
                 w.u16(21);
                 w.u64(*id);
             }
+            Command::CreateTexture {
+                device,
+                id,
+                label: l,
+                desc,
+            } => {
+                w.u16(22);
+                w.u64(*device);
+                w.u64(*id);
+                label(w, l);
+                desc.encode(w);
+            }
+            Command::DestroyTexture { texture } => {
+                w.u16(23);
+                w.u64(*texture);
+            }
+            Command::CreateTextureView {
+                texture,
+                id,
+                label: l,
+                desc,
+            } => {
+                w.u16(24);
+                w.u64(*texture);
+                w.u64(*id);
+                label(w, l);
+                desc.encode(w);
+            }
+            Command::CreateSampler {
+                device,
+                id,
+                label: l,
+                desc,
+            } => {
+                w.u16(25);
+                w.u64(*device);
+                w.u64(*id);
+                label(w, l);
+                gfx::put_sampler(w, desc);
+            }
+            Command::WriteTexture {
+                queue,
+                dst,
+                data,
+                layout,
+                size,
+            } => {
+                w.u16(26);
+                w.u64(*queue);
+                dst.encode(w);
+                w.bytes(data);
+                gfx::put_layout(w, layout);
+                gfx::put_copy_extent(w, size);
+            }
+            Command::CreateRenderPipeline {
+                device,
+                id,
+                label: l,
+                desc,
+            } => {
+                w.u16(27);
+                w.u64(*device);
+                w.u64(*id);
+                label(w, l);
+                desc.encode(w);
+            }
         }
     }
 
@@ -894,7 +1345,7 @@ impl Command {
                 device: r.u64()?,
                 id: r.u64()?,
                 label: r.opt(Reader::string)?,
-                entries: r.list(12, |r| {
+                entries: r.list(11, |r| {
                     let binding = r.u32()?;
                     let visibility = r.u32()?;
                     let ty = match r.u8()? {
@@ -908,6 +1359,24 @@ impl Command {
                             has_dynamic_offset: r.bool()?,
                             min_binding_size: r.opt(Reader::u64)?,
                         },
+                        2 => BindingType::Sampler(gfx::get_sampler_binding(r)?),
+                        3 => {
+                            let (sample_type, view_dimension, multisampled) =
+                                gfx::get_texture_binding(r)?;
+                            BindingType::Texture {
+                                sample_type,
+                                view_dimension,
+                                multisampled,
+                            }
+                        }
+                        4 => {
+                            let (access, format, view_dimension) = gfx::get_storage_binding(r)?;
+                            BindingType::StorageTexture {
+                                access,
+                                format,
+                                view_dimension,
+                            }
+                        }
                         v => return Err(bad("binding type", v as u64)),
                     };
                     Ok(BindGroupLayoutEntry {
@@ -931,6 +1400,8 @@ impl Command {
                             offset: r.u64()?,
                             size: r.opt(Reader::u64)?,
                         },
+                        2 => BindingResource::Sampler(r.u64()?),
+                        3 => BindingResource::TextureView(r.u64()?),
                         v => return Err(bad("binding resource", v as u64)),
                     };
                     Ok(BindGroupEntry { binding, resource })
@@ -969,6 +1440,38 @@ impl Command {
                 command_buffers: r.list(8, Reader::u64)?,
             },
             21 => Command::Release { id: r.u64()? },
+            22 => Command::CreateTexture {
+                device: r.u64()?,
+                id: r.u64()?,
+                label: r.opt(Reader::string)?,
+                desc: TextureDesc::decode(r)?,
+            },
+            23 => Command::DestroyTexture { texture: r.u64()? },
+            24 => Command::CreateTextureView {
+                texture: r.u64()?,
+                id: r.u64()?,
+                label: r.opt(Reader::string)?,
+                desc: TextureViewDesc::decode(r)?,
+            },
+            25 => Command::CreateSampler {
+                device: r.u64()?,
+                id: r.u64()?,
+                label: r.opt(Reader::string)?,
+                desc: gfx::get_sampler(r)?,
+            },
+            26 => Command::WriteTexture {
+                queue: r.u64()?,
+                dst: TextureCopy::decode(r)?,
+                data: r.bytes()?.to_vec(),
+                layout: gfx::get_layout(r)?,
+                size: gfx::get_copy_extent(r)?,
+            },
+            27 => Command::CreateRenderPipeline {
+                device: r.u64()?,
+                id: r.u64()?,
+                label: r.opt(Reader::string)?,
+                desc: Box::new(RenderPipelineDesc::decode(r)?),
+            },
             t => return Err(bad("command", t as u64)),
         })
     }
@@ -1022,9 +1525,11 @@ pub enum Reply {
         /// No submitted work is pending.
         queue_empty: bool,
     },
-    /// The whole request was refused before any command ran (malformed, too large, or the
-    /// context is closed).
+    /// The whole request was refused before any command ran (malformed, too large).
     Refused(String),
+    /// The host dropped this context: every device of it is lost, and every later request
+    /// gets this answer.
+    Lost(String),
 }
 
 impl Reply {
@@ -1083,6 +1588,10 @@ impl Reply {
                 w.u16(9);
                 w.str(s);
             }
+            Reply::Lost(s) => {
+                w.u16(10);
+                w.str(s);
+            }
         }
     }
 
@@ -1115,6 +1624,7 @@ impl Reply {
                 queue_empty: r.bool()?,
             },
             9 => Reply::Refused(r.string()?),
+            10 => Reply::Lost(r.string()?),
             t => return Err(bad("reply", t as u64)),
         })
     }

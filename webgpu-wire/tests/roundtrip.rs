@@ -130,6 +130,223 @@ fn sample_commands() -> Vec<Command> {
             wait: true,
         },
         Command::Release { id: 9 },
+        Command::CreateTexture {
+            device: 1,
+            id: 11,
+            label: Some("t".into()),
+            desc: gfx::TextureDesc {
+                size: wgpu_types::Extent3d {
+                    width: 64,
+                    height: 32,
+                    depth_or_array_layers: 2,
+                },
+                mip_level_count: 3,
+                sample_count: 1,
+                dimension: wgpu_types::TextureDimension::D2,
+                format: wgpu_types::TextureFormat::Bgra8UnormSrgb,
+                usage: 0x1f,
+                view_formats: vec![wgpu_types::TextureFormat::Bgra8Unorm],
+            },
+        },
+        Command::CreateTextureView {
+            texture: 11,
+            id: 12,
+            label: None,
+            desc: gfx::TextureViewDesc {
+                format: Some(wgpu_types::TextureFormat::Bgra8Unorm),
+                dimension: Some(wgpu_types::TextureViewDimension::D2Array),
+                usage: Some(0x10),
+                aspect: wgpu_types::TextureAspect::All,
+                base_mip_level: 1,
+                mip_level_count: Some(2),
+                base_array_layer: 1,
+                array_layer_count: None,
+            },
+        },
+        Command::CreateSampler {
+            device: 1,
+            id: 13,
+            label: None,
+            desc: wgpu_types::SamplerDescriptor {
+                label: (),
+                address_mode_u: wgpu_types::AddressMode::MirrorRepeat,
+                mag_filter: wgpu_types::FilterMode::Linear,
+                compare: Some(wgpu_types::CompareFunction::GreaterEqual),
+                border_color: Some(wgpu_types::SamplerBorderColor::OpaqueWhite),
+                lod_max_clamp: 7.5,
+                anisotropy_clamp: 4,
+                ..Default::default()
+            },
+        },
+        Command::WriteTexture {
+            queue: 2,
+            dst: gfx::TextureCopy {
+                texture: 11,
+                mip_level: 1,
+                origin: wgpu_types::Origin3d { x: 1, y: 2, z: 1 },
+                aspect: wgpu_types::TextureAspect::All,
+            },
+            data: vec![7; 32],
+            layout: gfx::TexelLayout {
+                offset: 4,
+                bytes_per_row: Some(256),
+                rows_per_image: None,
+            },
+            size: wgpu_types::Extent3d {
+                width: 2,
+                height: 2,
+                depth_or_array_layers: 1,
+            },
+        },
+        Command::CreateRenderPipeline {
+            device: 1,
+            id: 14,
+            label: None,
+            desc: Box::new(gfx::RenderPipelineDesc {
+                layout: Some(7),
+                vertex: gfx::Stage {
+                    module: 4,
+                    entry_point: Some("vs".into()),
+                    constants: vec![("k".into(), 2.0)],
+                    zero_initialize_workgroup_memory: false,
+                },
+                buffers: vec![
+                    None,
+                    Some(gfx::VertexBufferLayout {
+                        array_stride: 20,
+                        step_mode: wgpu_types::VertexStepMode::Instance,
+                        attributes: vec![wgpu_types::VertexAttribute {
+                            format: wgpu_types::VertexFormat::Unorm10_10_10_2,
+                            offset: 4,
+                            shader_location: 3,
+                        }],
+                    }),
+                ],
+                primitive: wgpu_types::PrimitiveState {
+                    topology: wgpu_types::PrimitiveTopology::TriangleStrip,
+                    strip_index_format: Some(wgpu_types::IndexFormat::Uint16),
+                    front_face: wgpu_types::FrontFace::Cw,
+                    cull_mode: Some(wgpu_types::Face::Back),
+                    ..Default::default()
+                },
+                depth_stencil: Some(wgpu_types::DepthStencilState {
+                    format: wgpu_types::TextureFormat::Depth24PlusStencil8,
+                    depth_write_enabled: Some(true),
+                    depth_compare: Some(wgpu_types::CompareFunction::LessEqual),
+                    stencil: wgpu_types::StencilState {
+                        front: wgpu_types::StencilFaceState {
+                            compare: wgpu_types::CompareFunction::Equal,
+                            fail_op: wgpu_types::StencilOperation::Invert,
+                            depth_fail_op: wgpu_types::StencilOperation::Zero,
+                            pass_op: wgpu_types::StencilOperation::IncrementWrap,
+                        },
+                        back: wgpu_types::StencilFaceState::IGNORE,
+                        read_mask: 0xf0,
+                        write_mask: 0x0f,
+                    },
+                    bias: wgpu_types::DepthBiasState {
+                        constant: -3,
+                        slope_scale: 1.5,
+                        clamp: 0.25,
+                    },
+                }),
+                multisample: wgpu_types::MultisampleState {
+                    count: 4,
+                    mask: 0xff,
+                    alpha_to_coverage_enabled: true,
+                },
+                fragment: Some((
+                    gfx::Stage {
+                        module: 4,
+                        entry_point: None,
+                        constants: vec![],
+                        zero_initialize_workgroup_memory: true,
+                    },
+                    vec![
+                        Some(wgpu_types::ColorTargetState {
+                            format: wgpu_types::TextureFormat::Rgba16Float,
+                            blend: Some(wgpu_types::BlendState::ALPHA_BLENDING),
+                            write_mask: wgpu_types::ColorWrites::RED,
+                        }),
+                        None,
+                    ],
+                )),
+            }),
+        },
+        Command::FinishEncoder {
+            device: 1,
+            id: 15,
+            label: None,
+            commands: vec![
+                EncoderCommand::CopyBufferToTexture {
+                    src: 3,
+                    layout: gfx::TexelLayout::default(),
+                    dst: gfx::TextureCopy {
+                        texture: 11,
+                        mip_level: 0,
+                        origin: wgpu_types::Origin3d::ZERO,
+                        aspect: wgpu_types::TextureAspect::All,
+                    },
+                    size: wgpu_types::Extent3d::default(),
+                },
+                EncoderCommand::BeginRenderPass(Box::new(gfx::RenderPassDesc {
+                    label: Some("p".into()),
+                    color_attachments: vec![
+                        Some(gfx::ColorAttachment {
+                            view: 12,
+                            depth_slice: None,
+                            resolve_target: Some(12),
+                            load: gfx::Load::Clear(wgpu_types::Color::GREEN),
+                            store: false,
+                        }),
+                        None,
+                    ],
+                    depth_stencil: Some(gfx::DepthAttachment {
+                        view: 12,
+                        depth_ops: Some(gfx::Ops {
+                            load: gfx::Load::Clear(0.5),
+                            store: true,
+                        }),
+                        stencil_ops: Some(gfx::Ops {
+                            load: gfx::Load::Load,
+                            store: true,
+                        }),
+                    }),
+                })),
+                EncoderCommand::SetRenderPipeline { pipeline: 14 },
+                EncoderCommand::SetVertexBuffer {
+                    slot: 1,
+                    buffer: Some(3),
+                    offset: 8,
+                    size: None,
+                },
+                EncoderCommand::SetIndexBuffer {
+                    buffer: 3,
+                    format: wgpu_types::IndexFormat::Uint32,
+                    offset: 0,
+                    size: Some(12),
+                },
+                EncoderCommand::SetViewport([0.0, 1.0, 2.0, 3.0, 0.0, 1.0]),
+                EncoderCommand::SetScissorRect([1, 2, 3, 4]),
+                EncoderCommand::SetBlendConstant([0.5; 4]),
+                EncoderCommand::SetStencilReference(7),
+                EncoderCommand::Draw {
+                    vertices: (0, 3),
+                    instances: (1, 2),
+                },
+                EncoderCommand::DrawIndexed {
+                    indices: (0, 6),
+                    base_vertex: -2,
+                    instances: (0, 1),
+                },
+                EncoderCommand::DrawIndirect {
+                    buffer: 3,
+                    offset: 16,
+                },
+                EncoderCommand::EndRenderPass,
+            ],
+        },
+        Command::DestroyTexture { texture: 11 },
     ]
 }
 
@@ -157,6 +374,7 @@ fn replies_round_trip_with_uncaptured_errors() {
             queue_empty: true,
         },
         Reply::Failed("no".into()),
+        Reply::Lost("closed".into()),
     ] {
         assert_eq!(
             decode_reply(&encode_reply(&r, &unc)).unwrap(),
