@@ -1,0 +1,100 @@
+//! `vm-device-agent`: the node agent's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vm_device_agent::{agent, config::Config, setup};
+
+/// vm-device's GPU node agent for Kubernetes/KubeVirt.
+#[derive(Debug, Parser)]
+#[command(name = "vm-device-agent", version)]
+struct Cli {
+    /// Run against a recorded host tree (the simulator) instead of this machine.
+    #[arg(long, env = "VM_HOST_ROOT", global = true, value_name = "DIR")]
+    host_root: Option<PathBuf>,
+    /// With --host-root: keep the simulated host's changes in DIR (as vm-cli does).
+    #[arg(long, env = "VM_SIM_STATE", global = true, value_name = "DIR")]
+    sim_state: Option<PathBuf>,
+    /// Journals and locks (default: DIR/state of --sim-state, else VM_STATE_DIR or
+    /// /run/vm-device).
+    #[arg(long, env = "VM_STATE_DIR", global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the configuration, serve kubelet's device-plugin API until SIGTERM/SIGINT,
+    /// then give everything back.
+    Run {
+        /// The configuration (JSON; see the README).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let host = match vm_device::host::open(cli.host_root.as_deref(), cli.sim_state.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("vm-device-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.host_root.is_some() && cli.state_dir.is_none() && cli.sim_state.is_none() {
+        eprintln!("vm-device-agent: a simulated host needs --sim-state or --state-dir (the journals must outlive the agent)");
+        return ExitCode::from(2);
+    }
+    let state_dir = setup::state_dir(cli.state_dir, cli.sim_state.as_deref());
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vm-device-agent: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("vm-device-agent: starting the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let result = rt.block_on(async move {
+                let stop = async {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    match (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) {
+                        (Ok(mut t), Ok(mut i)) => {
+                            tokio::select! {
+                                _ = t.recv() => {}
+                                _ = i.recv() => {}
+                            }
+                        }
+                        _ => std::future::pending::<()>().await,
+                    }
+                };
+                agent::run(host, cfg, state_dir, stop).await
+            });
+            match result {
+                Ok(r) if r.left.is_empty() => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(5),
+                Err(e @ agent::AgentError::Setup(_)) => {
+                    eprintln!("vm-device-agent: {e}");
+                    ExitCode::from(4)
+                }
+                Err(e) => {
+                    eprintln!("vm-device-agent: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
