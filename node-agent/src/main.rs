@@ -66,19 +66,24 @@ fn main() -> ExitCode {
                 }
             };
             let result = rt.block_on(async move {
-                let stop = async {
-                    use tokio::signal::unix::{signal, SignalKind};
-                    match (
-                        signal(SignalKind::terminate()),
-                        signal(SignalKind::interrupt()),
-                    ) {
-                        (Ok(mut t), Ok(mut i)) => {
-                            tokio::select! {
-                                _ = t.recv() => {}
-                                _ = i.recv() => {}
-                            }
-                        }
-                        _ => std::future::pending::<()>().await,
+                // Signals are caught from here on, so a SIGTERM while the configuration is
+                // being applied still leads to the clean stop (everything given back).
+                use tokio::signal::unix::{signal, SignalKind};
+                let (mut term, mut int) = match (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) {
+                    (Ok(t), Ok(i)) => (t, i),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(agent::AgentError::Internal(format!(
+                            "catching SIGTERM/SIGINT: {e}"
+                        )))
+                    }
+                };
+                let stop = async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
                     }
                 };
                 agent::run(host, cfg, state_dir, stop).await
