@@ -33,6 +33,32 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print what this node offers for another tool (changes nothing).
+    Export {
+        #[command(subcommand)]
+        what: Export,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Export {
+    /// KubeVirt's `permittedHostDevices` (spec.configuration) for what the agent with
+    /// this configuration offers, every entry with externalResourceProvider: true.
+    Kubevirt {
+        /// The agent's configuration (JSON).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A libvirt `<hostdev>` for a GPU or VF (PCI address) or `<hostdev type='mdev'>` for
+    /// an active mdev (UUID).
+    Libvirt {
+        /// PCI address (DDDD:BB:DD.F) or mdev UUID.
+        #[arg(long, value_name = "ADDR|UUID")]
+        gpu_device: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,12 +70,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if cli.host_root.is_some() && cli.state_dir.is_none() && cli.sim_state.is_none() {
+    let run = matches!(cli.command, Command::Run { .. });
+    if run && cli.host_root.is_some() && cli.state_dir.is_none() && cli.sim_state.is_none() {
         eprintln!("vm-device-agent: a simulated host needs --sim-state or --state-dir (the journals must outlive the agent)");
         return ExitCode::from(2);
     }
     let state_dir = setup::state_dir(cli.state_dir, cli.sim_state.as_deref());
     match cli.command {
+        Command::Export { what } => export(host.as_ref(), what),
         Command::Run { config } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -100,6 +128,48 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn export(host: &dyn vm_passthrough::HostOps, what: Export) -> ExitCode {
+    use vm_device::inventory::HostInventory;
+    use vm_device_agent::export;
+    let out = match what {
+        Export::Kubevirt { config, json } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vm-device-agent: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let inv = HostInventory::scan(host);
+            export::kubevirt(&inv, &cfg, &setup::available_gpus(host)).map(|v| {
+                if json {
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+                } else {
+                    export::to_yaml(&v)
+                }
+            })
+        }
+        Export::Libvirt { gpu_device } => export::libvirt(&HostInventory::scan(host), &gpu_device),
+    };
+    match out {
+        Ok(text) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vm-device-agent: writing to standard output: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("vm-device-agent: {e}");
+            ExitCode::from(3)
         }
     }
 }
