@@ -129,11 +129,12 @@ impl Setup {
             PassthroughSel::Addresses(a) => a.clone(),
             PassthroughSel::Available => available_gpus(self.host),
         };
+        // Vendor and device ids do not change with the driver: one scan serves every GPU.
+        let inv = HostInventory::scan(self.host);
         for addr in gpus {
             let what = format!("passthrough {addr}");
             self.prepare(&addr, cfg.allow_boot_vga, state_dir)
                 .map_err(|e| (what.clone(), e))?;
-            let inv = HostInventory::scan(self.host);
             let f = inv.functions.iter().find(|f| f.address == addr);
             let resource = match f.and_then(|f| f.vendor_id.zip(f.device_id)) {
                 Some((v, d)) => offer::pci_resource(v, d),
