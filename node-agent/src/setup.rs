@@ -147,6 +147,8 @@ impl Setup {
                 .push(DeviceKind::Pci { address: addr });
         }
         if cfg.wgpu_shares > 0 {
+            wgpu_available(self.host)
+                .map_err(|why| (format!("wgpu_shares {}", cfg.wgpu_shares), why))?;
             self.owned.resources.insert(
                 offer::wgpu_resource(),
                 (0..cfg.wgpu_shares)
@@ -247,6 +249,23 @@ pub fn available_gpus(host: &dyn HostOps) -> Vec<PciAddress> {
             _ => None,
         })
         .collect()
+}
+
+/// Whether the software rung can serve on this host (a wgpu adapter is available, as
+/// `vm-cli gpu list` shows it); the first reason when not.
+pub fn wgpu_available(host: &'static dyn HostOps) -> Result<(), String> {
+    let inv = HostInventory::scan(host);
+    let adapters = host.probe_adapters().map_err(|e| e.to_string());
+    let filter = vm_device::ladder::Filter::default();
+    let candidates = vm_device::rungs::wgpu::probe(&inv, &adapters, &filter);
+    if candidates.iter().any(|c| c.is_available()) {
+        return Ok(());
+    }
+    Err(candidates
+        .first()
+        .and_then(|c| c.reason())
+        .map(|r| format!("the wgpu rung is unavailable: {}", r.message))
+        .unwrap_or_else(|| "the wgpu rung is unavailable".into()))
 }
 
 /// The state directory of a run: `--state-dir`, else the simulation's (`SIM/state`) or

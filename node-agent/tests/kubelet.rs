@@ -387,11 +387,11 @@ async fn mdevs_are_created_offered_watched_and_removed() {
 async fn a_restarted_kubelet_gets_the_registration_again() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let host: Host = Arc::new(SimHost::from_fixture(fixture(BMC)).unwrap());
+    let host: Host = Arc::new(SimHost::from_fixture(fixture("amd-vi-workstation")).unwrap());
     let sock = dir.path().join("kubelet.sock");
     let mut kubelet = Kubelet::start(&sock);
     let cfg = Config {
-        passthrough: PassthroughSel::Addresses(vec!["0000:86:00.0".parse().unwrap()]),
+        passthrough: PassthroughSel::Addresses(vec!["0000:0c:00.0".parse().unwrap()]),
         wgpu_shares: 2,
         ..config(dir.path())
     };
@@ -401,7 +401,7 @@ async fn a_restarted_kubelet_gets_the_registration_again() {
         kubelet.next_registration().await.resource_name,
     ];
     names.sort();
-    assert_eq!(names, ["vm-device.io/10de-1eb8", "vm-device.io/wgpu"]);
+    assert_eq!(names, ["vm-device.io/1002-73bf", "vm-device.io/wgpu"]);
     // kubelet restarts: its socket is recreated, and it wipes the plugin sockets.
     kubelet.stop().await;
     for n in &names {
@@ -443,11 +443,46 @@ async fn a_config_the_host_refuses_is_undone_and_reported() {
         ]),
         ..config(dir.path())
     };
-    let err = agent::run(host, cfg, state.clone(), std::future::pending())
-        .await
-        .unwrap_err();
+    // A configuration wrongly accepted would run forever: time out instead of hanging.
+    let err = tokio::time::timeout(
+        WAIT,
+        agent::run(host, cfg, state.clone(), std::future::pending()),
+    )
+    .await
+    .expect("the agent refuses the configuration instead of running")
+    .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("passthrough 0000:04:00.0"), "{msg}");
+    assert_eq!(drivers(sim.as_ref()), before);
+    assert!(journals(&state).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wgpu_shares_need_an_adapter() {
+    // The recorded BMC has no wgpu adapter: offering shares there would hand out nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let sim = Arc::new(SimHost::from_fixture(fixture(BMC)).unwrap());
+    let before = drivers(sim.as_ref());
+    let host: Host = sim.clone();
+    let cfg = Config {
+        passthrough: PassthroughSel::Addresses(vec!["0000:86:00.0".parse().unwrap()]),
+        wgpu_shares: 2,
+        ..config(dir.path())
+    };
+    // A configuration wrongly accepted would run forever: time out instead of hanging.
+    let err = tokio::time::timeout(
+        WAIT,
+        agent::run(host, cfg, state.clone(), std::future::pending()),
+    )
+    .await
+    .expect("the agent refuses the configuration instead of running")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("wgpu_shares 2: the wgpu rung is unavailable"),
+        "{err}"
+    );
     assert_eq!(drivers(sim.as_ref()), before);
     assert!(journals(&state).is_empty());
 }
