@@ -6,6 +6,7 @@
 //! goes through [`host::HostOps`], so the same code runs on a real Linux host
 //! ([`host::LinuxHost`]) and on a recorded fixture ([`host::SimHost`]).
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
 pub mod doctor;

@@ -17,7 +17,7 @@ use vm_device::ladder::Filter;
 use vm_device::rungs::{
     mdev::probe as mdev, passthrough::probe as passthrough, wgpu::probe as wgpu,
 };
-use vm_passthrough::{AdapterInfo, PciAddress};
+use vm_device_host::{AdapterInfo, PciAddress};
 
 fn function(addr: PciAddress, class: u32, driver: Option<&str>, group: Option<u32>) -> PciFunction {
     PciFunction {

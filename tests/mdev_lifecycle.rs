@@ -8,8 +8,9 @@ use vm_device::gpu_mdev::lifecycle::{self, ApplyOptions, CreateRequest, UuidSour
 use vm_device::gpu_mdev::{
     ids, scenario, Choice, GpuMdev, MdevError, MdevType, TypeRequest, Verified,
 };
-use vm_device::host::{HostOps, SimHost};
+use vm_device::host::SimHost;
 use vm_device::inventory::HostInventory;
+use vm_device_host::prelude::*;
 
 fn req(wanted: &str, parent: Option<&str>) -> CreateRequest {
     CreateRequest {

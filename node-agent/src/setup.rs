@@ -10,7 +10,7 @@ use vm_device::gpu_manager::GpuMode;
 use vm_device::host::Host;
 use vm_device::inventory::HostInventory;
 use vm_device::ladder::Target;
-use vm_device::plan::{Executor, GroupLock, Journal, UndoReport};
+use vm_device::plan::{Executor, GroupLock, Journal, LockError, UndoReport};
 use vm_device::rungs::mdev::{self, lifecycle, Choice, MdevPlan, TypeRequest};
 use vm_device::rungs::passthrough::{self, PrepareOptions, Prepared};
 use vm_passthrough::{HostOps, PciAddress};
@@ -178,8 +178,7 @@ impl Setup {
     /// does), journaled under `key`, and keeps the journal and its lock until the agent
     /// gives the change back.
     fn run_journaled(&mut self, p: &MdevPlan, key: &str, state_dir: &Path) -> Result<(), String> {
-        let _parent = GroupLock::acquire_within(state_dir, &p.plan.key, LOCK_WAIT)
-            .map_err(|e| e.to_string())?;
+        let _parent = lock_within(state_dir, &p.plan.key)?;
         let own = GroupLock::try_acquire(state_dir, key).map_err(|e| e.to_string())?;
         let journal = Journal::new(
             state_dir,
@@ -227,11 +226,32 @@ impl Setup {
     }
 }
 
+/// The lock of `key`, waiting up to [`LOCK_WAIT`] for another vm-cli to let go (changes
+/// of one mdev parent or PF serialize on it, as `vm-cli gpu mdev-create`'s do).
+fn lock_within(state_dir: &Path, key: &str) -> Result<GroupLock, String> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match GroupLock::try_acquire(state_dir, key) {
+            Ok(l) => return Ok(l),
+            Err(LockError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 fn undo_left(r: &UndoReport, journal: &Path) -> Vec<String> {
     if r.complete() {
         return Vec::new();
     }
-    let mut v = r.leftovers();
+    let mut v: Vec<String> = r
+        .failures
+        .iter()
+        .map(|f| format!("{} ({}): {}", f.step.why, f.step.device, f.error))
+        .chain(r.left.iter().cloned())
+        .chain(r.journal_error.iter().cloned())
+        .collect();
     v.push(format!("journal kept: {}", journal.display()));
     v
 }

@@ -15,7 +15,7 @@ use vm_device_agent::agent::{self, connect_unix, socket_name};
 use vm_device_agent::config::{Config, MdevSpec, PassthroughSel};
 use vm_device_agent::proto::v1beta1 as api;
 use vm_device_sim::SimHost;
-use vm_passthrough::HostOps;
+use vm_passthrough::{HostOps, Sysfs};
 
 const BMC: &str = "bmc-datacenter-nvidia-vgpu";
 const WAIT: Duration = Duration::from_secs(30);

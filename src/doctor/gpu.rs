@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::{PciAddress, ProcessHolder};
+use vm_device_host::{PciAddress, ProcessHolder};
 
 use super::remedy::{self, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};

@@ -45,7 +45,7 @@ pub enum ManagerError {
     },
     /// The host could not be read.
     #[error(transparent)]
-    Host(#[from] vm_passthrough::HostError),
+    Host(#[from] vm_device_host::HostError),
     /// Initializing the chosen backend failed.
     #[error("initializing {mode} failed: {message}")]
     Init {
@@ -54,6 +54,24 @@ pub enum ManagerError {
         /// What failed.
         message: String,
     },
+}
+
+impl ManagerError {
+    /// What kind of failure this is (README, "Exit codes"): no available mode or an
+    /// unavailable choice is unavailable; anything else is a failure.
+    pub fn exit_kind(&self) -> crate::plan::ExitKind {
+        use crate::plan::ExitKind;
+        match self {
+            ManagerError::NoBackend { .. } | ManagerError::Unavailable { .. } => {
+                ExitKind::Unavailable
+            }
+            ManagerError::NotScanned
+            | ManagerError::NothingSelected
+            | ManagerError::BadIndex { .. }
+            | ManagerError::Host(_)
+            | ManagerError::Init { .. } => ExitKind::Failed,
+        }
+    }
 }
 
 fn no_backend_message(requested: &[GpuMode], rejected: &[Candidate]) -> String {

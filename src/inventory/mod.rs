@@ -16,11 +16,11 @@ pub use host_facts::{
     iommu_params_for, CpuVendor, HostFacts, IommuKind, IommuState, KernelParams, Virtualization,
 };
 pub use mdev::{MdevDevice, MdevParent, MdevTypeInfo, NvidiaVgpuTypes, DISPLAY_MDEV_DRIVERS};
-pub use names::{class_name, device_name, vendor_name};
+pub use names::{class_name, device_name, human_bytes, vendor_name};
 pub use pci::{device_nodes, Bar, PciFunction, Sriov, Vram, VramSource};
 
 use crate::host::HostOps;
-use vm_passthrough::{PciAddress, ProcessHolder};
+use vm_device_host::{PciAddress, ProcessHolder};
 
 /// Something the scan could not read or understand, with the file that said so.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -1,7 +1,7 @@
 //! What a rung can offer: candidates, each available or not, with the reason as data.
 
 use serde::Serialize;
-use vm_passthrough::{AdapterInfo, PciAddress};
+use vm_device_host::{AdapterInfo, PciAddress};
 
 use super::GpuMode;
 

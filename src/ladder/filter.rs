@@ -1,6 +1,6 @@
 //! What the user asked for that narrows every rung's candidates.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 /// What the user asked for that narrows the candidates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Reasons every rung shares: they come from the host as a whole (the IOMMU) or from the
 //! user's request, not from one rung's rules.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{Reason, ReasonCode};
 use crate::inventory::{HostFacts, HostInventory};

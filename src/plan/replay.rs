@@ -19,7 +19,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{Action, Check};
 
@@ -76,7 +76,7 @@ fn number_ok(s: &str) -> bool {
 
 impl ReplayScope {
     /// `Ok` when `a` is an undo action the plan layer produces; else what is wrong.
-    pub fn allows_action(&self, a: &Action) -> Result<(), String> {
+    pub(crate) fn allows_action(&self, a: &Action) -> Result<(), String> {
         match a {
             Action::Write { path, value } => {
                 let c = components(path).ok_or("not a plain absolute path")?;
@@ -132,7 +132,7 @@ impl ReplayScope {
     }
 
     /// `Ok` when `c` reads only under `/sys` or `/dev/vfio`.
-    pub fn allows_check(&self, c: &Check) -> Result<(), String> {
+    pub(crate) fn allows_check(&self, c: &Check) -> Result<(), String> {
         match components(c.path()).as_deref() {
             Some(["sys", ..]) | Some(["dev", "vfio", ..]) => Ok(()),
             _ => Err("reads outside /sys and /dev/vfio".into()),
@@ -143,7 +143,7 @@ impl ReplayScope {
 /// True when the effect of undo action `a` already holds on `host` (the device is back on
 /// its driver, the override or count reads the old value, the mdev is gone or back, the
 /// definition is deleted): someone restored it by hand, and running it again would fail.
-pub(crate) fn already_holds(a: &Action, host: &dyn vm_passthrough::HostOps) -> bool {
+pub(crate) fn already_holds(a: &Action, host: &dyn vm_device_host::HostOps) -> bool {
     // Only positive evidence counts: a host that cannot be read proves nothing.
     let reads = |p: &Path, want: &str| host.read_attr(p).is_ok_and(|v| v.trim() == want.trim());
     match a {
@@ -188,9 +188,8 @@ pub(crate) fn already_holds(a: &Action, host: &dyn vm_passthrough::HostOps) -> b
                 _ => false,
             }
         }
-        Action::RemoveFile { path } => {
-            matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        }
+        // The definition is gone (no node at all there, a link included).
+        Action::RemoveFile { path } => host.kind(path).is_none(),
         _ => false,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::persist::{config_path, MdevctlConfig, StartMode};
 use super::plan::{execute, Action, Check, Expectation, MdevPlan};

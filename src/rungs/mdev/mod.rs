@@ -21,6 +21,7 @@ pub mod persist;
 pub mod plan;
 pub mod probe;
 pub mod render;
+#[cfg(feature = "test-support")]
 pub mod scenario;
 pub mod types;
 pub mod verify;
@@ -28,7 +29,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 use uuid::Uuid;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::host::{self, Host, HostOps};
 use crate::inventory::{HostInventory, MdevParent};
@@ -184,12 +185,6 @@ impl GpuMdev {
     /// Uses `host` instead of the default host.
     pub fn with_host(mut self, host: Host) -> Self {
         self.host = host;
-        self
-    }
-
-    /// Creates the device with this UUID instead of a random one.
-    pub fn with_uuid(mut self, uuid: Uuid) -> Self {
-        self.uuid_source = UuidSource::Given(ids::sysfs_name(&uuid));
         self
     }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::host::HostOps;
+use crate::host::Sysfs;
 use crate::inventory::{HostInventory, ScanWarning};
 
 /// Where mdevctl keeps definitions, relative to the config root.
@@ -88,12 +88,13 @@ pub struct DeviceRow {
     pub start: Option<StartMode>,
 }
 
-/// Definitions under `/etc/mdevctl.d/PARENT/UUID`, read through `host`: (parent, uuid,
+/// Definitions under `/etc/mdevctl.d/PARENT/UUID`, read through `host` (its files only:
+/// any [`Sysfs`], `&dyn HostOps` included): (parent, uuid,
 /// definition). mdevctl's own `scripts.d` (callouts, notifiers) is no parent and is
 /// skipped. A missing directory is no definition; an entry whose name is not a UUID or
 /// whose contents are not a definition is skipped with a warning naming the file.
-pub fn read_definitions(
-    host: &dyn HostOps,
+pub fn read_definitions<H: Sysfs + ?Sized>(
+    host: &H,
     warnings: &mut Vec<ScanWarning>,
 ) -> Vec<(String, String, MdevctlConfig)> {
     let mut out = Vec::new();

@@ -268,7 +268,7 @@ fn sriov_candidates(inv: &HostInventory, filter: &Filter, out: &mut Vec<Candidat
 fn nvidia_candidates(
     inv: &HostInventory,
     filter: &Filter,
-    vf: &vm_passthrough::PciAddress,
+    vf: &vm_device_host::PciAddress,
     nv: &crate::inventory::NvidiaVgpuTypes,
     out: &mut Vec<Candidate>,
 ) {

@@ -2,7 +2,7 @@
 //! vendor-VFIO vGPU types (`nvidia/creatable_vgpu_types` of VFs), and the choice of type and
 //! parent for a request.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{MdevError, MdevType};
 use crate::inventory::{HostInventory, MdevParent, MdevTypeInfo};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::plan::Expectation;
 use super::MdevError;

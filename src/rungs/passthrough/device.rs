@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vm_passthrough::{HostError, HostOps, PciAddress, ProcessHolder};
+use vm_device_host::{HostError, HostOps, PciAddress, ProcessHolder};
 
 use crate::ladder::{Reason, ReasonCode};
 use crate::plan::read_optional;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vm_passthrough::{HostError, PciAddress};
+use vm_device_host::{HostError, PciAddress};
 
 use crate::ladder::Reason;
 use crate::plan::{ApplyError, UndoReport};
@@ -187,5 +187,16 @@ impl PassthroughError {
             PassthroughError::ReleaseIncomplete { .. } => Some(false),
             _ => None,
         }
+    }
+
+    /// What kind of failure this is (README, "Exit codes"): a refusal or a busy group is
+    /// unavailable; a failed change is undone or left changes; anything else is a failure.
+    pub fn exit_kind(&self) -> crate::plan::ExitKind {
+        use crate::plan::ExitKind;
+        if self.is_refusal() {
+            return ExitKind::Unavailable;
+        }
+        self.undone_fully()
+            .map_or(ExitKind::Failed, ExitKind::of_undo)
     }
 }

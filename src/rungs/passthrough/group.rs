@@ -17,7 +17,7 @@
 //! driver.
 
 use serde::Serialize;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::inventory::is_companion_class;
 

@@ -9,7 +9,9 @@ mod error;
 pub mod group;
 mod prepare;
 pub mod probe;
+#[cfg(feature = "test-support")]
 pub mod profile;
+#[cfg(feature = "test-support")]
 pub mod scenario;
 mod vfio;
 
@@ -22,7 +24,7 @@ pub use prepare::{
 pub use probe::probe;
 pub use vfio::{OpenedDevice, VfioHandles, VfioSession, VFIO_PERMISSION_REMEDY};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::host::{self, HostOps};
 use crate::inventory::{HostInventory, PciFunction};

@@ -1,6 +1,6 @@
 //! The passthrough rung: a whole GPU on `vfio-pci`.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::inventory::{Gpu, HostInventory, IommuKind};
 use crate::ladder::reasons::{device_not_found, iommu_off};
@@ -14,7 +14,7 @@ use crate::rungs::passthrough::group::{
     classify, Blocker, GroupClassification, MemberFacts, IN_USE,
 };
 use crate::rungs::passthrough::held_open;
-use vm_passthrough::ProcessHolder;
+use vm_device_host::ProcessHolder;
 
 /// Passthrough candidates: one per physical GPU (VFs belong to the mediated rung).
 pub fn probe(inv: &HostInventory, filter: &Filter) -> Vec<Candidate> {

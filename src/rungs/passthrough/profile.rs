@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use vm_device_host::PciAddress;
 use vm_device_sim::{Op, SimHost};
-use vm_passthrough::PciAddress;
 
 use super::{prepare, PassthroughError, PrepareOptions};
 
@@ -32,6 +32,7 @@ pub fn op_text(op: &Op) -> String {
         Op::ProbeAdapters => "probe-adapters".into(),
         Op::Nvml(a) => format!("nvml {a}"),
         Op::Vfio(t) => format!("vfio {t}"),
+        Op::File(o, p) => format!("{o} {}", p.display()),
     }
 }
 
@@ -43,7 +44,7 @@ pub fn repeated(ops: &[Op]) -> Vec<String> {
     let mut writes: Vec<&Op> = Vec::new();
     for op in ops {
         match op {
-            Op::Write(..) | Op::LoadModule(..) => {
+            Op::Write(..) | Op::LoadModule(..) | Op::File(..) => {
                 if writes.contains(&op) {
                     out.push(op_text(op));
                 }

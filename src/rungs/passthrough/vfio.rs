@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use vm_passthrough::vfio::{
+use vm_device_host::vfio::{
     region, DeviceInfo, IommuType, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
     VFIO_API_VERSION,
 };
-use vm_passthrough::{HostError, HostOps, PciAddress};
+use vm_device_host::{HostError, HostOps, PciAddress};
 
 use super::error::PassthroughError;
 use super::group::VFIO_SAFE_DRIVERS;

@@ -80,9 +80,9 @@ pub fn open_device(
         Err(e) => Err(format!(
             "opening the Vulkan device with VK_EXT_external_memory_host: {e}"
         )),
-        // SAFETY: `open` was opened on this very adapter with the descriptor's features and
-        // limits.
         Ok(open) => {
+            // SAFETY: `open` was opened on this very adapter with the descriptor's features
+            // and limits.
             unsafe { adapter.create_device_from_hal(open, desc) }.map_err(|e| e.to_string())
         }
     })

@@ -1,6 +1,6 @@
 //! The wgpu rung: a virtio-gpu rendered by a wgpu adapter.
 
-use vm_passthrough::AdapterInfo;
+use vm_device_host::AdapterInfo;
 
 use crate::inventory::HostInventory;
 use crate::ladder::Filter;

@@ -4,12 +4,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use super::adapters::instance_descriptor;
 use super::host_import::HostImport;
 use super::virtio_gpu::gpu_gather::GatherPipelines;
 use super::virtio_gpu::scanout::Compositor;
 use super::virtio_gpu::stats::{DeviceCounters, DeviceStats};
 use super::virtio_gpu::{VirtioGpuConfig, VirtioGpuDevice};
+use crate::host::adapters::instance_descriptor;
 use crate::ladder::GpuMode;
 use crate::ladder::{BackendError, BackendStats, GpuBackend};
 

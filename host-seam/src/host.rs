@@ -26,6 +26,25 @@ pub enum NodeKind {
     Device,
 }
 
+/// The most an attribute read takes, on a real host and a simulated one alike: sysfs
+/// attributes are at most a page (binary ones such as `config` 4 KiB); a bigger file where
+/// an attribute belongs is a corrupted tree, and reading it whole would cost seconds and
+/// gigabytes.
+pub const MAX_ATTR_BYTES: usize = 64 << 10;
+
+/// The most a `/proc` read takes (`cpuinfo` of a big server).
+pub const MAX_PROC_BYTES: usize = 16 << 20;
+
+/// The read cap of kernel path `p`: [`MAX_PROC_BYTES`] under `/proc`, else
+/// [`MAX_ATTR_BYTES`].
+pub fn cap_for(p: &Path) -> usize {
+    if p.starts_with("/proc") {
+        MAX_PROC_BYTES
+    } else {
+        MAX_ATTR_BYTES
+    }
+}
+
 /// An error from the host, with what was attempted.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -134,12 +153,11 @@ pub struct ProcessHolder {
     pub path: PathBuf,
 }
 
-/// The one door to the host: sysfs, `/proc`, `/dev`, modules and the wgpu adapter probe.
+/// Files of the host: sysfs attributes, `/proc`, `/dev` nodes, and the few configuration
+/// files vm-device writes (mdevctl definitions), each under a root the caller names.
 ///
-/// Implementations: `LinuxHost` (the machine itself) and `SimHost` (a fixture tree that
-/// reacts to writes as the kernel does). Provided methods build on the required ones so both
-/// parse `/proc` the same way.
-pub trait HostOps: Send + Sync {
+/// Code that only reads the host's files can take `&dyn Sysfs` (or `impl Sysfs`).
+pub trait Sysfs: Send + Sync {
     /// Reads a whole file.
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError>;
 
@@ -158,23 +176,71 @@ pub trait HostOps: Send + Sync {
     /// Writes `value` to an attribute in one `write(2)`, as `echo -n value > path` would.
     fn write_attr(&self, path: &Path, value: &[u8]) -> Result<(), HostError>;
 
-    /// Loads a kernel module (`modprobe NAME`).
-    fn load_module(&self, name: &str) -> Result<(), HostError>;
+    // ---- configuration files (mdevctl definitions): `rel` is a plain relative path
+    // (see [`config_path`]) under the directory `root`, which the caller chose; `root` may be
+    // reached through links, but no component of `rel` is ever followed as one ----
 
-    /// The graphics adapters wgpu can open. Expensive on a real host: call only when the
-    /// wgpu rung is being considered.
-    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
+    /// Creates the directory `root/rel` (mode 0755) and each missing directory above it
+    /// below `root`; an existing directory is fine. A link or non-directory on the way:
+    /// `ELOOP` / `ENOTDIR`.
+    fn create_dir(&self, root: &Path, rel: &Path) -> Result<(), HostError>;
 
-    /// Total memory in bytes of the NVIDIA GPU at `addr` as NVML reports it
-    /// (`nvmlDeviceGetMemoryInfo`; what `nvidia-smi` shows as `memory.total`). `Ok(None)`
-    /// when NVML is not installed (`libnvidia-ml.so.1` does not load): a host without the
-    /// NVIDIA user-space driver works the same, only without the figure. Call it only for a
-    /// function bound to the `nvidia` driver. `LinuxHost` loads the library at run time;
-    /// `SimHost` reads `.fixture/nvml.json`.
-    fn nvml_memory_total(&self, addr: &crate::PciAddress) -> Result<Option<u64>, HostError>;
+    /// Writes the new file `root/rel` (mode 0644) atomically: it appears whole or not at
+    /// all (written to a temporary file beside it, synced, then linked into place). `EEXIST`
+    /// when it exists (a link included); its directory must exist.
+    fn write_file(&self, root: &Path, rel: &Path, contents: &[u8]) -> Result<(), HostError>;
 
-    // ---- VFIO (see `crate::vfio` for the handle model) ----
+    /// Removes the file `root/rel` (a link there is removed, never followed).
+    fn remove_file(&self, root: &Path, rel: &Path) -> Result<(), HostError>;
 
+    /// Removes the empty directory `root/rel` (`ENOTEMPTY` when it holds anything).
+    fn remove_dir(&self, root: &Path, rel: &Path) -> Result<(), HostError>;
+
+    /// Reads an attribute as text, without the trailing newline.
+    fn read_attr(&self, path: &Path) -> Result<String, HostError> {
+        let bytes = self.read(path)?;
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(text.trim_end_matches(['\n', '\0']).to_string())
+    }
+
+    /// True when `path` exists, following links.
+    fn exists(&self, path: &Path) -> bool {
+        self.canonicalize(path)
+            .ok()
+            .and_then(|p| self.kind(&p))
+            .is_some()
+    }
+
+    /// True when the user running this process may open `path` for reading, and for writing
+    /// too when `write`, as `access(2)` answers with the real uid. The provided answer is
+    /// "the node exists": a simulated host (a fixture tree) records no owners or modes, so
+    /// `SimHost` keeps this default and every existing node counts as accessible there;
+    /// `LinuxHost` asks the kernel.
+    fn access(&self, path: &Path, write: bool) -> bool {
+        let _ = write;
+        self.exists(path)
+    }
+
+    /// True when `path` is a directory, following links.
+    fn is_dir(&self, path: &Path) -> bool {
+        self.canonicalize(path)
+            .ok()
+            .and_then(|p| self.kind(&p))
+            .is_some_and(|k| k == NodeKind::Dir)
+    }
+
+    /// The last component of a link's target (`driver` → `vfio-pci`).
+    fn link_name(&self, path: &Path) -> Result<String, HostError> {
+        let target = self.read_link(path)?;
+        Ok(target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default())
+    }
+}
+
+/// VFIO: containers, groups and devices, as the handles of [`crate::vfio`] name them.
+pub trait Vfio: Sysfs {
     /// Opens `/dev/vfio/vfio`: a new, empty container.
     fn vfio_open_container(&self) -> Result<VfioContainer, HostError>;
 
@@ -278,6 +344,28 @@ pub trait HostOps: Send + Sync {
             .filter(|p| self.exists(p));
         IommufdAvailability { iommu_dev, cdev }
     }
+}
+
+/// What the host's graphics stack reports: the wgpu adapter probe and NVML's memory figure.
+pub trait Adapters: Send + Sync {
+    /// The graphics adapters wgpu can open. Expensive on a real host: call only when the
+    /// wgpu rung is being considered.
+    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError>;
+
+    /// Total memory in bytes of the NVIDIA GPU at `addr` as NVML reports it
+    /// (`nvmlDeviceGetMemoryInfo`; what `nvidia-smi` shows as `memory.total`). `Ok(None)`
+    /// when NVML is not installed (`libnvidia-ml.so.1` does not load): a host without the
+    /// NVIDIA user-space driver works the same, only without the figure. Call it only for a
+    /// function bound to the `nvidia` driver. `LinuxHost` loads the library at run time;
+    /// `SimHost` reads `.fixture/nvml.json`.
+    fn nvml_memory_total(&self, addr: &crate::PciAddress) -> Result<Option<u64>, HostError>;
+}
+
+/// The host as a whole: kernel modules, the kernel command line and CPU, KVM, processes
+/// (who holds a device node; later, where a thread may run) and the identity of the machine.
+pub trait System: Sysfs {
+    /// Loads a kernel module (`modprobe NAME`).
+    fn load_module(&self, name: &str) -> Result<(), HostError>;
 
     /// Opens `/dev/kvm`, checks `KVM_GET_API_VERSION` (12) and creates (then closes) a VM
     /// with `KVM_CREATE_VM`: whether this process can use KVM at all. Returns the API
@@ -290,48 +378,6 @@ pub trait HostOps: Send + Sync {
         } else {
             Err(HostError::errno("open", node, 2))
         }
-    }
-
-    /// Reads an attribute as text, without the trailing newline.
-    fn read_attr(&self, path: &Path) -> Result<String, HostError> {
-        let bytes = self.read(path)?;
-        let text = String::from_utf8_lossy(&bytes);
-        Ok(text.trim_end_matches(['\n', '\0']).to_string())
-    }
-
-    /// True when `path` exists, following links.
-    fn exists(&self, path: &Path) -> bool {
-        self.canonicalize(path)
-            .ok()
-            .and_then(|p| self.kind(&p))
-            .is_some()
-    }
-
-    /// True when the user running this process may open `path` for reading, and for writing
-    /// too when `write`, as `access(2)` answers with the real uid. The provided answer is
-    /// "the node exists": a simulated host (a fixture tree) records no owners or modes, so
-    /// `SimHost` keeps this default and every existing node counts as accessible there;
-    /// `LinuxHost` asks the kernel.
-    fn access(&self, path: &Path, write: bool) -> bool {
-        let _ = write;
-        self.exists(path)
-    }
-
-    /// True when `path` is a directory, following links.
-    fn is_dir(&self, path: &Path) -> bool {
-        self.canonicalize(path)
-            .ok()
-            .and_then(|p| self.kind(&p))
-            .is_some_and(|k| k == NodeKind::Dir)
-    }
-
-    /// The last component of a link's target (`driver` → `vfio-pci`).
-    fn link_name(&self, path: &Path) -> Result<String, HostError> {
-        let target = self.read_link(path)?;
-        Ok(target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default())
     }
 
     /// Which host this is, for vm-device's journals: a journal records the identity of the
@@ -461,6 +507,44 @@ pub trait HostOps: Send + Sync {
             .find_map(|l| l.strip_prefix("Tgid:"))
             .and_then(|v| v.trim().parse().ok())
     }
+}
+
+/// The one door to the host: [`Sysfs`], [`Vfio`], [`Adapters`] and [`System`] together.
+///
+/// Implementations: `LinuxHost` (the machine itself) and `SimHost` (a fixture tree that
+/// reacts to writes as the kernel does) implement the four small traits; every type that
+/// does is a `HostOps` (a blanket implementation), so `&dyn HostOps` reaches every
+/// operation. Provided methods build on the required ones so both parse `/proc` the same
+/// way.
+pub trait HostOps: Sysfs + Vfio + Adapters + System {}
+
+impl<T: Sysfs + Vfio + Adapters + System + ?Sized> HostOps for T {}
+
+/// The components of `rel`, a path under a configuration root: relative, not empty, and
+/// made of plain names only (no `.`, `..`, root or empty component). Anything else is
+/// refused with `EINVAL`, before the host is touched.
+pub fn config_path(root: &Path, rel: &Path) -> Result<Vec<std::ffi::OsString>, HostError> {
+    use std::path::Component;
+    let mut out = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            _ => {
+                return Err(HostError::io(
+                    "check",
+                    root.join(rel),
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a plain relative path under the configuration root",
+                    ),
+                ))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(HostError::errno("check", root, 22));
+    }
+    Ok(out)
 }
 
 /// The sysfs directory of a VFIO device name: `/sys/bus/pci/devices/ADDR` for a PCI address,

@@ -1,6 +1,10 @@
-//! Asking wgpu which adapters this host has.
+//! Asking wgpu which adapters this host has: the seam's half of the adapter probe.
+//!
+//! It lives beside `LinuxHost` (which answers `Adapters::probe_adapters` with it) so the
+//! seam imports nothing above it; the wgpu rung starts its own instances from
+//! [`instance_descriptor`] too, so both see the same backends and environment.
 
-use vm_passthrough::{AdapterInfo, HostError};
+use vm_device_host::{AdapterInfo, HostError};
 
 /// The instance descriptor every wgpu use in vm-device starts from: honours `WGPU_BACKEND`
 /// (wgpu ignores it unless asked) and the other `WGPU_*` variables.
