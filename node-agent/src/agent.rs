@@ -106,10 +106,14 @@ async fn register(kubelet: &Path, resource: &str, endpoint: &str) -> Result<(), 
 struct Served {
     path: PathBuf,
     stop: oneshot::Sender<()>,
+    retire: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-async fn serve(path: &Path, plugin: ResourcePlugin) -> Result<Served, AgentError> {
+async fn serve(
+    path: &Path,
+    plugin: impl FnOnce(watch::Receiver<bool>) -> ResourcePlugin,
+) -> Result<Served, AgentError> {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -125,6 +129,8 @@ async fn serve(path: &Path, plugin: ResourcePlugin) -> Result<Served, AgentError
         detail: e.to_string(),
     })?;
     let (stop, stopped) = oneshot::channel::<()>();
+    let (retire, retired) = watch::channel(false);
+    let plugin = plugin(retired);
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -136,16 +142,24 @@ async fn serve(path: &Path, plugin: ResourcePlugin) -> Result<Served, AgentError
     Ok(Served {
         path: path.to_path_buf(),
         stop,
+        retire,
         task,
     })
 }
 
 async fn stop_all(served: &mut Vec<Served>) {
     for s in served.drain(..) {
+        let _ = s.retire.send(true);
         let _ = s.stop.send(());
-        // A ListAndWatch stream open to kubelet ends when the snapshot sender is dropped;
-        // don't wait on it forever.
-        let _ = tokio::time::timeout(Duration::from_secs(2), s.task).await;
+        // A graceful shutdown waits for open connections; a ListAndWatch stream kept open
+        // by a kubelet that is gone would hold it forever: end it after a grace period.
+        let abort = s.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), s.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
         let _ = std::fs::remove_file(&s.path);
     }
 }
@@ -223,7 +237,8 @@ async fn serve_until(
             let mut ok = true;
             for r in &resources {
                 let path = cfg.plugin_dir.join(socket_name(r));
-                let plugin = ResourcePlugin::new(r.clone(), rx.clone(), nodes.clone());
+                let plugin =
+                    |retired| ResourcePlugin::new(r.clone(), rx.clone(), nodes.clone(), retired);
                 match serve(&path, plugin).await {
                     Ok(s) => served.push(s),
                     Err(e) => {

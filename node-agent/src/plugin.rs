@@ -26,19 +26,25 @@ pub struct ResourcePlugin {
     resource: String,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     nodes: DevNodes,
+    /// Turns true when this socket's server stops: its ListAndWatch streams end (the
+    /// server's connections would otherwise outlive it for as long as a client holds
+    /// them).
+    retired: watch::Receiver<bool>,
 }
 
 impl ResourcePlugin {
-    /// The service of `resource`, following `snapshot`.
+    /// The service of `resource`, following `snapshot`, until `retired` turns true.
     pub fn new(
         resource: String,
         snapshot: watch::Receiver<Arc<Snapshot>>,
         nodes: DevNodes,
+        retired: watch::Receiver<bool>,
     ) -> Self {
         ResourcePlugin {
             resource,
             snapshot,
             nodes,
+            retired,
         }
     }
 
@@ -176,6 +182,7 @@ impl DevicePlugin for ResourcePlugin {
         _: Request<api::Empty>,
     ) -> Result<Response<Self::ListAndWatchStream>, Status> {
         let mut rx = self.snapshot.clone();
+        let mut retired = self.retired.clone();
         let resource = self.resource.clone();
         let stream = async_stream(move |tx| async move {
             let mut last: Option<Vec<Offered>> = None;
@@ -191,8 +198,13 @@ impl DevicePlugin for ResourcePlugin {
                     }
                     last = Some(now);
                 }
-                if rx.changed().await.is_err() {
-                    return; // the agent stops
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            return; // the agent stops
+                        }
+                    }
+                    _ = retired.wait_for(|r| *r) => return, // this socket's server stopped
                 }
             }
         });

@@ -402,6 +402,14 @@ async fn a_restarted_kubelet_gets_the_registration_again() {
     ];
     names.sort();
     assert_eq!(names, ["vm-device.io/1002-73bf", "vm-device.io/wgpu"]);
+    // The old kubelet's ListAndWatch, still open when it restarts.
+    let mut old = plugin(dir.path(), "vm-device.io/wgpu").await;
+    let mut old_stream = old
+        .list_and_watch(api::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    old_stream.message().await.unwrap().unwrap();
     // kubelet restarts: its socket is recreated, and it wipes the plugin sockets.
     kubelet.stop().await;
     for n in &names {
@@ -424,6 +432,11 @@ async fn a_restarted_kubelet_gets_the_registration_again() {
     let first = stream.message().await.unwrap().unwrap();
     let ids: Vec<&str> = first.devices.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["wgpu-0", "wgpu-1"]);
+    // The old server does not live on for the stale stream: it is ended.
+    let ended = tokio::time::timeout(WAIT, old_stream.message())
+        .await
+        .expect("the stale ListAndWatch stream ends");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
     running.stop().await;
     kubelet.stop().await;
 }
