@@ -126,6 +126,16 @@ pub fn bench_cmd(args: &[String]) -> Result<(), String> {
         ms(plan),
         ratio(plan)
     );
+    // The node agent (issue 18): start to first ListAndWatch, Allocate latency.
+    let st = Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args(["bench", "-p", "vm-device-agent", "--bench", "agent"])
+        .env("VM_BENCH_HOST", &host)
+        .status()
+        .map_err(|e| format!("cannot run the node agent bench: {e}"))?;
+    if !st.success() {
+        println!("node agent bench did not complete: {st}");
+    }
     if display_secs > 0 {
         // Its own builds, downloads and guests can fail on a host that has the scan bench's
         // tools only; say why and keep the scan numbers.

@@ -1,0 +1,280 @@
+//! The node agent: applies the configuration, serves one device-plugin socket per resource,
+//! registers each with kubelet, follows the host and kubelet, and gives everything back on
+//! a clean stop.
+
+use std::future::Future;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::{Endpoint, Uri};
+use vm_device::host::Host;
+use vm_device::inventory::HostInventory;
+
+use crate::config::Config;
+use crate::offer::{self, Owned, Snapshot};
+use crate::plugin::{DevNodes, ResourcePlugin};
+use crate::proto::v1beta1 as api;
+use crate::setup::Setup;
+
+/// kubelet's device-plugin API version.
+pub const API_VERSION: &str = "v1beta1";
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration could not be applied (and what was done was undone).
+    #[error("applying the configuration: {0}")]
+    Setup(#[from] crate::setup::SetupError),
+    /// A plugin socket could not be served.
+    #[error("serving {path}: {detail}")]
+    Serve {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A task of the agent failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What a clean stop gave back.
+#[derive(Debug, Default)]
+pub struct StopReport {
+    /// Host changes that could not be undone (their journals stay for `gpu restore`).
+    pub left: Vec<String>,
+}
+
+/// The socket file name of `resource` in the plugin directory.
+pub fn socket_name(resource: &str) -> String {
+    let short = resource.rsplit('/').next().unwrap_or(resource);
+    format!("vm-device-{}.sock", offer::name_part(short))
+}
+
+/// Identity of kubelet's socket: a socket created anew (kubelet restarted) differs in its
+/// inode or, where the filesystem reuses the inode number at once (tmpfs), in its change
+/// time.
+type SocketId = (u64, u64, i64, i64);
+
+fn socket_identity(path: &Path) -> Option<SocketId> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
+/// Connects a gRPC channel to a unix socket.
+pub async fn connect_unix(
+    path: &Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    // The URI is required by the API and ignored by the connector.
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+}
+
+async fn register(kubelet: &Path, resource: &str, endpoint: &str) -> Result<(), String> {
+    let channel = tokio::time::timeout(Duration::from_secs(5), connect_unix(kubelet))
+        .await
+        .map_err(|_| format!("connecting to {}: timed out", kubelet.display()))?
+        .map_err(|e| format!("connecting to {}: {e}", kubelet.display()))?;
+    let mut client = api::registration_client::RegistrationClient::new(channel);
+    client
+        .register(api::RegisterRequest {
+            version: API_VERSION.to_string(),
+            endpoint: endpoint.to_string(),
+            resource_name: resource.to_string(),
+            options: Some(api::DevicePluginOptions {
+                pre_start_required: false,
+                get_preferred_allocation_available: true,
+            }),
+        })
+        .await
+        .map_err(|s| format!("kubelet refused {resource}: {}", s.message()))?;
+    Ok(())
+}
+
+struct Served {
+    path: PathBuf,
+    stop: oneshot::Sender<()>,
+    retire: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+async fn serve(
+    path: &Path,
+    plugin: impl FnOnce(watch::Receiver<bool>) -> ResourcePlugin,
+) -> Result<Served, AgentError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(AgentError::Serve {
+                path: path.to_path_buf(),
+                detail: format!("cannot remove the old socket: {e}"),
+            })
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(|e| AgentError::Serve {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (retire, retired) = watch::channel(false);
+    let plugin = plugin(retired);
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(api::device_plugin_server::DevicePluginServer::new(plugin))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    Ok(Served {
+        path: path.to_path_buf(),
+        stop,
+        retire,
+        task,
+    })
+}
+
+async fn stop_all(served: &mut Vec<Served>) {
+    for s in served.drain(..) {
+        let _ = s.retire.send(true);
+        let _ = s.stop.send(());
+        // A graceful shutdown waits for open connections; a ListAndWatch stream kept open
+        // by a kubelet that is gone would hold it forever: end it after a grace period.
+        let abort = s.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), s.task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        let _ = std::fs::remove_file(&s.path);
+    }
+}
+
+async fn scan_snapshot(host: &Host, owned: &Owned) -> Result<Snapshot, AgentError> {
+    let host = host.clone();
+    let owned = owned.clone();
+    tokio::task::spawn_blocking(move || {
+        let inv = HostInventory::scan(host.as_ref());
+        offer::snapshot(&owned, &inv)
+    })
+    .await
+    .map_err(|e| AgentError::Internal(format!("host scan: {e}")))
+}
+
+/// Runs the agent on `host` until `shutdown` completes, then gives everything back.
+/// `ready` (when given) receives the resources the agent offers once it serves them.
+pub async fn run(
+    host: Host,
+    cfg: Config,
+    state_dir: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<StopReport, AgentError> {
+    let setup_host = host.clone();
+    let setup_cfg = cfg.clone();
+    let setup_dir = state_dir.clone();
+    let mut setup =
+        tokio::task::spawn_blocking(move || Setup::apply(setup_host, &setup_cfg, &setup_dir))
+            .await
+            .map_err(|e| AgentError::Internal(format!("setup: {e}")))??;
+    let result = serve_until(&host, &cfg, &setup.owned, shutdown).await;
+    let left = tokio::task::spawn_blocking(move || setup.give_back())
+        .await
+        .map_err(|e| AgentError::Internal(format!("give back: {e}")))?;
+    for l in &left {
+        eprintln!("vm-device-agent: left on the host: {l}");
+    }
+    result.map(|()| StopReport { left })
+}
+
+async fn serve_until(
+    host: &Host,
+    cfg: &Config,
+    owned: &Owned,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let first = scan_snapshot(host, owned).await?;
+    let (tx, rx) = watch::channel(Arc::new(first));
+    let nodes = DevNodes {
+        iommufd: host.exists(Path::new("/dev/iommu")),
+    };
+    let resources: Vec<String> = owned
+        .resources
+        .iter()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(r, _)| r.clone())
+        .collect();
+    let mut served: Vec<Served> = Vec::new();
+    // The kubelet socket we registered with (None: not registered yet).
+    let mut registered: Option<SocketId> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.poll_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            _ = tick.tick() => {}
+        }
+        // kubelet (re)started: its socket is new, and it dropped every plugin's socket.
+        // A restarted kubelet also removes the plugin sockets: one gone means the same.
+        let kubelet = socket_identity(&cfg.kubelet_socket);
+        let ours_gone = served.iter().any(|s| !s.path.exists());
+        if kubelet.is_some() && (kubelet != registered || ours_gone) {
+            stop_all(&mut served).await;
+            let mut ok = true;
+            for r in &resources {
+                let path = cfg.plugin_dir.join(socket_name(r));
+                let plugin =
+                    |retired| ResourcePlugin::new(r.clone(), rx.clone(), nodes.clone(), retired);
+                match serve(&path, plugin).await {
+                    Ok(s) => served.push(s),
+                    Err(e) => {
+                        stop_all(&mut served).await;
+                        return Err(e);
+                    }
+                }
+                if let Err(e) = register(&cfg.kubelet_socket, r, &socket_name(r)).await {
+                    eprintln!("vm-device-agent: registering {r}: {e}; retrying");
+                    ok = false;
+                }
+            }
+            if ok {
+                registered = kubelet;
+                eprintln!(
+                    "vm-device-agent: registered {} with kubelet at {}",
+                    resources.join(", "),
+                    cfg.kubelet_socket.display()
+                );
+            }
+        }
+        match scan_snapshot(host, owned).await {
+            Ok(now) => {
+                tx.send_if_modified(|cur| {
+                    if **cur != now {
+                        *cur = Arc::new(now);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    drop(tx);
+    stop_all(&mut served).await;
+    result
+}
