@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{HostChange, LaunchError, LaunchOptions, LaunchPlan};
 use crate::host::HostOps;
-use crate::plan::{Executor, GroupLock, Journal};
+use crate::plan::{Executor, GroupLock, PlanLock};
 use crate::rungs::passthrough::{prepare, PrepareOptions, Prepared};
 
 /// A stop request: set from a signal handler, or by a caller that wants the VM stopped.
@@ -104,7 +104,7 @@ fn apply<'h>(
             // on one parent are serialized by the kernel (a full type refuses with EINVAL).
             let mut p = planned.plan.plan.clone();
             p.key = format!("launch-mdev-{}", planned.device.replace([':', '/'], "_"));
-            let lock = GroupLock::try_acquire(&opts.state_dir, &p.key).map_err(|e| {
+            let lock = PlanLock::acquire(&opts.state_dir, &p.key, Duration::ZERO).map_err(|e| {
                 LaunchError::Process {
                     what: format!(
                         "locking {}",
@@ -113,9 +113,8 @@ fn apply<'h>(
                     detail: e.to_string(),
                 }
             })?;
-            let journal = Journal::new(&opts.state_dir, &p.key, &p.subject, host, p.origin.clone());
-            let mut exec = Executor::new(journal, lock);
-            exec.apply(host, &p)
+            let exec = lock
+                .apply(host, &p)
                 .map_err(|e| crate::rungs::mdev::plan::from_apply(*e))?;
             Ok(Held::Mdev(exec))
         }
