@@ -56,6 +56,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// The adapter it runs on.
     pub info: wgpu::AdapterInfo,
+    /// The adapter itself (guest WebGPU contexts open their own devices on it).
+    pub adapter: wgpu::Adapter,
     /// Largest texture side.
     pub max_texture_dim: u32,
     /// Pipelines for scanout composition.
@@ -218,6 +220,7 @@ impl WgpuBackend {
             device,
             queue,
             info,
+            adapter,
             max_texture_dim,
             compositor,
             uncaptured_errors,
