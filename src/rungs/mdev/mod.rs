@@ -12,7 +12,7 @@
 //!   of a type name: once, for the probe and the type choice.
 //! - [`persist`]: mdevctl definitions (`/etc/mdevctl.d/PARENT/UUID`) for `--persist`.
 //! - [`verify`]: what the kernel made (group, `/dev/vfio/N`, VFs), reported after a change.
-//! - [`scenario`]: round trips and capacity probes the real-kernel harness runs on any
+//! - `scenario` (cargo feature `test-support`): round trips and capacity probes the real-kernel harness runs on any
 //!   [`HostOps`].
 //! - [`GpuMdev`]: the product guide's handle (`new`, `create`, `get_uuid`, `remove`).
 
