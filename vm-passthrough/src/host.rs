@@ -292,6 +292,22 @@ pub trait HostOps: Send + Sync {
         }
     }
 
+    /// `sched_setaffinity(2)` of thread `tid` (a thread id, as `/proc/PID/task` lists them
+    /// and QMP `query-cpus-fast` reports a vCPU's `thread-id`) to the CPUs `cpus`: how the
+    /// launcher pins a VM's vCPU threads to the GPU's NUMA node. `LinuxHost` makes the call;
+    /// `SimHost` records it ([`SimHost::affinities`]). The provided answer is `ENOSYS`: a host
+    /// that cannot place threads says so rather than pretending.
+    ///
+    /// [`SimHost::affinities`]: https://docs.rs/vm-device-sim
+    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
+        let _ = cpus;
+        Err(HostError::errno(
+            "sched_setaffinity",
+            format!("/proc/{tid}"),
+            38,
+        ))
+    }
+
     /// Reads an attribute as text, without the trailing newline.
     fn read_attr(&self, path: &Path) -> Result<String, HostError> {
         let bytes = self.read(path)?;
