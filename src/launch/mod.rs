@@ -16,7 +16,9 @@
 pub mod accel;
 pub mod argv;
 pub mod qemu;
+mod qmp;
 mod supervise;
+pub mod tuning;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,10 @@ use serde::Serialize;
 pub use accel::{choose_accel, Accel, AccelChoice};
 pub use argv::{qemu_argv, shell_line, GpuAttachment, VmConfig};
 pub use qemu::{find_qemu, QemuBinary, QemuError, QemuVersion};
-pub use supervise::{install_stop_signals, run, stop_requested, LaunchOutcome, StopFlag};
+pub use supervise::{
+    install_stop_signals, run, stop_requested, LaunchOutcome, PinnedThread, StopFlag,
+};
+pub use tuning::{plan_tuning, NumaChoice, PageSize, TuningError, TuningOptions, TuningPlan};
 
 use crate::gpu_manager::{Candidate, Target};
 use crate::gpu_mdev::{MdevType, Planned, UuidSource};
@@ -66,6 +71,8 @@ pub struct LaunchOptions {
     pub backend_command: Vec<OsString>,
     /// Where a new mdev's UUID comes from (random by default).
     pub mdev_uuid: UuidSource,
+    /// Hugepages, NUMA placement and vCPU pinning ([`tuning`]).
+    pub tuning: TuningOptions,
 }
 
 /// The host change a launch makes before QEMU starts, undone when it ends.
@@ -112,6 +119,8 @@ pub struct LaunchPlan {
     pub argv: Vec<String>,
     /// The wgpu backend's command line, when the rung is wgpu.
     pub backend: Option<Vec<String>>,
+    /// NUMA node, pinned cores, hugepages (and their reservation).
+    pub tuning: TuningPlan,
 }
 
 /// Why a launch could not be planned or run.
@@ -129,6 +138,9 @@ pub enum LaunchError {
     /// No suitable QEMU.
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    /// Hugepages, NUMA placement or pinning refused or failed.
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
     /// A process or socket step failed.
     #[error("{what}: {detail}")]
     Process {
@@ -154,6 +166,13 @@ impl LaunchError {
             LaunchError::Mdev(e) if e.left_changes() => EXIT_LEFT_CHANGES,
             LaunchError::Mdev(crate::gpu_mdev::MdevError::StepFailed { .. }) => EXIT_UNDONE,
             LaunchError::Mdev(_) => EXIT_UNAVAILABLE,
+            LaunchError::Tuning(TuningError::Invalid(_)) => crate::cli::EXIT_USAGE,
+            LaunchError::Tuning(TuningError::Refused(_)) => EXIT_UNAVAILABLE,
+            LaunchError::Tuning(TuningError::Reservation { undone: true, .. }) => EXIT_UNDONE,
+            LaunchError::Tuning(TuningError::Reservation { undone: false, .. }) => {
+                EXIT_LEFT_CHANGES
+            }
+            LaunchError::Tuning(TuningError::Host(_)) => EXIT_FAILURE,
             LaunchError::Qemu(_) | LaunchError::Process { .. } => EXIT_FAILURE,
         }
     }
@@ -292,6 +311,14 @@ pub fn plan_launch(
         }
         _ => None,
     };
+    // Before any host change: a refusal (too few hugepages) leaves the host as it is.
+    let tuning = plan_tuning(
+        host,
+        &candidate.target,
+        opts.memory_bytes,
+        opts.cpus,
+        &opts.tuning,
+    )?;
     let vm = VmConfig {
         kernel: opts.kernel.clone(),
         initrd: opts.initrd.clone(),
@@ -301,6 +328,8 @@ pub fn plan_launch(
         accel: accel.accel,
         gpu,
         qmp: Some(opts.run_dir.join("qmp.sock")),
+        hugepages: tuning.hugepages.as_ref().map(|h| h.size),
+        host_node: tuning.node,
     };
     let argv = qemu_argv(&qemu, &vm);
     Ok(LaunchPlan {
@@ -310,6 +339,7 @@ pub fn plan_launch(
         qemu,
         argv,
         backend,
+        tuning,
     })
 }
 
@@ -317,6 +347,9 @@ impl LaunchPlan {
     /// The plan for people: host change, accelerator, backend and QEMU command line.
     pub fn text(&self) -> String {
         let mut out = self.change.text();
+        if !self.tuning.is_empty() {
+            out.push_str(&self.tuning.text());
+        }
         out.push_str(&format!(
             "Accelerator: {} ({})\n",
             self.accel.accel.as_str(),
