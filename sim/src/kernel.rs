@@ -61,9 +61,9 @@
 //! - **SR-IOV and NVIDIA vendor-VFIO** were not measured: see [`sriov`] and [`nvidia`] for the
 //!   choices made.
 
-pub mod numa;
 pub mod mdev;
 pub mod modules;
+pub mod numa;
 pub mod nvidia;
 pub mod pci;
 pub mod sriov;

@@ -405,8 +405,16 @@ impl HostOps for SimHost {
         let go = st.faults.check("sched_setaffinity", &path)?;
         // The kernel refuses an empty set (EINVAL) and CPUs that are not online.
         let online = kernel::numa::online_cpus(&st.tree);
-        let r = if cpus.is_empty() || online.as_ref().is_some_and(|on| cpus.iter().any(|c| !on.contains(c))) {
-            Err(HostError::errno("sched_setaffinity", &path, kernel::errno::EINVAL))
+        let r = if cpus.is_empty()
+            || online
+                .as_ref()
+                .is_some_and(|on| cpus.iter().any(|c| !on.contains(c)))
+        {
+            Err(HostError::errno(
+                "sched_setaffinity",
+                &path,
+                kernel::errno::EINVAL,
+            ))
         } else {
             let mut set = cpus.to_vec();
             set.sort_unstable();

@@ -207,8 +207,8 @@ mod tests {
     #[test]
     fn a_dead_qemu_or_a_silent_socket_ends_the_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let e = vcpu_threads(&dir.path().join("none"), Duration::from_secs(5), || false)
-            .unwrap_err();
+        let e =
+            vcpu_threads(&dir.path().join("none"), Duration::from_secs(5), || false).unwrap_err();
         assert!(e.contains("ended"), "{e}");
         let sock = dir.path().join("mute.sock");
         let _l = UnixListener::bind(&sock).unwrap();

@@ -136,7 +136,9 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<u32>, String> {
             return Err(bad(&format!("the range `{part}` runs backwards")));
         }
         if b >= MAX_CPUS {
-            return Err(bad(&format!("CPU {b} is past the {MAX_CPUS} a set can hold")));
+            return Err(bad(&format!(
+                "CPU {b} is past the {MAX_CPUS} a set can hold"
+            )));
         }
         out.extend(a..=b);
     }
@@ -264,7 +266,10 @@ impl TuningPlan {
                 self.cores_from
             ));
             if self.other_cores.is_empty() {
-                out.push_str(&format!("  QEMU's other threads: left alone ({})\n", self.other_why));
+                out.push_str(&format!(
+                    "  QEMU's other threads: left alone ({})\n",
+                    self.other_why
+                ));
             } else {
                 out.push_str(&format!(
                     "  QEMU's other threads: on CPUs {} ({})\n",
@@ -326,9 +331,9 @@ fn read_u64(host: &dyn HostOps, p: &Path) -> Result<u64, TuningError> {
     let v = host
         .read_attr(p)
         .map_err(|e| TuningError::Host(e.to_string()))?;
-    v.trim().parse().map_err(|_| {
-        TuningError::Host(format!("{}: `{}` is not a number", p.display(), v.trim()))
-    })
+    v.trim()
+        .parse()
+        .map_err(|_| TuningError::Host(format!("{}: `{}` is not a number", p.display(), v.trim())))
 }
 
 /// The host's NUMA nodes (empty when the kernel has no node directory: one node).
@@ -350,7 +355,10 @@ pub fn pci_node(host: &dyn HostOps, addr: &PciAddress) -> Option<u32> {
             "/sys/bus/pci/devices/{addr}/numa_node"
         )))
         .ok()?;
-    v.trim().parse::<i64>().ok().and_then(|n| u32::try_from(n).ok())
+    v.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 /// A node's CPUs (`/sys/devices/system/node/nodeN/cpulist`).
@@ -432,13 +440,19 @@ pub fn placement_device(
         },
         Target::MdevType { parent, .. } => match parent.parse::<PciAddress>() {
             Ok(a) => (Some(a), format!("the mdev parent {a}")),
-            Err(_) => (None, format!("the mdev parent {parent} is not a PCI device")),
+            Err(_) => (
+                None,
+                format!("the mdev parent {parent} is not a PCI device"),
+            ),
         },
         Target::Adapter { info } => match adapter_device(host, info, gpu_device) {
             Some(a) => (Some(a), format!("the adapter's GPU {a}")),
             None => (
                 None,
-                format!("the adapter `{}` is not a PCI device of this host", info.name),
+                format!(
+                    "the adapter `{}` is not a PCI device of this host",
+                    info.name
+                ),
             ),
         },
         Target::Nothing => (None, "nothing is attached".into()),
@@ -510,7 +524,11 @@ pub fn plan_tuning(
                 return Err(TuningError::Invalid("--cpu-pin names no CPU".into()));
             }
             if !online.is_empty() {
-                let off: Vec<u32> = list.iter().copied().filter(|c| !online.contains(c)).collect();
+                let off: Vec<u32> = list
+                    .iter()
+                    .copied()
+                    .filter(|c| !online.contains(c))
+                    .collect();
                 if !off.is_empty() {
                     return Err(TuningError::Invalid(format!(
                         "--cpu-pin {}: CPU(s) {} are not online (online: {})",
@@ -537,7 +555,10 @@ pub fn plan_tuning(
         }
         (None, None) => (Vec::new(), String::new(), false),
     };
-    if !vcpu_cores.is_empty() && vcpu_cores.iter().all(|c| !online.contains(c)) && !online.is_empty() {
+    if !vcpu_cores.is_empty()
+        && vcpu_cores.iter().all(|c| !online.contains(c))
+        && !online.is_empty()
+    {
         return Err(TuningError::Host(format!(
             "none of the CPUs {} ({cores_from}) is online",
             cpu_list_text(&vcpu_cores)
@@ -562,7 +583,13 @@ pub fn plan_tuning(
     };
     let hugepages = match opts.hugepages {
         None => None,
-        Some(size) => Some(plan_hugepages(host, size, memory_bytes, node, opts.reserve_hugepages)?),
+        Some(size) => Some(plan_hugepages(
+            host,
+            size,
+            memory_bytes,
+            node,
+            opts.reserve_hugepages,
+        )?),
     };
     Ok(TuningPlan {
         host_nodes: nodes,
@@ -705,7 +732,10 @@ mod tests {
 
     #[test]
     fn cpu_lists_round_trip_and_bad_ones_say_why() {
-        assert_eq!(parse_cpu_list("8-11,2,3").unwrap(), vec![2, 3, 8, 9, 10, 11]);
+        assert_eq!(
+            parse_cpu_list("8-11,2,3").unwrap(),
+            vec![2, 3, 8, 9, 10, 11]
+        );
         assert_eq!(cpu_list_text(&[2, 3, 8, 9, 10, 11]), "2-3,8-11");
         assert_eq!(cpu_list_text(&[5]), "5");
         for bad in ["", "1,,2", "3-1", "a", "1-x", "5000"] {

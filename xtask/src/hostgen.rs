@@ -1592,7 +1592,13 @@ impl HostBuilder {
             .collect();
         let ids_text = cpulist_text(&ids.iter().map(|i| *i as u32).collect::<Vec<_>>());
         let nd = Path::new("sys/devices/system/node");
-        for f in ["online", "possible", "has_cpu", "has_memory", "has_normal_memory"] {
+        for f in [
+            "online",
+            "possible",
+            "has_cpu",
+            "has_memory",
+            "has_normal_memory",
+        ] {
             t.file(&nd.join(f), format!("{ids_text}\n"))?;
         }
         let mut limits: BTreeMap<String, u64> = BTreeMap::new();

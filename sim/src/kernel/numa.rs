@@ -118,9 +118,7 @@ fn node_pools(tree: &Tree, size: &str) -> Vec<(u32, PathBuf)> {
 
 /// `nr_hugepages` of `pool`.
 pub(crate) fn store_nr(st: &mut State, pool: &Path, value: &[u8]) -> io::Result<()> {
-    let want: u64 = text_value(value)
-        .parse()
-        .map_err(|_| err(errno::EINVAL))?;
+    let want: u64 = text_value(value).parse().map_err(|_| err(errno::EINVAL))?;
     let size = pool
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -177,7 +175,12 @@ fn size_text(pool: &Path) -> String {
     let kib: u64 = pool
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+        .and_then(|n| {
+            n.strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0);
     if kib >= 1 << 20 {
         format!("{} GB", kib >> 20)
@@ -200,7 +203,11 @@ fn spread(st: &mut State, nodes: &[(u32, PathBuf)], want: u64) {
     while cur != want && stuck < nodes.len() {
         let pool = &nodes[i % nodes.len()].1;
         let nr = count(&st.tree, &pool.join("nr_hugepages"));
-        let target = if want > cur { nr + 1 } else { nr.saturating_sub(1) };
+        let target = if want > cur {
+            nr + 1
+        } else {
+            nr.saturating_sub(1)
+        };
         set_pool(st, pool, target);
         let after = count(&st.tree, &pool.join("nr_hugepages"));
         if after == nr {
@@ -251,20 +258,22 @@ fn follow_meminfo(st: &mut State, pool: &Path, old: u64, new: u64) {
     let out: Vec<String> = text
         .lines()
         .map(|l| {
-            let adjust = |l: &str, key: &str, by: i128, unit: &str| -> Option<String> {
-                let at = l.find(key)?;
-                let rest = l[at + key.len()..].trim().trim_end_matches(" kB").trim();
-                let v: i128 = rest.parse().ok()?;
-                Some(format!(
-                    "{}{} {}{unit}",
-                    &l[..at],
-                    key,
-                    (v + by).max(0)
-                ))
+            // The number is replaced in place: the padding before it and the unit after it
+            // stay, so undoing a change gives back the same bytes.
+            let adjust = |l: &str, key: &str, by: i128| -> Option<String> {
+                let at = l.find(key)? + key.len();
+                let start = at + l[at..].find(|c: char| c.is_ascii_digit())?;
+                let end = start
+                    + l[start..]
+                        .find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(l.len() - start);
+                let v: i128 = l[start..end].parse().ok()?;
+                Some(format!("{}{}{}", &l[..start], (v + by).max(0), &l[end..]))
             };
-            adjust(l, "HugePages_Total:", delta, "")
-                .or_else(|| adjust(l, "HugePages_Free:", delta, ""))
-                .or_else(|| adjust(l, "MemFree:", -delta * 2048, " kB"))
+            adjust(l, "HugePages_Total:", delta)
+                .or_else(|| adjust(l, "HugePages_Free:", delta))
+                .or_else(|| adjust(l, "MemFree:", -delta * 2048))
+                .or_else(|| adjust(l, "MemUsed:", delta * 2048))
                 .unwrap_or_else(|| l.to_string())
         })
         .collect();
@@ -278,7 +287,10 @@ mod tests {
 
     #[test]
     fn cpu_lists_parse_as_the_kernel_prints_them() {
-        assert_eq!(parse_cpulist("0-3,8,10-11\n"), Some(vec![0, 1, 2, 3, 8, 10, 11]));
+        assert_eq!(
+            parse_cpulist("0-3,8,10-11\n"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
         assert_eq!(parse_cpulist(""), Some(vec![]));
         assert_eq!(parse_cpulist("3-1"), None);
         assert_eq!(parse_cpulist("x"), None);
@@ -289,8 +301,14 @@ mod tests {
         assert!(is_pool(Path::new(
             "/sys/devices/system/node/node1/hugepages/hugepages-2048kB"
         )));
-        assert!(is_pool(Path::new("/sys/kernel/mm/hugepages/hugepages-1048576kB")));
-        assert!(!is_pool(Path::new("/sys/devices/system/node/node1/hugepages")));
-        assert!(!is_pool(Path::new("/sys/bus/pci/devices/x/hugepages-2048kB")));
+        assert!(is_pool(Path::new(
+            "/sys/kernel/mm/hugepages/hugepages-1048576kB"
+        )));
+        assert!(!is_pool(Path::new(
+            "/sys/devices/system/node/node1/hugepages"
+        )));
+        assert!(!is_pool(Path::new(
+            "/sys/bus/pci/devices/x/hugepages-2048kB"
+        )));
     }
 }
