@@ -561,3 +561,114 @@ fn a_failed_pin_stops_the_vm_and_gives_everything_back() {
     assert!(journals(&opts.state_dir).is_empty());
     assert!(common::snapshot_diff(&before, &sim.snapshot()).is_empty());
 }
+
+fn vm_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+        .arg("--host-root")
+        .arg(fixture(NUMA))
+        .args(args)
+        .env_remove("WGPU_BACKEND")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_shows_node_cores_and_hugepages_and_refuses_before_changing_anything() {
+    let base = [
+        "--kernel",
+        "vmlinuz",
+        "--gpu-mode",
+        "passthrough",
+        "--gpu-device",
+        T4,
+        "--hugepages",
+        "2M",
+        "--dry-run",
+    ];
+    let (code, _, err) = vm_cli(&base);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("echo 1024 | sudo tee {NODE1_2M}/nr_hugepages")),
+        "{err}"
+    );
+    let mut args = base.to_vec();
+    args.push("--reserve-hugepages");
+    let (code, out, err) = vm_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("NUMA: guest memory bound to node 1"), "{out}");
+    assert!(out.contains("vCPUs: pinned to CPUs 8-15"), "{out}");
+    assert!(out.contains(&format!("undo: echo 0 > {NODE1_2M}/nr_hugepages")), "{out}");
+    args.push("--json");
+    let (code, out, _) = vm_cli(&args);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tuning"]["node"], 1);
+    assert_eq!(v["tuning"]["vcpu_cores"][0], 8);
+    assert_eq!(v["tuning"]["hugepages"]["size"], "2M");
+    assert_eq!(v["tuning"]["hugepages"]["pages"], 1024);
+    assert_eq!(
+        v["tuning"]["hugepages"]["reserve"]["key"],
+        "hugepages-node1-hugepages-2048kB"
+    );
+    for (bad, want) in [
+        (vec!["--numa", "7"], "there is no node 7"),
+        (vec!["--numa", "x"], "not a NUMA node"),
+        (vec!["--cpu-pin", "3-1"], "runs backwards"),
+        (vec!["--hugepages", "4K"], "2M and 1G"),
+        (vec!["--reserve-hugepages"], "--hugepages"),
+    ] {
+        let mut a = vec!["--kernel", "vmlinuz", "--gpu-device", T4, "--dry-run"];
+        a.extend(bad.iter().copied());
+        let (code, _, err) = vm_cli(&a);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains(want), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn doctor_reports_hugepages_numa_isolation_and_translated_iommu() {
+    let doc = |mem: &str| {
+        let (code, out, err) = vm_cli(&["gpu", "doctor", "--json", "--memory", mem]);
+        assert!(code == 0 || code == 3, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["checks"].as_array().unwrap().clone()
+    };
+    let find = |checks: &[serde_json::Value], id: &str| {
+        checks
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}"))
+            .clone()
+    };
+    let c = doc("2G");
+    let h = find(&c, "hugepages.free");
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(h["title"].as_str().unwrap().contains("2M on node 0"), "{h}");
+    let n = find(&c, &format!("gpu.{T4}.numa"));
+    assert_eq!(n["status"], "ok", "{n}");
+    assert!(n["title"].as_str().unwrap().contains("on node 1 (CPUs 8-15)"), "{n}");
+    let i = find(&c, "cpu.isolation");
+    assert!(i["title"].as_str().unwrap().contains("--cpu-pin 14-15"), "{i}");
+    let k = find(&c, "iommu.kernel_params");
+    assert_eq!(k["status"], "warn");
+    assert!(
+        k["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("type = DMA-FQ (translated")),
+        "{k}"
+    );
+    // 64 GiB: no pool has that many free pages, and no node that much free memory.
+    let c = doc("64G");
+    let h = find(&c, "hugepages.free");
+    assert_eq!(h["status"], "warn", "{h}");
+    assert!(h["remedy"].as_str().unwrap().contains("--reserve-hugepages"), "{h}");
+    let n = find(&c, &format!("gpu.{T4}.numa"));
+    assert_eq!(n["status"], "warn", "{n}");
+}

@@ -166,6 +166,12 @@ pub(super) fn launch(
             "vm-cli: {}",
             plan.change.text().trim_end().replace('\n', "\nvm-cli: ")
         );
+        if !plan.tuning.is_empty() {
+            eprintln!(
+                "vm-cli: {}",
+                plan.tuning.text().trim_end().replace('\n', "\nvm-cli: ")
+            );
+        }
         eprintln!("vm-cli: starting {}", l::shell_line(&plan.argv));
     }
     let outcome = match l::run(host.as_ref(), &plan, &opts, stop) {

@@ -256,14 +256,29 @@ pub(super) fn passthrough_checks(
             },
         )
         .remedy(boot.add_params(params))
-    } else if !pt {
+    } else if !pt && group_type(host).is_some_and(|t| t == "identity") {
+        // Passthrough mode without the parameter (iommu.passthrough=1, or the kernel's
+        // default): the host's own devices are not translated, which is what iommu=pt is for.
         Check::new(
+            "iommu.kernel_params",
+            PT,
+            Status::Ok,
+            format!("the IOMMU runs the host's devices in passthrough mode (group type identity) ({vendor} CPU)"),
+        )
+    } else if !pt {
+        let c = Check::new(
             "iommu.kernel_params",
             PT,
             Status::Warn,
             format!("iommu=pt is not set: devices the host keeps pay for IOMMU translation ({vendor} CPU)"),
         )
-        .remedy(boot.add_params("iommu=pt"))
+        .remedy(boot.add_params("iommu=pt"));
+        match group_type(host) {
+            Some(t) => c.evidence(format!(
+                "/sys/kernel/iommu_groups/*/type = {t} (translated: every DMA of the host's devices is looked up)"
+            )),
+            None => c,
+        }
     } else {
         Check::new(
             "iommu.kernel_params",
@@ -322,6 +337,17 @@ pub(super) fn passthrough_checks(
     });
 
     out.push(memlock(host, opts));
+}
+
+/// The `type` of the first IOMMU group (`identity` in passthrough mode, `DMA` or `DMA-FQ`
+/// when translated), when there is a group to read.
+fn group_type(host: &dyn HostOps) -> Option<String> {
+    let groups = host.list_dir(Path::new("/sys/kernel/iommu_groups")).ok()?;
+    let first = groups.iter().find(|g| g.parse::<u32>().is_ok())?;
+    host.read_attr(&Path::new("/sys/kernel/iommu_groups").join(first).join("type"))
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 fn interrupt_remapping(host: &dyn HostOps, inv: &HostInventory) -> Check {

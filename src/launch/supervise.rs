@@ -211,6 +211,9 @@ fn release_reservation(host: &dyn HostOps, exec: Option<Executor>) -> Vec<String
     }
 }
 
+/// How long QEMU may take to answer on its QMP socket before pinning gives up.
+const QMP_WAIT: Duration = Duration::from_secs(180);
+
 /// Pins the vCPU threads (found with QMP `query-cpus-fast`) to the plan's cores, after
 /// moving QEMU's other threads (the process's tasks, read through the host) off them.
 fn pin_threads(
@@ -223,7 +226,9 @@ fn pin_threads(
     let Some(socket) = plan.vm.qmp.as_ref() else {
         return Err(TuningError::Host("pinning needs QMP, and the VM has none".into()).into());
     };
-    let vcpus = super::qmp::vcpu_threads(socket, Duration::from_secs(30), || {
+    // QEMU opens its QMP socket early, but a QEMU started from slow storage (the nested
+    // lab's 9p share under TCG) takes tens of seconds to get there: wait while it runs.
+    let vcpus = super::qmp::vcpu_threads(socket, QMP_WAIT, || {
         !stop.load(Ordering::SeqCst) && matches!(qemu.try_wait(), Ok(None))
     })
     .map_err(|e| TuningError::Host(format!("finding the vCPU threads: {e}")))?;
