@@ -546,6 +546,42 @@ fn restore_after_kill_gives_the_pages_back() {
     .unwrap();
 }
 
+/// A reservation journal left by a killed vm-cli is never overwritten: the next launch that
+/// would reserve on that pool is refused until `gpu restore` ran.
+#[test]
+fn a_left_reservation_journal_blocks_a_new_reservation_until_restore() {
+    let sim = SimHost::from_fixture(fixture(NUMA)).unwrap();
+    let c = candidate(&sim, GpuMode::Passthrough, T4);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), 2 << 30, hugepages(PageSize::M2, true));
+    let left = tempfile::tempdir().unwrap();
+    let key = "hugepages-node1-hugepages-2048kB.json";
+    run_launch(&sim, &c, dir.path(), &opts, |_| {
+        std::fs::create_dir_all(left.path().join("journal")).unwrap();
+        std::fs::copy(
+            opts.state_dir.join("journal").join(key),
+            left.path().join("journal").join(key),
+        )
+        .unwrap();
+    })
+    .unwrap();
+    // The host as the killed launcher left it: its pages still reserved.
+    sim.write_attr(Path::new(&format!("{NODE1_2M}/nr_hugepages")), b"1024")
+        .unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let opts2 = LaunchOptions {
+        state_dir: left.path().to_path_buf(),
+        ..options(dir2.path(), 4 << 30, hugepages(PageSize::M2, true))
+    };
+    let err = run_launch(&sim, &c, dir2.path(), &opts2, |_| panic!("QEMU must not start"))
+        .unwrap_err();
+    assert!(err.to_string().contains("vm-cli gpu restore"), "{err}");
+    assert_eq!(err.exit_code(), 3);
+    let r = vm_device::plan::restore_dead(&sim, left.path());
+    assert!(r.complete(), "{:?}", r.outcomes);
+    assert_eq!(read(&sim, &format!("{NODE1_2M}/nr_hugepages")), "0");
+}
+
 #[test]
 fn a_failed_pin_stops_the_vm_and_gives_everything_back() {
     let sim = SimHost::from_fixture(fixture(NUMA)).unwrap();
@@ -661,7 +697,7 @@ fn doctor_reports_hugepages_numa_isolation_and_translated_iommu() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e.as_str().unwrap().contains("type = DMA-FQ (translated")),
+            .any(|e| e.as_str().unwrap().contains("/type = DMA-FQ (translated")),
         "{k}"
     );
     // 64 GiB: no pool has that many free pages, and no node that much free memory.

@@ -2,7 +2,7 @@
 //! interrupt remapping, VFIO modules, `/dev/vfio/vfio` and the locked-memory limit for
 //! passthrough.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::remedy::{self, BootLoader, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
@@ -273,9 +273,10 @@ pub(super) fn passthrough_checks(
             format!("iommu=pt is not set: devices the host keeps pay for IOMMU translation ({vendor} CPU)"),
         )
         .remedy(boot.add_params("iommu=pt"));
-        match group_type(host) {
-            Some(t) => c.evidence(format!(
-                "/sys/kernel/iommu_groups/*/type = {t} (translated: every DMA of the host's devices is looked up)"
+        match group_type_of(host) {
+            Some((p, t)) => c.evidence(format!(
+                "{} = {t} (translated: every DMA of the host's devices is looked up)",
+                p.display()
             )),
             None => c,
         }
@@ -339,15 +340,21 @@ pub(super) fn passthrough_checks(
     out.push(memlock(host, opts));
 }
 
-/// The `type` of the first IOMMU group (`identity` in passthrough mode, `DMA` or `DMA-FQ`
-/// when translated), when there is a group to read.
-fn group_type(host: &dyn HostOps) -> Option<String> {
+/// The `type` file of the first IOMMU group and what it reads (`identity` in passthrough
+/// mode, `DMA` or `DMA-FQ` when translated), when there is a group to read.
+fn group_type_of(host: &dyn HostOps) -> Option<(PathBuf, String)> {
     let groups = host.list_dir(Path::new("/sys/kernel/iommu_groups")).ok()?;
-    let first = groups.iter().find(|g| g.parse::<u32>().is_ok())?;
-    host.read_attr(&Path::new("/sys/kernel/iommu_groups").join(first).join("type"))
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
+    let first = groups
+        .iter()
+        .filter_map(|g| g.parse::<u32>().ok())
+        .min()?;
+    let p = PathBuf::from(format!("/sys/kernel/iommu_groups/{first}/type"));
+    let t = host.read_attr(&p).ok()?.trim().to_string();
+    (!t.is_empty()).then_some((p, t))
+}
+
+fn group_type(host: &dyn HostOps) -> Option<String> {
+    group_type_of(host).map(|(_, t)| t)
 }
 
 fn interrupt_remapping(host: &dyn HostOps, inv: &HostInventory) -> Check {

@@ -160,6 +160,27 @@ fn reserve_hugepages(
             GroupLock::path_for(&opts.state_dir, &p.key).display()
         ))
     })?;
+    // A journal a killed vm-cli left for this pool holds the count to give back: writing a
+    // new one over it would lose that.
+    match Journal::load_key(&opts.state_dir, &p.key) {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err(TuningError::Refused(format!(
+                "a vm-cli that ended without giving them back left a reservation of the {} \
+                 pool ({}); run `vm-cli gpu restore` first, then launch again",
+                p.key,
+                Journal::path_for(&opts.state_dir, &p.key).display()
+            ))
+            .into())
+        }
+        Err(e) => {
+            return Err(TuningError::Host(format!(
+                "{}: {e}",
+                Journal::path_for(&opts.state_dir, &p.key).display()
+            ))
+            .into())
+        }
+    }
     let journal = Journal::new(&opts.state_dir, &p.key, &p.subject, host, p.origin.clone());
     let mut exec = Executor::new(journal, lock);
     match exec.apply(host, p) {

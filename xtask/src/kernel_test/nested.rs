@@ -37,7 +37,7 @@ const USAGE: &str = "\
 usage: cargo xtask nested-test [--scenario NAME]... [--timeout SECS] [--keep] [--no-install]
                                [--verbose] [--list]
   --scenario NAME  run only these scenarios (repeatable; default all)
-  --timeout SECS   give up on L1 after SECS (default 420)
+  --timeout SECS   give up on L1 after SECS (default 720)
   --keep           keep target/nested-lab/run (initramfs, shares, artifacts)
   --no-install     never run apt-get (fail with the list of missing packages instead)
   --verbose        echo every scenario output line, not only verdicts
@@ -282,7 +282,9 @@ fn parse_args(args: &[String]) -> Result<Option<(Opts, Vec<String>)>, String> {
         keep: false,
         scenarios: Vec::new(),
         update_fixtures: false,
-        timeout: Duration::from_secs(420),
+        // Six scenarios on a two-CPU TCG L1 (nested-numa's two nodes): 7 to 10 minutes on
+        // a loaded two-core machine.
+        timeout: Duration::from_secs(720),
         no_install: false,
         verbose: false,
     };
