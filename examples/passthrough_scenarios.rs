@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use vm_device::gpu_manager::ReasonCode;
 use vm_device::gpu_passthrough::{prepare, scenario, PrepareOptions};
 use vm_device::host;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 const USAGE: &str = "usage: passthrough_scenarios round-trip|boot-vga|already-vfio|hold ADDR | companion|concurrent ADDR ADDR2 | refused CODE ADDR  [--state-dir DIR] [--host-root DIR]";
 

@@ -427,7 +427,8 @@ fn the_doctor_only_reads_the_host() {
 #[test]
 fn access_is_existence_on_a_fixture_and_access2_on_linux() {
     use std::path::Path;
-    use vm_device::host::{HostOps, LinuxHost, SimHost};
+    use vm_device::host::{LinuxHost, SimHost};
+    use vm_device_host::prelude::*;
     let sim = SimHost::from_fixture(common::repo().join("fixtures/hosts/gpu-on-vfio-pci")).unwrap();
     assert!(sim.access(Path::new("/dev/vfio/vfio"), true));
     assert!(sim.access(Path::new("/dev/vfio/1"), true));

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use vm_device::gpu_manager::{decide, Candidate, GpuMode, Preference, Reason, ReasonCode, Target};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 fn cand(mode: GpuMode, i: u8, available: bool) -> Candidate {
     let target = Target::Gpu {

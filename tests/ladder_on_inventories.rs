@@ -8,13 +8,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use vm_device::gpu_manager::rungs::{mdev, passthrough, wgpu, Filter};
 use vm_device::gpu_manager::{decide, Candidate, GpuMode, Preference};
 use vm_device::inventory::{
     Gpu, HostFacts, HostInventory, IommuGroup, IommuKind, IommuState, KernelParams, MdevParent,
     MdevTypeInfo, PciFunction,
 };
-use vm_passthrough::{AdapterInfo, PciAddress};
+use vm_device::ladder::Filter;
+use vm_device::rungs::{
+    mdev::probe as mdev, passthrough::probe as passthrough, wgpu::probe as wgpu,
+};
+use vm_device_host::{AdapterInfo, PciAddress};
 
 fn function(addr: PciAddress, class: u32, driver: Option<&str>, group: Option<u32>) -> PciFunction {
     PciFunction {

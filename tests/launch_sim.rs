@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use vm_device::gpu_manager::{Candidate, GpuMode, Target, UnifiedGpuManager};
 use vm_device::gpu_mdev::UuidSource;
-use vm_device::host::{HostOps, SimHost};
+use vm_device::host::SimHost;
 use vm_device::launch::{self, choose_accel, plan_launch, LaunchOptions, QemuBinary};
+use vm_device_host::prelude::*;
 use vm_device_sim::Snapshot;
 
 const UUID: &str = "6c0f8d52-7e1a-4b9c-8d3e-2a5f1b7c9e04";

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use vm_device::gpu_manager::{Candidate, GpuMode, UnifiedGpuManager};
 use vm_device::gpu_mdev::UuidSource;
-use vm_device::host::{HostOps, SimHost};
+use vm_device::host::SimHost;
 use vm_device::launch::{
     self, choose_accel, plan_launch, LaunchError, LaunchOptions, NumaChoice, PageSize, QemuBinary,
     TuningError, TuningOptions,
 };
+use vm_device_host::prelude::*;
 use vm_device_sim::faults::{Fault, FaultPlan};
 
 const NUMA: &str = "numa-2node-gpus";
@@ -573,8 +574,10 @@ fn a_left_reservation_journal_blocks_a_new_reservation_until_restore() {
         state_dir: left.path().to_path_buf(),
         ..options(dir2.path(), 4 << 30, hugepages(PageSize::M2, true))
     };
-    let err = run_launch(&sim, &c, dir2.path(), &opts2, |_| panic!("QEMU must not start"))
-        .unwrap_err();
+    let err = run_launch(&sim, &c, dir2.path(), &opts2, |_| {
+        panic!("QEMU must not start")
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("vm-cli gpu restore"), "{err}");
     assert_eq!(err.exit_code(), 3);
     let r = vm_device::plan::restore_dead(&sim, left.path());
@@ -638,7 +641,10 @@ fn the_cli_shows_node_cores_and_hugepages_and_refuses_before_changing_anything()
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("NUMA: guest memory bound to node 1"), "{out}");
     assert!(out.contains("vCPUs: pinned to CPUs 8-15"), "{out}");
-    assert!(out.contains(&format!("undo: echo 0 > {NODE1_2M}/nr_hugepages")), "{out}");
+    assert!(
+        out.contains(&format!("undo: echo 0 > {NODE1_2M}/nr_hugepages")),
+        "{out}"
+    );
     args.push("--json");
     let (code, out, _) = vm_cli(&args);
     assert_eq!(code, 0);
@@ -687,9 +693,18 @@ fn doctor_reports_hugepages_numa_isolation_and_translated_iommu() {
     assert!(h["title"].as_str().unwrap().contains("2M on node 0"), "{h}");
     let n = find(&c, &format!("gpu.{T4}.numa"));
     assert_eq!(n["status"], "ok", "{n}");
-    assert!(n["title"].as_str().unwrap().contains("on node 1 (CPUs 8-15)"), "{n}");
+    assert!(
+        n["title"]
+            .as_str()
+            .unwrap()
+            .contains("on node 1 (CPUs 8-15)"),
+        "{n}"
+    );
     let i = find(&c, "cpu.isolation");
-    assert!(i["title"].as_str().unwrap().contains("--cpu-pin 14-15"), "{i}");
+    assert!(
+        i["title"].as_str().unwrap().contains("--cpu-pin 14-15"),
+        "{i}"
+    );
     let k = find(&c, "iommu.kernel_params");
     assert_eq!(k["status"], "warn");
     assert!(
@@ -704,7 +719,13 @@ fn doctor_reports_hugepages_numa_isolation_and_translated_iommu() {
     let c = doc("64G");
     let h = find(&c, "hugepages.free");
     assert_eq!(h["status"], "warn", "{h}");
-    assert!(h["remedy"].as_str().unwrap().contains("--reserve-hugepages"), "{h}");
+    assert!(
+        h["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("--reserve-hugepages"),
+        "{h}"
+    );
     let n = find(&c, &format!("gpu.{T4}.numa"));
     assert_eq!(n["status"], "warn", "{n}");
 }

@@ -84,7 +84,7 @@ fn scan_agrees_with_lspci_on_every_host() {
         if let Ok(rd) = std::fs::read_dir(tmp.path().join("sys/bus/pci/devices")) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.parse::<vm_passthrough::PciAddress>().is_err() {
+                if n.parse::<vm_device_host::PciAddress>().is_err() {
                     std::fs::remove_file(e.path()).ok();
                     assert!(
                         inv_warns(&host, &n),

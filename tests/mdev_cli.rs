@@ -159,19 +159,28 @@ fn usage_and_availability_errors_have_their_exit_codes() {
         &["gpu", "mdev-remove", "5e5e5e5e-0000-4000-8000-000000000001"],
     );
     assert_eq!(gone.status.code(), Some(3));
-    // A simulated host must not write this machine's /etc.
-    let persist = vm_cli(
-        QEMU_LAB,
-        &["gpu", "mdev-create", "--mdev-type", "mtty-1", "--persist"],
-    );
-    assert_eq!(persist.status.code(), Some(2));
+}
+
+/// `vm-cli --host-root LAB --sim-state DIR ARGS…`, with this machine's config and state
+/// variables out of the way.
+fn vm_cli_persistent(sim_state: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vm-cli"))
+        .args(["--host-root", QEMU_LAB, "--sim-state"])
+        .arg(sim_state)
+        .args(args)
+        .env_remove("VM_CONFIG_ROOT")
+        .env_remove("VM_STATE_DIR")
+        .output()
+        .expect("run vm-cli")
 }
 
 #[test]
-fn persist_writes_the_definition_under_the_config_root() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = vm_cli(
-        QEMU_LAB,
+fn a_persisted_create_is_defined_for_the_next_command() {
+    // The definition goes to the simulated host (its tree, kept by --sim-state), never to
+    // this machine's /etc, so the next vm-cli lists it as mdevctl would.
+    let state = tempfile::tempdir().unwrap();
+    let o = vm_cli_persistent(
+        state.path(),
         &[
             "gpu",
             "mdev-create",
@@ -180,8 +189,6 @@ fn persist_writes_the_definition_under_the_config_root() {
             "--vm-name",
             "tty-vm",
             "--persist",
-            "--config-root",
-            dir.path().to_str().unwrap(),
         ],
     );
     assert_eq!(
@@ -191,11 +198,39 @@ fn persist_writes_the_definition_under_the_config_root() {
         String::from_utf8_lossy(&o.stderr)
     );
     let uuid = vm_device::gpu_mdev::ids::for_vm("tty-vm", 0).to_string();
-    let file = dir.path().join(format!("etc/mdevctl.d/mtty/{uuid}"));
+    let o = vm_cli_persistent(state.path(), &["gpu", "mdev-list", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    let row = v["mdevs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["uuid"] == uuid.as_str())
+        .unwrap_or_else(|| panic!("{uuid} not listed: {v}"));
+    assert_eq!(row["parent"], "mtty");
+    assert_eq!(row["type_id"], "mtty-2");
+    assert_eq!(row["active"], true);
+    assert_eq!(row["start"], "manual", "{row}");
+    // Removing the device keeps its definition, as with mdevctl: it is defined, not active.
+    let o = vm_cli_persistent(state.path(), &["gpu", "mdev-remove", &uuid]);
     assert_eq!(
-        std::fs::read_to_string(file).unwrap(),
-        "{\n  \"mdev_type\": \"mtty-2\",\n  \"start\": \"manual\",\n  \"attrs\": []\n}"
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
+    let v = json(&vm_cli_persistent(
+        state.path(),
+        &["gpu", "mdev-list", "--json"],
+    ));
+    let row = v["mdevs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["uuid"] == uuid.as_str())
+        .unwrap_or_else(|| panic!("{uuid} not listed: {v}"));
+    assert_eq!(row["active"], false);
+    assert_eq!(row["start"], "manual");
 }
 
 #[test]

@@ -8,8 +8,9 @@ use vm_device::gpu_mdev::lifecycle::{self, ApplyOptions, CreateRequest, UuidSour
 use vm_device::gpu_mdev::{
     ids, scenario, Choice, GpuMdev, MdevError, MdevType, TypeRequest, Verified,
 };
-use vm_device::host::{HostOps, SimHost};
+use vm_device::host::SimHost;
 use vm_device::inventory::HostInventory;
+use vm_device_host::prelude::*;
 
 fn req(wanted: &str, parent: Option<&str>) -> CreateRequest {
     CreateRequest {
@@ -399,7 +400,8 @@ fn removing_an_unknown_device_changes_nothing() {
 
 #[test]
 fn every_available_mediated_candidate_of_the_rung_can_be_created() {
-    use vm_device::gpu_manager::rungs::{mdev::probe, Filter};
+    use vm_device::ladder::Filter;
+    use vm_device::rungs::mdev::probe;
     for name in [
         "bmc-datacenter-nvidia-vgpu",
         "sriov-pf-with-vfs",

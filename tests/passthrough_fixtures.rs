@@ -9,7 +9,7 @@ use std::path::Path;
 use vm_device::gpu_manager::ReasonCode;
 use vm_device::gpu_passthrough::{prepare, scenario, PassthroughError, PrepareOptions};
 use vm_device::host::SimHost;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 

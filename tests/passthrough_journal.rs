@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use vm_device::plan::{Action, Executor, GroupLock, Journal, Plan, Step};
-use vm_passthrough::mock::MockHost;
-use vm_passthrough::HostError;
+use vm_device_host::mock::MockHost;
+use vm_device_host::HostError;
 
 fn write(path: &str, value: &str) -> Action {
     Action::Write {

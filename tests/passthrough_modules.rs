@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use vm_device::gpu_passthrough::{prepare, PrepareOptions};
 use vm_device::host::SimHost;
+use vm_device_host::prelude::*;
+use vm_device_host::PciAddress;
 use vm_device_sim::faults::{Fault, FaultPlan};
 use vm_device_sim::Snapshot;
-use vm_passthrough::{HostOps, PciAddress};
 
 const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 

@@ -5,8 +5,8 @@
 use vm_device::gpu_passthrough::{holders, prepare, release, restore, PrepareOptions};
 use vm_device::host::SimHost;
 use vm_device::plan::{JournalState, OwnerStatus};
+use vm_device_host::PciAddress;
 use vm_device_sim::faults::{Fault, FaultPlan};
-use vm_passthrough::PciAddress;
 
 const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 

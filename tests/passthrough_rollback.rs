@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use vm_device::gpu_passthrough::{plan_prepare, prepare, restore, PrepareOptions};
 use vm_device::host::SimHost;
+use vm_device_host::PciAddress;
 use vm_device_sim::faults::{Fault, FaultPlan};
 use vm_device_sim::{Op, Snapshot};
-use vm_passthrough::PciAddress;
 
 const EIO: i32 = 5;
 const EACCES: i32 = 13;

@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_device::gpu_manager::rungs::{passthrough, Filter};
 use vm_device::gpu_manager::Target;
 use vm_device::gpu_passthrough::{plan_prepare, PassthroughError};
 use vm_device::host::SimHost;
 use vm_device::inventory::HostInventory;
+use vm_device::ladder::Filter;
+use vm_device::rungs::passthrough::probe as passthrough;
 
 fn fixtures() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(concat!(

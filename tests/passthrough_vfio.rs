@@ -8,9 +8,9 @@ use vm_device::gpu_passthrough::{
     prepare, GpuPassthrough, PassthroughError, PciDeviceInfo, PrepareOptions,
 };
 use vm_device::host::SimHost;
+use vm_device_host::vfio::region;
+use vm_device_host::PciAddress;
 use vm_device_sim::VfioFault;
-use vm_passthrough::vfio::region;
-use vm_passthrough::PciAddress;
 
 const Q35: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/real/qemu-q35-viommu");
 const EACCES: i32 = 13;

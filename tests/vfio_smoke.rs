@@ -5,10 +5,11 @@ mod common;
 
 use std::path::PathBuf;
 
-use vm_device::host::{vfio_smoke, vfio_smoke_with, HostOps, PathChoice, SimHost};
+use vm_device::host::{vfio_smoke, vfio_smoke_with, PathChoice, SimHost};
+use vm_device_host::prelude::*;
+use vm_device_host::vfio::region;
+use vm_device_host::VfioPath;
 use vm_device_sim::copy_fixture;
-use vm_passthrough::vfio::region;
-use vm_passthrough::VfioPath;
 
 /// The recorded real hosts (`fixtures/real`).
 fn shared_hosts() -> PathBuf {

@@ -15,6 +15,7 @@
 //! queries, surfaces...) report a WebGPU validation error through the device's uncaptured
 //! error handler and return invalid objects; they never panic.
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod conn;
 mod objects;

@@ -25,7 +25,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::HostError;
+use vm_device_host::HostError;
 
 use crate::kernel::errno;
 

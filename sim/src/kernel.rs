@@ -72,7 +72,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::{HostError, NodeKind};
+use vm_device_host::{HostError, NodeKind};
 
 use crate::tree::{Entry, Tree};
 use crate::State;
@@ -326,7 +326,7 @@ fn write_only_exists(tree: &Tree, p: &Path) -> bool {
     }
 }
 
-/// [`HostOps::kind`](vm_passthrough::HostOps::kind) with the kernel's write-only attributes.
+/// [`HostOps::kind`](vm_device_host::HostOps::kind) with the kernel's write-only attributes.
 pub(crate) fn kind(tree: &Tree, path: &Path) -> Option<NodeKind> {
     if let Some(k) = tree.kind(path) {
         return Some(k);

@@ -7,8 +7,10 @@
 //! the kernel reacts to run the kernel's reaction (see [`kernel`]), with the errno a real
 //! 6.1 kernel gives (`docs/kernel-sysfs-semantics.md`).
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod faults;
+mod files;
 mod fixture_copy;
 pub mod kernel;
 mod persist;
@@ -20,9 +22,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use vm_passthrough::{
-    AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
-    IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
+use vm_device_host::{
+    AdapterInfo, Adapters, DeviceInfo, DmaMapping, GroupStatus, HostError, IommuInfo, IommuType,
+    IrqInfo, NodeKind, RegionInfo, Sysfs, System, Vfio, VfioContainer, VfioDevice, VfioGroup,
+    VfioHandle,
 };
 
 pub use fixture_copy::copy_fixture;
@@ -51,6 +54,8 @@ pub enum Op {
     Vfio(String),
     /// `sched_setaffinity` of a thread (its id) to CPUs.
     SetAffinity(u32, Vec<u32>),
+    /// A configuration-file change (`mkdir`, `create`, `remove`) and its path (root joined).
+    File(&'static str, PathBuf),
 }
 
 /// A simulated host over a fixture tree.
@@ -318,6 +323,25 @@ impl SimHost {
         st
     }
 
+    /// A configuration-file change: checked, fault-checked, logged for `--sim-state`, made.
+    fn file_op(&self, root: &Path, rel: &Path, op: files::FileOp) -> Result<(), HostError> {
+        vm_device_host::config_path(root, rel)?;
+        let path = root.join(rel);
+        let name = op.name();
+        let mut st = self.lock();
+        self.record(&mut st, Op::File(name, path.clone()));
+        let go = st.faults.check(name, &path)?;
+        let change = persist::Change::File {
+            root: root.to_path_buf(),
+            rel: rel.to_path_buf(),
+            change: op.clone(),
+        };
+        let _recording = persist::record(&mut st, &self.root, change)?;
+        let r =
+            files::apply(&mut st.tree, root, rel, &op).map_err(|e| HostError::io(name, &path, e));
+        st.faults.finish(go, name, &path, r)
+    }
+
     fn record(&self, st: &mut State, op: Op) {
         if st.logging {
             st.log.push(op);
@@ -325,7 +349,7 @@ impl SimHost {
     }
 }
 
-impl HostOps for SimHost {
+impl Sysfs for SimHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
         let mut st = self.lock_raw();
         self.record(&mut st, Op::Read(path.to_path_buf()));
@@ -385,77 +409,25 @@ impl HostOps for SimHost {
         st.faults.finish(go, "write", path, r)
     }
 
-    fn load_module(&self, name: &str) -> Result<(), HostError> {
-        let mut st = self.lock();
-        self.record(&mut st, Op::LoadModule(name.to_string()));
-        let path = PathBuf::from(name);
-        let go = st.faults.check("modprobe", &path)?;
-        let change = persist::Change::LoadModule {
-            name: name.to_string(),
-        };
-        let _recording = persist::record(&mut st, &self.root, change)?;
-        let r = kernel::load_module(&mut st, name);
-        st.faults.finish(go, "modprobe", &path, r)
+    fn create_dir(&self, root: &Path, rel: &Path) -> Result<(), HostError> {
+        self.file_op(root, rel, files::FileOp::CreateDir)
     }
 
-    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
-        let mut st = self.lock();
-        self.record(&mut st, Op::SetAffinity(tid, cpus.to_vec()));
-        let path = PathBuf::from(format!("/proc/{tid}"));
-        let go = st.faults.check("sched_setaffinity", &path)?;
-        // The kernel refuses an empty set (EINVAL) and CPUs that are not online.
-        let online = kernel::numa::online_cpus(&st.tree);
-        let r = if cpus.is_empty()
-            || online
-                .as_ref()
-                .is_some_and(|on| cpus.iter().any(|c| !on.contains(c)))
-        {
-            Err(HostError::errno(
-                "sched_setaffinity",
-                &path,
-                kernel::errno::EINVAL,
-            ))
-        } else {
-            let mut set = cpus.to_vec();
-            set.sort_unstable();
-            set.dedup();
-            st.kernel.affinity.insert(tid, set);
-            Ok(())
-        };
-        st.faults.finish(go, "sched_setaffinity", &path, r)
+    fn write_file(&self, root: &Path, rel: &Path, contents: &[u8]) -> Result<(), HostError> {
+        let contents = contents.to_vec();
+        self.file_op(root, rel, files::FileOp::Write { contents })
     }
 
-    fn identity(&self) -> String {
-        // A simulated host is its tree: journals of a simulation name it, and only a
-        // simulation of the same tree replays them.
-        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
-        format!("host tree {}", root.display())
+    fn remove_file(&self, root: &Path, rel: &Path) -> Result<(), HostError> {
+        self.file_op(root, rel, files::FileOp::RemoveFile)
     }
 
-    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
-        let mut st = self.lock_raw();
-        self.record(&mut st, Op::ProbeAdapters);
-        st.faults.check("probe-adapters", Path::new("wgpu"))?;
-        let file = self.root.join(".fixture/wgpu-adapters.json");
-        match tree::read_fixture_file(&file, 16 << 20) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| HostError::Fixture(format!("{}: {e}", file.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(HostError::io("read", file, e)),
-        }
+    fn remove_dir(&self, root: &Path, rel: &Path) -> Result<(), HostError> {
+        self.file_op(root, rel, files::FileOp::RemoveDir)
     }
+}
 
-    fn nvml_memory_total(
-        &self,
-        addr: &vm_passthrough::PciAddress,
-    ) -> Result<Option<u64>, HostError> {
-        let mut st = self.lock_raw();
-        self.record(&mut st, Op::Nvml(addr.to_string()));
-        st.faults.check("nvml", Path::new(&addr.to_string()))?;
-        drop(st);
-        nvml_answer(&self.root.join(NVML_FIXTURE), addr)
-    }
-
+impl Vfio for SimHost {
     fn vfio_open_container(&self) -> Result<VfioContainer, HostError> {
         vfio::open_container(&mut self.lock())
     }
@@ -553,6 +525,81 @@ impl HostOps for SimHost {
     }
 }
 
+impl Adapters for SimHost {
+    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
+        let mut st = self.lock_raw();
+        self.record(&mut st, Op::ProbeAdapters);
+        st.faults.check("probe-adapters", Path::new("wgpu"))?;
+        let file = self.root.join(".fixture/wgpu-adapters.json");
+        match tree::read_fixture_file(&file, 16 << 20) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| HostError::Fixture(format!("{}: {e}", file.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(HostError::io("read", file, e)),
+        }
+    }
+
+    fn nvml_memory_total(
+        &self,
+        addr: &vm_device_host::PciAddress,
+    ) -> Result<Option<u64>, HostError> {
+        let mut st = self.lock_raw();
+        self.record(&mut st, Op::Nvml(addr.to_string()));
+        st.faults.check("nvml", Path::new(&addr.to_string()))?;
+        drop(st);
+        nvml_answer(&self.root.join(NVML_FIXTURE), addr)
+    }
+}
+
+impl System for SimHost {
+    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
+        let mut st = self.lock();
+        self.record(&mut st, Op::SetAffinity(tid, cpus.to_vec()));
+        let path = PathBuf::from(format!("/proc/{tid}"));
+        let go = st.faults.check("sched_setaffinity", &path)?;
+        // The kernel refuses an empty set (EINVAL) and CPUs that are not online.
+        let online = kernel::numa::online_cpus(&st.tree);
+        let r = if cpus.is_empty()
+            || online
+                .as_ref()
+                .is_some_and(|on| cpus.iter().any(|c| !on.contains(c)))
+        {
+            Err(HostError::errno(
+                "sched_setaffinity",
+                &path,
+                kernel::errno::EINVAL,
+            ))
+        } else {
+            let mut set = cpus.to_vec();
+            set.sort_unstable();
+            set.dedup();
+            st.kernel.affinity.insert(tid, set);
+            Ok(())
+        };
+        st.faults.finish(go, "sched_setaffinity", &path, r)
+    }
+
+    fn load_module(&self, name: &str) -> Result<(), HostError> {
+        let mut st = self.lock();
+        self.record(&mut st, Op::LoadModule(name.to_string()));
+        let path = PathBuf::from(name);
+        let go = st.faults.check("modprobe", &path)?;
+        let change = persist::Change::LoadModule {
+            name: name.to_string(),
+        };
+        let _recording = persist::record(&mut st, &self.root, change)?;
+        let r = kernel::load_module(&mut st, name);
+        st.faults.finish(go, "modprobe", &path, r)
+    }
+
+    fn identity(&self) -> String {
+        // A simulated host is its tree: journals of a simulation name it, and only a
+        // simulation of the same tree replays them.
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("host tree {}", root.display())
+    }
+}
+
 /// Where a fixture keeps NVML's answers (`docs/fixture-format.md`): a JSON array of
 /// `{"address", "memory_total_bytes", "name"}` objects, one per GPU NVML sees. No file: NVML
 /// is not installed on that host.
@@ -561,13 +608,13 @@ pub const NVML_FIXTURE: &str = ".fixture/nvml.json";
 /// One GPU as NVML reported it on the recorded host.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 struct NvmlGpu {
-    address: vm_passthrough::PciAddress,
+    address: vm_device_host::PciAddress,
     memory_total_bytes: u64,
 }
 
 /// NVML's answer for `addr` from the fixture file at `file`: `None` without the file (no
 /// library), NVML's "not found" for a GPU it does not list.
-fn nvml_answer(file: &Path, addr: &vm_passthrough::PciAddress) -> Result<Option<u64>, HostError> {
+fn nvml_answer(file: &Path, addr: &vm_device_host::PciAddress) -> Result<Option<u64>, HostError> {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -598,6 +645,7 @@ pub fn count_ops(ops: &[Op]) -> BTreeMap<String, usize> {
             Op::Nvml(a) => format!("nvml {a}"),
             Op::Vfio(t) => format!("vfio {}", t.split_whitespace().next().unwrap_or("")),
             Op::SetAffinity(tid, _) => format!("sched_setaffinity {tid}"),
+            Op::File(op, p) => format!("{op} {}", p.display()),
         };
         *m.entry(key).or_insert(0) += 1;
     }

@@ -4,7 +4,8 @@
 //! run as separate processes, as on a real host.
 //!
 //! The directory holds `fixture` (the canonical path of the tree it belongs to) and
-//! `changes.jsonl`, one line per host change (attribute write or module load) in the order
+//! `changes.jsonl`, one line per host change (attribute write, module load or configuration
+//! file) in the order
 //! the processes made them. The simulated kernel is deterministic, so replaying the lines on
 //! the pristine fixture rebuilds the tree and the kernel's memory; VFIO file descriptors are
 //! not recorded (they die with their process, as on Linux). A change is appended under an
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use vm_passthrough::HostError;
+use vm_device_host::HostError;
 
 use crate::State;
 
@@ -44,6 +45,15 @@ pub(crate) enum Change {
     LoadModule {
         /// The module.
         name: String,
+    },
+    /// A configuration-file change (an mdevctl definition written or removed).
+    File {
+        /// The configuration root.
+        root: PathBuf,
+        /// The path below it.
+        rel: PathBuf,
+        /// What was done.
+        change: crate::files::FileOp,
     },
 }
 
@@ -151,6 +161,9 @@ pub(crate) fn catch_up(st: &mut State, root: &Path) {
             Change::Write { path, value } => crate::kernel::write(st, &path, &value).map(|_| ()),
             Change::LoadModule { name } => {
                 crate::kernel::load_module(st, &name).map_err(|_| io::Error::other("load"))
+            }
+            Change::File { root, rel, change } => {
+                crate::files::apply(&mut st.tree, &root, &rel, &change)
             }
         };
     }

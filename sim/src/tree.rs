@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use vm_passthrough::NodeKind;
+use vm_device_host::NodeKind;
 
 /// Symbolic-link hops allowed while resolving one path, as Linux's `MAXSYMLINKS`.
 const MAX_HOPS: usize = 40;
@@ -158,18 +158,7 @@ struct At<'a> {
     cap: usize,
 }
 
-/// The read cap of virtual path `p`: [`MAX_ATTR_BYTES`] for attributes; `/proc` files
-/// (`cpuinfo` of a big server) may be longer.
-pub fn cap_for(p: &Path) -> usize {
-    if p.starts_with("/proc") {
-        MAX_PROC_BYTES
-    } else {
-        MAX_ATTR_BYTES
-    }
-}
-
-/// The most a `/proc` read takes.
-pub const MAX_PROC_BYTES: usize = 16 << 20;
+pub use vm_device_host::{cap_for, MAX_ATTR_BYTES, MAX_PROC_BYTES};
 
 /// Opens a fixture file for reading (`O_CLOEXEC`, plus `extra` flags).
 fn open_at(at: &At<'_>, extra: nix::fcntl::OFlag) -> io::Result<std::fs::File> {
@@ -241,11 +230,6 @@ fn read_small(at: &At<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
     regular(&f)?;
     read_all(&mut f, buf, at.cap)
 }
-
-/// The most an attribute read takes, as `LinuxHost` caps it: sysfs attributes are at most a
-/// page; a bigger file in a fixture is a corrupted one, and reading it whole would cost
-/// seconds and gigabytes.
-pub const MAX_ATTR_BYTES: usize = 64 << 10;
 
 /// Refuses what is not a regular file (a FIFO would block a read forever, a device node
 /// is no attribute).

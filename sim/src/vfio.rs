@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::vfio::{irq, pci_region_offset, region};
-use vm_passthrough::{
+use vm_device_host::vfio::{irq, pci_region_offset, region};
+use vm_device_host::{
     vfio_device_sysfs_dir, DeviceInfo, DmaMapping, GroupStatus, HostError, IommuInfo, IommuType,
     IrqInfo, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle, VfioPath,
 };
@@ -331,7 +331,7 @@ fn open_iommu_context(
 pub(crate) fn api_version(st: &mut State, c: VfioContainer) -> Result<i32, HostError> {
     log(st, format!("api_version container={}", c.id));
     container_mut(st, c, "VFIO_GET_API_VERSION")?;
-    Ok(vm_passthrough::vfio::VFIO_API_VERSION)
+    Ok(vm_device_host::vfio::VFIO_API_VERSION)
 }
 
 fn type1_loaded(tree: &Tree) -> bool {

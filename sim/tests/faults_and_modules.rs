@@ -5,10 +5,11 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use vm_device_host::prelude::*;
+use vm_device_host::HostError;
 use vm_device_sim::faults::{is_hang, is_killed, Fault, FaultPlan};
 use vm_device_sim::kernel::errno::*;
 use vm_device_sim::SimHost;
-use vm_passthrough::{HostError, HostOps};
 
 #[test]
 fn faulted_write_changes_nothing_and_counts_nth_call() {

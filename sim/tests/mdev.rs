@@ -5,9 +5,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use vm_device_host::prelude::*;
 use vm_device_sim::kernel::errno::*;
 use vm_device_sim::SimHost;
-use vm_passthrough::HostOps;
 
 fn uuid(n: u32) -> String {
     format!("5e5e5e5e-0000-4000-8000-{n:012x}")

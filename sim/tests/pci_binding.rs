@@ -6,8 +6,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use vm_device_host::prelude::*;
+use vm_device_host::NodeKind;
 use vm_device_sim::kernel::errno::*;
-use vm_passthrough::{HostOps, NodeKind};
 
 const OVR: &str = "/sys/bus/pci/devices/0000:01:00.0/driver_override";
 

@@ -113,7 +113,7 @@ proptest! {
 }
 
 fn h_list(h: &SimHost, dir: &str) -> Vec<String> {
-    use vm_passthrough::HostOps;
+    use vm_device_host::prelude::*;
     h.list_dir(&p(dir)).unwrap_or_default()
 }
 

@@ -8,9 +8,9 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use common::*;
+use vm_device_host::prelude::*;
 use vm_device_sim::kernel::errno::*;
 use vm_device_sim::SimHost;
-use vm_passthrough::HostOps;
 
 struct Fx(tempfile::TempDir);
 

@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use vm_device_host::prelude::*;
+use vm_device_host::NodeKind;
 use vm_device_sim::SimHost;
-use vm_passthrough::{HostOps, NodeKind};
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/qemu-q35-viommu")

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use vm_device_host::prelude::*;
+use vm_device_host::vfio::{region, VFIO_API_VERSION};
+use vm_device_host::{IommuType, VfioContainer, VfioGroup, VfioHandle};
 use vm_device_sim::{copy_fixture, Op, SimHost, VfioFault};
-use vm_passthrough::vfio::{region, VFIO_API_VERSION};
-use vm_passthrough::{HostOps, IommuType, VfioContainer, VfioGroup, VfioHandle};
 
 const EPERM: i32 = 1;
 const ENOENT: i32 = 2;
@@ -29,7 +30,7 @@ fn fixture(name: &str) -> tempfile::TempDir {
     dir
 }
 
-fn errno<T: std::fmt::Debug>(r: Result<T, vm_passthrough::HostError>) -> i32 {
+fn errno<T: std::fmt::Debug>(r: Result<T, vm_device_host::HostError>) -> i32 {
     r.expect_err("expected a refusal")
         .raw_os_error()
         .expect("refusal carries an errno")
@@ -389,7 +390,7 @@ fn iommufd_path_when_the_tree_has_it() {
     assert_eq!(avail.cdev, Some(PathBuf::from("/dev/vfio/devices/vfio0")));
     let c = host.vfio_iommufd_open().unwrap();
     let d = host.vfio_iommufd_device(c, "0000:01:00.0").unwrap();
-    assert_eq!(d.path, vm_passthrough::VfioPath::Iommufd);
+    assert_eq!(d.path, vm_device_host::VfioPath::Iommufd);
     assert!(host.device_fd_open("0000:01:00.0"));
     host.vfio_dma_map(c, 0x10_0000, 0x1000).unwrap();
     assert_eq!(errno(host.vfio_dma_unmap(c, 0x20_0000, 0x1000)), ENOENT);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::{write_text, RunArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK};
-use crate::gpu_manager::Candidate;
 use crate::host::Host;
+use crate::ladder::Candidate;
 use crate::launch::{self as l, LaunchOptions};
 
 /// This VM's directory for sockets: `$XDG_RUNTIME_DIR/vm-device/vm-PID`, or under the
@@ -107,7 +107,7 @@ pub(super) fn launch(
         state_dir,
         run_dir,
         backend_command: backend_command(),
-        mdev_uuid: crate::gpu_mdev::UuidSource::Random,
+        mdev_uuid: crate::rungs::mdev::UuidSource::Random,
         tuning: run.tuning(),
     };
     let qemu = match l::find_qemu(run.qemu.as_deref(), std::env::var_os("PATH")) {

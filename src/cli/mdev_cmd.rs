@@ -1,5 +1,5 @@
 //! `vm-cli gpu mdev-types | mdev-create | mdev-remove | sriov`: glue from clap to
-//! [`crate::gpu_mdev`], exit codes, and printing.
+//! [`crate::rungs::mdev`], exit codes, and printing.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +8,12 @@ use super::{
     ChangeDirs, GpuCommand, MdevCreateArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK,
     EXIT_UNAVAILABLE, EXIT_UNDONE, EXIT_USAGE,
 };
-use crate::gpu_mdev::{
+use crate::host::HostOps;
+use crate::inventory::HostInventory;
+use crate::rungs::mdev::{
     lifecycle, render, types, ApplyOptions, CreateRequest, MdevError, Persist, StartMode,
     TypeRequest, UuidSource,
 };
-use crate::host::HostOps;
-use crate::inventory::HostInventory;
 
 /// Runs one of the mediated-rung commands.
 pub(super) fn run(
@@ -51,7 +51,7 @@ pub(super) fn run(
                 Vec::new()
             } else {
                 let opts = options(state_dir);
-                match crate::gpu_mdev::execute(host, &plan, &opts) {
+                match crate::rungs::mdev::execute(host, &plan, &opts) {
                     Ok(v) => v,
                     Err(e) => return fail("sriov", &e, json),
                 }
@@ -107,22 +107,18 @@ fn options(state_dir: &Path) -> ApplyOptions {
     }
 }
 
-/// The config root for `--persist`; a simulation must not write this host's /etc.
-fn config_root(dirs: &ChangeDirs, simulated: bool) -> Result<PathBuf, i32> {
-    match (&dirs.config_root, simulated) {
-        (Some(d), _) => Ok(d.clone()),
-        (None, false) => Ok(PathBuf::from("/")),
-        (None, true) => {
-            eprintln!("vm-cli: --persist with --host-root needs --config-root DIR (a simulated host must not write this machine's /etc/mdevctl.d)");
-            Err(EXIT_USAGE)
-        }
-    }
+/// The config root for `--persist`: `--config-root`, else `/` of the host the command runs
+/// on (a simulated host writes its own tree, never this machine's /etc).
+fn config_root(dirs: &ChangeDirs) -> PathBuf {
+    dirs.config_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
     let mut inv = HostInventory::scan(host);
-    let defined = crate::gpu_mdev::persist::read_definitions(host, &mut inv.warnings);
-    let rows = crate::gpu_mdev::persist::device_rows(&inv, &defined);
+    let defined = crate::rungs::mdev::persist::read_definitions(host, &mut inv.warnings);
+    let rows = crate::rungs::mdev::persist::device_rows(&inv, &defined);
     if json {
         print_json(&render::devices_json(&rows));
     } else {
@@ -165,7 +161,7 @@ fn mdev_create(
     host: &dyn HostOps,
     a: &MdevCreateArgs,
     json: bool,
-    (simulated, dry_run): (bool, bool),
+    (_simulated, dry_run): (bool, bool),
     state_dir: &Path,
 ) -> i32 {
     let mut req = CreateRequest {
@@ -185,10 +181,7 @@ fn mdev_create(
         persist: None,
     };
     if a.persist {
-        let root = match config_root(&a.dirs, simulated) {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
+        let root = config_root(&a.dirs);
         req.persist = Some(Persist {
             start: if a.auto {
                 StartMode::Auto

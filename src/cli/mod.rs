@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
 use crate::report::{self, PlanRequest};
@@ -319,8 +319,9 @@ pub struct MdevCreateArgs {
 /// Where host changes keep configuration and journals.
 #[derive(Debug, Args)]
 pub struct ChangeDirs {
-    /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` on a
-    /// real host. Required with --host-root, so a simulation never writes this host's /etc.
+    /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` of
+    /// the host by default. With --host-root it is a directory of the simulated host (its
+    /// tree), so a simulation never writes this machine's /etc.
     #[arg(long, env = "VM_CONFIG_ROOT", value_name = "DIR")]
     pub config_root: Option<PathBuf>,
 }
@@ -460,11 +461,8 @@ pub fn run(cli: Cli) -> i32 {
             Err(code) => code,
             Ok(()) => {
                 let scope = crate::plan::ReplayScope {
-                    config_root: match (dirs.config_root, simulated) {
-                        (Some(d), _) => Some(d),
-                        (None, false) => Some(PathBuf::from("/")),
-                        (None, true) => None,
-                    },
+                    // `/` of the host restore runs on: a simulated host's own tree.
+                    config_root: Some(dirs.config_root.unwrap_or_else(|| PathBuf::from("/"))),
                 };
                 gpu_restore(host.as_ref(), &state_dir, &scope, cli.json)
             }
@@ -546,7 +544,7 @@ fn fail(e: &ManagerError) -> i32 {
 }
 
 fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: &std::path::Path) -> i32 {
-    let holders = crate::gpu_passthrough::holders(mgr.host().as_ref(), state_dir);
+    let holders = crate::rungs::passthrough::holders(mgr.host().as_ref(), state_dir);
     if let Err(e) = mgr.scan_backends() {
         return fail(&e);
     }
@@ -610,7 +608,7 @@ fn plan(
         (None, None) => mgr.auto_select().map(|_| ()),
     };
     let pref = match forced {
-        Some(m) => crate::gpu_manager::Preference {
+        Some(m) => crate::ladder::Preference {
             preferred: Some(m),
             auto_fallback: false,
         },
@@ -680,9 +678,9 @@ fn flags_for_mode(run: &RunArgs) -> Result<(), String> {
 }
 
 fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
-    use crate::gpu_virt::vhost_user::VhostUserGpu;
-    use crate::gpu_virt::virtio_gpu::VirtioGpuConfig;
-    use crate::gpu_virt::WgpuBackend;
+    use crate::rungs::wgpu::vhost_user::VhostUserGpu;
+    use crate::rungs::wgpu::virtio_gpu::VirtioGpuConfig;
+    use crate::rungs::wgpu::WgpuBackend;
     let mut backend = WgpuBackend::new();
     if let Err(e) = backend.init() {
         eprintln!("vm-cli: gpu serve-wgpu: {e}");
@@ -852,7 +850,7 @@ pub(crate) fn write_text(s: &str) {
 }
 
 /// Exit code of a passthrough error: 3 refused or busy, 4 undone, 5 left changed, 1 other.
-fn passthrough_exit(e: &crate::gpu_passthrough::PassthroughError) -> i32 {
+fn passthrough_exit(e: &crate::rungs::passthrough::PassthroughError) -> i32 {
     if e.is_refusal() {
         return EXIT_UNAVAILABLE;
     }
@@ -865,7 +863,7 @@ fn passthrough_exit(e: &crate::gpu_passthrough::PassthroughError) -> i32 {
 
 fn passthrough_fail(
     command: &str,
-    e: &crate::gpu_passthrough::PassthroughError,
+    e: &crate::rungs::passthrough::PassthroughError,
     json: bool,
 ) -> i32 {
     if json {
@@ -883,7 +881,7 @@ fn gpu_prepare(
     state_dir: &std::path::Path,
     json: bool,
 ) -> i32 {
-    use crate::gpu_passthrough::{plan_prepare, prepare, PrepareOptions};
+    use crate::rungs::passthrough::{plan_prepare, prepare, PrepareOptions};
     if dry_run {
         return match plan_prepare(host, addr, allow_boot_vga) {
             Ok(p) => {
@@ -935,7 +933,7 @@ fn gpu_release(
     state_dir: &std::path::Path,
     json: bool,
 ) -> i32 {
-    match crate::gpu_passthrough::release(host, addr, state_dir) {
+    match crate::rungs::passthrough::release(host, addr, state_dir) {
         Ok(r) => {
             if json {
                 print_json(&report::passthrough::undo_json("gpu release", &r));
@@ -958,7 +956,7 @@ fn gpu_restore(
     scope: &crate::plan::ReplayScope,
     json: bool,
 ) -> i32 {
-    let report = crate::gpu_passthrough::restore_in(host, state_dir, scope);
+    let report = crate::rungs::passthrough::restore_in(host, state_dir, scope);
     if json {
         print_json(&report::passthrough::restore_json(&report));
     } else {

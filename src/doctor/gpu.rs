@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::{PciAddress, ProcessHolder};
+use vm_device_host::{PciAddress, ProcessHolder};
 
 use super::remedy::{self, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
-use crate::gpu_manager::rungs::passthrough::{group_blockers, VFIO_SAFE_DRIVERS};
-use crate::gpu_manager::{Candidate, GpuMode, ReasonCode, Target};
 use crate::host::HostOps;
 use crate::inventory::{Gpu, HostInventory, PciFunction};
+use crate::ladder::{Candidate, GpuMode, ReasonCode, Target};
+use crate::rungs::passthrough::probe::{group_blockers, VFIO_SAFE_DRIVERS};
 
 const PT: Option<GpuMode> = Some(GpuMode::Passthrough);
 

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::remedy::{self, BootLoader, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
-use crate::gpu_manager::rungs::passthrough::{guest_iommu_remedy, iommu_off};
-use crate::gpu_manager::GpuMode;
 use crate::host::HostOps;
 use crate::inventory::{CpuVendor, HostInventory, IommuKind};
+use crate::ladder::reasons::{guest_iommu_remedy, iommu_off};
+use crate::ladder::GpuMode;
 use crate::report::human_bytes;
 
 const PT: Option<GpuMode> = Some(GpuMode::Passthrough);
@@ -344,10 +344,7 @@ pub(super) fn passthrough_checks(
 /// mode, `DMA` or `DMA-FQ` when translated), when there is a group to read.
 fn group_type_of(host: &dyn HostOps) -> Option<(PathBuf, String)> {
     let groups = host.list_dir(Path::new("/sys/kernel/iommu_groups")).ok()?;
-    let first = groups
-        .iter()
-        .filter_map(|g| g.parse::<u32>().ok())
-        .min()?;
+    let first = groups.iter().filter_map(|g| g.parse::<u32>().ok()).min()?;
     let p = PathBuf::from(format!("/sys/kernel/iommu_groups/{first}/type"));
     let t = host.read_attr(&p).ok()?.trim().to_string();
     (!t.is_empty()).then_some((p, t))

@@ -18,11 +18,11 @@ mod rungs;
 mod tuning;
 
 use serde::Serialize;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
-use crate::gpu_manager::{Candidate, GpuMode, Target};
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
+use crate::ladder::{Candidate, GpuMode, Target};
 
 pub use remedy::{FIX_VFIO_PERMISSIONS, REMEDY_COMMANDS};
 

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::gpu_manager::Reason;
 use crate::host::HostOps;
+use crate::ladder::Reason;
 
 /// Commands a remedy line may start with (after any `# ` comment lines). Lines that are not
 /// commands are written as `# ` comments so that pasting a whole remedy is harmless.

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use super::host::module_check;
 use super::remedy;
 use super::{candidate_key, Check, Options, Status};
-use crate::gpu_manager::{Candidate, GpuMode, ReasonCode, Target};
 use crate::host::HostOps;
 use crate::inventory::{HostInventory, PciFunction};
+use crate::ladder::{Candidate, GpuMode, ReasonCode, Target};
 
 const MDEV: Option<GpuMode> = Some(GpuMode::Mdev);
 const WGPU: Option<GpuMode> = Some(GpuMode::Wgpu);
@@ -142,7 +142,7 @@ pub(super) fn mdev_checks(
         }
     }
     for (key, list) in by_key {
-        let id = if key.parse::<vm_passthrough::PciAddress>().is_ok() {
+        let id = if key.parse::<vm_device_host::PciAddress>().is_ok() {
             format!("gpu.{key}.mdev")
         } else {
             format!("mdev.{key}")
@@ -247,7 +247,7 @@ pub(super) fn wgpu_checks(
         .filter(|c| c.mode == GpuMode::Wgpu)
         .collect();
     let install = driver_packages(inv);
-    let adapters: Vec<&vm_passthrough::AdapterInfo> = list
+    let adapters: Vec<&vm_device_host::AdapterInfo> = list
         .iter()
         .filter_map(|c| match &c.target {
             Target::Adapter { info } => Some(info),

@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{Check, Options, Status};
-use crate::gpu_manager::GpuMode;
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
+use crate::ladder::GpuMode;
 use crate::launch::tuning::{self, PageSize};
 
 const PT: Option<GpuMode> = Some(GpuMode::Passthrough);
@@ -152,7 +152,7 @@ fn hugepages(host: &dyn HostOps, nodes: &[u32], opts: &Options, out: &mut Vec<Ch
 fn gpu_numa(
     host: &dyn HostOps,
     inv: &HostInventory,
-    addr: &vm_passthrough::PciAddress,
+    addr: &vm_device_host::PciAddress,
     nodes: &[u32],
     opts: &Options,
 ) -> Check {
@@ -182,10 +182,7 @@ fn gpu_numa(
     let base = Check::new(id, PT, Status::Ok, String::new())
         .device(addr.to_string())
         .evidence(format!("/sys/bus/pci/devices/{addr}/numa_node = {n}"))
-        .evidence(format!(
-            "{}/node{n}/cpulist = {cpus}",
-            tuning::NODE_DIR
-        ));
+        .evidence(format!("{}/node{n}/cpulist = {cpus}", tuning::NODE_DIR));
     match free {
         Some(f) if f >= opts.memory_bytes => Check {
             title: format!(

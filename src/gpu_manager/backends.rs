@@ -1,12 +1,13 @@
 //! The backend behind each kind of candidate: what `initialize_selected` builds.
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{Candidate, GpuMode, ManagerError, Target};
-use crate::gpu_mdev::{GpuMdev, MdevType};
-use crate::gpu_passthrough::{GpuPassthrough, PciDeviceInfo};
-use crate::gpu_virt::{BackendError, BackendStats, GpuBackend, WgpuBackend};
 use crate::host::Host;
+use crate::ladder::{BackendError, BackendStats, GpuBackend};
+use crate::rungs::mdev::{GpuMdev, MdevType};
+use crate::rungs::passthrough::{GpuPassthrough, PciDeviceInfo};
+use crate::rungs::wgpu::WgpuBackend;
 
 /// A whole GPU (or an SR-IOV virtual function) on vfio-pci, opened through VFIO.
 pub struct PassthroughBackend {

@@ -45,7 +45,7 @@ pub enum ManagerError {
     },
     /// The host could not be read.
     #[error(transparent)]
-    Host(#[from] vm_passthrough::HostError),
+    Host(#[from] vm_device_host::HostError),
     /// Initializing the chosen backend failed.
     #[error("initializing {mode} failed: {message}")]
     Init {

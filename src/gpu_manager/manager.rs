@@ -1,12 +1,13 @@
 //! `UnifiedGpuManager`: the product guide's API over one scan.
 
-use vm_passthrough::{AdapterInfo, PciAddress};
+use vm_device_host::{AdapterInfo, PciAddress};
 
-use super::rungs::{self, Filter};
 use super::{decide, Candidate, Decision, GpuMode, ManagerError, Preference};
-use crate::gpu_virt::{BackendStats, GpuBackend};
 use crate::host::{self, Host};
 use crate::inventory::HostInventory;
+use crate::ladder::Filter;
+use crate::ladder::{BackendStats, GpuBackend};
+use crate::rungs;
 
 /// Scans the host, ranks what each rung can offer, selects one and initializes it.
 ///

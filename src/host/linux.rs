@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use vm_passthrough::{
-    AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
-    IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
+use vm_device_host::{
+    AdapterInfo, Adapters, DeviceInfo, DmaMapping, GroupStatus, HostError, IommuInfo, IommuType,
+    IrqInfo, NodeKind, RegionInfo, Sysfs, System, Vfio, VfioContainer, VfioDevice, VfioGroup,
+    VfioHandle,
 };
 
 use super::vfio_linux::VfioFds;
@@ -28,7 +29,7 @@ impl LinuxHost {
 
 /// Reads a whole attribute: opened with `O_NONBLOCK` (a FIFO planted where an attribute
 /// belongs must not hang vm-cli), refused unless it is a regular file, at most
-/// 64 KiB ([`vm_device_sim::MAX_ATTR_BYTES`]: sysfs attributes are at most a page, binary
+/// 64 KiB ([`vm_device_host::MAX_ATTR_BYTES`]: sysfs attributes are at most a page, binary
 /// ones such as `config` 4 KiB) or, under `/proc` (`cpuinfo` of a big server), 16 MiB.
 fn read_attr(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -43,7 +44,7 @@ fn read_attr(path: &Path) -> std::io::Result<Vec<u8>> {
             "not a regular file (a FIFO, socket or device node where an attribute belongs); not read",
         ));
     }
-    let cap = vm_device_sim::cap_for(path);
+    let cap = vm_device_host::cap_for(path);
     let mut buf = Vec::new();
     f.take(cap as u64 + 1).read_to_end(&mut buf)?;
     if buf.len() > cap {
@@ -58,7 +59,7 @@ fn read_attr(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-impl HostOps for LinuxHost {
+impl Sysfs for LinuxHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
         read_attr(path).map_err(|e| HostError::io("read", path, e))
     }
@@ -130,98 +131,24 @@ impl HostOps for LinuxHost {
         Ok(())
     }
 
-    fn load_module(&self, name: &str) -> Result<(), HostError> {
-        let out = Command::new("modprobe")
-            .arg(name)
-            .output()
-            .map_err(|e| HostError::Module {
-                module: name.to_string(),
-                detail: format!("cannot run modprobe: {e}"),
-            })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(HostError::Module {
-                module: name.to_string(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
-        }
+    fn create_dir(&self, root: &Path, rel: &Path) -> Result<(), HostError> {
+        super::files::create_dir(root, rel)
     }
 
-    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
-        crate::gpu_virt::probe_adapters()
+    fn write_file(&self, root: &Path, rel: &Path, contents: &[u8]) -> Result<(), HostError> {
+        super::files::write_file(root, rel, contents)
     }
 
-    fn nvml_memory_total(
-        &self,
-        addr: &vm_passthrough::PciAddress,
-    ) -> Result<Option<u64>, HostError> {
-        super::nvml::memory_total(addr)
+    fn remove_file(&self, root: &Path, rel: &Path) -> Result<(), HostError> {
+        super::files::remove(root, rel, nix::unistd::UnlinkatFlags::NoRemoveDir)
     }
 
-    fn kvm_create_vm(&self) -> Result<i32, HostError> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        // KVM_GET_API_VERSION = _IO(0xAE, 0x00), KVM_CREATE_VM = _IO(0xAE, 0x01).
-        const KVM_GET_API_VERSION: nix::libc::c_ulong = 0xAE00;
-        const KVM_CREATE_VM: nix::libc::c_ulong = 0xAE01;
-        let node = Path::new("/dev/kvm");
-        let kvm = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(node)
-            .map_err(|e| HostError::io("open", node, e))?;
-        // SAFETY: both ioctls take an integer argument and touch no caller memory.
-        let version = unsafe { nix::libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
-        if version < 0 {
-            return Err(HostError::io(
-                "KVM_GET_API_VERSION",
-                node,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: as above; a returned fd is owned (and closed) by `OwnedFd`.
-        let vm = unsafe { nix::libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM as _, 0) };
-        if vm < 0 {
-            return Err(HostError::io(
-                "KVM_CREATE_VM",
-                node,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `vm` is a new fd that nothing else owns.
-        drop(unsafe { OwnedFd::from_raw_fd(vm) });
-        Ok(version)
+    fn remove_dir(&self, root: &Path, rel: &Path) -> Result<(), HostError> {
+        super::files::remove(root, rel, nix::unistd::UnlinkatFlags::RemoveDir)
     }
+}
 
-    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
-        use nix::libc;
-        let path = PathBuf::from(format!("/proc/{tid}"));
-        let bad = |errno: i32| HostError::errno("sched_setaffinity", path.clone(), errno);
-        if cpus.is_empty() {
-            return Err(bad(libc::EINVAL));
-        }
-        // SAFETY: `cpu_set_t` is plain data; all zeroes is the empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &c in cpus {
-            if c as usize >= libc::CPU_SETSIZE as usize {
-                return Err(bad(libc::EINVAL));
-            }
-            // SAFETY: `c` is below CPU_SETSIZE, checked above.
-            unsafe { libc::CPU_SET(c as usize, &mut set) };
-        }
-        let pid = libc::pid_t::try_from(tid).map_err(|_| bad(libc::ESRCH))?;
-        // SAFETY: `set` is a valid cpu_set_t of the size passed; the call reads it only.
-        let r = unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&set), &set) };
-        if r < 0 {
-            return Err(HostError::io(
-                "sched_setaffinity",
-                path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
-    }
-
+impl Vfio for LinuxHost {
     fn vfio_open_container(&self) -> Result<VfioContainer, HostError> {
         self.vfio.open_container()
     }
@@ -317,5 +244,101 @@ impl HostOps for LinuxHost {
     ) -> Result<VfioDevice, HostError> {
         let cdev = self.vfio_iommufd_availability(name).cdev;
         self.vfio.iommufd_device(iommufd, name, cdev)
+    }
+}
+
+impl Adapters for LinuxHost {
+    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
+        super::adapters::probe_adapters()
+    }
+
+    fn nvml_memory_total(
+        &self,
+        addr: &vm_device_host::PciAddress,
+    ) -> Result<Option<u64>, HostError> {
+        super::nvml::memory_total(addr)
+    }
+}
+
+impl System for LinuxHost {
+    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
+        use nix::libc;
+        let path = PathBuf::from(format!("/proc/{tid}"));
+        let bad = |errno: i32| HostError::errno("sched_setaffinity", path.clone(), errno);
+        if cpus.is_empty() {
+            return Err(bad(libc::EINVAL));
+        }
+        // SAFETY: `cpu_set_t` is plain data; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in cpus {
+            if c as usize >= libc::CPU_SETSIZE as usize {
+                return Err(bad(libc::EINVAL));
+            }
+            // SAFETY: `c` is below CPU_SETSIZE, checked above.
+            unsafe { libc::CPU_SET(c as usize, &mut set) };
+        }
+        let pid = libc::pid_t::try_from(tid).map_err(|_| bad(libc::ESRCH))?;
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; the call reads it only.
+        let r = unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&set), &set) };
+        if r < 0 {
+            return Err(HostError::io(
+                "sched_setaffinity",
+                path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn load_module(&self, name: &str) -> Result<(), HostError> {
+        let out = Command::new("modprobe")
+            .arg(name)
+            .output()
+            .map_err(|e| HostError::Module {
+                module: name.to_string(),
+                detail: format!("cannot run modprobe: {e}"),
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(HostError::Module {
+                module: name.to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    fn kvm_create_vm(&self) -> Result<i32, HostError> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // KVM_GET_API_VERSION = _IO(0xAE, 0x00), KVM_CREATE_VM = _IO(0xAE, 0x01).
+        const KVM_GET_API_VERSION: nix::libc::c_ulong = 0xAE00;
+        const KVM_CREATE_VM: nix::libc::c_ulong = 0xAE01;
+        let node = Path::new("/dev/kvm");
+        let kvm = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(node)
+            .map_err(|e| HostError::io("open", node, e))?;
+        // SAFETY: both ioctls take an integer argument and touch no caller memory.
+        let version = unsafe { nix::libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+        if version < 0 {
+            return Err(HostError::io(
+                "KVM_GET_API_VERSION",
+                node,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: as above; a returned fd is owned (and closed) by `OwnedFd`.
+        let vm = unsafe { nix::libc::ioctl(kvm.as_raw_fd(), KVM_CREATE_VM as _, 0) };
+        if vm < 0 {
+            return Err(HostError::io(
+                "KVM_CREATE_VM",
+                node,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `vm` is a new fd that nothing else owns.
+        drop(unsafe { OwnedFd::from_raw_fd(vm) });
+        Ok(version)
     }
 }

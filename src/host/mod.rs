@@ -3,6 +3,8 @@
 //! Nothing outside this module (and the simulator crate) touches `std::fs`, `libc` or `nix`
 //! for host access.
 
+pub mod adapters;
+mod files;
 mod linux;
 mod nvml;
 mod unusable;
@@ -11,8 +13,11 @@ pub mod vfio_probe;
 
 pub use linux::LinuxHost;
 pub use vfio_probe::{vfio_smoke, vfio_smoke_with, PathChoice, VfioReport, VfioSmokeError};
+pub use vm_device_host::{
+    AdapterInfo, Adapters, HostError, HostOps, NodeKind, ProcessHolder, Sysfs, System, Vfio,
+};
+#[cfg(feature = "sim")]
 pub use vm_device_sim::SimHost;
-pub use vm_passthrough::{AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
 
 use std::sync::Arc;
 
@@ -53,6 +58,13 @@ pub fn open(
     sim_state: Option<&std::path::Path>,
 ) -> Result<Host, HostError> {
     match (host_root, sim_state) {
+        #[cfg(not(feature = "sim"))]
+        (Some(dir), _) => Err(HostError::Fixture(format!(
+            "{}: this vm-cli was built without the simulator (cargo feature `sim`), so it \
+             cannot run against a recorded host tree",
+            dir.display()
+        ))),
+        #[cfg(feature = "sim")]
         (Some(dir), state) => {
             let sim = match state {
                 Some(s) => SimHost::from_fixture_with_state(dir, s)?,

@@ -7,7 +7,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
 
-use vm_passthrough::{HostError, PciAddress};
+use vm_device_host::{HostError, PciAddress};
 
 /// The library's name as the NVIDIA driver installs it (the unversioned `.so` comes only
 /// with development packages).

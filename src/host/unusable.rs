@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::{
-    AdapterInfo, DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType,
-    IrqInfo, NodeKind, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle,
+use vm_device_host::{
+    AdapterInfo, Adapters, DeviceInfo, DmaMapping, GroupStatus, HostError, IommuInfo, IommuType,
+    IrqInfo, NodeKind, RegionInfo, Sysfs, System, Vfio, VfioContainer, VfioDevice, VfioGroup,
+    VfioHandle,
 };
 
 /// Fails every call with the reason it was made for.
@@ -25,7 +26,7 @@ impl UnusableHost {
     }
 }
 
-impl HostOps for UnusableHost {
+impl Sysfs for UnusableHost {
     fn kind(&self, _path: &Path) -> Option<NodeKind> {
         None
     }
@@ -50,21 +51,24 @@ impl HostOps for UnusableHost {
         Err(self.err())
     }
 
-    fn load_module(&self, _name: &str) -> Result<(), HostError> {
+    fn create_dir(&self, _root: &Path, _rel: &Path) -> Result<(), HostError> {
         Err(self.err())
     }
 
-    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
+    fn write_file(&self, _root: &Path, _rel: &Path, _contents: &[u8]) -> Result<(), HostError> {
         Err(self.err())
     }
 
-    fn nvml_memory_total(
-        &self,
-        _addr: &vm_passthrough::PciAddress,
-    ) -> Result<Option<u64>, HostError> {
+    fn remove_file(&self, _root: &Path, _rel: &Path) -> Result<(), HostError> {
         Err(self.err())
     }
 
+    fn remove_dir(&self, _root: &Path, _rel: &Path) -> Result<(), HostError> {
+        Err(self.err())
+    }
+}
+
+impl Vfio for UnusableHost {
     fn vfio_open_container(&self) -> Result<VfioContainer, HostError> {
         Err(self.err())
     }
@@ -158,6 +162,25 @@ impl HostOps for UnusableHost {
         _iommufd: VfioContainer,
         _name: &str,
     ) -> Result<VfioDevice, HostError> {
+        Err(self.err())
+    }
+}
+
+impl Adapters for UnusableHost {
+    fn probe_adapters(&self) -> Result<Vec<AdapterInfo>, HostError> {
+        Err(self.err())
+    }
+
+    fn nvml_memory_total(
+        &self,
+        _addr: &vm_device_host::PciAddress,
+    ) -> Result<Option<u64>, HostError> {
+        Err(self.err())
+    }
+}
+
+impl System for UnusableHost {
+    fn load_module(&self, _name: &str) -> Result<(), HostError> {
         Err(self.err())
     }
 }

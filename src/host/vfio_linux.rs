@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use nix::libc;
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use vfio_bindings::bindings::vfio as abi;
-use vm_passthrough::{
+use vm_device_host::{
     vfio_device_sysfs_dir, DeviceInfo, DmaMapping, GroupStatus, HostError, IommuInfo, IommuType,
     IrqInfo, RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle, VfioPath,
 };

@@ -8,10 +8,11 @@
 use std::path::Path;
 
 use serde::Serialize;
-use vm_passthrough::vfio::{region, VFIO_API_VERSION};
-use vm_passthrough::{
-    DeviceInfo, DmaMapping, GroupStatus, HostError, HostOps, IommuInfo, IommuType, IrqInfo,
-    RegionInfo, VfioContainer, VfioHandle, VfioPath,
+use vm_device_host::prelude::*;
+use vm_device_host::vfio::{region, VFIO_API_VERSION};
+use vm_device_host::{
+    DeviceInfo, DmaMapping, GroupStatus, HostError, IommuInfo, IommuType, IrqInfo, RegionInfo,
+    VfioContainer, VfioHandle, VfioPath,
 };
 
 /// IOVA of the test mapping.

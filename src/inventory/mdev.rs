@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{truncate, Scan};
 

@@ -20,7 +20,7 @@ pub use names::{class_name, device_name, vendor_name};
 pub use pci::{device_nodes, Bar, PciFunction, Sriov, Vram, VramSource};
 
 use crate::host::HostOps;
-use vm_passthrough::{PciAddress, ProcessHolder};
+use vm_device_host::{PciAddress, ProcessHolder};
 
 /// Something the scan could not read or understand, with the file that said so.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

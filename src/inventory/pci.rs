@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{names, parse_hex, truncate, Scan, CLASS_DISPLAY};
 
@@ -444,7 +444,7 @@ pub fn device_nodes(
     addr: &PciAddress,
     driver: Option<&str>,
     has_drm: bool,
-) -> Result<Vec<PathBuf>, vm_passthrough::HostError> {
+) -> Result<Vec<PathBuf>, vm_device_host::HostError> {
     device_nodes_with(host, addr, driver, has_drm, &mut None)
 }
 
@@ -456,7 +456,7 @@ pub(super) fn device_nodes_with(
     driver: Option<&str>,
     has_drm: bool,
     dev: &mut Option<Vec<String>>,
-) -> Result<Vec<PathBuf>, vm_passthrough::HostError> {
+) -> Result<Vec<PathBuf>, vm_device_host::HostError> {
     let mut nodes = Vec::new();
     if has_drm {
         let drm = PathBuf::from(format!("/sys/bus/pci/devices/{addr}/drm"));

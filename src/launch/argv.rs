@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::accel::Accel;
 use super::qemu::QemuBinary;

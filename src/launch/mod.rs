@@ -33,11 +33,11 @@ pub use supervise::{
 };
 pub use tuning::{plan_tuning, NumaChoice, PageSize, TuningError, TuningOptions, TuningPlan};
 
-use crate::gpu_manager::{Candidate, Target};
-use crate::gpu_mdev::{MdevType, Planned, UuidSource};
-use crate::gpu_passthrough::PassthroughPlan;
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
+use crate::ladder::{Candidate, Target};
+use crate::rungs::mdev::{MdevType, Planned, UuidSource};
+use crate::rungs::passthrough::PassthroughPlan;
 
 /// The oldest QEMU whose `vhost-user-gpu-pci` starts without KVM (7.2 stops with
 /// `vhost initialization failed: requires kvm`).
@@ -131,10 +131,10 @@ pub enum LaunchError {
     NotAttachable(String),
     /// Planning or applying the passthrough prepare failed.
     #[error(transparent)]
-    Passthrough(#[from] crate::gpu_passthrough::PassthroughError),
+    Passthrough(#[from] crate::rungs::passthrough::PassthroughError),
     /// Planning or applying the mdev creation failed.
     #[error(transparent)]
-    Mdev(#[from] crate::gpu_mdev::MdevError),
+    Mdev(#[from] crate::rungs::mdev::MdevError),
     /// No suitable QEMU.
     #[error(transparent)]
     Qemu(#[from] QemuError),
@@ -164,7 +164,7 @@ impl LaunchError {
                 None => EXIT_FAILURE,
             },
             LaunchError::Mdev(e) if e.left_changes() => EXIT_LEFT_CHANGES,
-            LaunchError::Mdev(crate::gpu_mdev::MdevError::StepFailed { .. }) => EXIT_UNDONE,
+            LaunchError::Mdev(crate::rungs::mdev::MdevError::StepFailed { .. }) => EXIT_UNDONE,
             LaunchError::Mdev(_) => EXIT_UNAVAILABLE,
             LaunchError::Tuning(TuningError::Invalid(_)) => crate::cli::EXIT_USAGE,
             LaunchError::Tuning(TuningError::Refused(_)) => EXIT_UNAVAILABLE,
@@ -200,10 +200,10 @@ pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, 
 /// nested-test`). NVIDIA vGPU and others offer no display.
 pub fn mdev_offers_display(planned: &Planned) -> bool {
     match &planned.choice {
-        crate::gpu_mdev::Choice::Mdev {
+        crate::rungs::mdev::Choice::Mdev {
             parent, mdev_type, ..
         } => region_display(parent, *mdev_type),
-        crate::gpu_mdev::Choice::NvidiaVfio { .. } => false,
+        crate::rungs::mdev::Choice::NvidiaVfio { .. } => false,
     }
 }
 
@@ -231,7 +231,7 @@ pub fn plan_launch(
             address,
             companions,
         } => {
-            let plan = crate::gpu_passthrough::plan_prepare(host, address, opts.allow_boot_vga)?;
+            let plan = crate::rungs::passthrough::plan_prepare(host, address, opts.allow_boot_vga)?;
             let mut functions = vec![*address];
             functions.extend(companions.iter().copied());
             (
@@ -245,7 +245,7 @@ pub fn plan_launch(
             )
         }
         Target::SriovVf { vf, .. } => {
-            let plan = crate::gpu_passthrough::plan_prepare(host, vf, opts.allow_boot_vga)?;
+            let plan = crate::rungs::passthrough::plan_prepare(host, vf, opts.allow_boot_vga)?;
             (
                 HostChange::Passthrough {
                     plan: Box::new(plan),
@@ -254,14 +254,14 @@ pub fn plan_launch(
             )
         }
         t @ (Target::MdevType { .. } | Target::NvidiaVgpu { .. }) => {
-            let req = crate::gpu_mdev::lifecycle::request_for_target(t, opts.mdev_uuid.clone())
+            let req = crate::rungs::mdev::lifecycle::request_for_target(t, opts.mdev_uuid.clone())
                 .ok_or_else(|| {
                     LaunchError::NotAttachable(format!(
                         "{}: no creation request for this target",
                         candidate.describe()
                     ))
                 })?;
-            let planned = crate::gpu_mdev::plan_create(&HostInventory::scan(host), &req)?;
+            let planned = crate::rungs::mdev::plan_create(&HostInventory::scan(host), &req)?;
             let gpu = GpuAttachment::Mediated {
                 sysfsdev: planned.sysfs_path.clone(),
                 display: mdev_offers_display(&planned),

@@ -10,9 +10,9 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use super::{HostChange, LaunchError, LaunchOptions, LaunchPlan, TuningError};
-use crate::gpu_passthrough::{prepare, PrepareOptions, Prepared};
 use crate::host::HostOps;
 use crate::plan::{Executor, GroupLock, Journal};
+use crate::rungs::passthrough::{prepare, PrepareOptions, Prepared};
 
 /// A stop request: set from a signal handler, or by a caller that wants the VM stopped.
 pub type StopFlag = AtomicBool;
@@ -129,7 +129,7 @@ fn apply<'h>(
             let journal = Journal::new(&opts.state_dir, &p.key, &p.subject, host, p.origin.clone());
             let mut exec = Executor::new(journal, lock);
             exec.apply(host, &p)
-                .map_err(|e| crate::gpu_mdev::plan::from_apply(*e))?;
+                .map_err(|e| crate::rungs::mdev::plan::from_apply(*e))?;
             Ok(Held::Mdev(exec))
         }
         HostChange::None => Ok(Held::None),

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Serialize;
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
-use crate::gpu_manager::Target;
 use crate::host::HostOps;
+use crate::ladder::Target;
 use crate::plan::{Action, Check, Plan, Step};
 
 /// Where the kernel lists NUMA nodes.
@@ -399,7 +399,7 @@ fn physfn(host: &dyn HostOps, vf: &PciAddress) -> Option<PciAddress> {
 /// function with the adapter's vendor and device ids.
 fn adapter_device(
     host: &dyn HostOps,
-    info: &vm_passthrough::AdapterInfo,
+    info: &vm_device_host::AdapterInfo,
     gpu_device: Option<PciAddress>,
 ) -> Option<PciAddress> {
     if info.vendor == 0 {

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use vm_passthrough::{HostError, HostOps};
+use vm_device_host::{HostError, HostOps};
 
 use super::{Action, GroupLock, Journal, JournalState, JournalStep, Plan, Step, StepStatus};
 

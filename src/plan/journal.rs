@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vm_passthrough::HostOps;
+use vm_device_host::{HostOps, Sysfs};
 
 use super::state::{valid_key, StateDir, StateError};
 use super::{Check, Executor, GroupLock, LockError, ReplayScope, Step, UndoReport};

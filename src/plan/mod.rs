@@ -10,7 +10,7 @@
 //!
 //! The journal and lock files are vm-device's own state, not host access: they live under a
 //! state directory (`/run/vm-device` by default) and are written with `std::fs`; every change
-//! to the host still goes through [`HostOps`].
+//! to the host, mdevctl definitions included, goes through [`HostOps`].
 
 mod executor;
 mod journal;
@@ -21,7 +21,7 @@ mod state;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vm_passthrough::{HostError, HostOps};
+use vm_device_host::{HostError, HostOps};
 
 pub use executor::{
     run_action, step_delay, ApplyError, Executor, StepError, UndoFailure, UndoReport,
@@ -174,15 +174,18 @@ pub enum Action {
     },
     /// Read back a condition; fails the step when it does not hold.
     Verify(Check),
-    /// Create a host configuration file that must not exist yet (an mdevctl definition),
-    /// with `std::fs`: `path` is where it lands on this machine (config root included).
+    /// Create a host configuration file that must not exist yet (an mdevctl definition,
+    /// `ROOT/etc/mdevctl.d/PARENT/UUID`), through the host's file operations: `path` is the
+    /// config root joined with the definition's place, and nothing below the root is followed
+    /// as a link.
     WriteFile {
         /// The file.
         path: PathBuf,
         /// Its contents.
         contents: String,
     },
-    /// Remove a host configuration file, and its directory when that is left empty.
+    /// Remove a host configuration file (`ROOT/etc/mdevctl.d/PARENT/UUID`), and its
+    /// directory when that is left empty.
     RemoveFile {
         /// The file.
         path: PathBuf,
@@ -202,14 +205,24 @@ impl Action {
                 found,
             }),
             Action::WriteFile { path, contents } => {
-                write_new_file(path, contents).map_err(StepError::Host)
+                let (root, rel) = config_file(path).map_err(StepError::Host)?;
+                let dir = rel.parent().unwrap_or(Path::new(""));
+                // A directory this step makes is this step's to take back when it fails (a
+                // failed step has no undo of its own).
+                let made_dir = host.kind(&root.join(dir)).is_none();
+                host.create_dir(&root, dir).map_err(StepError::Host)?;
+                let written = host.write_file(&root, &rel, contents.as_bytes());
+                if written.is_err() && made_dir {
+                    let _ = host.remove_dir(&root, dir);
+                }
+                written.map_err(StepError::Host)
             }
             Action::RemoveFile { path } => {
-                std::fs::remove_file(path)
-                    .map_err(|e| StepError::Host(HostError::io("remove", path, e)))?;
+                let (root, rel) = config_file(path).map_err(StepError::Host)?;
+                host.remove_file(&root, &rel).map_err(StepError::Host)?;
                 // An empty parent directory means "no definitions for this parent" to mdevctl.
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::remove_dir(dir);
+                if let Some(dir) = rel.parent() {
+                    let _ = host.remove_dir(&root, dir);
                 }
                 Ok(())
             }
@@ -245,24 +258,31 @@ impl Action {
     }
 }
 
-/// Creates `path` (and its directory) with `contents`; fails `EEXIST` when it exists, and
-/// leaves nothing behind when the write fails.
-fn write_new_file(path: &Path, contents: &str) -> Result<(), HostError> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| HostError::io("mkdir", dir, e))?;
+/// The config root and the place below it of an mdevctl definition's path
+/// (`ROOT/etc/mdevctl.d/PARENT/UUID`: the only configuration files plans write). Any other
+/// path is refused (`EINVAL`) before the host is touched.
+pub fn config_file(path: &Path) -> Result<(PathBuf, PathBuf), HostError> {
+    let names: Vec<_> = path.iter().collect();
+    let n = names.len();
+    let plain = |s: &std::ffi::OsStr| s != "." && s != ".." && s != "/" && !s.is_empty();
+    if n >= 5
+        && names[n - 4] == "etc"
+        && names[n - 3] == "mdevctl.d"
+        && plain(names[n - 2])
+        && plain(names[n - 1])
+    {
+        let root: PathBuf = names[..n - 4].iter().collect();
+        let rel: PathBuf = names[n - 4..].iter().collect();
+        return Ok((root, rel));
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| HostError::io("create", path, e))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| {
-            let _ = std::fs::remove_file(path);
-            HostError::io("write", path, e)
-        })
+    Err(HostError::io(
+        "check",
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not an mdevctl definition (ROOT/etc/mdevctl.d/PARENT/UUID)",
+        ),
+    ))
 }
 
 /// One planned change with its inverse and the reason for it.

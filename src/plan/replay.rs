@@ -20,7 +20,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{Action, Check};
 
@@ -161,7 +161,7 @@ impl ReplayScope {
 /// True when the effect of undo action `a` already holds on `host` (the device is back on
 /// its driver, the override or count reads the old value, the mdev is gone or back, the
 /// definition is deleted): someone restored it by hand, and running it again would fail.
-pub(crate) fn already_holds(a: &Action, host: &dyn vm_passthrough::HostOps) -> bool {
+pub(crate) fn already_holds(a: &Action, host: &dyn vm_device_host::HostOps) -> bool {
     // Only positive evidence counts: a host that cannot be read proves nothing.
     let reads = |p: &Path, want: &str| host.read_attr(p).is_ok_and(|v| v.trim() == want.trim());
     match a {
@@ -206,9 +206,8 @@ pub(crate) fn already_holds(a: &Action, host: &dyn vm_passthrough::HostOps) -> b
                 _ => false,
             }
         }
-        Action::RemoveFile { path } => {
-            matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        }
+        // The definition is gone (no node at all there, a link included).
+        Action::RemoveFile { path } => host.kind(path).is_none(),
         _ => false,
     }
 }

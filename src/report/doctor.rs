@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::{human_bytes, SCHEMA};
 use crate::doctor::{Options, Report, Status};
-use crate::gpu_manager::GpuMode;
+use crate::ladder::GpuMode;
 
 fn group_name(rung: Option<GpuMode>) -> &'static str {
     match rung {

@@ -8,11 +8,11 @@ pub mod passthrough;
 pub use doctor::{doctor_json, doctor_text};
 
 use serde_json::{json, Value};
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
-use crate::gpu_manager::Reason;
-use crate::gpu_manager::{Candidate, Decision, Preference};
 use crate::inventory::{class_name, HostInventory, IommuKind, PciFunction};
+use crate::ladder::Reason;
+use crate::ladder::{Candidate, Decision, Preference};
 
 /// JSON schema version of every document.
 pub const SCHEMA: u32 = 1;
@@ -228,7 +228,7 @@ pub struct PlanRequest {
     /// `--kernel`.
     pub kernel: Option<String>,
     /// `--gpu-mode` (forced) or `None` for auto.
-    pub gpu_mode: Option<crate::gpu_manager::GpuMode>,
+    pub gpu_mode: Option<crate::ladder::GpuMode>,
     /// `--gpu-device`.
     pub gpu_device: Option<PciAddress>,
     /// `--mdev-type`.

@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 
 use super::SCHEMA;
-use crate::gpu_passthrough::{GroupHolder, PassthroughError, PassthroughPlan};
 use crate::plan::{OwnerStatus, RestoreOutcome, RestoreReport, UndoReport};
+use crate::rungs::passthrough::{GroupHolder, PassthroughError, PassthroughPlan};
 
 /// A plan as text: the steps, then who moves and who stays.
 pub fn plan_text(p: &PassthroughPlan) -> String {

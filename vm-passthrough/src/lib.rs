@@ -1,20 +1,5 @@
-//! PCI addresses and the one seam through which vm-device reaches the host.
-//!
-//! A GPU manager reads sysfs, `/proc` and `/dev/vfio`, writes a handful of sysfs attributes,
-//! loads modules and issues VFIO ioctls. Every one of those goes through [`HostOps`], so the
-//! same code runs against the real kernel (`LinuxHost` in `vm-device`) and against a recorded
-//! fixture tree (`SimHost` in `vm-device-sim`).
+//! The product guide's name for the host seam: `vm_passthrough::PciAddress` and the rest of
+//! [`vm_device_host`], re-exported unchanged. New code uses `vm_device_host` directly.
 #![deny(missing_docs)]
 
-pub mod address;
-pub mod host;
-#[cfg(feature = "mock")]
-pub mod mock;
-pub mod vfio;
-
-pub use address::{AddressParseError, PciAddress};
-pub use host::{vfio_device_sysfs_dir, AdapterInfo, HostError, HostOps, NodeKind, ProcessHolder};
-pub use vfio::{
-    DeviceInfo, DmaMapping, GroupStatus, IommuInfo, IommuType, IommufdAvailability, IrqInfo,
-    RegionInfo, VfioContainer, VfioDevice, VfioGroup, VfioHandle, VfioPath,
-};
+pub use vm_device_host::*;

@@ -200,7 +200,13 @@ fn tuning_bench(cli: &Path, runs: usize, p: BenchParams) -> Result<(), String> {
     let run = |args: Vec<&str>| {
         let args: Vec<String> = args
             .iter()
-            .map(|a| if *a == "/bin/true" { qemu.display().to_string() } else { a.to_string() })
+            .map(|a| {
+                if *a == "/bin/true" {
+                    qemu.display().to_string()
+                } else {
+                    a.to_string()
+                }
+            })
             .collect();
         time(runs, || {
             let mut c = Command::new(cli);

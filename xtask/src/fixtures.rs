@@ -2440,8 +2440,8 @@ mod tests {
 
     #[test]
     fn fixtures_load_in_the_simulator() {
+        use vm_device_host::prelude::*;
         use vm_device_sim::SimHost;
-        use vm_passthrough::HostOps;
         for f in all() {
             let dir = default_out().join(f.name);
             let host = SimHost::from_fixture(&dir).unwrap();

@@ -2,7 +2,8 @@
 //!
 //! 0. The repository stands alone and is tidy: no file outside `docs/` refers to the
 //!    project's `shared` folder beside the checkout, `cargo fmt --check`, and
-//!    `cargo clippy --workspace --all-targets -- -D warnings`.
+//!    `cargo clippy --workspace --all-targets -- -D warnings`, and clippy of vm-device
+//!    without its default features (a vm-cli without the simulator).
 //! 1. `cargo test --workspace`: unit, integration, property, snapshot and differential tests
 //!    (the simulator, the manager, the CLI, wgpu on a real adapter).
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
@@ -176,6 +177,21 @@ fn clippy(cargo: &str) -> Result<(), String> {
             "warnings",
         ],
         "cargo clippy --workspace --all-targets -- -D warnings",
+    )?;
+    // vm-cli without the simulator (no `sim` feature) must build and stay clean too.
+    cargo_stage(
+        cargo,
+        &[
+            "clippy",
+            "-p",
+            "vm-device",
+            "--no-default-features",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "cargo clippy -p vm-device --no-default-features -- -D warnings",
     )
 }
 

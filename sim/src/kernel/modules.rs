@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use vm_passthrough::HostError;
+use vm_device_host::HostError;
 
 use super::{errno, group_of, is_vfio_driver, mdev, pci, sync_vfio_node};
 use crate::tree::Tree;

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{
     device_fd_open, err, errno, group_in_use, group_of, is_vfio_driver, strip_newline,

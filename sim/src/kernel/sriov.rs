@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use vm_passthrough::PciAddress;
+use vm_device_host::PciAddress;
 
 use super::{
     device_fd_open, err, errno, group_of, lowest_free_group, nvidia, pci, sync_vfio_node,

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use vm_device_host::prelude::*;
+use vm_device_host::HostError;
 use vm_device_sim::SimHost;
-use vm_passthrough::{HostError, HostOps};
 
 /// The recorded trees kept in the repository: `fixtures/real` beside this crate.
 pub fn real_dir() -> PathBuf {

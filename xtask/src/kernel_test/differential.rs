@@ -18,10 +18,11 @@ use serde_json::Value;
 use vm_device::gpu_mdev::UuidSource;
 use vm_device::gpu_mdev::{lifecycle, ApplyOptions, CreateRequest, MdevError, TypeRequest};
 use vm_device::gpu_passthrough::{plan_prepare, prepare, release, restore, PrepareOptions};
-use vm_device::host::{vfio_smoke_with, HostOps, PathChoice};
+use vm_device::host::{vfio_smoke_with, PathChoice};
+use vm_device_host::prelude::*;
+use vm_device_host::PciAddress;
 use vm_device_sim::faults::{Fault, FaultPlan};
 use vm_device_sim::SimHost;
-use vm_passthrough::PciAddress;
 
 /// The state a scenario may change, as `key → value` (keys such as
 /// `pci 0000:01:00.0 driver`, `mdev_bus mdpy/mdpy-xga available_instances`, `/dev/vfio`).

@@ -467,7 +467,9 @@ fn l1_args(kernel: &Path, initrd: &Path, share: &Path, out: &Path, qmp_sock: &Pa
         a.push("-device".into());
         // On the main bus: QEMU would put a device without a bus on the last one created,
         // the pxb-pcie, which takes only bridges.
-        a.push(format!("virtio-9p-pci,fsdev={id},mount_tag={id},bus=pcie.0"));
+        a.push(format!(
+            "virtio-9p-pci,fsdev={id},mount_tag={id},bus=pcie.0"
+        ));
     }
     a.push("-qmp".into());
     a.push(format!("unix:{},server=on,wait=off", qmp_sock.display()));
