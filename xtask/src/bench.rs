@@ -197,9 +197,14 @@ fn tuning_bench(cli: &Path, runs: usize, p: BenchParams) -> Result<(), String> {
         v
     };
     let qemu = fake_qemu()?;
-    let run = |args: Vec<&str>| {
-        let args: Vec<String> = args
-            .iter()
+    let configs: Vec<Vec<String>> = [
+        with(&["--numa", "off"]),
+        with(&["--numa", "auto"]),
+        with(&["--numa", "auto", "--hugepages", "2M", "--reserve-hugepages"]),
+    ]
+    .into_iter()
+    .map(|args| {
+        args.iter()
             .map(|a| {
                 if *a == "/bin/true" {
                     qemu.display().to_string()
@@ -207,22 +212,38 @@ fn tuning_bench(cli: &Path, runs: usize, p: BenchParams) -> Result<(), String> {
                     a.to_string()
                 }
             })
-            .collect();
-        time(runs, || {
-            let mut c = Command::new(cli);
-            c.arg("--host-root").arg(&host).args(&args);
-            c
-        })
-    };
-    let plain = run(with(&["--numa", "off"]))?;
-    let numa = run(with(&["--numa", "auto"]))?;
-    let huge = run(with(&[
-        "--numa",
-        "auto",
-        "--hugepages",
-        "2M",
-        "--reserve-hugepages",
-    ]))?;
+            .collect()
+    })
+    .collect();
+    // Interleaved (A B C A B C …), so a load that drifts during the run weighs on all three
+    // alike; a run that is not a success (or exit 3) is an error.
+    let mut runs_of: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
+    for i in 0..=runs {
+        for (k, args) in configs.iter().enumerate() {
+            let t = Instant::now();
+            let st = Command::new(cli)
+                .arg("--host-root")
+                .arg(&host)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| format!("cannot run {}: {e}", cli.display()))?;
+            let dt = t.elapsed();
+            if !st.success() {
+                return Err(format!("vm-cli {} failed: {st}", args.join(" ")));
+            }
+            if i > 0 {
+                runs_of[k].push(dt);
+            }
+        }
+    }
+    let mut medians = runs_of.into_iter().map(median);
+    let (plain, numa, huge) = (
+        medians.next().unwrap_or_default(),
+        medians.next().unwrap_or_default(),
+        medians.next().unwrap_or_default(),
+    );
     let r = |d: Duration| d.as_secs_f64() / plain.as_secs_f64();
     println!("launch plan on {} (2 NUMA nodes):", host.display());
     println!(
