@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vm_device::gpu_manager::{Candidate, GpuMode, UnifiedGpuManager};
+use vm_device::gpu_manager::{Candidate, GpuMode, Target, UnifiedGpuManager};
 use vm_device::gpu_mdev::UuidSource;
 use vm_device::host::SimHost;
 use vm_device::launch::{
@@ -55,14 +55,24 @@ fn fake_qemu(dir: &Path) -> PathBuf {
     path
 }
 
+/// Whether a candidate uses `device`: the GPU, the mdev parent, or (wgpu) the adapter of
+/// that GPU's vendor.
+fn on_device(t: &Target, device: &str) -> bool {
+    match t {
+        Target::Gpu { address, .. } => address.to_string() == device,
+        Target::MdevType { parent, .. } => parent == device,
+        Target::Adapter { info } => device == W6800 && info.vendor == 0x1002,
+        _ => false,
+    }
+}
+
 fn candidate(sim: &SimHost, mode: GpuMode, device: &str) -> Candidate {
     let mut mgr = UnifiedGpuManager::with_host(Arc::new(sim.fork()));
-    mgr.set_device(Some(device.parse().unwrap()));
     mgr.scan_backends().unwrap();
     mgr.candidates(mode)
         .unwrap()
         .iter()
-        .find(|c| c.is_available())
+        .find(|c| c.is_available() && on_device(&c.target, device))
         .cloned()
         .unwrap_or_else(|| panic!("no available {mode} candidate on {device}"))
 }

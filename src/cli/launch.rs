@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::{write_text, RunArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK};
 use crate::host::Host;
+use crate::inventory::HostInventory;
 use crate::ladder::Candidate;
 use crate::launch::{self as l, LaunchOptions};
 
@@ -78,10 +79,11 @@ pub(super) fn dry_run_tuning(
     }
 }
 
-/// Plans and prints (`--print-cmdline`) or runs the VM; adds `launch` (and `outcome`) to
-/// the JSON document.
+/// Plans (on `inv`, the scan the candidate was chosen on) and prints (`--print-cmdline`)
+/// or runs the VM; adds `launch` (and `outcome`) to the JSON document.
 pub(super) fn launch(
     host: &Host,
+    inv: &HostInventory,
     candidate: &Candidate,
     run: &RunArgs,
     (state_dir, simulated): (&Path, bool),
@@ -118,7 +120,7 @@ pub(super) fn launch(
         }
     };
     let accel = l::choose_accel(host.as_ref());
-    let plan = match l::plan_launch(host.as_ref(), candidate, qemu, accel, &opts) {
+    let plan = match l::plan_launch_in(host.as_ref(), inv, candidate, qemu, accel, &opts) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("vm-cli: {e}");

@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::write_text;
-use super::{
-    ChangeDirs, GpuCommand, MdevCreateArgs, EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_OK,
-    EXIT_UNAVAILABLE, EXIT_UNDONE, EXIT_USAGE,
-};
+use vm_device_host::PciAddress;
+
+use super::{write_json, write_text};
+use super::{ChangeDirs, MdevCreateArgs, EXIT_OK, EXIT_UNAVAILABLE};
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
 use crate::rungs::mdev::{
@@ -15,89 +14,43 @@ use crate::rungs::mdev::{
     TypeRequest, UuidSource,
 };
 
-/// Runs one of the mediated-rung commands.
-pub(super) fn run(
+/// `gpu sriov`: sets a PF's number of VFs (through 0 when changing a non-zero count).
+pub(super) fn sriov(
     host: &dyn HostOps,
-    cmd: GpuCommand,
-    json: bool,
-    (simulated, dry_run): (bool, bool),
+    gpu_device: &PciAddress,
+    num_vfs: u32,
+    (json, dry_run): (bool, bool),
     state_dir: &Path,
 ) -> i32 {
-    match cmd {
-        // Dispatched by `cli::run` itself; never routed here.
-        GpuCommand::List
-        | GpuCommand::Doctor(_)
-        | GpuCommand::Prepare { .. }
-        | GpuCommand::Release { .. }
-        | GpuCommand::Restore { .. }
-        | GpuCommand::ServeWgpu { .. } => EXIT_USAGE,
-        GpuCommand::MdevTypes { gpu_device } => mdev_types(host, gpu_device.as_deref(), json),
-        GpuCommand::MdevList => mdev_list(host, json),
-        GpuCommand::MdevCreate(args) => {
-            mdev_create(host, &args, json, (simulated, dry_run), state_dir)
+    let inv = HostInventory::scan(host);
+    let plan = match lifecycle::plan_sriov(&inv, gpu_device, num_vfs) {
+        Ok(p) => p,
+        Err(e) => return fail("sriov", &e, json),
+    };
+    let pf = gpu_device.to_string();
+    let verified = if dry_run {
+        Vec::new()
+    } else {
+        let opts = options(state_dir);
+        match crate::rungs::mdev::execute(host, &plan, &opts) {
+            Ok(v) => v,
+            Err(e) => return fail("sriov", &e, json),
         }
-        GpuCommand::MdevRemove { uuid } => mdev_remove(host, &uuid, dry_run, json, state_dir),
-        GpuCommand::Sriov {
-            gpu_device,
-            num_vfs,
-        } => {
-            let inv = HostInventory::scan(host);
-            let plan = match lifecycle::plan_sriov(&inv, &gpu_device, num_vfs) {
-                Ok(p) => p,
-                Err(e) => return fail("sriov", &e, json),
-            };
-            let pf = gpu_device.to_string();
-            let verified = if dry_run {
-                Vec::new()
-            } else {
-                let opts = options(state_dir);
-                match crate::rungs::mdev::execute(host, &plan, &opts) {
-                    Ok(v) => v,
-                    Err(e) => return fail("sriov", &e, json),
-                }
-            };
-            if json {
-                print_json(&render::sriov_json(&pf, num_vfs, &plan, &verified, dry_run));
-            } else {
-                write_text(&render::sriov_text(&pf, num_vfs, &plan, &verified, dry_run));
-            }
-            EXIT_OK
-        }
+    };
+    if json {
+        write_json(&render::sriov_json(&pf, num_vfs, &plan, &verified, dry_run));
+    } else {
+        write_text(&render::sriov_text(&pf, num_vfs, &plan, &verified, dry_run));
     }
-}
-
-fn print_json(v: &serde_json::Value) {
-    write_text(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    ));
-}
-
-fn exit_code(e: &MdevError) -> i32 {
-    match e {
-        MdevError::StepFailed { left, .. } if left.is_empty() => EXIT_UNDONE,
-        MdevError::StepFailed { .. } => EXIT_LEFT_CHANGES,
-        MdevError::ParentNotFound { .. }
-        | MdevError::ModuleNotLoaded { .. }
-        | MdevError::TypeNotFound { .. }
-        | MdevError::NoInstances { .. }
-        | MdevError::NoSuchDevice(_)
-        // Refusals, as README's exit codes document: the UUID is taken, the PF cannot
-        // take that many VFs (or a VF is in use), or the parent stayed busy.
-        | MdevError::UuidInUse { .. }
-        | MdevError::Sriov { .. }
-        | MdevError::Busy { .. } => EXIT_UNAVAILABLE,
-        MdevError::BadUuid(_) => EXIT_USAGE,
-        _ => EXIT_FAILURE,
-    }
+    EXIT_OK
 }
 
 fn fail(command: &str, e: &MdevError, json: bool) -> i32 {
     if json {
-        print_json(&render::error_json(command, e));
+        write_json(&render::error_json(command, e));
     }
     eprintln!("vm-cli: {e}");
-    exit_code(e)
+    e.exit_kind().code()
 }
 
 /// The state directory, as `cli::run` chose it for this run (`StateDirChoice`).
@@ -115,12 +68,12 @@ fn config_root(dirs: &ChangeDirs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
+pub(super) fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
     let mut inv = HostInventory::scan(host);
     let defined = crate::rungs::mdev::persist::read_definitions(host, &mut inv.warnings);
     let rows = crate::rungs::mdev::persist::device_rows(&inv, &defined);
     if json {
-        print_json(&render::devices_json(&rows));
+        write_json(&render::devices_json(&rows));
     } else {
         write_text(&render::devices_text(&rows));
     }
@@ -130,7 +83,7 @@ fn mdev_list(host: &dyn HostOps, json: bool) -> i32 {
     EXIT_OK
 }
 
-fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
+pub(super) fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
     let inv = HostInventory::scan(host);
     if let Some(p) = parent {
         // A named parent that does not exist is an error, not an empty table.
@@ -140,7 +93,7 @@ fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
     }
     let rows = types::list(&inv, parent);
     if json {
-        print_json(&render::types_json(&rows));
+        write_json(&render::types_json(&rows));
     } else {
         write_text(&render::types_text(&rows));
         if render::has_vendor_vfio(&rows) {
@@ -157,7 +110,7 @@ fn mdev_types(host: &dyn HostOps, parent: Option<&str>, json: bool) -> i32 {
     }
 }
 
-fn mdev_create(
+pub(super) fn mdev_create(
     host: &dyn HostOps,
     a: &MdevCreateArgs,
     json: bool,
@@ -206,7 +159,7 @@ fn mdev_create(
         }
     };
     if json {
-        print_json(&render::change_json(
+        write_json(&render::change_json(
             "mdev-create",
             &planned,
             &verified,
@@ -218,7 +171,7 @@ fn mdev_create(
     EXIT_OK
 }
 
-fn mdev_remove(
+pub(super) fn mdev_remove(
     host: &dyn HostOps,
     device: &str,
     dry_run: bool,
@@ -240,7 +193,7 @@ fn mdev_remove(
         }
     };
     if json {
-        print_json(&render::change_json(
+        write_json(&render::change_json(
             "mdev-remove",
             &planned,
             &verified,

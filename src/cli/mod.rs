@@ -7,31 +7,31 @@ use clap::{Args, Parser, Subcommand};
 use vm_device_host::PciAddress;
 
 use crate::gpu_manager::{GpuMode, ManagerError, UnifiedGpuManager};
+use crate::plan::ExitKind;
 use crate::report::{self, PlanRequest};
 
 mod launch;
 mod mdev_cmd;
 
+// The exit codes, each the number of its [`ExitKind`] (the one mapping, README's table).
 /// Exit status: success.
-pub const EXIT_OK: i32 = 0;
+pub const EXIT_OK: i32 = ExitKind::Ok.code();
 /// Exit status: the host could not be read, or another failure.
-pub const EXIT_FAILURE: i32 = 1;
+pub(crate) const EXIT_FAILURE: i32 = ExitKind::Failed.code();
 /// Exit status: bad flags or arguments.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = ExitKind::Usage.code();
 /// Exit status: no GPU mode available, or the requested mode is unavailable.
-pub const EXIT_UNAVAILABLE: i32 = 3;
-/// Exit status: a host change failed and was undone (the host is as it was).
-pub const EXIT_UNDONE: i32 = 4;
+pub(crate) const EXIT_UNAVAILABLE: i32 = ExitKind::Unavailable.code();
 /// Exit status: a host change failed and could not be undone fully (see the message;
 /// `vm-cli gpu restore` finishes the undo).
-pub const EXIT_LEFT_CHANGES: i32 = 5;
+pub(crate) const EXIT_LEFT_CHANGES: i32 = ExitKind::LeftChanges.code();
 
 const EXIT_CODES: &str = "Exit codes:
   0  success; --kernel without --dry-run: the guest powered off (or SIGINT/SIGTERM stopped
      the VM) and every host change was given back
   1  the host could not be read, or another failure (the message says which file or step);
      --kernel: no suitable QEMU, QEMU exited with an error, or the GPU backend died
-  2  usage error (unknown flag, bad PCI address, bad mode)
+  2  usage error (unknown flag, bad PCI address, bad mode, bad --mdev-uuid)
   3  no GPU mode is available, or the mode asked for with --gpu-mode is unavailable;
      gpu prepare: refused (boot display, shared group, device in use) or the group is busy;
      mdev commands: unknown type or parent, no instance left, vendor module not loaded
@@ -478,11 +478,35 @@ pub fn run(cli: Cli) -> i32 {
             Err(code) => code,
             Ok(()) => serve_wgpu(&socket, width, height),
         },
-        Some(Command::Gpu { command }) => mdev_cmd::run(
-            mgr.host().as_ref(),
-            command,
+        Some(Command::Gpu {
+            command: GpuCommand::MdevTypes { gpu_device },
+        }) => mdev_cmd::mdev_types(host.as_ref(), gpu_device.as_deref(), cli.json),
+        Some(Command::Gpu {
+            command: GpuCommand::MdevList,
+        }) => mdev_cmd::mdev_list(host.as_ref(), cli.json),
+        Some(Command::Gpu {
+            command: GpuCommand::MdevCreate(args),
+        }) => mdev_cmd::mdev_create(
+            host.as_ref(),
+            &args,
             cli.json,
             (simulated, dry_run),
+            &state_dir,
+        ),
+        Some(Command::Gpu {
+            command: GpuCommand::MdevRemove { uuid },
+        }) => mdev_cmd::mdev_remove(host.as_ref(), &uuid, dry_run, cli.json, &state_dir),
+        Some(Command::Gpu {
+            command:
+                GpuCommand::Sriov {
+                    gpu_device,
+                    num_vfs,
+                },
+        }) => mdev_cmd::sriov(
+            host.as_ref(),
+            &gpu_device,
+            num_vfs,
+            (cli.json, dry_run),
             &state_dir,
         ),
         Some(Command::Host {
@@ -537,10 +561,7 @@ pub fn run(cli: Cli) -> i32 {
 
 fn fail(e: &ManagerError) -> i32 {
     eprintln!("vm-cli: {e}");
-    match e {
-        ManagerError::NoBackend { .. } | ManagerError::Unavailable { .. } => EXIT_UNAVAILABLE,
-        _ => EXIT_FAILURE,
-    }
+    e.exit_kind().code()
 }
 
 fn gpu_list(mgr: &mut UnifiedGpuManager, json: bool, state_dir: &std::path::Path) -> i32 {
@@ -630,7 +651,7 @@ fn plan(
     });
     let print_doc = |doc: &Option<serde_json::Value>| {
         if let Some(v) = doc.as_ref().filter(|_| json) {
-            print_json(v);
+            write_json(v);
         }
     };
     if let Err(e) = result {
@@ -647,8 +668,12 @@ fn plan(
         eprintln!("vm-cli: no GPU was selected");
         return EXIT_UNAVAILABLE;
     };
+    let Some(inv) = mgr.inventory() else {
+        return fail(&ManagerError::NotScanned);
+    };
     let code = launch::launch(
         mgr.host(),
+        inv,
         &candidate,
         run,
         (state_dir, simulated),
@@ -820,7 +845,7 @@ impl Drop for StateDirChoice {
 }
 
 /// Writes a JSON document (pretty, as people read it too) straight to standard output.
-fn write_json(v: &serde_json::Value) {
+pub(crate) fn write_json(v: &serde_json::Value) {
     use std::io::Write;
     let out = std::io::stdout();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, out.lock());
@@ -834,10 +859,6 @@ fn write_json(v: &serde_json::Value) {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
-    write_json(v);
-}
-
 /// Writes text to standard output. A closed pipe (`vm-cli gpu list | head`) ends the output
 /// quietly, where `print!` would panic; another write error is reported on standard error
 /// and makes the exit code 1.
@@ -849,28 +870,16 @@ pub(crate) fn write_text(s: &str) {
     }
 }
 
-/// Exit code of a passthrough error: 3 refused or busy, 4 undone, 5 left changed, 1 other.
-fn passthrough_exit(e: &crate::rungs::passthrough::PassthroughError) -> i32 {
-    if e.is_refusal() {
-        return EXIT_UNAVAILABLE;
-    }
-    match e.undone_fully() {
-        Some(true) => EXIT_UNDONE,
-        Some(false) => EXIT_LEFT_CHANGES,
-        None => EXIT_FAILURE,
-    }
-}
-
 fn passthrough_fail(
     command: &str,
     e: &crate::rungs::passthrough::PassthroughError,
     json: bool,
 ) -> i32 {
     if json {
-        print_json(&report::passthrough::error_json(command, e));
+        write_json(&report::passthrough::error_json(command, e));
     }
     eprintln!("vm-cli: {e}");
-    passthrough_exit(e)
+    e.exit_kind().code()
 }
 
 fn gpu_prepare(
@@ -886,7 +895,7 @@ fn gpu_prepare(
         return match plan_prepare(host, addr, allow_boot_vga) {
             Ok(p) => {
                 if json {
-                    print_json(&report::passthrough::plan_json(&p, true, None));
+                    write_json(&report::passthrough::plan_json(&p, true, None));
                 } else {
                     write_text(&report::passthrough::plan_text(&p));
                 }
@@ -908,7 +917,7 @@ fn gpu_prepare(
     match prepared.detach() {
         Ok(journal) => {
             if json {
-                print_json(&report::passthrough::plan_json(
+                write_json(&report::passthrough::plan_json(
                     &plan,
                     false,
                     Some(&journal),
@@ -936,7 +945,7 @@ fn gpu_release(
     match crate::rungs::passthrough::release(host, addr, state_dir) {
         Ok(r) => {
             if json {
-                print_json(&report::passthrough::undo_json("gpu release", &r));
+                write_json(&report::passthrough::undo_json("gpu release", &r));
             } else {
                 write_text(&format!(
                     "released: {} step(s) undone{}; every device is back on its driver\n",
@@ -958,7 +967,7 @@ fn gpu_restore(
 ) -> i32 {
     let report = crate::rungs::passthrough::restore_in(host, state_dir, scope);
     if json {
-        print_json(&report::passthrough::restore_json(&report));
+        write_json(&report::passthrough::restore_json(&report));
     } else {
         write_text(&report::passthrough::restore_text(&report));
     }

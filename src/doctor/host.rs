@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use super::remedy::{self, BootLoader, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
 use crate::host::HostOps;
-use crate::inventory::{CpuVendor, HostInventory, IommuKind};
+use crate::inventory::{human_bytes, CpuVendor, HostInventory, IommuKind};
 use crate::ladder::reasons::{guest_iommu_remedy, iommu_off};
 use crate::ladder::GpuMode;
-use crate::report::human_bytes;
 
 const PT: Option<GpuMode> = Some(GpuMode::Passthrough);
 

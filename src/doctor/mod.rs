@@ -133,7 +133,7 @@ impl Default for Options {
 }
 
 /// `--memory` default: 2 GiB.
-pub const DEFAULT_MEMORY: u64 = 2 << 30;
+pub(crate) const DEFAULT_MEMORY: u64 = 2 << 30;
 
 /// Whether one rung is ready, and with what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

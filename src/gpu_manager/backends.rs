@@ -91,24 +91,6 @@ impl GpuBackend for MdevBackend {
     }
 }
 
-/// A virtio-gpu rendered by wgpu.
-struct WgpuRung(WgpuBackend);
-
-impl GpuBackend for WgpuRung {
-    fn mode(&self) -> GpuMode {
-        self.0.mode()
-    }
-    fn description(&self) -> String {
-        self.0.description()
-    }
-    fn initialize(&mut self) -> Result<(), BackendError> {
-        self.0.initialize()
-    }
-    fn stats(&self) -> BackendStats {
-        self.0.stats()
-    }
-}
-
 fn wgpu_backends(name: &str) -> wgpu::Backends {
     match name {
         "Vulkan" => wgpu::Backends::VULKAN,
@@ -157,7 +139,7 @@ pub(crate) fn build(
             let mdev = GpuMdev::new(*vf, MdevType::NvidiaVgpu, format!("nvidia-{type_id}")).with_host(host.clone());
             Ok(Box::new(MdevBackend { mdev, label }))
         }
-        Target::Adapter { info } => Ok(Box::new(WgpuRung(WgpuBackend::with_backends(wgpu_backends(&info.backend))))),
+        Target::Adapter { info } => Ok(Box::new(WgpuBackend::with_backends(wgpu_backends(&info.backend)))),
         Target::SriovPf { pf, total_vfs } => Err(ManagerError::Init {
             mode: GpuMode::Mdev,
             message: format!(

@@ -56,6 +56,24 @@ pub enum ManagerError {
     },
 }
 
+impl ManagerError {
+    /// What kind of failure this is (README, "Exit codes"): no available mode or an
+    /// unavailable choice is unavailable; anything else is a failure.
+    pub fn exit_kind(&self) -> crate::plan::ExitKind {
+        use crate::plan::ExitKind;
+        match self {
+            ManagerError::NoBackend { .. } | ManagerError::Unavailable { .. } => {
+                ExitKind::Unavailable
+            }
+            ManagerError::NotScanned
+            | ManagerError::NothingSelected
+            | ManagerError::BadIndex { .. }
+            | ManagerError::Host(_)
+            | ManagerError::Init { .. } => ExitKind::Failed,
+        }
+    }
+}
+
 fn no_backend_message(requested: &[GpuMode], rejected: &[Candidate]) -> String {
     let modes: Vec<&str> = requested.iter().map(|m| m.as_str()).collect();
     let mut s = format!("no GPU mode available (tried {})", modes.join(", "));

@@ -2,7 +2,7 @@
 
 use vm_device_host::{AdapterInfo, PciAddress};
 
-use super::{decide, Candidate, Decision, GpuMode, ManagerError, Preference};
+use super::{decide, BackendListing, Candidate, Decision, GpuMode, ManagerError, Preference};
 use crate::host::{self, Host};
 use crate::inventory::HostInventory;
 use crate::ladder::Filter;
@@ -69,19 +69,19 @@ impl UnifiedGpuManager {
     }
 
     /// Restricts every rung to one GPU (`--gpu-device`).
-    pub fn set_device(&mut self, device: Option<PciAddress>) {
+    pub(crate) fn set_device(&mut self, device: Option<PciAddress>) {
         self.filter.device = device;
         self.candidates = [None, None, None];
     }
 
     /// Restricts the mediated rung to a type id or name (`--mdev-type`).
-    pub fn set_mdev_type(&mut self, mdev_type: Option<String>) {
+    pub(crate) fn set_mdev_type(&mut self, mdev_type: Option<String>) {
         self.filter.mdev_type = mdev_type;
         self.candidates = [None, None, None];
     }
 
     /// Lets the boot display be passed through (`--allow-boot-vga`).
-    pub fn set_allow_boot_vga(&mut self, allow: bool) {
+    pub(crate) fn set_allow_boot_vga(&mut self, allow: bool) {
         self.filter.allow_boot_vga = allow;
         self.candidates = [None, None, None];
     }
@@ -243,10 +243,17 @@ impl UnifiedGpuManager {
         self.decision.as_ref()
     }
 
-    /// Prints the listing with indexes (for `select_by_index`) to standard output.
+    /// The listing with indexes (for `select_by_index`), as a value the caller renders.
+    pub fn listing(&mut self) -> Result<BackendListing, ManagerError> {
+        self.backends().map(BackendListing)
+    }
+
+    /// The product guide's convenience: [`UnifiedGpuManager::listing`] written to standard
+    /// output (or why there is none). Programs that print elsewhere, such as `vm-cli`,
+    /// render the listing themselves.
     pub fn print_available_backends(&mut self) {
-        match self.backends() {
-            Ok(all) => print!("{}", crate::report::backends_text(&all)),
+        match self.listing() {
+            Ok(l) => print!("{l}"),
             Err(e) => println!("{e}"),
         }
     }

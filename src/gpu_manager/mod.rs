@@ -6,6 +6,7 @@
 
 mod backends;
 mod error;
+mod listing;
 mod manager;
 
 pub use crate::ladder::{
@@ -13,4 +14,5 @@ pub use crate::ladder::{
 };
 pub use backends::{MdevBackend, PassthroughBackend};
 pub use error::ManagerError;
+pub use listing::BackendListing;
 pub use manager::UnifiedGpuManager;

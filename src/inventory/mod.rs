@@ -16,7 +16,7 @@ pub use host_facts::{
     iommu_params_for, CpuVendor, HostFacts, IommuKind, IommuState, KernelParams, Virtualization,
 };
 pub use mdev::{MdevDevice, MdevParent, MdevTypeInfo, NvidiaVgpuTypes, DISPLAY_MDEV_DRIVERS};
-pub use names::{class_name, device_name, vendor_name};
+pub use names::{class_name, device_name, human_bytes, vendor_name};
 pub use pci::{device_nodes, Bar, PciFunction, Sriov, Vram, VramSource};
 
 use crate::host::HostOps;

@@ -20,3 +20,19 @@ pub fn class_name(class: u32) -> Option<&'static str> {
         .map(|s| s.name())
         .or_else(|| pci_ids::Class::from_id(base).map(|c| c.name()))
 }
+
+/// A size as people read it: `16 GiB`, `256 MiB`, `1.5 KiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[i])
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}

@@ -36,7 +36,7 @@ pub struct AccelChoice {
 }
 
 /// `/sys/module/kvm_pvm`: the PVM flavour of KVM, which runs only PVM-enlightened guests.
-pub const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
+pub(crate) const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
 
 /// Decides between KVM and TCG on `host`: KVM when `/dev/kvm` opens, `KVM_CREATE_VM`
 /// succeeds, and the KVM is not PVM (`kvm_pvm`, as on nested cloud sandboxes), whose

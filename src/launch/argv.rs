@@ -43,7 +43,7 @@ pub enum GpuAttachment {
 
 impl GpuAttachment {
     /// Guest RAM must be a shared memfd: the vhost-user backend maps it.
-    pub fn needs_shared_memory(&self) -> bool {
+    pub(crate) fn needs_shared_memory(&self) -> bool {
         matches!(self, GpuAttachment::VhostUserGpu { .. })
     }
 }
@@ -74,7 +74,7 @@ pub struct VmConfig {
 }
 
 /// `2G` → `2048M`: what QEMU's `-m` and `size=` take, in MiB when whole, else bytes.
-pub fn qemu_size(bytes: u64) -> String {
+pub(crate) fn qemu_size(bytes: u64) -> String {
     if bytes % (1 << 20) == 0 {
         format!("{}M", bytes >> 20)
     } else {

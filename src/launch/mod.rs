@@ -36,14 +36,15 @@ pub use tuning::{plan_tuning, NumaChoice, PageSize, TuningError, TuningOptions, 
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
 use crate::ladder::{Candidate, Target};
+use crate::plan::ExitKind;
 use crate::rungs::mdev::{MdevType, Planned, UuidSource};
 use crate::rungs::passthrough::PassthroughPlan;
 
 /// The oldest QEMU whose `vhost-user-gpu-pci` starts without KVM (7.2 stops with
 /// `vhost initialization failed: requires kvm`).
-pub const VHOST_USER_GPU_TCG_QEMU: QemuVersion = QemuVersion::new(8, 0, 0);
+pub(crate) const VHOST_USER_GPU_TCG_QEMU: QemuVersion = QemuVersion::new(8, 0, 0);
 /// The first QEMU with `vhost-user-gpu-pci`.
-pub const VHOST_USER_GPU_QEMU: QemuVersion = QemuVersion::new(4, 1, 0);
+pub(crate) const VHOST_USER_GPU_QEMU: QemuVersion = QemuVersion::new(4, 1, 0);
 
 /// What the user asked for, beyond the GPU choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,34 +153,33 @@ pub enum LaunchError {
 }
 
 impl LaunchError {
-    /// The CLI's exit code for it: 3 refused/unavailable, 4 undone, 5 left changes, 1 other.
-    pub fn exit_code(&self) -> i32 {
-        use crate::cli::{EXIT_FAILURE, EXIT_LEFT_CHANGES, EXIT_UNAVAILABLE, EXIT_UNDONE};
+    /// What kind of failure this is: the rung's own kind for a passthrough or mdev error
+    /// (so a bad UUID is a usage error here as in `gpu mdev-create`), unavailable for a
+    /// candidate with nothing to attach, a failure for QEMU and process steps.
+    pub fn exit_kind(&self) -> ExitKind {
         match self {
-            LaunchError::NotAttachable(_) => EXIT_UNAVAILABLE,
-            LaunchError::Passthrough(e) if e.is_refusal() => EXIT_UNAVAILABLE,
-            LaunchError::Passthrough(e) => match e.undone_fully() {
-                Some(true) => EXIT_UNDONE,
-                Some(false) => EXIT_LEFT_CHANGES,
-                None => EXIT_FAILURE,
-            },
-            LaunchError::Mdev(e) if e.left_changes() => EXIT_LEFT_CHANGES,
-            LaunchError::Mdev(crate::rungs::mdev::MdevError::StepFailed { .. }) => EXIT_UNDONE,
-            LaunchError::Mdev(_) => EXIT_UNAVAILABLE,
-            LaunchError::Tuning(TuningError::Invalid(_)) => crate::cli::EXIT_USAGE,
-            LaunchError::Tuning(TuningError::Refused(_)) => EXIT_UNAVAILABLE,
-            LaunchError::Tuning(TuningError::Reservation { undone: true, .. }) => EXIT_UNDONE,
+            LaunchError::NotAttachable(_) => ExitKind::Unavailable,
+            LaunchError::Passthrough(e) => e.exit_kind(),
+            LaunchError::Mdev(e) => e.exit_kind(),
+            LaunchError::Tuning(TuningError::Invalid(_)) => ExitKind::Usage,
+            LaunchError::Tuning(TuningError::Refused(_)) => ExitKind::Unavailable,
+            LaunchError::Tuning(TuningError::Reservation { undone: true, .. }) => ExitKind::Undone,
             LaunchError::Tuning(TuningError::Reservation { undone: false, .. }) => {
-                EXIT_LEFT_CHANGES
+                ExitKind::LeftChanges
             }
-            LaunchError::Tuning(TuningError::Host(_)) => EXIT_FAILURE,
-            LaunchError::Qemu(_) | LaunchError::Process { .. } => EXIT_FAILURE,
+            LaunchError::Tuning(TuningError::Host(_)) => ExitKind::Failed,
+            LaunchError::Qemu(_) | LaunchError::Process { .. } => ExitKind::Failed,
         }
+    }
+
+    /// The exit code of [`LaunchError::exit_kind`].
+    pub fn exit_code(&self) -> i32 {
+        self.exit_kind().code()
     }
 }
 
 /// The QEMU version the attachment needs under `accel`, and for what.
-pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, String)> {
+pub(crate) fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, String)> {
     match (gpu, accel) {
         (GpuAttachment::VhostUserGpu { .. }, Accel::Tcg) => Some((
             VHOST_USER_GPU_TCG_QEMU,
@@ -198,7 +198,7 @@ pub fn required_qemu(gpu: &GpuAttachment, accel: Accel) -> Option<(QemuVersion, 
 /// display in QEMU: with `display=on` QEMU 7.2 refuses to start ("vfio-display-dmabuf:
 /// opengl not available"), as an mbochs mdev in a real L2 showed (`cargo xtask
 /// nested-test`). NVIDIA vGPU and others offer no display.
-pub fn mdev_offers_display(planned: &Planned) -> bool {
+pub(crate) fn mdev_offers_display(planned: &Planned) -> bool {
     match &planned.choice {
         crate::rungs::mdev::Choice::Mdev {
             parent, mdev_type, ..
@@ -213,14 +213,37 @@ fn region_display(parent: &str, mdev_type: MdevType) -> bool {
 }
 
 /// The backend socket inside `run_dir`.
-pub fn backend_socket(run_dir: &Path) -> PathBuf {
+pub(crate) fn backend_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("gpu.sock")
 }
 
 /// Plans the launch of `candidate` (selected by the manager) on `host`: reads the host,
-/// changes nothing.
+/// changes nothing. It scans the host for the plan; a caller that holds the scan its
+/// decision was made on passes it to [`plan_launch_in`] instead.
 pub fn plan_launch(
     host: &dyn HostOps,
+    candidate: &Candidate,
+    qemu: QemuBinary,
+    accel: AccelChoice,
+    opts: &LaunchOptions,
+) -> Result<LaunchPlan, LaunchError> {
+    plan_launch_in(
+        host,
+        &HostInventory::scan(host),
+        candidate,
+        qemu,
+        accel,
+        opts,
+    )
+}
+
+/// [`plan_launch`] on `inv`, the scan the candidate was decided on (the manager's
+/// [`inventory`](crate::gpu_manager::UnifiedGpuManager::inventory)): the host is not
+/// scanned again. A passthrough plan still reads its IOMMU group afresh (the prepare-time
+/// re-check), and an mdev creation re-checks its type's room under its lock.
+pub fn plan_launch_in(
+    host: &dyn HostOps,
+    inv: &HostInventory,
     candidate: &Candidate,
     qemu: QemuBinary,
     accel: AccelChoice,
@@ -261,7 +284,7 @@ pub fn plan_launch(
                         candidate.describe()
                     ))
                 })?;
-            let planned = crate::rungs::mdev::plan_create(&HostInventory::scan(host), &req)?;
+            let planned = crate::rungs::mdev::plan_create(inv, &req)?;
             let gpu = GpuAttachment::Mediated {
                 sysfsdev: planned.sysfs_path.clone(),
                 display: mdev_offers_display(&planned),

@@ -8,7 +8,7 @@ use std::process::Command;
 use serde::Serialize;
 
 /// The QEMU binary vm-cli looks for.
-pub const QEMU_NAME: &str = "qemu-system-x86_64";
+pub(crate) const QEMU_NAME: &str = "qemu-system-x86_64";
 
 /// A QEMU version (`10.0.2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -32,7 +32,7 @@ impl QemuVersion {
     }
 
     /// Reads `QEMU emulator version 10.0.2 (Debian …)`, the first line of `--version`.
-    pub fn parse_version_output(text: &str) -> Option<Self> {
+    pub(crate) fn parse_version_output(text: &str) -> Option<Self> {
         let rest = text.split("version ").nth(1)?;
         let word = rest.split_whitespace().next()?;
         let mut parts = word

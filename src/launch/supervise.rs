@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{HostChange, LaunchError, LaunchOptions, LaunchPlan, TuningError};
 use crate::host::HostOps;
-use crate::plan::{Executor, GroupLock, Journal};
+use crate::plan::{Executor, GroupLock, PlanLock};
 use crate::rungs::passthrough::{prepare, PrepareOptions, Prepared};
 
 /// A stop request: set from a signal handler, or by a caller that wants the VM stopped.
@@ -117,7 +117,7 @@ fn apply<'h>(
             // on one parent are serialized by the kernel (a full type refuses with EINVAL).
             let mut p = planned.plan.plan.clone();
             p.key = format!("launch-mdev-{}", planned.device.replace([':', '/'], "_"));
-            let lock = GroupLock::try_acquire(&opts.state_dir, &p.key).map_err(|e| {
+            let lock = PlanLock::acquire(&opts.state_dir, &p.key, Duration::ZERO).map_err(|e| {
                 LaunchError::Process {
                     what: format!(
                         "locking {}",
@@ -126,9 +126,8 @@ fn apply<'h>(
                     detail: e.to_string(),
                 }
             })?;
-            let journal = Journal::new(&opts.state_dir, &p.key, &p.subject, host, p.origin.clone());
-            let mut exec = Executor::new(journal, lock);
-            exec.apply(host, &p)
+            let exec = lock
+                .apply(host, &p)
                 .map_err(|e| crate::rungs::mdev::plan::from_apply(*e))?;
             Ok(Held::Mdev(exec))
         }
@@ -152,7 +151,7 @@ fn reserve_hugepages(
     else {
         return Ok(None);
     };
-    let lock = GroupLock::try_acquire(&opts.state_dir, &p.key).map_err(|e| {
+    let lock = PlanLock::acquire(&opts.state_dir, &p.key, Duration::ZERO).map_err(|e| {
         TuningError::Refused(format!(
             "the {} pool is being reserved by another vm-cli ({}: {e}); launch again when it \
              ends, or reserve the pages by hand",
@@ -162,29 +161,23 @@ fn reserve_hugepages(
     })?;
     // A journal a killed vm-cli left for this pool holds the count to give back: writing a
     // new one over it would lose that.
-    match Journal::load_key(&opts.state_dir, &p.key) {
+    match lock.left_journal() {
         Ok(None) => {}
         Ok(Some(_)) => {
             return Err(TuningError::Refused(format!(
                 "a vm-cli that ended without giving them back left a reservation of the {} \
                  pool ({}); run `vm-cli gpu restore` first, then launch again",
                 p.key,
-                Journal::path_for(&opts.state_dir, &p.key).display()
+                lock.journal_path().display()
             ))
             .into())
         }
         Err(e) => {
-            return Err(TuningError::Host(format!(
-                "{}: {e}",
-                Journal::path_for(&opts.state_dir, &p.key).display()
-            ))
-            .into())
+            return Err(TuningError::Host(format!("{}: {e}", lock.journal_path().display())).into())
         }
     }
-    let journal = Journal::new(&opts.state_dir, &p.key, &p.subject, host, p.origin.clone());
-    let mut exec = Executor::new(journal, lock);
-    match exec.apply(host, p) {
-        Ok(()) => Ok(Some(exec)),
+    match lock.apply(host, p) {
+        Ok(exec) => Ok(Some(exec)),
         Err(e) => {
             let undone = e.undo.complete();
             let fewer = matches!(e.error, crate::plan::StepError::Verify { .. });

@@ -89,7 +89,7 @@ impl UndoReport {
     }
 
     /// What is left, one line each, for error messages.
-    pub fn leftovers(&self) -> Vec<String> {
+    pub(crate) fn leftovers(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .failures
             .iter()
@@ -174,7 +174,7 @@ impl Executor {
     }
 
     /// Picks up a journal left on disk (restore, release by another process).
-    pub fn resume(journal: Journal, lock: GroupLock) -> Self {
+    pub(crate) fn resume(journal: Journal, lock: GroupLock) -> Self {
         Self::new(journal, lock)
     }
 
@@ -190,12 +190,12 @@ impl Executor {
     }
 
     /// Takes the lock back out (after an undo, to go on holding the group).
-    pub fn take_lock(&mut self) -> Option<GroupLock> {
+    pub(crate) fn take_lock(&mut self) -> Option<GroupLock> {
         self.lock.take()
     }
 
     /// Gives up the lock without undoing anything (the journal stays for `restore`).
-    pub fn into_journal(mut self) -> Journal {
+    pub(crate) fn into_journal(mut self) -> Journal {
         self.lock.take();
         self.journal.clone()
     }

@@ -12,7 +12,7 @@ use super::state::{valid_key, StateDir, StateError};
 use super::{Check, Executor, GroupLock, LockError, ReplayScope, Step, UndoReport};
 
 /// Journal format version.
-pub const JOURNAL_SCHEMA: u32 = 1;
+pub(crate) const JOURNAL_SCHEMA: u32 = 1;
 
 /// The process that owns a journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,7 +244,7 @@ impl Journal {
     }
 
     /// Reads the journal of `key`, if there is one.
-    pub fn load_key(state_dir: &Path, key: &str) -> io::Result<Option<Self>> {
+    pub(crate) fn load_key(state_dir: &Path, key: &str) -> io::Result<Option<Self>> {
         if !valid_key(key) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -283,18 +283,14 @@ impl Journal {
         }
     }
 
-    /// Steps that still have something to undo (done or uncertain, with an inverse).
-    pub fn undoable(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| s.status != StepStatus::Failed && s.step.inverse.is_some())
-            .count()
-    }
-
     /// Why this journal, read from disk, must not be replayed on `host`: it belongs to
     /// another host, or an action or check names a path the plan layer never produces
     /// (see [`ReplayScope`]). `Ok` when it may be replayed.
-    pub fn check_replayable(&self, host: &dyn HostOps, scope: &ReplayScope) -> Result<(), String> {
+    pub(crate) fn check_replayable(
+        &self,
+        host: &dyn HostOps,
+        scope: &ReplayScope,
+    ) -> Result<(), String> {
         let here = host.identity();
         match &self.host {
             Some(h) if *h == here => {}

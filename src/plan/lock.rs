@@ -93,7 +93,7 @@ impl GroupLock {
     /// changes such as an mdev creation, which serialize on their parent's lock). The flag
     /// is true when it had to wait (another change went first: what was planned before may
     /// be stale).
-    pub fn acquire_within(
+    pub(crate) fn acquire_within(
         state_dir: &Path,
         key: &str,
         wait: Duration,
@@ -113,7 +113,7 @@ impl GroupLock {
 
     /// True when someone holds the lock of `key` now (probing takes and drops it; a lock
     /// file that does not exist is not created).
-    pub fn is_held(state_dir: &Path, key: &str) -> bool {
+    pub(crate) fn is_held(state_dir: &Path, key: &str) -> bool {
         let Ok(Some(dir)) = StateDir::open(state_dir, false) else {
             return false;
         };

@@ -12,9 +12,11 @@
 //! state directory (`/run/vm-device` by default) and are written with `std::fs`; every change
 //! to the host, mdevctl definitions included, goes through [`HostOps`].
 
+mod apply;
 mod executor;
 mod journal;
 mod lock;
+mod outcome;
 mod replay;
 mod state;
 
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vm_device_host::{HostError, HostOps};
 
+pub use apply::PlanLock;
 pub use executor::{
     run_action, step_delay, ApplyError, Executor, StepError, UndoFailure, UndoReport,
     STEP_DELAY_ENV,
@@ -32,11 +35,12 @@ pub use journal::{
     OwnerStatus, RestoreOutcome, RestoreReport, StepStatus,
 };
 pub use lock::{GroupLock, LockError};
+pub use outcome::ExitKind;
 pub use replay::ReplayScope;
 pub use state::{valid_key, StateDir, StateError};
 
 /// The default state directory (journals and locks).
-pub const DEFAULT_STATE_DIR: &str = "/run/vm-device";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/run/vm-device";
 
 /// The state directory: `VM_STATE_DIR` when set, else [`DEFAULT_STATE_DIR`].
 pub fn default_state_dir() -> PathBuf {
@@ -80,7 +84,7 @@ pub enum Check {
 
 impl Check {
     /// Reads the host and returns what was found when the condition does not hold.
-    pub fn evaluate(&self, host: &dyn HostOps) -> Result<(), String> {
+    pub(crate) fn evaluate(&self, host: &dyn HostOps) -> Result<(), String> {
         match self {
             Check::LinkName { path, name } => {
                 let found = match host.read_link(path) {
@@ -140,7 +144,7 @@ impl Check {
     }
 
     /// What must hold, in words.
-    pub fn expectation(&self) -> String {
+    pub(crate) fn expectation(&self) -> String {
         match self {
             Check::LinkName {
                 path,
@@ -361,7 +365,7 @@ impl Plan {
 }
 
 /// Reads a host attribute that may be absent: `Ok(None)` for `ENOENT`.
-pub fn read_optional(host: &dyn HostOps, path: &Path) -> Result<Option<String>, HostError> {
+pub(crate) fn read_optional(host: &dyn HostOps, path: &Path) -> Result<Option<String>, HostError> {
     match host.read_attr(path) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),

@@ -88,7 +88,7 @@ fn number_ok(s: &str) -> bool {
 
 impl ReplayScope {
     /// `Ok` when `a` is an undo action the plan layer produces; else what is wrong.
-    pub fn allows_action(&self, a: &Action) -> Result<(), String> {
+    pub(crate) fn allows_action(&self, a: &Action) -> Result<(), String> {
         match a {
             Action::Write { path, value } => {
                 let c = components(path).ok_or("not a plain absolute path")?;
@@ -150,7 +150,7 @@ impl ReplayScope {
     }
 
     /// `Ok` when `c` reads only under `/sys` or `/dev/vfio`.
-    pub fn allows_check(&self, c: &Check) -> Result<(), String> {
+    pub(crate) fn allows_check(&self, c: &Check) -> Result<(), String> {
         match components(c.path()).as_deref() {
             Some(["sys", ..]) | Some(["dev", "vfio", ..]) => Ok(()),
             _ => Err("reads outside /sys and /dev/vfio".into()),

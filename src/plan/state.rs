@@ -200,7 +200,7 @@ impl StateDir {
     /// The subdirectory `name` (`journal`, `locks`), created 0700 when `create`; `Ok(None)`
     /// when absent and not `create`. It must be a directory (not a link) owned by this user
     /// or root and not writable by group or others.
-    pub fn subdir(&self, name: &str, create: bool) -> Result<Option<OwnedFd>, StateError> {
+    pub(crate) fn subdir(&self, name: &str, create: bool) -> Result<Option<OwnedFd>, StateError> {
         let path = self.path.join(name);
         if create {
             match mkdirat(
@@ -257,7 +257,12 @@ impl StateDir {
 
     /// Opens `name` in `dir` for reading without following a link; it must be a regular
     /// file. `Ok(None)` when absent.
-    pub fn read_file(&self, dir: &OwnedFd, sub: &str, name: &str) -> io::Result<Option<Vec<u8>>> {
+    pub(crate) fn read_file(
+        &self,
+        dir: &OwnedFd,
+        sub: &str,
+        name: &str,
+    ) -> io::Result<Option<Vec<u8>>> {
         let raw = match openat(
             Some(dir.as_raw_fd()),
             name,
@@ -309,7 +314,7 @@ impl StateDir {
     /// Replaces `journal/NAME` with `bytes` atomically: a temp file created with
     /// `O_EXCL | O_NOFOLLOW` (0600), fsync, rename, fsync of the directory. A failed write
     /// leaves no temp file.
-    pub fn write_journal(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_journal(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let dir = self.subdir("journal", true)?.expect("created");
         let tmp = format!(".{name}.tmp");
         // A temp file left by a killed writer, or something planted there: unlink the name
@@ -353,7 +358,7 @@ impl StateDir {
     }
 
     /// Deletes `journal/NAME` (absent is fine) and syncs the directory.
-    pub fn remove_journal(&self, name: &str) -> io::Result<()> {
+    pub(crate) fn remove_journal(&self, name: &str) -> io::Result<()> {
         let Some(dir) = self.subdir("journal", false)? else {
             return Ok(());
         };
@@ -366,7 +371,7 @@ impl StateDir {
 
     /// Opens the lock file of `key` (created 0600 when `create`) without following a link;
     /// `Ok(None)` when absent and not `create`.
-    pub fn lock_file(&self, key: &str, create: bool) -> io::Result<Option<File>> {
+    pub(crate) fn lock_file(&self, key: &str, create: bool) -> io::Result<Option<File>> {
         if !valid_key(key) {
             return Err(bad_key(key));
         }

@@ -10,32 +10,18 @@ pub use doctor::{doctor_json, doctor_text};
 use serde_json::{json, Value};
 use vm_device_host::PciAddress;
 
+use crate::gpu_manager::BackendListing;
+pub use crate::inventory::human_bytes;
 use crate::inventory::{class_name, HostInventory, IommuKind, PciFunction};
 use crate::ladder::Reason;
 use crate::ladder::{Candidate, Decision, Preference};
 
 /// JSON schema version of every document.
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 fn hex4(v: Option<u16>) -> Value {
     v.map(|v| Value::String(format!("{v:04x}")))
         .unwrap_or(Value::Null)
-}
-
-/// Human size: `16 GiB`, `256 MiB`.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[i])
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
 }
 
 fn class_json(f: &PciFunction) -> Value {
@@ -74,7 +60,7 @@ fn reason_json(r: &Reason) -> Value {
 
 /// A rejected or listed candidate as JSON: `reason`, `reason_code`, `evidence` and `remedy`
 /// of the first blocker (the one to fix first), and `reasons[]` with every blocker.
-pub fn candidate_json(c: &Candidate) -> Value {
+pub(crate) fn candidate_json(c: &Candidate) -> Value {
     let r = c.reason();
     json!({
         "mode": c.mode,
@@ -145,7 +131,11 @@ fn host_json(inv: &HostInventory) -> Value {
 }
 
 /// `vm-cli gpu list --json`.
-pub fn list_json(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> Value {
+pub(crate) fn list_json(
+    inv: &HostInventory,
+    backends: &[Candidate],
+    auto: Option<&Candidate>,
+) -> Value {
     let gpus: Vec<Value> = inv
         .gpus
         .iter()
@@ -236,7 +226,7 @@ pub struct PlanRequest {
 }
 
 /// `vm-cli --kernel K --dry-run --json`.
-pub fn plan_json(req: &PlanRequest, pref: &Preference, d: &Decision) -> Value {
+pub(crate) fn plan_json(req: &PlanRequest, pref: &Preference, d: &Decision) -> Value {
     json!({
         "schema": SCHEMA,
         "kernel": req.kernel,
@@ -289,35 +279,8 @@ fn ids(f: &PciFunction) -> String {
 }
 
 /// The listing of backends with indexes, as `print_available_backends` shows it.
-pub fn backends_text(backends: &[Candidate]) -> String {
-    let mut s = String::new();
-    for (i, c) in backends.iter().enumerate() {
-        s.push_str(&format!(
-            "  [{i}] {:<11} {}\n",
-            c.mode.as_str(),
-            c.describe()
-        ));
-        let reasons = c.reasons();
-        if reasons.is_empty() {
-            s.push_str("        available\n");
-        }
-        for (n, r) in reasons.iter().enumerate() {
-            // Every blocker, so fixing the first does not just reveal the next.
-            let count = if reasons.len() > 1 {
-                format!(" ({} of {})", n + 1, reasons.len())
-            } else {
-                String::new()
-            };
-            s.push_str(&format!("        unavailable{count}: {}\n", r.message));
-            for e in &r.evidence {
-                s.push_str(&format!("        evidence: {e}\n"));
-            }
-            if let Some(fix) = &r.remedy {
-                s.push_str(&format!("        fix: {fix}\n"));
-            }
-        }
-    }
-    s
+pub(crate) fn backends_text(backends: &[Candidate]) -> String {
+    BackendListing(backends.to_vec()).to_string()
 }
 
 fn capitalize(s: &str) -> String {
@@ -377,7 +340,11 @@ fn host_text(inv: &HostInventory) -> String {
 }
 
 /// `vm-cli gpu list`.
-pub fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Candidate>) -> String {
+pub(crate) fn list_text(
+    inv: &HostInventory,
+    backends: &[Candidate],
+    auto: Option<&Candidate>,
+) -> String {
     let mut s = format!("GPUs ({})\n", inv.gpus.len());
     if inv.gpus.is_empty() {
         s.push_str("  none: no display-class PCI function on this host\n");
@@ -472,7 +439,7 @@ pub fn list_text(inv: &HostInventory, backends: &[Candidate], auto: Option<&Cand
 }
 
 /// The plan for `--dry-run`.
-pub fn plan_text(req: &PlanRequest, d: &Decision) -> String {
+pub(crate) fn plan_text(req: &PlanRequest, d: &Decision) -> String {
     let mut s = String::new();
     let modes: Vec<&str> = d.considered.iter().map(|m| m.as_str()).collect();
     s.push_str(&format!(

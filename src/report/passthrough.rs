@@ -8,7 +8,7 @@ use crate::plan::{OwnerStatus, RestoreOutcome, RestoreReport, UndoReport};
 use crate::rungs::passthrough::{GroupHolder, PassthroughError, PassthroughPlan};
 
 /// A plan as text: the steps, then who moves and who stays.
-pub fn plan_text(p: &PassthroughPlan) -> String {
+pub(crate) fn plan_text(p: &PassthroughPlan) -> String {
     let mut out = p.plan.to_text();
     for m in &p.moved {
         out.push_str(&format!(
@@ -25,7 +25,11 @@ pub fn plan_text(p: &PassthroughPlan) -> String {
 }
 
 /// A plan as JSON.
-pub fn plan_json(p: &PassthroughPlan, dry_run: bool, journal: Option<&std::path::Path>) -> Value {
+pub(crate) fn plan_json(
+    p: &PassthroughPlan,
+    dry_run: bool,
+    journal: Option<&std::path::Path>,
+) -> Value {
     json!({
         "schema": SCHEMA,
         "command": "gpu prepare",
@@ -40,7 +44,7 @@ pub fn plan_json(p: &PassthroughPlan, dry_run: bool, journal: Option<&std::path:
 }
 
 /// An error as JSON: the message, and the reasons of a refusal.
-pub fn error_json(command: &str, e: &PassthroughError) -> Value {
+pub(crate) fn error_json(command: &str, e: &PassthroughError) -> Value {
     let reasons = match e {
         PassthroughError::Refused { reasons, .. } => reasons
             .iter()
@@ -67,7 +71,7 @@ pub fn error_json(command: &str, e: &PassthroughError) -> Value {
 }
 
 /// An undo report as JSON.
-pub fn undo_json(command: &str, r: &UndoReport) -> Value {
+pub(crate) fn undo_json(command: &str, r: &UndoReport) -> Value {
     json!({
         "schema": SCHEMA,
         "command": command,
@@ -80,7 +84,7 @@ pub fn undo_json(command: &str, r: &UndoReport) -> Value {
 }
 
 /// `, 2 already undone by hand (skipped)` when some undo steps already held.
-pub fn skipped_text(r: &UndoReport) -> String {
+pub(crate) fn skipped_text(r: &UndoReport) -> String {
     if r.skipped.is_empty() {
         String::new()
     } else {
@@ -89,7 +93,7 @@ pub fn skipped_text(r: &UndoReport) -> String {
 }
 
 /// `gpu restore` as text.
-pub fn restore_text(r: &RestoreReport) -> String {
+pub(crate) fn restore_text(r: &RestoreReport) -> String {
     if r.outcomes.is_empty() {
         return "no journals: nothing to restore\n".into();
     }
@@ -127,7 +131,7 @@ pub fn restore_text(r: &RestoreReport) -> String {
 }
 
 /// `gpu restore` as JSON.
-pub fn restore_json(r: &RestoreReport) -> Value {
+pub(crate) fn restore_json(r: &RestoreReport) -> Value {
     let items: Vec<Value> = r
         .outcomes
         .iter()
@@ -171,7 +175,7 @@ pub fn restore_json(r: &RestoreReport) -> Value {
 }
 
 /// Holders of prepared groups, one line each, for `gpu list`.
-pub fn holders_text(h: &[GroupHolder]) -> String {
+pub(crate) fn holders_text(h: &[GroupHolder]) -> String {
     if h.is_empty() {
         return String::new();
     }
@@ -198,7 +202,7 @@ pub fn holders_text(h: &[GroupHolder]) -> String {
 }
 
 /// Holders as JSON values.
-pub fn holders_json(h: &[GroupHolder]) -> Value {
+pub(crate) fn holders_json(h: &[GroupHolder]) -> Value {
     json!(h
         .iter()
         .map(|g| json!({

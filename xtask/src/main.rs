@@ -7,6 +7,7 @@
 //! - `bench [--runs N] [--debug] [--display-secs N]`: vm-cli against lspci on a generated
 //!   1,024-function host, then `bench-display`.
 //! - `test [--no-kernel]`: the whole suite as CI runs it.
+//! - `layers`: the import graph of `src/` keeps its layering (no arrow up, no cycle).
 //! - `sim`: the manager on every fixture and shared recording, checked against the snapshots.
 //! - `check-fixtures [--dir DIR]`: runs `lspci` on every generated fixture (but `malformed`) and
 //!   compares ids, class, driver and IOMMU group with what the generator meant to write.
@@ -26,6 +27,7 @@ mod check;
 mod fixtures;
 mod hostgen;
 mod kernel_test;
+mod layers;
 mod sim;
 mod test;
 
@@ -42,6 +44,7 @@ commands:
                                  run bench-display (N s per phase, default 5; 0 skips it)
   test [--no-kernel]             the whole suite: cargo test --workspace, sim, kernel-test,
                                  e2e, nested-test
+  layers [--src DIR]             check that no module of src/ imports a higher layer
   sim                            run vm-cli gpu list on every fixture and shared recording,
                                  one line per host; fail when a snapshot differs
   kernel-test [--help]           boot Debian's kernel in QEMU and run the real-kernel scenarios
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Some("check-fixtures") => check::check_cmd(rest),
         Some("sim") => sim::sim_cmd(rest),
         Some("test") => test::test_cmd(rest),
+        Some("layers") => layers::layers_cmd(rest),
         Some("bench") => bench::bench_cmd(rest),
         Some("kernel-test") => kernel_test::run(rest),
         Some("e2e") => kernel_test::e2e::run(rest),

@@ -2,8 +2,9 @@
 //!
 //! 0. The repository stands alone and is tidy: no file outside `docs/` refers to the
 //!    project's `shared` folder beside the checkout, `cargo fmt --check`, and
-//!    `cargo clippy --workspace --all-targets -- -D warnings`, and clippy of vm-device
-//!    without its default features (a vm-cli without the simulator).
+//!    `cargo clippy --workspace --all-targets -- -D warnings`, clippy of vm-device
+//!    without its default features (a vm-cli without the simulator), and `cargo xtask
+//!    layers` (no module of `src/` imports a higher layer).
 //! 1. `cargo test --workspace`: unit, integration, property, snapshot and differential tests
 //!    (the simulator, the manager, the CLI, wgpu on a real adapter).
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
@@ -40,6 +41,7 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
         ),
         ("cargo fmt --check", fmt_check),
         ("cargo clippy", clippy),
+        ("cargo xtask layers", layers),
     ] {
         println!("== {name}");
         if let Err(e) = run(&cargo) {
@@ -193,6 +195,11 @@ fn clippy(cargo: &str) -> Result<(), String> {
         ],
         "cargo clippy -p vm-device --no-default-features -- -D warnings",
     )
+}
+
+/// The import graph keeps its layering (`cargo xtask layers`).
+fn layers(_cargo: &str) -> Result<(), String> {
+    crate::layers::layers_cmd(&[])
 }
 
 #[cfg(test)]

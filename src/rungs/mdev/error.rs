@@ -225,4 +225,29 @@ impl MdevError {
     pub fn undone(&self) -> bool {
         matches!(self, MdevError::StepFailed { left, .. } if left.is_empty())
     }
+
+    /// What kind of failure this is (README, "Exit codes"): a bad UUID is a usage error;
+    /// an unknown type or parent, no instance left, a missing vendor module, a UUID in use,
+    /// an SR-IOV refusal or a busy parent is unavailable; a failed step is undone or left
+    /// changes; anything else is a failure.
+    pub fn exit_kind(&self) -> crate::plan::ExitKind {
+        use crate::plan::ExitKind;
+        match self {
+            MdevError::StepFailed { left, .. } => ExitKind::of_undo(left.is_empty()),
+            MdevError::ParentNotFound { .. }
+            | MdevError::ModuleNotLoaded { .. }
+            | MdevError::TypeNotFound { .. }
+            | MdevError::NoInstances { .. }
+            | MdevError::NoSuchDevice(_)
+            | MdevError::UuidInUse { .. }
+            | MdevError::Sriov { .. }
+            | MdevError::Busy { .. } => ExitKind::Unavailable,
+            MdevError::BadUuid(_) => ExitKind::Usage,
+            MdevError::Refused { .. }
+            | MdevError::Host(_)
+            | MdevError::Verify { .. }
+            | MdevError::Persist { .. }
+            | MdevError::Journal { .. } => ExitKind::Failed,
+        }
+    }
 }

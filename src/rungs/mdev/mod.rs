@@ -188,12 +188,6 @@ impl GpuMdev {
         self
     }
 
-    /// Creates the device with this UUID instead of a random one.
-    pub fn with_uuid(mut self, uuid: Uuid) -> Self {
-        self.uuid_source = UuidSource::Given(ids::sysfs_name(&uuid));
-        self
-    }
-
     /// Derives the UUID from a VM name and device index, so a restarted VM gets the same
     /// device back.
     pub fn for_vm(mut self, vm_name: &str, index: u32) -> Self {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use crate::plan::{Action, Check, Plan, Step};
-use crate::plan::{ApplyError, Executor, GroupLock, Journal, LockError, StepError};
+use crate::plan::{ApplyError, GroupLock, LockError, PlanLock, StepError};
 
 use super::lifecycle::ApplyOptions;
 use super::{verify, MdevError, Verified};
@@ -255,32 +255,22 @@ fn run_locked(
     p: &MdevPlan,
     state_dir: &Path,
 ) -> Result<Vec<Verified>, MdevError> {
-    let lock_path = GroupLock::path_for(state_dir, &p.plan.key);
-    let (lock, waited) =
-        GroupLock::acquire_within(state_dir, &p.plan.key, LOCK_WAIT).map_err(|e| match e {
-            LockError::Busy { holder, path } => MdevError::Busy {
-                target: p.target(),
-                holder,
-                waited_s: LOCK_WAIT.as_secs(),
-                lock: path,
-            },
-            other => MdevError::Journal {
-                path: lock_path.clone(),
-                detail: other.to_string(),
-            },
-        })?;
-    if waited {
+    let lock = PlanLock::acquire(state_dir, &p.plan.key, LOCK_WAIT).map_err(|e| match e {
+        LockError::Busy { holder, path } => MdevError::Busy {
+            target: p.target(),
+            holder,
+            waited_s: LOCK_WAIT.as_secs(),
+            lock: path,
+        },
+        other => MdevError::Journal {
+            path: GroupLock::path_for(state_dir, &p.plan.key),
+            detail: other.to_string(),
+        },
+    })?;
+    if lock.waited() {
         check_room(host, p)?;
     }
-    let journal = Journal::new(
-        state_dir,
-        &p.plan.key,
-        &p.plan.subject,
-        host,
-        p.plan.origin.clone(),
-    );
-    let mut exec = Executor::new(journal, lock);
-    exec.apply(host, &p.plan).map_err(|e| from_apply(*e))?;
+    let exec = lock.apply(host, &p.plan).map_err(|e| from_apply(*e))?;
     let journal = exec.into_journal();
     journal.remove().map_err(|e| MdevError::Journal {
         path: journal.path().to_path_buf(),
@@ -342,6 +332,7 @@ mod tests {
     use vm_device_host::HostError;
 
     use super::*;
+    use crate::plan::Journal;
 
     fn sriov_plan() -> MdevPlan {
         let dir = PathBuf::from("/sys/bus/pci/devices/0000:4b:00.0");

@@ -188,4 +188,15 @@ impl PassthroughError {
             _ => None,
         }
     }
+
+    /// What kind of failure this is (README, "Exit codes"): a refusal or a busy group is
+    /// unavailable; a failed change is undone or left changes; anything else is a failure.
+    pub fn exit_kind(&self) -> crate::plan::ExitKind {
+        use crate::plan::ExitKind;
+        if self.is_refusal() {
+            return ExitKind::Unavailable;
+        }
+        self.undone_fully()
+            .map_or(ExitKind::Failed, ExitKind::of_undo)
+    }
 }

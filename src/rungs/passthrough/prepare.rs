@@ -474,22 +474,23 @@ pub(crate) fn prepare_held(
 ) -> Result<Held, PassthroughError> {
     let group = iommu_group_of(host, addr)?;
     let key = group_key(group);
-    let mut lock = match GroupLock::try_acquire(&opts.state_dir, &key) {
-        Ok(l) => l,
-        Err(LockError::Busy { holder, .. }) => {
-            let who = match Journal::load_key(&opts.state_dir, &key) {
-                Ok(Some(j)) => format!("pid {} ({})", j.owner.pid, j.owner.program),
-                _ => format!("pid {holder}"),
-            };
-            return Err(PassthroughError::Busy {
-                device: *addr,
-                group,
-                holder: who,
-            });
-        }
-        Err(e) => return Err(lock_failed(&opts.state_dir, &key, e)),
-    };
-    match Journal::load_key(&opts.state_dir, &key) {
+    let mut lock =
+        match crate::plan::PlanLock::acquire(&opts.state_dir, &key, std::time::Duration::ZERO) {
+            Ok(l) => l,
+            Err(LockError::Busy { holder, .. }) => {
+                let who = match Journal::load_key(&opts.state_dir, &key) {
+                    Ok(Some(j)) => format!("pid {} ({})", j.owner.pid, j.owner.program),
+                    _ => format!("pid {holder}"),
+                };
+                return Err(PassthroughError::Busy {
+                    device: *addr,
+                    group,
+                    holder: who,
+                });
+            }
+            Err(e) => return Err(lock_failed(&opts.state_dir, &key, e)),
+        };
+    match lock.left_journal() {
         Ok(None) => {}
         Ok(Some(j)) if j.detached && j.state == JournalState::Prepared => {
             return Err(PassthroughError::Busy {
@@ -510,34 +511,25 @@ pub(crate) fn prepare_held(
                     message: format!("the journal of IOMMU group {group} is in the way: {why}"),
                 });
             }
-            let mut exec = Executor::resume(j, lock);
-            let report = exec.undo(host);
+            let (kept, report) = lock.reclaim(host, j);
             if !report.complete() {
                 return Err(PassthroughError::ReleaseIncomplete {
                     group,
                     report: Box::new(report),
                 });
             }
-            lock = exec.take_lock().expect("resume keeps the lock");
+            lock = kept;
         }
         Err(e) => {
             return Err(PassthroughError::State {
-                path: Journal::path_for(&opts.state_dir, &key),
+                path: lock.journal_path(),
                 message: e.to_string(),
             })
         }
     }
     let plan = plan_in_group(host, addr, group, opts.allow_boot_vga)?;
-    let journal = Journal::new(
-        &opts.state_dir,
-        &key,
-        &plan.plan.subject,
-        host,
-        plan.plan.origin.clone(),
-    );
-    let mut exec = Executor::new(journal, lock);
-    match exec.apply(host, &plan.plan) {
-        Ok(()) => Ok(Held { exec, plan }),
+    match lock.apply(host, &plan.plan) {
+        Ok(exec) => Ok(Held { exec, plan }),
         Err(failure) => Err(PassthroughError::StepFailed {
             device: *addr,
             failure,

@@ -9,7 +9,6 @@ use vm_device_host::{HostOps, PciAddress};
 
 use super::{iommu_group_of, prepare, PassthroughError, PciDeviceInfo, PrepareOptions, VFIO_PCI};
 use crate::ladder::ReasonCode;
-use crate::plan::Journal;
 
 /// What a scenario returns: notes on success, the broken expectation on failure.
 pub type ScenarioResult = Result<Vec<String>, String>;
@@ -212,9 +211,4 @@ pub fn concurrent_prepare(
         .map_err(|e| format!("after release: {e}"))?;
     again.release().map_err(|e| e.to_string())?;
     Ok(vec![msg])
-}
-
-/// True when a journal for `addr`'s group is on disk.
-pub fn journal_exists(host: &dyn HostOps, state_dir: &Path, addr: &PciAddress) -> bool {
-    group_of(host, addr).is_ok_and(|g| Journal::path_for(state_dir, &super::group_key(g)).exists())
 }
