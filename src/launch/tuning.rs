@@ -336,16 +336,14 @@ fn read_u64(host: &dyn HostOps, p: &Path) -> Result<u64, TuningError> {
         .map_err(|_| TuningError::Host(format!("{}: `{}` is not a number", p.display(), v.trim())))
 }
 
-/// The host's NUMA nodes (empty when the kernel has no node directory: one node).
+/// The host's NUMA nodes, from `/sys/devices/system/node/online` (a read, not a listing:
+/// planning on the manager's scan lists nothing again). Empty when the kernel has no NUMA
+/// support (no such file): one node.
 pub fn host_nodes(host: &dyn HostOps) -> Vec<u32> {
-    let mut nodes: Vec<u32> = host
-        .list_dir(Path::new(NODE_DIR))
+    host.read_attr(&Path::new(NODE_DIR).join("online"))
+        .ok()
+        .and_then(|v| parse_cpu_list(&v).ok())
         .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n.strip_prefix("node")?.parse().ok())
-        .collect();
-    nodes.sort_unstable();
-    nodes
 }
 
 /// `numa_node` of a PCI function (`None` for -1, absent or garbage).
