@@ -121,7 +121,7 @@ fn console_bringup(b: wgpu::Backends) {
     let bs = be.get_stats();
     assert_eq!(bs.devices_alive, 1);
     assert_eq!(bs.totals.frames_presented, 1);
-    assert!(GpuBackend::stats(&be).get("frames_presented") == Some(1));
+    assert!(GpuBackend::get_stats(&be).get("frames_presented") == Some(1));
     be.reset_stats();
     let s = g.dev.stats();
     assert_eq!(
@@ -910,7 +910,7 @@ fn no_adapter_error() {
     for needle in ["METAL", "vulkaninfo", "mesa-vulkan-drivers", "NVIDIA"] {
         assert!(t.contains(needle), "{needle} missing from: {t}");
     }
-    let be = GpuBackend::initialize(&mut b).unwrap_err();
+    let be = GpuBackend::init(&mut b).unwrap_err();
     assert_eq!(be.mode, GpuMode::Wgpu);
     assert!(b.adapter_info().is_none());
     assert!(matches!(

@@ -51,6 +51,7 @@ fn device() -> VirtioGpuDevice {
             edid_serial: 3,
             // Transfers from backings that qualify run on the GPU, the rest on the CPU.
             gpu_gather: GpuGather::Always,
+            webgpu: None,
         })
         .unwrap()
 }

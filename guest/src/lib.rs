@@ -19,10 +19,14 @@
 
 mod conn;
 mod objects;
+#[cfg(target_os = "linux")]
+pub mod virtio;
 
 use std::sync::Arc;
 
 use conn::Conn;
+#[cfg(target_os = "linux")]
+pub use virtio::VirtioGpu;
 pub use webgpu_wire::{StreamTransport, Transport};
 
 /// A `wgpu::Instance` whose adapter is the host's, reached through `transport`.

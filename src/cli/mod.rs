@@ -15,7 +15,7 @@ mod mdev_cmd;
 
 // The exit codes, each the number of its [`ExitKind`] (the one mapping, README's table).
 /// Exit status: success.
-pub const EXIT_OK: i32 = ExitKind::Ok.code();
+pub(crate) const EXIT_OK: i32 = ExitKind::Ok.code();
 /// Exit status: the host could not be read, or another failure.
 pub(crate) const EXIT_FAILURE: i32 = ExitKind::Failed.code();
 /// Exit status: bad flags or arguments.
@@ -56,7 +56,7 @@ Environment:
     about = "Give a virtual machine the best GPU this host can offer: passthrough, mediated, or wgpu",
     after_help = EXIT_CODES
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Run against a recorded host tree (fixture) instead of this machine.
     #[arg(long, env = "VM_HOST_ROOT", global = true, value_name = "DIR")]
     pub host_root: Option<PathBuf>,
@@ -79,7 +79,7 @@ pub struct Cli {
 
 /// Starting a VM (`--kernel`).
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Guest kernel image.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
@@ -175,7 +175,7 @@ impl RunArgs {
 
 /// `--gpu-mode` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModeArg {
+pub(crate) enum ModeArg {
     /// Best available.
     Auto,
     /// Exactly this mode.
@@ -281,12 +281,17 @@ enum GpuCommand {
         /// Display height offered to the guest.
         #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(1..=16384))]
         height: u32,
+        /// Offer a 2D device only: no `VIRTIO_GPU_F_VIRGL`, no WebGPU capset, no guest
+        /// contexts on the adapter (by default the guest can run WebGPU through
+        /// `webgpu-guest`).
+        #[arg(long)]
+        no_webgpu: bool,
     },
 }
 
 /// `vm-cli gpu mdev-create`.
 #[derive(Debug, Args)]
-pub struct MdevCreateArgs {
+pub(crate) struct MdevCreateArgs {
     /// Type id (i915-GVTg_V5_4, nvidia-228, mbochs-small) or name (GRID T4-8Q).
     #[arg(long, value_name = "TYPE")]
     pub mdev_type: String,
@@ -318,7 +323,7 @@ pub struct MdevCreateArgs {
 
 /// Where host changes keep configuration and journals.
 #[derive(Debug, Args)]
-pub struct ChangeDirs {
+pub(crate) struct ChangeDirs {
     /// Root for host configuration written by --persist (`etc/mdevctl.d` under it); `/` of
     /// the host by default. With --host-root it is a directory of the simulated host (its
     /// tree), so a simulation never writes this machine's /etc.
@@ -415,7 +420,7 @@ fn no_dry_run(dry_run: bool, command: &str) -> Result<(), i32> {
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> i32 {
+pub(crate) fn run(cli: Cli) -> i32 {
     let host = match crate::host::open(cli.host_root.as_deref(), cli.sim_state.as_deref()) {
         Ok(h) => h,
         Err(e) => {
@@ -473,10 +478,11 @@ pub fn run(cli: Cli) -> i32 {
                     socket,
                     width,
                     height,
+                    no_webgpu,
                 },
         }) => match no_dry_run(dry_run, "gpu serve-wgpu") {
             Err(code) => code,
-            Ok(()) => serve_wgpu(&socket, width, height),
+            Ok(()) => serve_wgpu(&socket, width, height, !no_webgpu),
         },
         Some(Command::Gpu {
             command: GpuCommand::MdevTypes { gpu_device },
@@ -702,7 +708,7 @@ fn flags_for_mode(run: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
+fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32, webgpu: bool) -> i32 {
     use crate::rungs::wgpu::vhost_user::VhostUserGpu;
     use crate::rungs::wgpu::virtio_gpu::VirtioGpuConfig;
     use crate::rungs::wgpu::WgpuBackend;
@@ -713,6 +719,7 @@ fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
     }
     let device = match backend.create_device(VirtioGpuConfig {
         scanouts: vec![(width, height)],
+        webgpu: webgpu.then(webgpu_host::Budget::default),
         ..VirtioGpuConfig::default()
     }) {
         Ok(d) => d,
@@ -723,9 +730,10 @@ fn serve_wgpu(socket: &std::path::Path, width: u32, height: u32) -> i32 {
     };
     if let Some(info) = backend.adapter_info() {
         eprintln!(
-            "vm-cli: gpu serve-wgpu: {} ({:?}), {width}x{height}, listening on {}",
+            "vm-cli: gpu serve-wgpu: {} ({:?}), {width}x{height}, WebGPU for the guest {}, listening on {}",
             info.name,
             info.backend,
+            if webgpu { "on" } else { "off" },
             socket.display()
         );
     }

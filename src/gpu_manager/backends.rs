@@ -35,13 +35,13 @@ impl GpuBackend for PassthroughBackend {
         format!("{} {}", self.gpu.address(), state)
     }
 
-    fn initialize(&mut self) -> Result<(), BackendError> {
+    fn init(&mut self) -> Result<(), BackendError> {
         self.gpu
             .prepare()
             .map_err(|e| BackendError::new(self.mode, e))
     }
 
-    fn stats(&self) -> BackendStats {
+    fn get_stats(&self) -> BackendStats {
         let mut s = BackendStats::new(self.mode);
         s.push("prepared", u64::from(self.gpu.is_prepared()));
         s.push("vfio_devices", self.gpu.devices().len() as u64);
@@ -75,7 +75,7 @@ impl GpuBackend for MdevBackend {
         }
     }
 
-    fn initialize(&mut self) -> Result<(), BackendError> {
+    fn init(&mut self) -> Result<(), BackendError> {
         if self.mdev.device().is_some() {
             return Ok(());
         }
@@ -84,7 +84,7 @@ impl GpuBackend for MdevBackend {
             .map_err(|e| BackendError::new(GpuMode::Mdev, e))
     }
 
-    fn stats(&self) -> BackendStats {
+    fn get_stats(&self) -> BackendStats {
         let mut s = BackendStats::new(GpuMode::Mdev);
         s.push("created", u64::from(self.mdev.device().is_some()));
         s

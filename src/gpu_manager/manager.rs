@@ -215,7 +215,7 @@ impl UnifiedGpuManager {
         // Drop (release) a previous backend first: one GPU per manager.
         self.backend = None;
         let mut b = super::backends::build(&self.host, &c, self.filter.allow_boot_vga)?;
-        b.initialize().map_err(|e| ManagerError::Init {
+        b.init().map_err(|e| ManagerError::Init {
             mode: c.mode,
             message: e.source.to_string(),
         })?;
@@ -230,7 +230,7 @@ impl UnifiedGpuManager {
 
     /// Counters of the initialized backend.
     pub fn get_stats(&self) -> Option<BackendStats> {
-        self.backend.as_ref().map(|b| b.stats())
+        self.backend.as_ref().map(|b| b.get_stats())
     }
 
     /// The selected backend.

@@ -5,15 +5,20 @@ use std::fmt;
 use super::GpuMode;
 
 /// A GPU backend: one rung of the ladder, ready to give a VM a GPU once initialized.
+///
+/// The methods carry the product guide's names (`init`, `get_stats`). A backend may also
+/// have inherent methods of the same names with its own error and statistics types
+/// (`WgpuBackend::init` returns a `WgpuError`): one operation, one name, typed where the
+/// caller knows the rung and erased behind this trait where it does not.
 pub trait GpuBackend {
     /// Which rung this is.
     fn mode(&self) -> GpuMode;
     /// One line for humans: what this backend drives (device, adapter, state).
     fn description(&self) -> String;
     /// Opens whatever the rung needs (driver, adapter, device). Idempotent.
-    fn initialize(&mut self) -> Result<(), BackendError>;
+    fn init(&mut self) -> Result<(), BackendError>;
     /// Current counters.
-    fn stats(&self) -> BackendStats;
+    fn get_stats(&self) -> BackendStats;
 }
 
 /// A backend failed to initialize or operate.

@@ -94,3 +94,83 @@ impl PlanLock {
         Ok(exec)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use vm_device_host::mock::MockHost;
+    use vm_device_host::HostError;
+
+    use super::*;
+    use crate::plan::{Action, Step};
+
+    fn host() -> (MockHost, Arc<Mutex<Vec<String>>>) {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let w = writes.clone();
+        let mut host = MockHost::new();
+        host.expect_write_attr().returning(move |_, v| {
+            w.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(v).into_owned());
+            Ok(())
+        });
+        host.expect_read()
+            .returning(|p| Err(HostError::errno("read", p, 2)));
+        host.expect_read_link()
+            .returning(|p| Err(HostError::errno("readlink", p, 2)));
+        host.expect_canonicalize()
+            .returning(|p| Err(HostError::errno("realpath", p, 2)));
+        host.expect_kind().returning(|_| None);
+        (host, writes)
+    }
+
+    fn plan() -> Plan {
+        let attr = PathBuf::from("/sys/bus/pci/devices/0000:4b:00.0/sriov_numvfs");
+        Plan {
+            subject: "test".into(),
+            key: "sriov-test".into(),
+            steps: vec![Step::new(
+                Action::Write {
+                    path: attr.clone(),
+                    value: "2".into(),
+                },
+                Some(Action::Write {
+                    path: attr,
+                    value: "0".into(),
+                }),
+                "pf",
+                "enable",
+            )],
+            origin: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_dead_owners_journal_is_reclaimed_under_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (host, writes) = host();
+        let lock = PlanLock::acquire(dir.path(), "sriov-test", Duration::ZERO).unwrap();
+        assert!(!lock.waited());
+        assert!(lock.left_journal().unwrap().is_none());
+        // The owner gives up its lock without undoing: as if it had been killed.
+        let journal = lock.apply(&host, &plan()).unwrap().into_journal();
+        assert!(journal.path().exists());
+        assert_eq!(journal.path(), Journal::path_for(dir.path(), "sriov-test"));
+
+        let lock = PlanLock::acquire(dir.path(), "sriov-test", Duration::ZERO).unwrap();
+        let left = lock.left_journal().unwrap().expect("the journal is left");
+        let (lock, report) = lock.reclaim(&host, left);
+        assert!(report.complete(), "{:?}", report.leftovers());
+        assert_eq!(report.undone.len(), 1);
+        assert!(!lock.journal_path().exists());
+        assert_eq!(*writes.lock().unwrap(), ["2", "0"]);
+        // Still held after the reclaim: nobody else gets in between.
+        assert!(matches!(
+            GroupLock::try_acquire(dir.path(), "sriov-test"),
+            Err(LockError::Busy { .. })
+        ));
+        drop(lock);
+        assert!(GroupLock::try_acquire(dir.path(), "sriov-test").is_ok());
+    }
+}

@@ -214,7 +214,7 @@ pub(crate) fn list_json(
 
 /// What the user asked for, echoed in a plan.
 #[derive(Debug, Clone, Default)]
-pub struct PlanRequest {
+pub(crate) struct PlanRequest {
     /// `--kernel`.
     pub kernel: Option<String>,
     /// `--gpu-mode` (forced) or `None` for auto.

@@ -2,6 +2,8 @@
 //! guest driver writes them, scattered backings and request helpers.
 #![allow(dead_code)]
 
+pub mod webgpu;
+
 use virtio_queue::{Queue, QueueT};
 use vm_device::gpu_virt::virtio_gpu::protocol::{ctrl, Response, HDR_SIZE};
 use vm_device::gpu_virt::virtio_gpu::{

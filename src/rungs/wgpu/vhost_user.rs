@@ -16,7 +16,9 @@
 //! `VIRTIO_RING_F_EVENT_IDX`, `VIRTIO_F_RING_RESET` (QEMU acks the last two whatever the
 //! backend offers, and the backend library refuses features it did not offer), the device's
 //! `VIRTIO_GPU_F_EDID`; protocol features `CONFIG` (QEMU reads `num_scanouts` with
-//! `GET_CONFIG`) and `MQ`. Never VIRGL or RESOURCE_BLOB.
+//! `GET_CONFIG`) and `MQ`. `VIRTIO_GPU_F_VIRGL` when the device serves WebGPU
+//! ([`super::virtio_gpu::webgpu`]: its 3D commands carry WebGPU, never virgl); never
+//! RESOURCE_BLOB.
 
 use std::io;
 use std::path::Path;

@@ -56,6 +56,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// The adapter it runs on.
     pub info: wgpu::AdapterInfo,
+    /// The adapter itself (guest WebGPU contexts open their own devices on it).
+    pub adapter: wgpu::Adapter,
     /// Largest texture side.
     pub max_texture_dim: u32,
     /// Pipelines for scanout composition.
@@ -218,6 +220,7 @@ impl WgpuBackend {
             device,
             queue,
             info,
+            adapter,
             max_texture_dim,
             compositor,
             uncaptured_errors,
@@ -336,12 +339,12 @@ impl GpuBackend for WgpuBackend {
         }
     }
 
-    fn initialize(&mut self) -> Result<(), BackendError> {
-        self.init().map_err(|e| BackendError::new(GpuMode::Wgpu, e))
+    fn init(&mut self) -> Result<(), BackendError> {
+        WgpuBackend::init(self).map_err(|e| BackendError::new(GpuMode::Wgpu, e))
     }
 
-    fn stats(&self) -> BackendStats {
-        let s = self.get_stats();
+    fn get_stats(&self) -> BackendStats {
+        let s = WgpuBackend::get_stats(self);
         let mut b = BackendStats::new(GpuMode::Wgpu);
         b.push("devices_alive", s.devices_alive);
         b.push("devices_created", s.devices_created);

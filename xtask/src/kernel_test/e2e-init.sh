@@ -21,11 +21,25 @@ echo "E2E uptime $(cut -d' ' -f1 /proc/uptime) fb0 $(cat /sys/class/graphics/fb0
 echo 0 > /sys/class/graphics/fbcon/cursor_blink
 printf '\033[?25l' > /dev/tty1
 size=$(wc -c < /pattern.bin)
+fbsize=$(cat /sys/class/graphics/fb0/virtual_size)
 # One write() for the whole frame: a one-line write gives 6.1's fbdev an empty damage clip.
 dd if=/pattern.bin of=/dev/fb0 bs="$size" count=1 2>/dev/null
 # fbdev flushes from a worker: let it run before the host looks.
 sleep 0.5
 echo "E2E shot fb0-pattern"
 read -t 120 go
+# WebGPU through the same device: the facts the guest kernel sees, then a compute program
+# built from the workspace (guest/examples/vm_compute.rs) using wgpu through webgpu-guest.
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+echo "E2E facts features: $(grep -h . /sys/kernel/debug/dri/0/virtio-gpu-features 2>/dev/null | tr -s ' \n' ' ')| /dev/dri: $(ls /dev/dri 2>/dev/null | tr '\n' ' ')"
+if [ -x /vm_compute ]; then
+    /vm_compute 65536
+    # A frame computed on the host's adapter, read back and shown on fb0 (the 2D path).
+    if /vm_compute frame "${fbsize%,*}" "${fbsize#*,}" /dev/fb0; then
+        sleep 0.5
+        echo "E2E shot webgpu-frame"
+        read -t 120 go
+    fi
+fi
 echo "E2E done"
 poweroff -f

@@ -31,6 +31,31 @@ usage: cargo xtask e2e [--qemu PATH] [--timeout SECS] [--repeat N] [--no-install
   --verbose       echo the guest console and vm-cli's messages
   --keep          keep target/e2e/run (initramfs, screendump, logs)";
 
+/// The workspace example the guest runs for WebGPU (`guest/examples/vm_compute.rs`).
+const WEBGPU_EXAMPLE: &str = "vm_compute";
+
+/// The shared libraries `bin` loads (`ldd`), the dynamic loader included.
+fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = run_cmd(
+        Command::new("ldd").arg(bin),
+        &format!("ldd {}", bin.display()),
+    )?;
+    Ok(parse_ldd(&out))
+}
+
+/// `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` and `/lib64/ld-linux-x86-64.so.2
+/// (0x…)` → the absolute paths.
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split("=>").nth(1).unwrap_or(l).trim();
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
 /// Display size the backend offers (`gpu serve-wgpu` default) and the pattern's size.
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 800;
@@ -385,6 +410,10 @@ pub(super) fn build_initramfs(
     let write = |rel: &str, data: &[u8], mode: u32| -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+        }
         std::fs::write(&p, data).map_err(|e| format!("write {}: {e}", p.display()))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {}: {e}", p.display()))
@@ -509,15 +538,42 @@ pub(super) fn read_ppm(path: &Path) -> Result<(u32, u32, Vec<u8>), String> {
     Ok((w, h, px))
 }
 
-/// Every pixel against the pattern: (mismatches, first mismatch).
-fn compare(w: u32, h: u32, px: &[u8]) -> (usize, Option<(u32, u32, [u8; 3])>) {
+/// The guest's WebGPU frame (`guest/examples/vm_compute.rs`, `frame_pixel`): what the
+/// screendump must show at (x, y) of a w×h frame (RGB).
+fn frame_pixel(x: u32, y: u32, w: u32, h: u32) -> [u8; 3] {
+    [
+        (x * 255 / (w - 1).max(1)) as u8,
+        (y * 255 / (h - 1).max(1)) as u8,
+        ((x ^ y) & 0xff) as u8,
+    ]
+}
+
+/// The screendumps the guest asks for, each with the image it must show.
+const SHOTS: [&str; 2] = ["fb0-pattern", "webgpu-frame"];
+
+/// What shot `name` must show at (x, y).
+fn want(name: &str, x: u32, y: u32) -> [u8; 3] {
+    if name == "webgpu-frame" {
+        frame_pixel(x, y, WIDTH, HEIGHT)
+    } else {
+        expected(x)
+    }
+}
+
+/// Every pixel against `want`: (mismatches, first mismatch).
+fn compare(
+    w: u32,
+    h: u32,
+    px: &[u8],
+    want: impl Fn(u32, u32) -> [u8; 3],
+) -> (usize, Option<(u32, u32, [u8; 3])>) {
     let mut bad = 0;
     let mut first = None;
     for y in 0..h {
         for x in 0..w {
             let o = ((y * w + x) * 3) as usize;
             let got = [px[o], px[o + 1], px[o + 2]];
-            if got != expected(x) {
+            if got != want(x, y) {
                 bad += 1;
                 first.get_or_insert((x, y, got));
             }
@@ -569,13 +625,30 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let qemu = find_qemu(qemu, &e2e.join("qemu-bpo"), &opts)?;
     // vm-cli is the first of the binaries the harness builds.
     let vm_cli = build_vm_cli(&root)?.swap_remove(0);
+    // The WebGPU guest program (built by the same test build) and the libraries it links.
+    let compute = target.join("debug/examples").join(WEBGPU_EXAMPLE);
+    let mut files: Vec<(String, Vec<u8>, u32)> = vec![("pattern.bin".into(), pattern(), 0o644)];
+    files.push((
+        WEBGPU_EXAMPLE.into(),
+        std::fs::read(&compute).map_err(|e| format!("read {}: {e}", compute.display()))?,
+        0o755,
+    ));
+    for lib in shared_libraries(&compute)? {
+        let data = std::fs::read(&lib).map_err(|e| format!("read {}: {e}", lib.display()))?;
+        let rel = lib.to_string_lossy().trim_start_matches('/').to_string();
+        files.push((rel, data, 0o755));
+    }
+    let file_refs: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(p, d, m)| (p.as_str(), d.as_slice(), *m))
+        .collect();
     let initrd = run_dir.join("initramfs.cpio");
     build_initramfs(
         &kernel,
         &run_dir.join("initramfs-root"),
         &initrd,
         include_str!("e2e-init.sh"),
-        &[("pattern.bin", &pattern(), 0o644)],
+        &file_refs,
         GUEST_MODULES,
     )?;
     let mut failed = Vec::new();
@@ -647,8 +720,9 @@ fn run_once(
     pump(child.stderr.take().ok_or("no stderr")?, tx, true);
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut log = String::new();
-    let mut shot: Option<Result<String, String>> = None;
+    let mut shots: Vec<(String, Result<String, String>)> = Vec::new();
     let mut fb0 = None;
+    let mut webgpu: Option<String> = None;
     let deadline = t0 + opts.timeout;
     let result: Result<(), String> = loop {
         let now = Instant::now();
@@ -683,6 +757,13 @@ fn run_once(
                 break Err(format!("the guest's framebuffer is not {want}: {rest}"));
             }
             fb0 = Some(t0.elapsed());
+        } else if let Some(facts) = text.strip_prefix("E2E facts ") {
+            stamp(&format!("guest: {facts}"));
+        } else if let Some(done) = text.strip_prefix("E2E webgpu-frame ") {
+            stamp(&format!("guest: WebGPU {done}"));
+        } else if let Some(done) = text.strip_prefix("E2E webgpu ") {
+            stamp(&format!("guest: WebGPU {done}"));
+            webgpu = Some(done.to_string());
         } else if let Some(why) = text.strip_prefix("E2E fail ") {
             kill(&mut child);
             break Err(format!("guest: {why}"));
@@ -697,12 +778,12 @@ fn run_once(
                 if (w, h) != (WIDTH, HEIGHT) {
                     return Err(format!("screendump is {w}x{h}, not {WIDTH}x{HEIGHT}"));
                 }
-                match compare(w, h, &px) {
+                match compare(w, h, &px, |x, y| want(name, x, y)) {
                     (0, _) => Ok(format!("{name}: all {} pixels match", w * h)),
                     (bad, Some((x, y, got))) => Err(format!(
-                        "{name}: {bad} of {} pixels differ from the pattern; first at ({x},{y}): {got:?}, want {:?} ({})",
+                        "{name}: {bad} of {} pixels differ from the expected image; first at ({x},{y}): {got:?}, want {:?} ({})",
                         w * h,
-                        expected(x),
+                        want(name, x, y),
                         ppm.display()
                     )),
                     (bad, None) => Err(format!("{name}: {bad} pixels differ")),
@@ -712,7 +793,7 @@ fn run_once(
                 Ok(m) => m.clone(),
                 Err(e) => e.clone(),
             });
-            shot = Some(taken);
+            shots.push((name.to_string(), taken));
             let _ = writeln!(stdin, "go");
         }
     };
@@ -736,7 +817,27 @@ fn run_once(
     let _ = std::fs::write(run_dir.join("log.txt"), &log);
     let verdict = (|| {
         result?;
-        let shot = shot.ok_or("the guest never asked for a screendump")??;
+        let mut passed = Vec::new();
+        for want in SHOTS {
+            match shots.iter().find(|(n, _)| n == want) {
+                Some((_, Ok(m))) => passed.push(m.clone()),
+                Some((_, Err(e))) => return Err(e.clone()),
+                None => return Err(format!("the guest never asked for the {want} screendump")),
+            }
+        }
+        let shot = passed.join("; ");
+        let webgpu = webgpu.ok_or("the guest's WebGPU program reported no result")?;
+        // The backend's statistics at exit: the 3D commands reached it.
+        for c in [
+            "CTX_CREATE=",
+            "RESOURCE_CREATE_3D=",
+            "SUBMIT_3D=",
+            "TRANSFER_FROM_HOST_3D=",
+        ] {
+            if !log.contains(c) {
+                return Err(format!("the backend's statistics count no {c}"));
+            }
+        }
         let status = status.ok_or("vm-cli did not exit after the guest powered off")?;
         if !status.success() {
             return Err(format!("vm-cli exited with {status}"));
@@ -744,7 +845,7 @@ fn run_once(
         if !log.contains("everything given back") {
             return Err("vm-cli did not report that everything was given back".into());
         }
-        Ok(shot)
+        Ok(format!("{shot}; WebGPU {webgpu}"))
     })();
     match verdict {
         Ok(shot) => {
@@ -790,6 +891,18 @@ mod tests {
     }
 
     #[test]
+    fn ldd_output_gives_the_library_paths() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+    }
+
+    #[test]
     fn ppm_reading_and_comparison() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.ppm");
@@ -803,10 +916,16 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let (rw, rh, px) = read_ppm(&path).unwrap();
         assert_eq!((rw, rh), (w, h));
-        assert_eq!(compare(w, h, &px), (0, None));
+        let pattern = |x: u32, _y: u32| expected(x);
+        assert_eq!(compare(w, h, &px, pattern), (0, None));
         let mut bad = px.clone();
         bad[3] = 7;
-        assert_eq!(compare(w, h, &bad), (1, Some((1, 0, [7, 0, 0]))));
+        assert_eq!(compare(w, h, &bad, pattern), (1, Some((1, 0, [7, 0, 0]))));
+        assert_eq!(
+            frame_pixel(WIDTH - 1, HEIGHT - 1, WIDTH, HEIGHT)[..2],
+            [255, 255]
+        );
+        assert_eq!(want("webgpu-frame", 3, 5), [0, 1, 6]);
         std::fs::write(&path, b"P5\n1 1\n255\n\0").unwrap();
         assert!(read_ppm(&path).is_err());
     }

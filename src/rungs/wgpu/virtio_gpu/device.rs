@@ -11,7 +11,7 @@ use super::edid::{build_edid, EDID_MAX_DIMENSION};
 use super::gpu_gather::{GatherBinding, Gatherer};
 use super::protocol::{
     ctrl, decode_request, Command, CtrlHeader, CursorPos, DisplayOne, ErrorCode, Format, Rect,
-    Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID,
+    Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_VIRGL,
     VIRTIO_GPU_MAX_SCANOUTS,
 };
 use super::resources::{charged_bytes, texture_format, Backing, Resource};
@@ -21,6 +21,7 @@ use super::scanout::{
 };
 use super::stats::{DeviceCounters, DeviceStats};
 use super::transfer;
+use super::webgpu::{self, WebGpu3d};
 use crate::rungs::wgpu::wgpu_backend::{GpuContext, WgpuError};
 
 /// Size of the staging chunks transfers are sub-allocated from, and the largest band of rows
@@ -62,6 +63,10 @@ pub struct VirtioGpuConfig {
     pub edid_serial: u32,
     /// When transfers are gathered by the GPU from guest memory imported in place.
     pub gpu_gather: GpuGather,
+    /// WebGPU for the guest ([`super::webgpu`]): offer `VIRTIO_GPU_F_VIRGL` and the WebGPU
+    /// capset, and run the guest's contexts on the adapter within this budget (shared by
+    /// all of the VM's contexts). `None`: a 2D device only.
+    pub webgpu: Option<webgpu_host::Budget>,
 }
 
 /// When TRANSFER_TO_HOST_2D is done by the GPU, reading the guest's pages in place
@@ -90,6 +95,7 @@ impl Default for VirtioGpuConfig {
             max_hostmem: DEFAULT_MAX_HOSTMEM,
             edid_serial: 1,
             gpu_gather: GpuGather::Auto,
+            webgpu: None,
         }
     }
 }
@@ -190,6 +196,8 @@ pub struct VirtioGpuDevice {
     driver_features: u64,
     /// Display changes since the last [`VirtioGpuDevice::take_display_events`], when on.
     display_events: Option<Vec<DisplayEvent>>,
+    /// The 3D (WebGPU) side, when the configuration asks for it.
+    webgpu: Option<WebGpu3d>,
 }
 
 impl VirtioGpuDevice {
@@ -215,7 +223,11 @@ impl VirtioGpuDevice {
                 "max_hostmem is 0: no resource could ever be created".into(),
             ));
         }
+        let webgpu = config
+            .webgpu
+            .map(|budget| WebGpu3d::new(ctx.adapter.clone(), budget));
         Ok(VirtioGpuDevice {
+            webgpu,
             scanouts: config.scanouts.iter().map(|&m| Scanout::new(m)).collect(),
             config,
             resources: HashMap::new(),
@@ -241,14 +253,28 @@ impl VirtioGpuDevice {
         &self.config
     }
 
-    /// Device-specific feature bits offered: `VIRTIO_GPU_F_EDID` only.
+    /// Device-specific feature bits offered: `VIRTIO_GPU_F_EDID`, and `VIRTIO_GPU_F_VIRGL`
+    /// when WebGPU is served.
     pub fn device_features(&self) -> u64 {
-        DEVICE_FEATURES
+        if self.webgpu.is_some() {
+            DEVICE_FEATURES | 1 << VIRTIO_GPU_F_VIRGL
+        } else {
+            DEVICE_FEATURES
+        }
     }
 
-    /// Records the features the driver accepted (bits not offered are dropped).
+    /// Records the features the driver accepted (bits not offered are dropped). A driver
+    /// negotiating again is a new driver: its 3D contexts and resources are gone.
     pub fn set_driver_features(&mut self, features: u64) {
-        self.driver_features = features & DEVICE_FEATURES;
+        self.driver_features = features & self.device_features();
+        if let Some(w) = &mut self.webgpu {
+            w.reset();
+        }
+    }
+
+    /// The 3D (WebGPU) side, when served.
+    pub fn webgpu(&self) -> Option<&WebGpu3d> {
+        self.webgpu.as_ref()
     }
 
     /// The device configuration space: events_read, events_clear, num_scanouts,
@@ -256,6 +282,8 @@ impl VirtioGpuDevice {
     pub fn config_space(&self) -> [u8; 16] {
         let mut c = [0u8; 16];
         c[8..12].copy_from_slice(&(self.scanouts.len() as u32).to_le_bytes());
+        let capsets = u32::from(self.webgpu.is_some());
+        c[12..16].copy_from_slice(&capsets.to_le_bytes());
         c
     }
 
@@ -435,6 +463,9 @@ impl VirtioGpuDevice {
         request: &[u8],
         mem: &M,
     ) -> Vec<u8> {
+        if let Some(hdr) = CtrlHeader::decode(request).filter(|h| webgpu::cmd::is_3d(h.type_)) {
+            return self.handle_3d(queue, &hdr, request, mem);
+        }
         match decode_request(request) {
             Err((hdr, _why)) => {
                 self.counters.command(hdr.map_or(u32::MAX, |h| h.type_));
@@ -455,6 +486,62 @@ impl VirtioGpuDevice {
                 resp.encode(Some(&hdr))
             }
         }
+    }
+
+    /// A 3D or capset command: ERR_UNSPEC when WebGPU is not served (as before it existed)
+    /// or on the cursor queue.
+    fn handle_3d<M: GuestMemory>(
+        &mut self,
+        queue: QueueKind,
+        hdr: &CtrlHeader,
+        request: &[u8],
+        mem: &M,
+    ) -> Vec<u8> {
+        self.counters.command(hdr.type_);
+        // The first body word: the resource of RESOURCE_CREATE_3D and CTX_*_RESOURCE.
+        let id = request
+            .get(HDR_SIZE..HDR_SIZE + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let id_is_2d = id.is_some_and(|id| self.resources.contains_key(&id));
+        let resp = match (&mut self.webgpu, queue) {
+            (Some(w), QueueKind::Control) => {
+                if matches!(
+                    hdr.type_,
+                    webgpu::cmd::CTX_ATTACH_RESOURCE | webgpu::cmd::CTX_DETACH_RESOURCE
+                ) && id_is_2d
+                {
+                    // Linux attaches every GEM object a DRM client opens to its context,
+                    // the fbdev's dumb buffers (2D) included; the 3D side never uses them.
+                    match w.has_context(hdr.ctx_id) {
+                        true => Response::OkNoData.encode(Some(hdr)),
+                        false => Response::Err(ErrorCode::InvalidContextId).encode(Some(hdr)),
+                    }
+                } else if hdr.type_ == webgpu::cmd::RESOURCE_CREATE_3D {
+                    let r = match id {
+                        Some(id) if self.resources.contains_key(&id) => {
+                            Err(ErrorCode::InvalidResourceId)
+                        }
+                        _ => w.create_resource(request),
+                    };
+                    match r {
+                        Ok(()) => Response::OkNoData.encode(Some(hdr)),
+                        Err(e) => Response::Err(e).encode(Some(hdr)),
+                    }
+                } else {
+                    w.handle(hdr, request, mem)
+                }
+            }
+            _ => Response::Err(ErrorCode::Unspec).encode(Some(hdr)),
+        };
+        if let Some(e) = response_type(&resp).and_then(ErrorCode::from_wire) {
+            self.counters.error(e);
+        }
+        if hdr.is_fenced() {
+            self.present();
+            self.complete_gpu_work();
+            self.counters.fence();
+        }
+        resp
     }
 
     /// Presents every scanout with pending changes and counts a frame for each scanout a
@@ -552,7 +639,30 @@ impl VirtioGpuDevice {
                 width,
                 height,
             } => self.create_2d(resource_id, format, width, height),
+            Command::ResourceUnref { resource_id } if self.is_3d(resource_id) => self
+                .webgpu
+                .as_mut()
+                .map_or(Err(ErrorCode::InvalidResourceId), |w| w.unref(resource_id))
+                .map(|()| Response::OkNoData),
             Command::ResourceUnref { resource_id } => self.unref(resource_id),
+            Command::ResourceAttachBacking {
+                resource_id,
+                entries,
+            } if self.is_3d(resource_id) => Backing::new(&entries, mem).and_then(|b| {
+                self.webgpu
+                    .as_mut()
+                    .map_or(Err(ErrorCode::InvalidResourceId), |w| {
+                        w.attach_backing(resource_id, b)
+                    })
+                    .map(|()| Response::OkNoData)
+            }),
+            Command::ResourceDetachBacking { resource_id } if self.is_3d(resource_id) => self
+                .webgpu
+                .as_mut()
+                .map_or(Err(ErrorCode::InvalidResourceId), |w| {
+                    w.detach_backing(resource_id)
+                })
+                .map(|()| Response::OkNoData),
             Command::SetScanout {
                 rect,
                 scanout_id,
@@ -603,6 +713,12 @@ impl VirtioGpuDevice {
         r.unwrap_or_else(Response::Err)
     }
 
+    fn is_3d(&self, resource_id: u32) -> bool {
+        self.webgpu
+            .as_ref()
+            .is_some_and(|w| w.has_resource(resource_id))
+    }
+
     fn get_edid(&self, scanout: u32) -> Result<Response, ErrorCode> {
         if self.driver_features & (1 << VIRTIO_GPU_F_EDID) == 0 {
             return Err(ErrorCode::Unspec);
@@ -622,7 +738,7 @@ impl VirtioGpuDevice {
     }
 
     fn create_2d(&mut self, id: u32, format: u32, w: u32, h: u32) -> Result<Response, ErrorCode> {
-        if id == 0 || self.resources.contains_key(&id) {
+        if id == 0 || self.resources.contains_key(&id) || self.is_3d(id) {
             return Err(ErrorCode::InvalidResourceId);
         }
         let format = Format::from_wire(format).ok_or(ErrorCode::InvalidParameter)?;

@@ -4,7 +4,9 @@
 //! The core ([`VirtioGpuDevice::process_request`]) takes the request bytes and the guest
 //! memory and returns the response bytes; [`VirtioGpuDevice::process_queue`] is a split
 //! virtqueue front end over `virtio-queue`, so the same core can serve a vhost-user backend.
-//! Only `VIRTIO_GPU_F_EDID` is offered: never VIRGL or RESOURCE_BLOB.
+//! `VIRTIO_GPU_F_EDID` is offered, and `VIRTIO_GPU_F_VIRGL` with the WebGPU capset when
+//! [`VirtioGpuConfig::webgpu`] is on ([`webgpu`]: 3D commands carry WebGPU, never virgl);
+//! never RESOURCE_BLOB.
 
 pub mod device;
 pub mod edid;
@@ -14,6 +16,7 @@ pub mod resources;
 pub mod scanout;
 pub mod stats;
 pub mod transfer;
+pub mod webgpu;
 
 pub use device::{
     is_ok, response_type, DeviceError, DisplayEvent, GpuGather, QueueKind, QueueRun,

@@ -5,13 +5,15 @@ use std::fmt;
 
 /// Device ID of a virtio-gpu device.
 pub const VIRTIO_ID_GPU: u32 = 16;
-/// Feature bit: 3D (virgl). Never offered by this device.
+/// Feature bit: 3D (virgl). Offered only when the device serves WebGPU
+/// ([`super::webgpu`]), whose 3D commands carry WebGPU, never virgl.
 pub const VIRTIO_GPU_F_VIRGL: u32 = 0;
 /// Feature bit: GET_EDID is supported. The only device feature this device offers.
 pub const VIRTIO_GPU_F_EDID: u32 = 1;
 /// Feature bit: blob resources. Never offered (Linux would scan out guest blobs instead).
 pub const VIRTIO_GPU_F_RESOURCE_BLOB: u32 = 3;
-/// The device-specific feature bits this device offers.
+/// The device-specific feature bits every device offers (VIRGL is added when WebGPU is
+/// served).
 pub const DEVICE_FEATURES: u64 = 1 << VIRTIO_GPU_F_EDID;
 
 /// Request flag: the response must carry the fence and be sent only after the work is done.
@@ -46,7 +48,7 @@ pub mod ctrl {
     pub const RESOURCE_ATTACH_BACKING: u32 = 0x106;
     /// RESOURCE_DETACH_BACKING.
     pub const RESOURCE_DETACH_BACKING: u32 = 0x107;
-    /// GET_CAPSET_INFO (3D; answered with ERR_UNSPEC).
+    /// GET_CAPSET_INFO (handled by [`super::webgpu`]; ERR_UNSPEC on a 2D-only device).
     pub const GET_CAPSET_INFO: u32 = 0x108;
     /// GET_EDID.
     pub const GET_EDID: u32 = 0x10a;

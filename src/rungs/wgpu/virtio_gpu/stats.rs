@@ -4,9 +4,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::protocol::{ctrl, ErrorCode};
+use super::webgpu::cmd;
 
-/// The commands counted by type, in this order.
-pub const COMMAND_NAMES: [(u32, &str); 11] = [
+/// The commands counted by type, in this order (the 3D ones only reach a device serving
+/// WebGPU).
+pub const COMMAND_NAMES: [(u32, &str); 21] = [
     (ctrl::GET_DISPLAY_INFO, "GET_DISPLAY_INFO"),
     (ctrl::GET_EDID, "GET_EDID"),
     (ctrl::RESOURCE_CREATE_2D, "RESOURCE_CREATE_2D"),
@@ -18,6 +20,16 @@ pub const COMMAND_NAMES: [(u32, &str); 11] = [
     (ctrl::RESOURCE_DETACH_BACKING, "RESOURCE_DETACH_BACKING"),
     (ctrl::UPDATE_CURSOR, "UPDATE_CURSOR"),
     (ctrl::MOVE_CURSOR, "MOVE_CURSOR"),
+    (cmd::GET_CAPSET_INFO, "GET_CAPSET_INFO"),
+    (cmd::GET_CAPSET, "GET_CAPSET"),
+    (cmd::CTX_CREATE, "CTX_CREATE"),
+    (cmd::CTX_DESTROY, "CTX_DESTROY"),
+    (cmd::CTX_ATTACH_RESOURCE, "CTX_ATTACH_RESOURCE"),
+    (cmd::CTX_DETACH_RESOURCE, "CTX_DETACH_RESOURCE"),
+    (cmd::RESOURCE_CREATE_3D, "RESOURCE_CREATE_3D"),
+    (cmd::TRANSFER_TO_HOST_3D, "TRANSFER_TO_HOST_3D"),
+    (cmd::TRANSFER_FROM_HOST_3D, "TRANSFER_FROM_HOST_3D"),
+    (cmd::SUBMIT_3D, "SUBMIT_3D"),
 ];
 const OTHER: usize = COMMAND_NAMES.len();
 
