@@ -28,6 +28,7 @@ fn opts(uuid: UuidSource) -> LaunchOptions {
         run_dir: "/run/user/1000/vm-device/vm-42".into(),
         backend_command: vec!["/usr/bin/vm-cli".into()],
         mdev_uuid: uuid,
+        tuning: Default::default(),
     }
 }
 

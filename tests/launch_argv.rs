@@ -42,6 +42,7 @@ fn opts(x_vga: bool) -> LaunchOptions {
         run_dir: "/run/user/1000/vm-device/vm-42".into(),
         backend_command: vec!["/usr/bin/vm-cli".into(), "gpu".into(), "serve-wgpu".into()],
         mdev_uuid: UuidSource::Given(UUID.into()),
+        tuning: Default::default(),
     }
 }
 

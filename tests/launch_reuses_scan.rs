@@ -28,6 +28,7 @@ fn opts() -> LaunchOptions {
         run_dir: "/run/user/1000/vm-device/vm-42".into(),
         backend_command: vec!["/usr/bin/vm-cli".into()],
         mdev_uuid: UuidSource::Given("2f1a6c3e-0d4b-4e8a-9f10-5b7c2d9e8a01".into()),
+        tuning: Default::default(),
     }
 }
 

@@ -69,6 +69,7 @@ fn options(dir: &Path) -> LaunchOptions {
         run_dir: dir.join("run"),
         backend_command: vec!["/bin/false".into()],
         mdev_uuid: UuidSource::Given(UUID.into()),
+        tuning: Default::default(),
     }
 }
 

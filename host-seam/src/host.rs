@@ -380,6 +380,22 @@ pub trait System: Sysfs {
         }
     }
 
+    /// `sched_setaffinity(2)` of thread `tid` (a thread id, as `/proc/PID/task` lists them
+    /// and QMP `query-cpus-fast` reports a vCPU's `thread-id`) to the CPUs `cpus`: how the
+    /// launcher pins a VM's vCPU threads to the GPU's NUMA node. `LinuxHost` makes the call;
+    /// `SimHost` records it ([`SimHost::affinities`]). The provided answer is `ENOSYS`: a host
+    /// that cannot place threads says so rather than pretending.
+    ///
+    /// [`SimHost::affinities`]: https://docs.rs/vm-device-sim
+    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
+        let _ = cpus;
+        Err(HostError::errno(
+            "sched_setaffinity",
+            format!("/proc/{tid}"),
+            38,
+        ))
+    }
+
     /// Which host this is, for vm-device's journals: a journal records the identity of the
     /// host it changed, and is replayed only on that host. The provided answer is this
     /// machine and this boot (`/etc/machine-id` and `/proc/sys/kernel/random/boot_id`, each

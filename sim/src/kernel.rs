@@ -11,6 +11,7 @@
 //! | `…/mdev_supported_types/T/create`, `…/UUID/remove` | [`mdev`] |
 //! | `…/ADDR/sriov_numvfs`, `sriov_drivers_autoprobe` | [`sriov`] |
 //! | `…/ADDR/nvidia/current_vgpu_type` | [`nvidia`] |
+//! | `/sys/devices/system/node/nodeN/hugepages/hugepages-SkB/nr_hugepages`, `/sys/kernel/mm/hugepages/hugepages-SkB/nr_hugepages` | [`numa`] |
 //! | module loads | [`modules`] |
 //!
 //! Write-only attributes (`bind`, `unbind`, `new_id`, `remove_id`, `drivers_probe`, `reset`,
@@ -62,6 +63,7 @@
 
 pub mod mdev;
 pub mod modules;
+pub mod numa;
 pub mod nvidia;
 pub mod pci;
 pub mod sriov;
@@ -173,6 +175,11 @@ pub(crate) struct KernelState {
     pub(crate) unloaded_parents: BTreeMap<String, UnloadedParent>,
     /// Kernel log lines the reactions printed (`dmesg`), oldest first.
     pub(crate) dmesg: Vec<String>,
+    /// CPU affinity each thread was given with `sched_setaffinity` (thread id → CPUs).
+    pub(crate) affinity: BTreeMap<u32, Vec<u32>>,
+    /// Most pages each hugepage pool can reach (`.fixture/hugepages.json`): a pool grows
+    /// by an `nr_hugepages` write only this far, as fragmented memory limits the kernel.
+    pub(crate) hugepage_limits: BTreeMap<PathBuf, u64>,
 }
 
 /// An mdev parent whose module is unloaded, kept to bring it back on the next load.
@@ -213,6 +220,7 @@ impl KernelState {
             }
         }
         ks.modules_available = modules::available(tree, root);
+        ks.hugepage_limits = numa::limits(root);
         ks
     }
 }
@@ -231,6 +239,7 @@ enum Target {
     MdevCreate { type_dir: PathBuf },
     MdevRemove { dev: PathBuf },
     NvidiaVgpuType { dev: PathBuf },
+    HugePages { pool: PathBuf },
 }
 
 const PCI_WRITABLE: &[&str] = &[
@@ -270,6 +279,11 @@ fn classify(tree: &Tree, p: &Path) -> Option<Target> {
     if name == "remove" && mdev::is_mdev_dir(tree, parent) {
         return Some(Target::MdevRemove {
             dev: parent.to_path_buf(),
+        });
+    }
+    if name == "nr_hugepages" && numa::is_pool(parent) {
+        return Some(Target::HugePages {
+            pool: parent.to_path_buf(),
         });
     }
     if name == "current_vgpu_type"
@@ -374,6 +388,7 @@ pub(crate) fn write(st: &mut State, path: &Path, value: &[u8]) -> io::Result<()>
         Target::MdevCreate { type_dir } => mdev::create(st, &type_dir, value),
         Target::MdevRemove { dev } => mdev::store_remove(st, &dev, value),
         Target::NvidiaVgpuType { dev } => nvidia::store_current_type(st, &dev, value),
+        Target::HugePages { pool } => numa::store_nr(st, &pool, value),
     }
 }
 

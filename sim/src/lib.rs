@@ -52,6 +52,8 @@ pub enum Op {
     Nvml(String),
     /// A VFIO call (`open_group 7`, `set_container group=7 container=1`, ...).
     Vfio(String),
+    /// `sched_setaffinity` of a thread (its id) to CPUs.
+    SetAffinity(u32, Vec<u32>),
     /// A configuration-file change (`mkdir`, `create`, `remove`) and its path (root joined).
     File(&'static str, PathBuf),
 }
@@ -176,6 +178,12 @@ impl SimHost {
             root: self.root.clone(),
             state: Mutex::new(new),
         }
+    }
+
+    /// The CPUs each thread was pinned to with
+    /// [`HostOps::set_thread_affinity`] (thread id → sorted CPUs).
+    pub fn affinities(&self) -> BTreeMap<u32, Vec<u32>> {
+        self.lock().kernel.affinity.clone()
     }
 
     /// True once a fault killed the simulated process.
@@ -544,6 +552,33 @@ impl Adapters for SimHost {
 }
 
 impl System for SimHost {
+    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
+        let mut st = self.lock();
+        self.record(&mut st, Op::SetAffinity(tid, cpus.to_vec()));
+        let path = PathBuf::from(format!("/proc/{tid}"));
+        let go = st.faults.check("sched_setaffinity", &path)?;
+        // The kernel refuses an empty set (EINVAL) and CPUs that are not online.
+        let online = kernel::numa::online_cpus(&st.tree);
+        let r = if cpus.is_empty()
+            || online
+                .as_ref()
+                .is_some_and(|on| cpus.iter().any(|c| !on.contains(c)))
+        {
+            Err(HostError::errno(
+                "sched_setaffinity",
+                &path,
+                kernel::errno::EINVAL,
+            ))
+        } else {
+            let mut set = cpus.to_vec();
+            set.sort_unstable();
+            set.dedup();
+            st.kernel.affinity.insert(tid, set);
+            Ok(())
+        };
+        st.faults.finish(go, "sched_setaffinity", &path, r)
+    }
+
     fn load_module(&self, name: &str) -> Result<(), HostError> {
         let mut st = self.lock();
         self.record(&mut st, Op::LoadModule(name.to_string()));
@@ -609,6 +644,7 @@ pub fn count_ops(ops: &[Op]) -> BTreeMap<String, usize> {
             Op::ProbeAdapters => "probe-adapters".to_string(),
             Op::Nvml(a) => format!("nvml {a}"),
             Op::Vfio(t) => format!("vfio {}", t.split_whitespace().next().unwrap_or("")),
+            Op::SetAffinity(tid, _) => format!("sched_setaffinity {tid}"),
             Op::File(op, p) => format!("{op} {}", p.display()),
         };
         *m.entry(key).or_insert(0) += 1;

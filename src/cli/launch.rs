@@ -41,6 +41,44 @@ fn readable_file(flag: &str, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("{flag} {}: cannot be read: {e}", path.display()))
 }
 
+/// `--dry-run`: the tuning of the selected candidate (node, cores, hugepages), added to the
+/// text and to the JSON document (`tuning`); a refusal (too few hugepages) is the exit code,
+/// as the launch would give it.
+pub(super) fn dry_run_tuning(
+    mgr: &crate::gpu_manager::UnifiedGpuManager,
+    run: &RunArgs,
+    json: bool,
+    doc: &mut Option<Value>,
+) -> i32 {
+    let Some(candidate) = mgr.get_selected_backend() else {
+        return EXIT_OK;
+    };
+    let opts = run.tuning();
+    match l::plan_tuning(
+        mgr.host().as_ref(),
+        &candidate.target,
+        run.memory,
+        run.cpus,
+        &opts,
+    ) {
+        Ok(t) => {
+            if let Some(v) = doc.as_mut().filter(|_| json) {
+                v["tuning"] = serde_json::to_value(&t).unwrap_or(Value::Null);
+            } else if !json && !t.is_empty() {
+                write_text(&t.text());
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            if let Some(v) = doc.as_mut().filter(|_| json) {
+                v["tuning_error"] = json!(e.to_string());
+            }
+            eprintln!("vm-cli: {e}");
+            l::LaunchError::Tuning(e).exit_code()
+        }
+    }
+}
+
 /// Plans (on `inv`, the scan the candidate was chosen on) and prints (`--print-cmdline`)
 /// or runs the VM; adds `launch` (and `outcome`) to the JSON document.
 pub(super) fn launch(
@@ -72,6 +110,7 @@ pub(super) fn launch(
         run_dir,
         backend_command: backend_command(),
         mdev_uuid: crate::rungs::mdev::UuidSource::Random,
+        tuning: run.tuning(),
     };
     let qemu = match l::find_qemu(run.qemu.as_deref(), std::env::var_os("PATH")) {
         Ok(q) => q,
@@ -129,6 +168,12 @@ pub(super) fn launch(
             "vm-cli: {}",
             plan.change.text().trim_end().replace('\n', "\nvm-cli: ")
         );
+        if !plan.tuning.is_empty() {
+            eprintln!(
+                "vm-cli: {}",
+                plan.tuning.text().trim_end().replace('\n', "\nvm-cli: ")
+            );
+        }
         eprintln!("vm-cli: starting {}", l::shell_line(&plan.argv));
     }
     let outcome = match l::run(host.as_ref(), &plan, &opts, stop) {

@@ -127,6 +127,50 @@ pub(crate) struct RunArgs {
     /// Passthrough: `x-vga=on` on the GPU (legacy VGA ranges go to the guest's GPU).
     #[arg(long)]
     pub x_vga: bool,
+    /// Guest RAM from hugepages of this size (2M or 1G); refused before any host change
+    /// when too few are free (on the node memory is bound to).
+    #[arg(long, value_name = "2M|1G", value_parser = parse_page_size)]
+    pub hugepages: Option<crate::launch::PageSize>,
+    /// With --hugepages: reserve the missing pages (journaled nr_hugepages write, given back
+    /// when the VM ends).
+    #[arg(long, requires = "hugepages")]
+    pub reserve_hugepages: bool,
+    /// NUMA placement: auto (the GPU's node when the host has several), a node number, or off.
+    #[arg(long, value_name = "auto|N|off", default_value = "auto", value_parser = parse_numa)]
+    pub numa: crate::launch::NumaChoice,
+    /// Pin the vCPU threads to these host CPUs (0-3,8): one each when the list has as many
+    /// CPUs as --cpus, else every vCPU on all of them.
+    #[arg(long, value_name = "LIST", value_parser = parse_cpu_pin)]
+    pub cpu_pin: Option<CpuList>,
+}
+
+/// `--cpu-pin`'s value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<u32>);
+
+fn parse_cpu_pin(s: &str) -> Result<CpuList, String> {
+    crate::launch::tuning::parse_cpu_list(s).map(CpuList)
+}
+
+fn parse_page_size(s: &str) -> Result<crate::launch::PageSize, String> {
+    s.parse()
+}
+
+fn parse_numa(s: &str) -> Result<crate::launch::NumaChoice, String> {
+    s.parse()
+}
+
+impl RunArgs {
+    /// The tuning flags as the library's options.
+    pub fn tuning(&self) -> crate::launch::TuningOptions {
+        crate::launch::TuningOptions {
+            hugepages: self.hugepages,
+            reserve_hugepages: self.reserve_hugepages,
+            numa: self.numa,
+            cpu_pin: self.cpu_pin.as_ref().map(|c| c.0.clone()),
+            adapter_device: self.gpu_device,
+        }
+    }
 }
 
 /// `--gpu-mode` value.
@@ -621,8 +665,9 @@ fn plan(
         return fail(&e);
     }
     if run.dry_run {
+        let code = launch::dry_run_tuning(mgr, run, json, &mut doc);
         print_doc(&doc);
-        return EXIT_OK;
+        return code;
     }
     let Some(candidate) = mgr.get_selected_backend().cloned() else {
         print_doc(&doc);

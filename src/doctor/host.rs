@@ -2,7 +2,7 @@
 //! interrupt remapping, VFIO modules, `/dev/vfio/vfio` and the locked-memory limit for
 //! passthrough.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::remedy::{self, BootLoader, FIX_VFIO_PERMISSIONS};
 use super::{Check, Options, Status};
@@ -255,14 +255,30 @@ pub(super) fn passthrough_checks(
             },
         )
         .remedy(boot.add_params(params))
-    } else if !pt {
+    } else if !pt && group_type(host).is_some_and(|t| t == "identity") {
+        // Passthrough mode without the parameter (iommu.passthrough=1, or the kernel's
+        // default): the host's own devices are not translated, which is what iommu=pt is for.
         Check::new(
+            "iommu.kernel_params",
+            PT,
+            Status::Ok,
+            format!("the IOMMU runs the host's devices in passthrough mode (group type identity) ({vendor} CPU)"),
+        )
+    } else if !pt {
+        let c = Check::new(
             "iommu.kernel_params",
             PT,
             Status::Warn,
             format!("iommu=pt is not set: devices the host keeps pay for IOMMU translation ({vendor} CPU)"),
         )
-        .remedy(boot.add_params("iommu=pt"))
+        .remedy(boot.add_params("iommu=pt"));
+        match group_type_of(host) {
+            Some((p, t)) => c.evidence(format!(
+                "{} = {t} (translated: every DMA of the host's devices is looked up)",
+                p.display()
+            )),
+            None => c,
+        }
     } else {
         Check::new(
             "iommu.kernel_params",
@@ -321,6 +337,20 @@ pub(super) fn passthrough_checks(
     });
 
     out.push(memlock(host, opts));
+}
+
+/// The `type` file of the first IOMMU group and what it reads (`identity` in passthrough
+/// mode, `DMA` or `DMA-FQ` when translated), when there is a group to read.
+fn group_type_of(host: &dyn HostOps) -> Option<(PathBuf, String)> {
+    let groups = host.list_dir(Path::new("/sys/kernel/iommu_groups")).ok()?;
+    let first = groups.iter().filter_map(|g| g.parse::<u32>().ok()).min()?;
+    let p = PathBuf::from(format!("/sys/kernel/iommu_groups/{first}/type"));
+    let t = host.read_attr(&p).ok()?.trim().to_string();
+    (!t.is_empty()).then_some((p, t))
+}
+
+fn group_type(host: &dyn HostOps) -> Option<String> {
+    group_type_of(host).map(|(_, t)| t)
 }
 
 fn interrupt_remapping(host: &dyn HostOps, inv: &HostInventory) -> Check {

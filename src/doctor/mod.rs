@@ -15,6 +15,7 @@ mod gpu;
 mod host;
 mod remedy;
 mod rungs;
+mod tuning;
 
 use serde::Serialize;
 use vm_device_host::PciAddress;
@@ -176,6 +177,7 @@ pub fn run(
     let mut checks = Vec::new();
     host::host_checks(host, inv, &mut checks);
     host::passthrough_checks(host, inv, opts, &mut checks);
+    tuning::tuning_checks(host, inv, opts, &mut checks);
     gpu::gpu_checks(host, inv, candidates, opts, &mut checks);
     rungs::mdev_checks(host, inv, candidates, opts, &mut checks);
     rungs::wgpu_checks(inv, candidates, opts, &mut checks);

@@ -261,6 +261,35 @@ impl Adapters for LinuxHost {
 }
 
 impl System for LinuxHost {
+    fn set_thread_affinity(&self, tid: u32, cpus: &[u32]) -> Result<(), HostError> {
+        use nix::libc;
+        let path = PathBuf::from(format!("/proc/{tid}"));
+        let bad = |errno: i32| HostError::errno("sched_setaffinity", path.clone(), errno);
+        if cpus.is_empty() {
+            return Err(bad(libc::EINVAL));
+        }
+        // SAFETY: `cpu_set_t` is plain data; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in cpus {
+            if c as usize >= libc::CPU_SETSIZE as usize {
+                return Err(bad(libc::EINVAL));
+            }
+            // SAFETY: `c` is below CPU_SETSIZE, checked above.
+            unsafe { libc::CPU_SET(c as usize, &mut set) };
+        }
+        let pid = libc::pid_t::try_from(tid).map_err(|_| bad(libc::ESRCH))?;
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; the call reads it only.
+        let r = unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&set), &set) };
+        if r < 0 {
+            return Err(HostError::io(
+                "sched_setaffinity",
+                path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     fn load_module(&self, name: &str) -> Result<(), HostError> {
         let out = Command::new("modprobe")
             .arg(name)

@@ -7,6 +7,7 @@ use vm_device_host::PciAddress;
 
 use super::accel::Accel;
 use super::qemu::QemuBinary;
+use super::tuning::PageSize;
 
 /// How the chosen GPU reaches the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,6 +67,10 @@ pub struct VmConfig {
     pub gpu: GpuAttachment,
     /// QMP socket (`-qmp unix:PATH,server=on,wait=off`), for screendumps and shutdown.
     pub qmp: Option<PathBuf>,
+    /// Guest RAM from hugepages of this size (`hugetlb=on,hugetlbsize=…,prealloc=on`).
+    pub hugepages: Option<PageSize>,
+    /// Guest RAM bound to this host NUMA node (`host-nodes=N,policy=bind`).
+    pub host_node: Option<u32>,
 }
 
 /// `2G` → `2048M`: what QEMU's `-m` and `size=` take, in MiB when whole, else bytes.
@@ -127,9 +132,21 @@ pub fn qemu_argv(qemu: &QemuBinary, vm: &VmConfig) -> Vec<String> {
     }
     let size = qemu_size(vm.memory_bytes);
     let mut machine = "q35".to_string();
-    if vm.gpu.needs_shared_memory() {
+    let shared = vm.gpu.needs_shared_memory();
+    if shared || vm.hugepages.is_some() || vm.host_node.is_some() {
+        let mut backend = format!("memory-backend-memfd,id=mem,size={size}");
+        if shared {
+            backend.push_str(",share=on");
+        }
+        if let Some(h) = vm.hugepages {
+            // Preallocated: the pages are taken (and counted) at start, never a SIGBUS later.
+            backend.push_str(&format!(",hugetlb=on,hugetlbsize={h},prealloc=on"));
+        }
+        if let Some(n) = vm.host_node {
+            backend.push_str(&format!(",host-nodes={n},policy=bind"));
+        }
         a.push("-object".into());
-        a.push(format!("memory-backend-memfd,id=mem,size={size},share=on"));
+        a.push(backend);
         machine.push_str(",memory-backend=mem");
     }
     a.extend(["-machine".into(), machine]);

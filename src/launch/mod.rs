@@ -16,7 +16,9 @@
 pub mod accel;
 pub mod argv;
 pub mod qemu;
+mod qmp;
 mod supervise;
+pub mod tuning;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,7 +28,10 @@ use serde::Serialize;
 pub use accel::{choose_accel, Accel, AccelChoice};
 pub use argv::{qemu_argv, shell_line, GpuAttachment, VmConfig};
 pub use qemu::{find_qemu, QemuBinary, QemuError, QemuVersion};
-pub use supervise::{install_stop_signals, run, stop_requested, LaunchOutcome, StopFlag};
+pub use supervise::{
+    install_stop_signals, run, stop_requested, LaunchOutcome, PinnedThread, StopFlag,
+};
+pub use tuning::{plan_tuning, NumaChoice, PageSize, TuningError, TuningOptions, TuningPlan};
 
 use crate::host::HostOps;
 use crate::inventory::HostInventory;
@@ -67,6 +72,8 @@ pub struct LaunchOptions {
     pub backend_command: Vec<OsString>,
     /// Where a new mdev's UUID comes from (random by default).
     pub mdev_uuid: UuidSource,
+    /// Hugepages, NUMA placement and vCPU pinning ([`tuning`]).
+    pub tuning: TuningOptions,
 }
 
 /// The host change a launch makes before QEMU starts, undone when it ends.
@@ -113,6 +120,8 @@ pub struct LaunchPlan {
     pub argv: Vec<String>,
     /// The wgpu backend's command line, when the rung is wgpu.
     pub backend: Option<Vec<String>>,
+    /// NUMA node, pinned cores, hugepages (and their reservation).
+    pub tuning: TuningPlan,
 }
 
 /// Why a launch could not be planned or run.
@@ -130,6 +139,9 @@ pub enum LaunchError {
     /// No suitable QEMU.
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    /// Hugepages, NUMA placement or pinning refused or failed.
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
     /// A process or socket step failed.
     #[error("{what}: {detail}")]
     Process {
@@ -149,6 +161,13 @@ impl LaunchError {
             LaunchError::NotAttachable(_) => ExitKind::Unavailable,
             LaunchError::Passthrough(e) => e.exit_kind(),
             LaunchError::Mdev(e) => e.exit_kind(),
+            LaunchError::Tuning(TuningError::Invalid(_)) => ExitKind::Usage,
+            LaunchError::Tuning(TuningError::Refused(_)) => ExitKind::Unavailable,
+            LaunchError::Tuning(TuningError::Reservation { undone: true, .. }) => ExitKind::Undone,
+            LaunchError::Tuning(TuningError::Reservation { undone: false, .. }) => {
+                ExitKind::LeftChanges
+            }
+            LaunchError::Tuning(TuningError::Host(_)) => ExitKind::Failed,
             LaunchError::Qemu(_) | LaunchError::Process { .. } => ExitKind::Failed,
         }
     }
@@ -315,6 +334,14 @@ pub fn plan_launch_in(
         }
         _ => None,
     };
+    // Before any host change: a refusal (too few hugepages) leaves the host as it is.
+    let tuning = plan_tuning(
+        host,
+        &candidate.target,
+        opts.memory_bytes,
+        opts.cpus,
+        &opts.tuning,
+    )?;
     let vm = VmConfig {
         kernel: opts.kernel.clone(),
         initrd: opts.initrd.clone(),
@@ -324,6 +351,8 @@ pub fn plan_launch_in(
         accel: accel.accel,
         gpu,
         qmp: Some(opts.run_dir.join("qmp.sock")),
+        hugepages: tuning.hugepages.as_ref().map(|h| h.size),
+        host_node: tuning.node,
     };
     let argv = qemu_argv(&qemu, &vm);
     Ok(LaunchPlan {
@@ -333,6 +362,7 @@ pub fn plan_launch_in(
         qemu,
         argv,
         backend,
+        tuning,
     })
 }
 
@@ -340,6 +370,9 @@ impl LaunchPlan {
     /// The plan for people: host change, accelerator, backend and QEMU command line.
     pub fn text(&self) -> String {
         let mut out = self.change.text();
+        if !self.tuning.is_empty() {
+            out.push_str(&self.tuning.text());
+        }
         out.push_str(&format!(
             "Accelerator: {} ({})\n",
             self.accel.accel.as_str(),

@@ -9,7 +9,7 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::{HostChange, LaunchError, LaunchOptions, LaunchPlan};
+use super::{HostChange, LaunchError, LaunchOptions, LaunchPlan, TuningError};
 use crate::host::HostOps;
 use crate::plan::{Executor, GroupLock, PlanLock};
 use crate::rungs::passthrough::{prepare, PrepareOptions, Prepared};
@@ -59,6 +59,19 @@ pub struct LaunchOutcome {
     pub ended_by: String,
     /// What the release could not put back, one line each (empty: host as before).
     pub left: Vec<String>,
+    /// The vCPU threads pinned (empty: no pinning asked for).
+    pub pinned: Vec<PinnedThread>,
+}
+
+/// A QEMU thread vm-cli pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinnedThread {
+    /// The vCPU (`cpu-index`), or `None` for one of QEMU's other threads.
+    pub vcpu: Option<u32>,
+    /// The host thread id.
+    pub thread_id: u32,
+    /// The host CPUs it may run on.
+    pub cpus: Vec<u32>,
 }
 
 impl LaunchOutcome {
@@ -120,6 +133,166 @@ fn apply<'h>(
         }
         HostChange::None => Ok(Held::None),
     }
+}
+
+/// Reserves the hugepages the plan lacks (`--reserve-hugepages`), journaled under the
+/// pool's key and held while the VM runs, so `vm-cli gpu restore` gives them back if this
+/// process is killed.
+fn reserve_hugepages(
+    host: &dyn HostOps,
+    plan: &LaunchPlan,
+    opts: &LaunchOptions,
+) -> Result<Option<Executor>, LaunchError> {
+    let Some(p) = plan
+        .tuning
+        .hugepages
+        .as_ref()
+        .and_then(|h| h.reserve.as_ref())
+    else {
+        return Ok(None);
+    };
+    let lock = PlanLock::acquire(&opts.state_dir, &p.key, Duration::ZERO).map_err(|e| {
+        TuningError::Refused(format!(
+            "the {} pool is being reserved by another vm-cli ({}: {e}); launch again when it \
+             ends, or reserve the pages by hand",
+            p.key,
+            GroupLock::path_for(&opts.state_dir, &p.key).display()
+        ))
+    })?;
+    // A journal a killed vm-cli left for this pool holds the count to give back: writing a
+    // new one over it would lose that.
+    match lock.left_journal() {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err(TuningError::Refused(format!(
+                "a vm-cli that ended without giving them back left a reservation of the {} \
+                 pool ({}); run `vm-cli gpu restore` first, then launch again",
+                p.key,
+                lock.journal_path().display()
+            ))
+            .into())
+        }
+        Err(e) => {
+            return Err(TuningError::Host(format!("{}: {e}", lock.journal_path().display())).into())
+        }
+    }
+    match lock.apply(host, p) {
+        Ok(exec) => Ok(Some(exec)),
+        Err(e) => {
+            let undone = e.undo.complete();
+            let fewer = matches!(e.error, crate::plan::StepError::Verify { .. });
+            let message = if fewer {
+                format!(
+                    "{}: the kernel reserved fewer hugepages than asked ({}): host memory is \
+                     too fragmented for more; {}. Free memory first (`echo 1 | sudo tee \
+                     /proc/sys/vm/compact_memory`), reserve them at boot (hugepagesz= \
+                     hugepages= on the kernel command line), or give a smaller --memory",
+                    p.subject,
+                    e.error,
+                    if undone {
+                        "the count is back as it was"
+                    } else {
+                        "and the old count could not be restored"
+                    }
+                )
+            } else {
+                format!(
+                    "{}: {e}; {}",
+                    p.subject,
+                    if undone {
+                        "undone".to_string()
+                    } else {
+                        format!("NOT undone: {}", e.undo.leftovers().join("; "))
+                    }
+                )
+            };
+            Err(TuningError::Reservation { message, undone }.into())
+        }
+    }
+}
+
+fn release_reservation(host: &dyn HostOps, exec: Option<Executor>) -> Vec<String> {
+    match exec {
+        Some(mut exec) => {
+            let r = exec.undo(host);
+            if r.complete() {
+                Vec::new()
+            } else {
+                r.leftovers()
+            }
+        }
+        None => Vec::new(),
+    }
+}
+
+/// How long QEMU may take to answer on its QMP socket before pinning gives up.
+const QMP_WAIT: Duration = Duration::from_secs(180);
+
+/// Pins the vCPU threads (found with QMP `query-cpus-fast`) to the plan's cores, after
+/// moving QEMU's other threads (the process's tasks, read through the host) off them.
+fn pin_threads(
+    host: &dyn HostOps,
+    plan: &LaunchPlan,
+    qemu: &mut Child,
+    stop: &StopFlag,
+) -> Result<Vec<PinnedThread>, LaunchError> {
+    let t = &plan.tuning;
+    let Some(socket) = plan.vm.qmp.as_ref() else {
+        return Err(TuningError::Host("pinning needs QMP, and the VM has none".into()).into());
+    };
+    // QEMU opens its QMP socket early, but a QEMU started from slow storage (the nested
+    // lab's 9p share under TCG) takes tens of seconds to get there: wait while it runs.
+    let vcpus = super::qmp::vcpu_threads(socket, QMP_WAIT, || {
+        !stop.load(Ordering::SeqCst) && matches!(qemu.try_wait(), Ok(None))
+    })
+    .map_err(|e| TuningError::Host(format!("finding the vCPU threads: {e}")))?;
+    let mut pinned = Vec::new();
+    let pin = |tid: u32, cpus: &[u32]| {
+        host.set_thread_affinity(tid, cpus).map_err(|e| {
+            TuningError::Host(format!(
+                "pinning thread {tid} to CPUs {}: {e}",
+                super::tuning::cpu_list_text(cpus)
+            ))
+        })
+    };
+    if !t.other_cores.is_empty() {
+        let pid = qemu.id();
+        let mut others = vec![pid];
+        let task = std::path::PathBuf::from(format!("/proc/{pid}/task"));
+        others.extend(
+            host.list_dir(&task)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| n.parse::<u32>().ok()),
+        );
+        others.sort_unstable();
+        others.dedup();
+        for tid in others {
+            if vcpus.iter().any(|v| v.thread_id == tid) {
+                continue;
+            }
+            match pin(tid, &t.other_cores) {
+                Ok(()) => pinned.push(PinnedThread {
+                    vcpu: None,
+                    thread_id: tid,
+                    cpus: t.other_cores.clone(),
+                }),
+                // A worker thread may end between the listing and the call.
+                Err(_) if tid != pid => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    for v in &vcpus {
+        let cpus = t.cores_for_vcpu(v.cpu_index as usize);
+        pin(v.thread_id, &cpus)?;
+        pinned.push(PinnedThread {
+            vcpu: Some(v.cpu_index),
+            thread_id: v.thread_id,
+            cpus,
+        });
+    }
+    Ok(pinned)
 }
 
 fn release(host: &dyn HostOps, held: Held<'_>) -> Vec<String> {
@@ -243,16 +416,46 @@ fn run_in_dir(
     opts: &LaunchOptions,
     stop: &StopFlag,
 ) -> Result<LaunchOutcome, LaunchError> {
-    let held = apply(host, plan, opts)?;
+    let reservation = reserve_hugepages(host, plan, opts)?;
+    let held = match apply(host, plan, opts) {
+        Ok(h) => h,
+        Err(e) => {
+            for l in release_reservation(host, reservation) {
+                eprintln!("vm-cli: left on the host: {l}");
+            }
+            return Err(e);
+        }
+    };
     let started = start_processes(plan, stop);
     let (mut qemu, mut backend) = match started {
         Ok(p) => p,
         Err(e) => {
-            let left = release(host, held);
+            let mut left = release(host, held);
+            left.extend(release_reservation(host, reservation));
             for l in &left {
                 eprintln!("vm-cli: left on the host: {l}");
             }
             return Err(e);
+        }
+    };
+    let pinned = if plan.tuning.vcpu_cores.is_empty() {
+        Vec::new()
+    } else {
+        match pin_threads(host, plan, &mut qemu, stop) {
+            Ok(p) => p,
+            Err(e) => {
+                // Asked for placement and could not give it: stop rather than run unpinned.
+                terminate(&mut qemu, Duration::from_secs(10));
+                if let Some(b) = backend.as_mut() {
+                    terminate(b, Duration::from_secs(5));
+                }
+                let mut left = release(host, held);
+                left.extend(release_reservation(host, reservation));
+                for l in &left {
+                    eprintln!("vm-cli: left on the host: {l}");
+                }
+                return Err(e);
+            }
         }
     };
     let mut ended_by = "guest";
@@ -295,7 +498,8 @@ fn run_in_dir(
     if let Some(b) = backend.as_mut() {
         terminate(b, Duration::from_secs(5));
     }
-    let left = release(host, held);
+    let mut left = release(host, held);
+    left.extend(release_reservation(host, reservation));
     Ok(LaunchOutcome {
         qemu_exit: status.and_then(|s| s.code()),
         qemu_status: status
@@ -303,6 +507,7 @@ fn run_in_dir(
             .unwrap_or_else(|| "could not be waited for".into()),
         ended_by: ended_by.into(),
         left,
+        pinned,
     })
 }
 

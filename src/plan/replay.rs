@@ -12,6 +12,7 @@
 //! | restore a vGPU type                           | `/sys/bus/pci/devices/ADDR/nvidia/current_vgpu_type`   | a number         |
 //! | remove a created mdev                         | `/sys/bus/mdev/devices/UUID/remove`                    | `1`              |
 //! | re-create a removed mdev                      | `/sys/class/mdev_bus/PARENT/mdev_supported_types/TYPE/create` | a UUID    |
+//! | give back reserved hugepages                  | `/sys/devices/system/node/nodeN/hugepages/hugepages-SkB/nr_hugepages`, `/sys/kernel/mm/hugepages/hugepages-SkB/nr_hugepages` | a number |
 //! | delete an mdevctl definition                  | `CONFIG_ROOT/etc/mdevctl.d/PARENT/UUID`                | —                |
 //!
 //! Checks only read, but what they read is printed, so they must stay under `/sys` or
@@ -69,6 +70,17 @@ fn uuid_ok(s: &str) -> bool {
             .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// `hugepages-2048kB` or `hugepages-1048576kB`: the sizes `--hugepages` reserves.
+fn pool_ok(s: &str) -> bool {
+    matches!(s, "hugepages-2048kB" | "hugepages-1048576kB")
+}
+
+/// `node0`, `node1`, …
+fn node_ok(s: &str) -> bool {
+    s.strip_prefix("node")
+        .is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn number_ok(s: &str) -> bool {
     let t = s.trim_end_matches('\n');
     !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit())
@@ -94,6 +106,12 @@ impl ReplayScope {
                     }
                     ["sys", "bus", "mdev", "devices", uuid, "remove"] => {
                         uuid_ok(uuid) && v.trim_end_matches('\n') == "1"
+                    }
+                    ["sys", "devices", "system", "node", node, "hugepages", pool, "nr_hugepages"] => {
+                        node_ok(node) && pool_ok(pool) && number_ok(v)
+                    }
+                    ["sys", "kernel", "mm", "hugepages", pool, "nr_hugepages"] => {
+                        pool_ok(pool) && number_ok(v)
                     }
                     ["sys", "class", "mdev_bus", parent, "mdev_supported_types", ty, "create"] => {
                         name_ok(parent) && name_ok(ty) && uuid_ok(v.trim_end_matches('\n'))
@@ -171,9 +189,9 @@ pub(crate) fn already_holds(a: &Action, host: &dyn vm_device_host::HostOps) -> b
                     reads(path, want)
                 }
                 ["sys", "bus", "pci", "devices", _, "sriov_numvfs"]
-                | ["sys", "bus", "pci", "devices", _, "nvidia", "current_vgpu_type"] => {
-                    reads(path, v)
-                }
+                | ["sys", "bus", "pci", "devices", _, "nvidia", "current_vgpu_type"]
+                | ["sys", "devices", "system", "node", _, "hugepages", _, "nr_hugepages"]
+                | ["sys", "kernel", "mm", "hugepages", _, "nr_hugepages"] => reads(path, v),
                 ["sys", "bus", "mdev", "devices", uuid, "remove"] => {
                     match host.list_dir(Path::new("/sys/bus/mdev/devices")) {
                         Ok(list) => !list.iter().any(|n| n == uuid),
@@ -226,6 +244,14 @@ mod tests {
             Action::RemoveFile {
                 path: "/cfg/etc/mdevctl.d/mbochs/5e5e5e5e-0000-4000-8000-000000000001".into(),
             },
+            w(
+                "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages",
+                "0",
+            ),
+            w(
+                "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages",
+                "4",
+            ),
         ] {
             assert_eq!(s.allows_action(&a), Ok(()), "{a:?}");
         }
@@ -238,6 +264,30 @@ mod tests {
             w("/sys/bus/pci/drivers/bochs-drm/bind", "/etc/shadow"),
             w("/sys/bus/pci/devices/0000:01:00.0/remove", "1"),
             w("/sys/bus/pci/devices/0000:01:00.0/driver_override", "a/b"),
+            w(
+                "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages",
+                "-1",
+            ),
+            w(
+                "/sys/devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages",
+                "0",
+            ),
+            w(
+                "/sys/devices/system/node/nodeX/hugepages/hugepages-2048kB/nr_hugepages",
+                "0",
+            ),
+            w(
+                "/sys/devices/system/node/node1/hugepages/hugepages-64kB/nr_hugepages",
+                "0",
+            ),
+            w(
+                "/sys/devices/system/node/node1/hugepages/../../../../../etc/nr_hugepages",
+                "0",
+            ),
+            w(
+                "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_overcommit_hugepages",
+                "9",
+            ),
             Action::RemoveFile {
                 path: "/etc/shadow".into(),
             },

@@ -126,6 +126,7 @@ pub fn bench_cmd(args: &[String]) -> Result<(), String> {
         ms(plan),
         ratio(plan)
     );
+    tuning_bench(&cli, runs, p_default())?;
     // The node agent (issue 18): start to first ListAndWatch, Allocate latency.
     let st = Command::new(env!("CARGO"))
         .current_dir(repo_root())
@@ -150,6 +151,142 @@ pub fn bench_cmd(args: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn p_default() -> BenchParams {
+    BenchParams {
+        functions: 1024,
+        gpus: 16,
+        mdev_types: 32,
+    }
+}
+
+/// Issue 17's extra launch-plan cost: the same 1,024-function host with two NUMA nodes (its
+/// GPUs alternate between them), 2 MiB pages free on node 0 only. Today's plan (`--numa
+/// off`) against the tuned one (`--numa auto`: the GPU's node, its `local_cpulist`, the
+/// online CPUs; with `--hugepages 2M --reserve-hugepages`: the node's pool and the
+/// reservation plan), for a GPU on node 1. Pinning itself happens after QEMU starts (one QMP
+/// `query-cpus-fast` and one `sched_setaffinity` per thread) and is not in the plan.
+fn tuning_bench(cli: &Path, runs: usize, p: BenchParams) -> Result<(), String> {
+    use crate::hostgen::{HugePool, NumaNode};
+    let host: PathBuf = repo_root().join("target/bench-host-1024-numa");
+    if !host.join(".fixture/hugepages.json").exists() {
+        let mut h = bench_host(p).map_err(|e| e.to_string())?;
+        for (id, cpus, free) in [(0, "0-31", 4096), (1, "32-63", 0)] {
+            h.numa_node(NumaNode {
+                id,
+                cpus: cpus.into(),
+                mem_total_mib: 256 << 10,
+                mem_free_mib: 200 << 10,
+                pools: vec![HugePool {
+                    size_kib: 2048,
+                    nr: free,
+                    free,
+                    limit: None,
+                }],
+            });
+        }
+        h.write(&host).map_err(|e| e.to_string())?;
+    }
+    // GPU 1 (bus 02) is on node 1.
+    let base = [
+        "--kernel",
+        "k",
+        "--gpu-mode",
+        "passthrough",
+        "--gpu-device",
+        "0000:02:00.0",
+        "--print-cmdline",
+        "--json",
+        "--qemu",
+        "/bin/true",
+    ];
+    let with = |extra: &'static [&'static str]| {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
+    let qemu = fake_qemu()?;
+    let configs: Vec<Vec<String>> = [
+        with(&["--numa", "off"]),
+        with(&["--numa", "auto"]),
+        with(&["--numa", "auto", "--hugepages", "2M", "--reserve-hugepages"]),
+    ]
+    .into_iter()
+    .map(|args| {
+        args.iter()
+            .map(|a| {
+                if *a == "/bin/true" {
+                    qemu.display().to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect()
+    })
+    .collect();
+    // Interleaved (A B C A B C …), so a load that drifts during the run weighs on all three
+    // alike; a run that is not a success (or exit 3) is an error.
+    let mut runs_of: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
+    for i in 0..=runs {
+        for (k, args) in configs.iter().enumerate() {
+            let t = Instant::now();
+            let st = Command::new(cli)
+                .arg("--host-root")
+                .arg(&host)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| format!("cannot run {}: {e}", cli.display()))?;
+            let dt = t.elapsed();
+            if !st.success() {
+                return Err(format!("vm-cli {} failed: {st}", args.join(" ")));
+            }
+            if i > 0 {
+                runs_of[k].push(dt);
+            }
+        }
+    }
+    let mut medians = runs_of.into_iter().map(median);
+    let (plain, numa, huge) = (
+        medians.next().unwrap_or_default(),
+        medians.next().unwrap_or_default(),
+        medians.next().unwrap_or_default(),
+    );
+    let r = |d: Duration| d.as_secs_f64() / plain.as_secs_f64();
+    println!("launch plan on {} (2 NUMA nodes):", host.display());
+    println!(
+        "  --print-cmdline --numa off (today's plan)      {:>10}",
+        ms(plain)
+    );
+    println!(
+        "  --numa auto (node, local_cpulist, online CPUs) {:>10}  {:.2}x today's plan  (target <= 1.05x)",
+        ms(numa),
+        r(numa)
+    );
+    println!(
+        "  + --hugepages 2M --reserve-hugepages           {:>10}  {:.2}x today's plan  (target <= 1.05x)",
+        ms(huge),
+        r(huge)
+    );
+    Ok(())
+}
+
+/// A stand-in QEMU for `--print-cmdline`: it only answers `--version`.
+fn fake_qemu() -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = repo_root().join("target/bench-fake-qemu");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let path = dir.join("qemu-system-x86_64");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\necho 'QEMU emulator version 10.0.2 (bench stand-in)'\n",
+    )
+    .map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn vm_cli(cli: &Path, host: &Path, args: &[&str]) -> Command {

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use crate::hostgen::{
-    Adapter, BarKind, Cpu, GenError, HostBuilder, Iommu, Mdev, MdevType, NvidiaVgpuVf, Pci, Sriov,
+    Adapter, BarKind, Cpu, GenError, HostBuilder, HugePool, Iommu, Mdev, MdevType, NumaNode,
+    NvidiaVgpuVf, Pci, Sriov,
 };
 
 /// A fixture: its directory name and the function that describes it.
@@ -71,6 +72,10 @@ pub fn all() -> Vec<Fixture> {
         Fixture {
             name: "boot-display-shared-group-held",
             build: boot_display_shared_group_held,
+        },
+        Fixture {
+            name: "numa-2node-gpus",
+            build: numa_2node_gpus,
         },
     ]
 }
@@ -1359,6 +1364,170 @@ pub fn bmc_datacenter_nvidia_vgpu() -> HostBuilder {
         group: 22,
         driver: "nvidia-vgpu-vfio".into(),
     });
+    h
+}
+
+/// Dual-socket server with a GPU on each NUMA node and hugepages free on node 0 only.
+pub fn numa_2node_gpus() -> HostBuilder {
+    let mut h = HostBuilder::new(
+        "Written by hand (xtask hostgen), not recorded: a dual-socket Intel Xeon Silver 4215R \
+         server (8 cores a socket, SMT off: node 0 has CPUs 0-7, node 1 CPUs 8-15; 64 GiB a \
+         node), VT-d on in translated mode (intel_iommu=on without iommu=pt, groups DMA-FQ), \
+         isolcpus=14-15 nohz_full=14-15 on the kernel command line. The boot display is the \
+         BMC's ASPEED AST2500 [1a03:2000] at 0000:04:00.0 on ast (node 0). On node 0: an AMD \
+         Radeon Pro W6800 [1002:73a3] with its HDMI audio [1002:ab28] at 0000:3b:00.0/.1 on \
+         amdgpu and snd_hda_intel, alone in group 10 behind a Sky Lake-E root port \
+         [8086:2030], with a RADV Vulkan adapter. On node 1: a Tesla T4 [10de:1eb8] at \
+         0000:af:00.0 on the nvidia vGPU host driver with its GRID T4 mdev types (none \
+         active), group 16. Hugepages (sysfs as Linux 6.1 lays them out under \
+         sys/devices/system/node/nodeN/hugepages and sys/kernel/mm/hugepages): node 0 has \
+         1024 2 MiB pages reserved and free and 4 free 1 GiB pages; node 1 has none, and \
+         .fixture/hugepages.json lets its pools grow to 1536 2 MiB pages and 1 1 GiB page \
+         only (fragmented memory: a larger nr_hugepages write gets fewer pages).",
+    );
+    h.cpu(Cpu::intel(
+        "Intel(R) Xeon(R) Silver 4215R CPU @ 3.20GHz",
+        6,
+        85,
+        16,
+    ))
+    .cmdline(&cmdline("intel_iommu=on isolcpus=14-15 nohz_full=14-15"))
+    .iommu(Iommu::IntelDmar)
+    .group_type("DMA-FQ")
+    .kvm_vfio()
+    .module("nvidia_vgpu_vfio", 65_536, &[])
+    .module("mdev", 20_480, &["nvidia_vgpu_vfio"])
+    .module("nvidia", 56_799_232, &["nvidia_vgpu_vfio"])
+    .module("amdgpu", 9_592_832, &[])
+    .module("snd_hda_intel", 61_440, &[])
+    .module("ast", 65_536, &[])
+    .mdev_driver("nvidia-vgpu-vfio")
+    .adapter(adapter_radv("AMD Radeon Pro W6800 (RADV NAVI21)", 0x73a3));
+    for (id, cpus, free_mib, pools) in [
+        (
+            0,
+            "0-7",
+            40_000,
+            [
+                HugePool {
+                    size_kib: 2048,
+                    nr: 1024,
+                    free: 1024,
+                    limit: None,
+                },
+                HugePool {
+                    size_kib: 1 << 20,
+                    nr: 4,
+                    free: 4,
+                    limit: None,
+                },
+            ],
+        ),
+        (
+            1,
+            "8-15",
+            50_000,
+            [
+                HugePool {
+                    size_kib: 2048,
+                    nr: 0,
+                    free: 0,
+                    limit: Some(1536),
+                },
+                HugePool {
+                    size_kib: 1 << 20,
+                    nr: 0,
+                    free: 0,
+                    limit: Some(1),
+                },
+            ],
+        ),
+    ] {
+        h.numa_node(NumaNode {
+            id,
+            cpus: cpus.into(),
+            mem_total_mib: 65_536,
+            mem_free_mib: free_mib,
+            pools: pools.to_vec(),
+        });
+    }
+    h.pci(
+        Pci::new("0000:00:00.0", INTEL, 0x2020)
+            .class(0x060000)
+            .revision(0x07)
+            .numa_node(0)
+            .group(0),
+    );
+    h.pci(
+        port("0000:00:1c.5", INTEL, 0xa195, 3, 4)
+            .revision(0x09)
+            .numa_node(0)
+            .group(2),
+    );
+    h.pci(
+        Pci::new("0000:03:00.0", 0x1a03, 0x1150)
+            .class(0x060400)
+            .revision(0x04)
+            .bridge(4, 4)
+            .numa_node(0)
+            .group(2),
+    );
+    h.pci(
+        Pci::new("0000:04:00.0", 0x1a03, 0x2000)
+            .class(0x030000)
+            .revision(0x41)
+            .subsystem(0x15d9, 0x1b95)
+            .bar(0, 0xab00_0000, 0x100_0000, BarKind::Mem32)
+            .bar(1, 0xac00_0000, 0x020000, BarKind::Mem32)
+            .bar(2, 0x2000, 0x80, BarKind::Io)
+            .boot_vga(true)
+            .driver("ast")
+            .drm_card(0)
+            .numa_node(0)
+            .group(2),
+    );
+    h.pci(
+        port("0000:3a:00.0", INTEL, 0x2030, 0x3b, 0x3b)
+            .revision(0x07)
+            .numa_node(0)
+            .group(9),
+    );
+    h.pci(
+        Pci::new("0000:3b:00.0", ATI, 0x73a3)
+            .class(0x030000)
+            .subsystem(ATI, 0x0e1e)
+            .bar(0, 0x38bf_0000_0000, 0x4_0000_0000, BarKind::Mem64Pref)
+            .bar(2, 0x38bf_4000_0000, 0x20_0000, BarKind::Mem64Pref)
+            .bar(5, 0xb500_0000, 0x10_0000, BarKind::Mem32)
+            .boot_vga(false)
+            .driver("amdgpu")
+            .reset_method("bus")
+            .drm_card(1)
+            .render_node(128)
+            .numa_node(0)
+            .group(10),
+    );
+    h.pci(
+        Pci::new("0000:3b:00.1", ATI, 0xab28)
+            .class(0x040300)
+            .subsystem(ATI, 0xab28)
+            .bar(0, 0xb510_0000, 0x4000, BarKind::Mem32)
+            .driver("snd_hda_intel")
+            .reset_method("flr bus")
+            .numa_node(0)
+            .group(10),
+    );
+    h.pci(
+        port("0000:ae:00.0", INTEL, 0x2030, 0xaf, 0xaf)
+            .revision(0x07)
+            .numa_node(1)
+            .group(15),
+    );
+    let mut t4 = tesla_t4("0000:af:00.0", 0xe500_0000, 0x397f_e000_0000, 1, 16);
+    for t in t4_types(None) {
+        t4 = t4.mdev_type(t);
+    }
+    h.pci(t4);
     h
 }
 

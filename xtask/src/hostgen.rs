@@ -602,6 +602,73 @@ pub struct HostBuilder {
     raw_files: Vec<(String, Vec<u8>)>,
     raw_links: Vec<(String, String)>,
     raw_dirs: Vec<String>,
+    numa: Vec<NumaNode>,
+}
+
+/// A hugepage pool of one NUMA node: `hugepages-SkB/{nr,free,surplus}_hugepages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HugePool {
+    /// Page size in KiB (2048, 1048576).
+    pub size_kib: u64,
+    /// `nr_hugepages`.
+    pub nr: u64,
+    /// `free_hugepages` (at most `nr`).
+    pub free: u64,
+    /// Most pages an `nr_hugepages` write can reach (fragmented memory); `None`: no limit.
+    /// Goes to `.fixture/hugepages.json`, which the simulator reads.
+    pub limit: Option<u64>,
+}
+
+/// A NUMA node: `sys/devices/system/node/nodeN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaNode {
+    /// Node number.
+    pub id: i32,
+    /// Its CPUs, as the kernel prints them (`0-15,32-47`).
+    pub cpus: String,
+    /// `MemTotal` in MiB.
+    pub mem_total_mib: u64,
+    /// `MemFree` in MiB.
+    pub mem_free_mib: u64,
+    /// Hugepage pools (a size another node has and this one lacks reads 0 pages).
+    pub pools: Vec<HugePool>,
+}
+
+/// Expands a CPU list (`0-3,8`) for checks.
+fn cpulist(s: &str) -> Result<Vec<u32>, GenError> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let bad = || GenError(format!("bad CPU list `{s}`"));
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Prints a sorted CPU list in the kernel's form.
+fn cpulist_text(cpus: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// What goes on disk.
@@ -738,7 +805,17 @@ impl HostBuilder {
             raw_files: Vec::new(),
             raw_links: Vec::new(),
             raw_dirs: Vec::new(),
+            numa: Vec::new(),
         }
+    }
+
+    /// Adds a NUMA node: `sys/devices/system/node/nodeN` (cpulist, meminfo, hugepage pools),
+    /// and, once any node is declared, the host-wide pools (`sys/kernel/mm/hugepages`, the
+    /// nodes' sums), `sys/devices/system/{node,cpu}/online` and every PCI function's
+    /// `local_cpulist` (its node's CPUs; all CPUs for `numa_node` -1).
+    pub fn numa_node(&mut self, node: NumaNode) -> &mut Self {
+        self.numa.push(node);
+        self
     }
 
     /// Sets `proc/cmdline`.
@@ -981,6 +1058,13 @@ impl HostBuilder {
                 "numa_node",
                 format!("{}\n", f.numa_node).into_bytes(),
             )?;
+            if !self.numa.is_empty() {
+                let local = match self.numa.iter().find(|n| n.id == f.numa_node) {
+                    Some(n) => n.cpus.clone(),
+                    None => self.all_cpus_text()?,
+                };
+                w(&mut t, "local_cpulist", format!("{local}\n").into_bytes())?;
+            }
             w(
                 &mut t,
                 "enable",
@@ -1468,6 +1552,7 @@ impl HostBuilder {
             Path::new(".fixture/wgpu-adapters.json"),
             format!("{json}\n"),
         )?;
+        self.write_numa(&mut t)?;
         let mut empty: String = t
             .empty_dirs()
             .iter()
@@ -1478,6 +1563,105 @@ impl HostBuilder {
         }
         t.file(Path::new(".fixture/empty-dirs"), empty)?;
         Ok(t)
+    }
+
+    fn all_cpus_text(&self) -> Result<String, GenError> {
+        let mut all = Vec::new();
+        for n in &self.numa {
+            all.extend(cpulist(&n.cpus)?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(cpulist_text(&all))
+    }
+
+    /// The NUMA nodes, their pools, the host-wide pools and `.fixture/hugepages.json`.
+    fn write_numa(&self, t: &mut Tree) -> Result<(), GenError> {
+        if self.numa.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<i32> = self.numa.iter().map(|n| n.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) || ids.first().is_some_and(|i| *i < 0) {
+            return err("NUMA node ids must be distinct and not negative");
+        }
+        let sizes: BTreeSet<u64> = self
+            .numa
+            .iter()
+            .flat_map(|n| n.pools.iter().map(|p| p.size_kib))
+            .collect();
+        let ids_text = cpulist_text(&ids.iter().map(|i| *i as u32).collect::<Vec<_>>());
+        let nd = Path::new("sys/devices/system/node");
+        for f in [
+            "online",
+            "possible",
+            "has_cpu",
+            "has_memory",
+            "has_normal_memory",
+        ] {
+            t.file(&nd.join(f), format!("{ids_text}\n"))?;
+        }
+        let mut limits: BTreeMap<String, u64> = BTreeMap::new();
+        let mut sums: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for n in &self.numa {
+            let dir = nd.join(format!("node{}", n.id));
+            let cpus = cpulist(&n.cpus)?;
+            t.file(&dir.join("cpulist"), format!("{}\n", cpulist_text(&cpus)))?;
+            let two_m = n.pools.iter().find(|p| p.size_kib == 2048);
+            let (ht, hf) = two_m.map(|p| (p.nr, p.free)).unwrap_or((0, 0));
+            let id = n.id;
+            t.file(
+                &dir.join("meminfo"),
+                format!(
+                    "Node {id} MemTotal:       {} kB\nNode {id} MemFree:        {} kB\n\
+                     Node {id} MemUsed:        {} kB\nNode {id} HugePages_Total: {ht:5}\n\
+                     Node {id} HugePages_Free:  {hf:5}\nNode {id} HugePages_Surp:      0\n",
+                    n.mem_total_mib * 1024,
+                    n.mem_free_mib * 1024,
+                    (n.mem_total_mib - n.mem_free_mib.min(n.mem_total_mib)) * 1024,
+                ),
+            )?;
+            for &size in &sizes {
+                let p = n.pools.iter().find(|p| p.size_kib == size);
+                let (nr, free) = p.map(|p| (p.nr, p.free.min(p.nr))).unwrap_or((0, 0));
+                let pd = dir.join("hugepages").join(format!("hugepages-{size}kB"));
+                t.file(&pd.join("nr_hugepages"), format!("{nr}\n"))?;
+                t.file(&pd.join("free_hugepages"), format!("{free}\n"))?;
+                t.file(&pd.join("surplus_hugepages"), "0\n")?;
+                if let Some(l) = p.and_then(|p| p.limit) {
+                    limits.insert(format!("/{}", pd.display()), l);
+                }
+                let s = sums.entry(size).or_default();
+                s.0 += nr;
+                s.1 += free;
+            }
+        }
+        for (size, (nr, free)) in &sums {
+            let pd = PathBuf::from(format!("sys/kernel/mm/hugepages/hugepages-{size}kB"));
+            t.file(&pd.join("nr_hugepages"), format!("{nr}\n"))?;
+            t.file(&pd.join("free_hugepages"), format!("{free}\n"))?;
+            t.file(&pd.join("resv_hugepages"), "0\n")?;
+            t.file(&pd.join("surplus_hugepages"), "0\n")?;
+            t.file(&pd.join("nr_overcommit_hugepages"), "0\n")?;
+        }
+        let all = self.all_cpus_text()?;
+        let cd = Path::new("sys/devices/system/cpu");
+        for f in ["online", "possible", "present"] {
+            t.file(&cd.join(f), format!("{all}\n"))?;
+        }
+        // The kernel lists `isolcpus=` CPUs (without flags such as `domain,`) here.
+        let isolated = self
+            .cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("isolcpus="))
+            .map(|v| v.rsplit(',').next().unwrap_or(v))
+            .filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .unwrap_or("");
+        t.file(&cd.join("isolated"), format!("{isolated}\n"))?;
+        let json = serde_json::to_string_pretty(&limits)
+            .map_err(|e| GenError(format!("cannot encode hugepage limits: {e}")))?;
+        t.file(Path::new(".fixture/hugepages.json"), format!("{json}\n"))?;
+        Ok(())
     }
 
     /// Writes the tree into `dir`, replacing an earlier tree there. A non-empty `dir` without

@@ -32,6 +32,7 @@ pub fn op_text(op: &Op) -> String {
         Op::ProbeAdapters => "probe-adapters".into(),
         Op::Nvml(a) => format!("nvml {a}"),
         Op::Vfio(t) => format!("vfio {t}"),
+        Op::SetAffinity(tid, cpus) => format!("sched_setaffinity {tid} {cpus:?}"),
         Op::File(o, p) => format!("{o} {}", p.display()),
     }
 }

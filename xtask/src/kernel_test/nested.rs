@@ -37,7 +37,7 @@ const USAGE: &str = "\
 usage: cargo xtask nested-test [--scenario NAME]... [--timeout SECS] [--keep] [--no-install]
                                [--verbose] [--list]
   --scenario NAME  run only these scenarios (repeatable; default all)
-  --timeout SECS   give up on L1 after SECS (default 420)
+  --timeout SECS   give up on L1 after SECS (default 720)
   --keep           keep target/nested-lab/run (initramfs, shares, artifacts)
   --no-install     never run apt-get (fail with the list of missing packages instead)
   --verbose        echo every scenario output line, not only verdicts
@@ -107,6 +107,21 @@ pub const SCENARIOS: &[Scenario] = &[
             "snapshot 2-after",
         ],
         host_check: Some(check_mbochs),
+    },
+    Scenario {
+        name: "nested-numa",
+        about: "L1 with two NUMA nodes: vm-cli --hugepages 2M --reserve-hugepages --numa auto passes through the display on node 1; pages and vCPUs there; nr_hugepages back",
+        script: include_str!("guest/nested/scenarios/nested-numa.sh"),
+        expect: &[
+            "ok 0000:81:00.0 is on node 1",
+            "ok the plan binds memory to node 1",
+            "ok HugePages in use on node 1 grew by the guest's 128 pages",
+            "ok every vCPU thread may run only on node 1's CPUs",
+            "ok L2's QEMU had vCPU threads",
+            "ok QEMU's other threads are off node 1's CPUs",
+            "ok nr_hugepages on node 1 is back to",
+        ],
+        host_check: None,
     },
     Scenario {
         name: "nested-kill",
@@ -267,7 +282,9 @@ fn parse_args(args: &[String]) -> Result<Option<(Opts, Vec<String>)>, String> {
         keep: false,
         scenarios: Vec::new(),
         update_fixtures: false,
-        timeout: Duration::from_secs(420),
+        // Six scenarios on a two-CPU TCG L1 (nested-numa's two nodes): 7 to 10 minutes on
+        // a loaded two-core machine.
+        timeout: Duration::from_secs(720),
         no_install: false,
         verbose: false,
     };
@@ -405,8 +422,17 @@ fn l1_args(kernel: &Path, initrd: &Path, share: &Path, out: &Path, qmp_sock: &Pa
         "max",
         "-m",
         "2048",
+        // Two NUMA nodes (issue 17's scenario nested-numa), one CPU and 1 GiB each.
         "-smp",
-        "1",
+        "2",
+        "-object",
+        "memory-backend-ram,id=m0,size=1024M",
+        "-object",
+        "memory-backend-ram,id=m1,size=1024M",
+        "-numa",
+        "node,nodeid=0,cpus=0,memdev=m0",
+        "-numa",
+        "node,nodeid=1,cpus=1,memdev=m1",
         "-nographic",
         "-no-reboot",
         "-vga",
@@ -419,6 +445,14 @@ fn l1_args(kernel: &Path, initrd: &Path, share: &Path, out: &Path, qmp_sock: &Pa
         "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
         "-device",
         "bochs-display,bus=rp1,id=bd1",
+        // A second display on node 1: a pxb-pcie root bus (bus 0x80) with numa_node=1, its
+        // root port, the display at 0000:81:00.0.
+        "-device",
+        "pxb-pcie,id=pxb1,bus_nr=128,numa_node=1,bus=pcie.0,addr=0x3",
+        "-device",
+        "pcie-root-port,id=rp2,bus=pxb1,chassis=2,slot=2",
+        "-device",
+        "bochs-display,bus=rp2,id=bd2",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -431,7 +465,11 @@ fn l1_args(kernel: &Path, initrd: &Path, share: &Path, out: &Path, qmp_sock: &Pa
             if ro { ",readonly=on" } else { "" }
         ));
         a.push("-device".into());
-        a.push(format!("virtio-9p-pci,fsdev={id},mount_tag={id}"));
+        // On the main bus: QEMU would put a device without a bus on the last one created,
+        // the pxb-pcie, which takes only bridges.
+        a.push(format!(
+            "virtio-9p-pci,fsdev={id},mount_tag={id},bus=pcie.0"
+        ));
     }
     a.push("-qmp".into());
     a.push(format!("unix:{},server=on,wait=off", qmp_sock.display()));
@@ -752,6 +790,9 @@ mod tests {
         .join(" ");
         assert!(a.contains("-cpu max"), "{a}");
         assert!(a.contains("bochs-display,bus=rp1,id=bd1"), "{a}");
+        assert!(a.contains("-numa node,nodeid=1,cpus=1,memdev=m1"), "{a}");
+        assert!(a.contains("pxb-pcie,id=pxb1,bus_nr=128,numa_node=1"), "{a}");
+        assert!(a.contains("bochs-display,bus=rp2,id=bd2"), "{a}");
         assert!(a.contains("path=/s,security_model=none,readonly=on"), "{a}");
         assert!(
             a.contains("local,id=out,path=/o,security_model=none -device"),

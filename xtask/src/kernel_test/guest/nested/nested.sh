@@ -1,5 +1,6 @@
 # Sourced by the nested-test scenarios after /ktest/lib.sh.
 BD=0000:01:00.0                 # L1's bochs-display, the passthrough target
+BD2=0000:81:00.0                # a second one behind a pxb-pcie bus on NUMA node 1
 L2K=/opt/l2/vmlinuz L2I=/opt/l2/l2-initrd.cpio
 # launch NAME SEED DRIVERS HOLD ON_LINE [vm-cli args...]: vm-cli --kernel with the L2 kernel
 # and initramfs (256 MiB, one vCPU); every line vm-cli and L2's console print is echoed,
