@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::{Check, Options, Status};
 use crate::host::HostOps;
+use crate::inventory::numa::{self as tuning, PageSize};
 use crate::inventory::HostInventory;
 use crate::ladder::GpuMode;
-use crate::launch::tuning::{self, PageSize};
 
 const PT: Option<GpuMode> = Some(GpuMode::Passthrough);
 

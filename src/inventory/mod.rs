@@ -7,6 +7,7 @@
 mod host_facts;
 mod mdev;
 mod names;
+pub mod numa;
 mod pci;
 
 use std::collections::BTreeMap;

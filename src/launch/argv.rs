@@ -7,7 +7,7 @@ use vm_device_host::PciAddress;
 
 use super::accel::Accel;
 use super::qemu::QemuBinary;
-use super::tuning::PageSize;
+use crate::inventory::numa::PageSize;
 
 /// How the chosen GPU reaches the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
