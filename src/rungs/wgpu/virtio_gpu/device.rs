@@ -13,13 +13,13 @@ use super::protocol::{
     Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_VIRGL,
     VIRTIO_GPU_MAX_SCANOUTS,
 };
-use super::renderer::Renderer;
+use super::renderer::{ReadbackError, Renderer};
 use super::resources::{charged_bytes, Backing, Resource};
 use super::scanout::{Cursor, RgbaImage, Scanout, MAX_CURSOR_SIZE};
 use super::stats::{DeviceCounters, DeviceStats};
 use super::transfer;
 use super::webgpu::{self, WebGpu3d};
-use super::wgpu_renderer::WgpuRenderer;
+use super::wgpu_renderer::{GpuGather, WgpuRenderer};
 use crate::rungs::wgpu::wgpu_backend::{GpuContext, WgpuError};
 
 /// Default per-device host-memory budget for resources (QEMU's `max_hostmem`).
@@ -40,21 +40,6 @@ pub struct VirtioGpuConfig {
     /// capset, and run the guest's contexts on the adapter within this budget (shared by
     /// all of the VM's contexts). `None`: a 2D device only.
     pub webgpu: Option<webgpu_host::Budget>,
-}
-
-/// When TRANSFER_TO_HOST_2D is done by the GPU, reading the guest's pages in place
-/// ([`super::gpu_gather`]), rather than gathered by the CPU into staging memory. Either
-/// needs a Vulkan device with `VK_EXT_external_memory_host` and a backing that qualifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GpuGather {
-    /// On hardware adapters, for transfers of at least 256 KiB (on a CPU adapter the CPU
-    /// path's two copies run on two threads and measured faster).
-    #[default]
-    Auto,
-    /// Whenever possible (tests use it to check the shader on any adapter).
-    Always,
-    /// Never.
-    Never,
 }
 
 impl Default for VirtioGpuConfig {
@@ -310,7 +295,9 @@ impl<R: Renderer> VirtioGpuDevice<R> {
             .ok_or(DeviceError::NoSuchScanout(scanout))?;
         let disabled = DeviceError::ScanoutDisabled(scanout);
         let res = self.resources.get(&s.resource_id).ok_or(disabled)?;
-        self.renderer.screenshot(scanout, s, res)
+        self.renderer
+            .screenshot(scanout, s, res)
+            .map_err(|e| readback_error(scanout, e))
     }
 
     /// Starts (or stops) recording [`DisplayEvent`]s for an external display.
@@ -385,7 +372,9 @@ impl<R: Renderer> VirtioGpuDevice<R> {
                 ),
             });
         }
-        self.renderer.with_scanout_bgrx(scanout, s, res, rect, f)
+        self.renderer
+            .with_scanout_bgrx(scanout, s, res, rect, f)
+            .map_err(|e| readback_error(scanout, e))
     }
 
     /// Processes one request (the bytes the driver wrote) and returns the response bytes;
@@ -988,6 +977,14 @@ impl<R: Renderer> VirtioGpuDevice<R> {
                 .needs_notification(mem)
                 .map_err(|e| qerr(format!("needs_notification: {e}")))?;
         Ok(run)
+    }
+}
+
+/// The device error for a renderer's readback error on scanout `scanout`.
+fn readback_error(scanout: u32, e: ReadbackError) -> DeviceError {
+    match e {
+        ReadbackError::NoImage => DeviceError::ScanoutDisabled(scanout),
+        ReadbackError::Failed(message) => DeviceError::Readback { scanout, message },
     }
 }
 

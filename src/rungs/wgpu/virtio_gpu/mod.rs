@@ -23,11 +23,11 @@ pub mod webgpu;
 pub mod wgpu_renderer;
 
 pub use device::{
-    is_ok, response_type, DeviceError, DisplayEvent, GpuGather, QueueKind, QueueRun,
-    VirtioGpuConfig, VirtioGpuDevice, DEFAULT_MAX_HOSTMEM,
+    is_ok, response_type, DeviceError, DisplayEvent, QueueKind, QueueRun, VirtioGpuConfig,
+    VirtioGpuDevice, DEFAULT_MAX_HOSTMEM,
 };
 pub use protocol::{Command, CtrlHeader, CursorPos, ErrorCode, Format, MemEntry, Rect, Response};
-pub use renderer::{NullRenderer, Renderer};
+pub use renderer::{NullRenderer, ReadbackError, Renderer};
 pub use scanout::RgbaImage;
 pub use stats::{DeviceStats, NamedCount};
-pub use wgpu_renderer::WgpuRenderer;
+pub use wgpu_renderer::{GpuGather, WgpuRenderer};

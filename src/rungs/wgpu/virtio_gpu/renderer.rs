@@ -11,10 +11,18 @@
 
 use vm_memory::GuestMemory;
 
-use super::device::DeviceError;
 use super::protocol::{ErrorCode, Rect};
 use super::resources::Resource;
 use super::scanout::{Cursor, RgbaImage, Scanout};
+
+/// Why a renderer could not read a scanout's image back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadbackError {
+    /// The scanout has no image (nothing presented on it).
+    NoImage,
+    /// Reading the image back failed (the renderer's message).
+    Failed(String),
+}
 
 /// What a virtio-gpu device asks of whatever holds its pixels. Every call comes after the
 /// device checked the command against its protocol state: resources named exist, rectangles
@@ -93,7 +101,7 @@ pub trait Renderer: std::fmt::Debug {
         scanout: u32,
         scanout_state: &Scanout,
         res: &Resource,
-    ) -> Result<RgbaImage, DeviceError>;
+    ) -> Result<RgbaImage, ReadbackError>;
 
     /// Lends `rect` (scanout coordinates, inside the scanout, not empty) of scanout
     /// `scanout`'s presented image to `f` as B, G, R, X bytes, `rect.width * 4` per row.
@@ -104,7 +112,7 @@ pub trait Renderer: std::fmt::Debug {
         res: &Resource,
         rect: Rect,
         f: impl FnOnce(&[u8]) -> T,
-    ) -> Result<T, DeviceError>;
+    ) -> Result<T, ReadbackError>;
 }
 
 /// A renderer that accepts everything the protocol allows and stores nothing: no adapter,
@@ -201,7 +209,7 @@ impl Renderer for NullRenderer {
         _scanout: u32,
         scanout_state: &Scanout,
         _res: &Resource,
-    ) -> Result<RgbaImage, DeviceError> {
+    ) -> Result<RgbaImage, ReadbackError> {
         let (w, h) = (scanout_state.rect.width, scanout_state.rect.height);
         let alpha = if scanout_state.opaque { 255 } else { 0 };
         let data = [0, 0, 0, alpha].repeat(w as usize * h as usize);
@@ -219,7 +227,7 @@ impl Renderer for NullRenderer {
         _res: &Resource,
         rect: Rect,
         f: impl FnOnce(&[u8]) -> T,
-    ) -> Result<T, DeviceError> {
+    ) -> Result<T, ReadbackError> {
         Ok(f(&vec![0; rect.width as usize * rect.height as usize * 4]))
     }
 }

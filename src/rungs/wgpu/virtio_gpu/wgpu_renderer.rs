@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use vm_memory::{GuestMemory, VolatileSlice};
 
-use super::device::{DeviceError, GpuGather};
 use super::gpu_gather::{GatherBinding, Gatherer};
 use super::protocol::{ErrorCode, Rect};
-use super::renderer::Renderer;
+use super::renderer::{ReadbackError, Renderer};
 use super::resources::{texture_format, Resource};
 use super::scanout::{
     composite, create_target, read_back, with_region_bgrx, Cursor, Layer, Readback, RgbaImage,
@@ -42,6 +41,21 @@ fn band_rows(pitch: u64, height: u32) -> u32 {
         STAGING_CHUNK
     };
     (band / pitch).clamp(1, u32::MAX as u64) as u32
+}
+
+/// When TRANSFER_TO_HOST_2D is done by the GPU, reading the guest's pages in place
+/// ([`super::gpu_gather`]), rather than gathered by the CPU into staging memory. Either
+/// needs a Vulkan device with `VK_EXT_external_memory_host` and a backing that qualifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuGather {
+    /// On hardware adapters, for transfers of at least 256 KiB (on a CPU adapter the CPU
+    /// path's two copies run on two threads and measured faster).
+    #[default]
+    Auto,
+    /// Whenever possible (tests use it to check the shader on any adapter).
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Smallest transfer [`GpuGather::Auto`] hands to the GPU: below it, the CPU gather is
@@ -444,8 +458,8 @@ impl Renderer for WgpuRenderer {
         scanout: u32,
         scanout_state: &Scanout,
         res: &Resource,
-    ) -> Result<RgbaImage, DeviceError> {
-        let disabled = DeviceError::ScanoutDisabled(scanout);
+    ) -> Result<RgbaImage, ReadbackError> {
+        let disabled = ReadbackError::NoImage;
         let img = self.scanouts.get(&scanout);
         let tex = if img.is_some_and(|i| i.direct) {
             &self.textures.get(&res.id).ok_or(disabled)?.texture
@@ -459,7 +473,7 @@ impl Renderer for WgpuRenderer {
             tex,
             scanout_state.opaque,
         )
-        .map_err(|message| DeviceError::Readback { scanout, message })
+        .map_err(ReadbackError::Failed)
     }
 
     fn with_scanout_bgrx<T>(
@@ -469,12 +483,12 @@ impl Renderer for WgpuRenderer {
         res: &Resource,
         rect: Rect,
         f: impl FnOnce(&[u8]) -> T,
-    ) -> Result<T, DeviceError> {
+    ) -> Result<T, ReadbackError> {
         let s = scanout_state;
         let res_tex = &self
             .textures
             .get(&res.id)
-            .ok_or(DeviceError::ScanoutDisabled(scanout))?
+            .ok_or(ReadbackError::NoImage)?
             .texture;
         let img = self.scanouts.get(&scanout);
         let (tex, x, y) = if img.is_some_and(|i| i.direct) {
@@ -493,7 +507,7 @@ impl Renderer for WgpuRenderer {
             Rect::new(x, y, rect.width, rect.height),
             f,
         )
-        .map_err(|message| DeviceError::Readback { scanout, message })
+        .map_err(ReadbackError::Failed)
     }
 }
 
