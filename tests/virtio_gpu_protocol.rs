@@ -8,8 +8,10 @@ use vm_device::gpu_virt::virtio_gpu::protocol::{
 };
 use vm_device::gpu_virt::virtio_gpu::resources::charged_bytes;
 use vm_device::gpu_virt::virtio_gpu::{
-    Command, CtrlHeader, CursorPos, ErrorCode, Format, MemEntry, Rect,
+    is_ok, response_type, Command, CtrlHeader, CursorPos, ErrorCode, Format, MemEntry,
+    NullRenderer, QueueKind, Rect, VirtioGpuConfig, VirtioGpuDevice,
 };
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 #[test]
 fn edid_is_valid_for_many_modes() {
@@ -221,4 +223,139 @@ proptest! {
             prop_assert_eq!(u.intersect(&a), Some(a));
         }
     }
+}
+
+/// A device on the null renderer (no adapter) serves a whole 2D session: the protocol state
+/// is kept as on the wgpu renderer, and readbacks are zeros (alpha 255 on an opaque format).
+#[test]
+fn null_renderer_serves_the_2d_protocol_without_an_adapter() {
+    let mem: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    mem.write_slice(&[0xab; 64 * 48 * 4], GuestAddress(0x1_0000))
+        .unwrap();
+    let mut dev = VirtioGpuDevice::with_renderer(
+        NullRenderer::new(),
+        VirtioGpuConfig {
+            scanouts: vec![(64, 48)],
+            ..VirtioGpuConfig::default()
+        },
+    )
+    .unwrap();
+    let send = |dev: &mut VirtioGpuDevice<NullRenderer>, q: QueueKind, c: Command| {
+        let resp = dev.process_request(q, &c.encode(CtrlHeader::default()), &mem);
+        response_type(&resp).unwrap()
+    };
+    let ok = |t: u32| assert!(is_ok(t), "response {t:#x}");
+    let whole = Rect::new(0, 0, 64, 48);
+    ok(send(
+        &mut dev,
+        QueueKind::Control,
+        Command::ResourceCreate2d {
+            resource_id: 1,
+            format: Format::B8G8R8X8.wire(),
+            width: 64,
+            height: 48,
+        },
+    ));
+    ok(send(
+        &mut dev,
+        QueueKind::Control,
+        Command::ResourceAttachBacking {
+            resource_id: 1,
+            entries: vec![MemEntry {
+                addr: 0x1_0000,
+                length: 64 * 48 * 4,
+            }],
+        },
+    ));
+    ok(send(
+        &mut dev,
+        QueueKind::Control,
+        Command::TransferToHost2d {
+            rect: whole,
+            offset: 0,
+            resource_id: 1,
+        },
+    ));
+    // Refused as on any renderer: outside the backing.
+    let t = send(
+        &mut dev,
+        QueueKind::Control,
+        Command::TransferToHost2d {
+            rect: whole,
+            offset: 4,
+            resource_id: 1,
+        },
+    );
+    assert_eq!(ErrorCode::from_wire(t), Some(ErrorCode::InvalidParameter));
+    ok(send(
+        &mut dev,
+        QueueKind::Control,
+        Command::SetScanout {
+            rect: whole,
+            scanout_id: 0,
+            resource_id: 1,
+        },
+    ));
+    ok(send(
+        &mut dev,
+        QueueKind::Control,
+        Command::ResourceFlush {
+            rect: whole,
+            resource_id: 1,
+        },
+    ));
+    ok(send(
+        &mut dev,
+        QueueKind::Cursor,
+        Command::UpdateCursor {
+            pos: CursorPos {
+                scanout_id: 0,
+                x: 5,
+                y: 5,
+            },
+            resource_id: 1,
+            hot_x: 0,
+            hot_y: 0,
+        },
+    ));
+    assert_eq!(dev.scanout_state(0), Some((1, whole)));
+    assert_eq!(dev.stats().frames_presented, 1);
+    assert_eq!(dev.stats().bytes_to_host, 64 * 48 * 4);
+    assert_eq!(dev.resource_count(), 1);
+    let img = dev.screenshot(0).unwrap();
+    assert_eq!((img.width, img.height), (64, 48));
+    assert!(img.data.chunks(4).all(|p| p == [0, 0, 0, 255]));
+    let bgrx = dev.read_scanout_bgrx(0, Rect::new(1, 2, 3, 4)).unwrap();
+    assert_eq!(bgrx, vec![0; 3 * 4 * 4]);
+    assert!(dev.read_scanout_bgrx(0, Rect::new(60, 0, 8, 1)).is_err());
+    ok(send(
+        &mut dev,
+        QueueKind::Control,
+        Command::ResourceUnref { resource_id: 1 },
+    ));
+    assert_eq!(dev.scanout_state(0), None);
+    assert!(dev.screenshot(0).is_err());
+    assert_eq!(dev.hostmem_used(), 0);
+}
+
+/// The null renderer has no adapter to run WebGPU on: such a configuration is refused,
+/// and so are scanout modes beyond its resource limit.
+#[test]
+fn null_renderer_refuses_what_it_cannot_serve() {
+    let webgpu = VirtioGpuDevice::with_renderer(
+        NullRenderer::new(),
+        VirtioGpuConfig {
+            webgpu: Some(Default::default()),
+            ..VirtioGpuConfig::default()
+        },
+    );
+    assert!(webgpu.is_err());
+    let big = VirtioGpuDevice::with_renderer(
+        NullRenderer::with_max_texture_dim(512),
+        VirtioGpuConfig {
+            scanouts: vec![(1024, 768)],
+            ..VirtioGpuConfig::default()
+        },
+    );
+    assert!(big.is_err());
 }

@@ -5,49 +5,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory, VolatileSlice};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::edid::{build_edid, EDID_MAX_DIMENSION};
-use super::gpu_gather::{GatherBinding, Gatherer};
 use super::protocol::{
     ctrl, decode_request, Command, CtrlHeader, CursorPos, DisplayOne, ErrorCode, Format, Rect,
     Response, DEVICE_FEATURES, HDR_SIZE, MAX_REQUEST_SIZE, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_VIRGL,
     VIRTIO_GPU_MAX_SCANOUTS,
 };
-use super::resources::{charged_bytes, texture_format, Backing, Resource};
-use super::scanout::{
-    composite, create_target, read_back, with_region_bgrx, Cursor, Layer, Readback, RgbaImage,
-    Scanout, MAX_CURSOR_SIZE,
-};
+use super::renderer::{ReadbackError, Renderer};
+use super::resources::{charged_bytes, Backing, Resource};
+use super::scanout::{Cursor, RgbaImage, Scanout, MAX_CURSOR_SIZE};
 use super::stats::{DeviceCounters, DeviceStats};
 use super::transfer;
 use super::webgpu::{self, WebGpu3d};
+use super::wgpu_renderer::{GpuGather, WgpuRenderer};
 use crate::rungs::wgpu::wgpu_backend::{GpuContext, WgpuError};
-
-/// Size of the staging chunks transfers are sub-allocated from, and the largest band of rows
-/// one transfer gathers before handing it to the GPU.
-const STAGING_CHUNK: u64 = 4 << 20;
-
-/// Transfers larger than this are cut into at least [`MIN_BANDS`] bands, each submitted as
-/// soon as it is gathered, so the GPU copies one band while the CPU gathers the next.
-const PIPELINE_FROM: u64 = 1 << 20;
-
-/// Bands a pipelined transfer is cut into at least.
-const MIN_BANDS: u64 = 4;
-
-/// Rows per band for a transfer of `height` rows `pitch` bytes apart in staging memory.
-/// Measured on lavapipe (2 cores), 1080p / 4K full frames: one 8 MiB band 42% / -, 1 MiB
-/// bands 50% / 53%, 2 MiB 57% / 66%, 4 MiB 54% / 73% of memcpy throughput; a quarter of the
-/// frame capped at 4 MiB takes the best of both.
-fn band_rows(pitch: u64, height: u32) -> u32 {
-    let total = pitch * height as u64;
-    let band = if total > PIPELINE_FROM {
-        total.div_ceil(MIN_BANDS).min(STAGING_CHUNK)
-    } else {
-        STAGING_CHUNK
-    };
-    (band / pitch).clamp(1, u32::MAX as u64) as u32
-}
 
 /// Default per-device host-memory budget for resources (QEMU's `max_hostmem`).
 pub const DEFAULT_MAX_HOSTMEM: u64 = 256 << 20;
@@ -68,25 +41,6 @@ pub struct VirtioGpuConfig {
     /// all of the VM's contexts). `None`: a 2D device only.
     pub webgpu: Option<webgpu_host::Budget>,
 }
-
-/// When TRANSFER_TO_HOST_2D is done by the GPU, reading the guest's pages in place
-/// ([`super::gpu_gather`]), rather than gathered by the CPU into staging memory. Either
-/// needs a Vulkan device with `VK_EXT_external_memory_host` and a backing that qualifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum GpuGather {
-    /// On hardware adapters, for transfers of at least 256 KiB (on a CPU adapter the CPU
-    /// path's two copies run on two threads and measured faster).
-    #[default]
-    Auto,
-    /// Whenever possible (tests use it to check the shader on any adapter).
-    Always,
-    /// Never.
-    Never,
-}
-
-/// Smallest transfer [`GpuGather::Auto`] hands to the GPU: below it, the CPU gather is
-/// cheaper than a submission and a wait.
-const GPU_GATHER_MIN: u64 = 256 << 10;
 
 impl Default for VirtioGpuConfig {
     fn default() -> Self {
@@ -167,32 +121,17 @@ pub struct QueueRun {
     pub needs_notification: bool,
 }
 
-/// One VM's virtio-gpu device.
+/// One VM's virtio-gpu device: the protocol state, its pixels in a [`Renderer`] (by
+/// default the wgpu one; [`super::renderer::NullRenderer`] for tests without an adapter).
 #[derive(Debug)]
-pub struct VirtioGpuDevice {
-    ctx: Arc<GpuContext>,
+pub struct VirtioGpuDevice<R: Renderer = WgpuRenderer> {
+    renderer: R,
     config: VirtioGpuConfig,
     resources: HashMap<u32, Resource>,
     hostmem_used: u64,
     scanouts: Vec<Scanout>,
     cursor: Option<Cursor>,
     counters: Arc<DeviceCounters>,
-    /// Mapped staging memory for transfers, reused across submissions.
-    belt: wgpu::util::StagingBelt,
-    /// GPU work recorded since the last present (uploads, cursor copies, compositions).
-    pending: Option<wgpu::CommandEncoder>,
-    /// The last GPU submission of this device (what a fence waits for).
-    last_submit: Option<wgpu::SubmissionIndex>,
-    /// Cache-sized bounce buffer for formats converted on the way to staging memory.
-    scratch: Vec<u8>,
-    /// The GPU gather's uniform block and guest memory imports, once used.
-    gather: Option<Gatherer>,
-    /// Per resource: its GPU gather binding, or `None` when its backing does not qualify.
-    gather_bindings: HashMap<u32, Option<GatherBinding>>,
-    /// Transfers done by the GPU gather.
-    gpu_gathered: u64,
-    /// The buffer screenshots and display updates are read back through.
-    readback: Readback,
     driver_features: u64,
     /// Display changes since the last [`VirtioGpuDevice::take_display_events`], when on.
     display_events: Option<Vec<DisplayEvent>>,
@@ -203,18 +142,43 @@ pub struct VirtioGpuDevice {
 impl VirtioGpuDevice {
     /// A device on a shared wgpu context (see `WgpuBackend::create_device`).
     pub fn new(ctx: Arc<GpuContext>, config: VirtioGpuConfig) -> Result<Self, WgpuError> {
+        let adapter = ctx.adapter.clone();
+        let renderer = WgpuRenderer::new(ctx, config.gpu_gather);
+        VirtioGpuDevice::build(renderer, config, Some(adapter))
+    }
+}
+
+impl<R: Renderer> VirtioGpuDevice<R> {
+    /// A device rendering with `renderer` (e.g. a [`super::renderer::NullRenderer`]), 2D
+    /// only: [`VirtioGpuConfig::webgpu`] needs a wgpu adapter ([`VirtioGpuDevice::new`]).
+    pub fn with_renderer(renderer: R, config: VirtioGpuConfig) -> Result<Self, WgpuError> {
+        if config.webgpu.is_some() {
+            return Err(WgpuError::InvalidConfig(format!(
+                "WebGPU is served only on a wgpu adapter, not on the {}",
+                renderer.name()
+            )));
+        }
+        VirtioGpuDevice::build(renderer, config, None)
+    }
+
+    /// Checks the configuration and builds the device; the WebGPU side runs on `adapter`.
+    fn build(
+        renderer: R,
+        config: VirtioGpuConfig,
+        adapter: Option<wgpu::Adapter>,
+    ) -> Result<Self, WgpuError> {
         let n = config.scanouts.len();
         if n == 0 || n > VIRTIO_GPU_MAX_SCANOUTS {
             return Err(WgpuError::InvalidConfig(format!(
                 "{n} scanouts: a virtio-gpu has 1 to {VIRTIO_GPU_MAX_SCANOUTS}"
             )));
         }
-        let max = ctx.max_texture_dim.min(EDID_MAX_DIMENSION);
+        let max = renderer.max_texture_dim().min(EDID_MAX_DIMENSION);
         for (i, &(w, h)) in config.scanouts.iter().enumerate() {
             if w == 0 || h == 0 || w > max || h > max {
                 return Err(WgpuError::InvalidConfig(format!(
                     "scanout {i} mode {w}x{h}: each side must be 1..={max} (adapter {} and EDID limits)",
-                    ctx.info.name
+                    renderer.name()
                 )));
             }
         }
@@ -225,7 +189,8 @@ impl VirtioGpuDevice {
         }
         let webgpu = config
             .webgpu
-            .map(|budget| WebGpu3d::new(ctx.adapter.clone(), budget));
+            .zip(adapter)
+            .map(|(budget, adapter)| WebGpu3d::new(adapter, budget));
         Ok(VirtioGpuDevice {
             webgpu,
             scanouts: config.scanouts.iter().map(|&m| Scanout::new(m)).collect(),
@@ -234,18 +199,15 @@ impl VirtioGpuDevice {
             hostmem_used: 0,
             cursor: None,
             counters: Arc::new(DeviceCounters::default()),
-            belt: wgpu::util::StagingBelt::new(ctx.device.clone(), STAGING_CHUNK),
-            pending: None,
-            last_submit: None,
-            scratch: Vec::new(),
-            gather: None,
-            gather_bindings: HashMap::new(),
-            gpu_gathered: 0,
-            readback: Readback::default(),
             driver_features: DEVICE_FEATURES,
             display_events: None,
-            ctx,
+            renderer,
         })
+    }
+
+    /// The renderer holding the pixels.
+    pub fn renderer(&self) -> &R {
+        &self.renderer
     }
 
     /// The configuration.
@@ -333,22 +295,9 @@ impl VirtioGpuDevice {
             .ok_or(DeviceError::NoSuchScanout(scanout))?;
         let disabled = DeviceError::ScanoutDisabled(scanout);
         let res = self.resources.get(&s.resource_id).ok_or(disabled)?;
-        let tex = if s.direct {
-            &res.texture
-        } else {
-            &s.target
-                .as_ref()
-                .ok_or(DeviceError::ScanoutDisabled(scanout))?
-                .0
-        };
-        read_back(
-            &mut self.readback,
-            &self.ctx.device,
-            &self.ctx.queue,
-            tex,
-            s.opaque,
-        )
-        .map_err(|message| DeviceError::Readback { scanout, message })
+        self.renderer
+            .screenshot(scanout, s, res)
+            .map_err(|e| readback_error(scanout, e))
     }
 
     /// Starts (or stops) recording [`DisplayEvent`]s for an external display.
@@ -399,12 +348,12 @@ impl VirtioGpuDevice {
 
     /// Like [`VirtioGpuDevice::read_scanout_bgrx`], but lends the pixels to `f` instead of
     /// copying them out: straight from the mapped readback buffer where the layout allows.
-    pub fn with_scanout_bgrx<R>(
+    pub fn with_scanout_bgrx<T>(
         &mut self,
         scanout: u32,
         rect: Rect,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, DeviceError> {
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, DeviceError> {
         self.present();
         let s = self
             .scanouts
@@ -423,23 +372,9 @@ impl VirtioGpuDevice {
                 ),
             });
         }
-        let (tex, x, y) = if s.direct {
-            (&res.texture, s.rect.x + rect.x, s.rect.y + rect.y)
-        } else {
-            match s.target.as_ref() {
-                Some((t, _)) => (t, rect.x, rect.y),
-                None => (&res.texture, s.rect.x + rect.x, s.rect.y + rect.y),
-            }
-        };
-        with_region_bgrx(
-            &mut self.readback,
-            &self.ctx.device,
-            &self.ctx.queue,
-            tex,
-            Rect::new(x, y, rect.width, rect.height),
-            f,
-        )
-        .map_err(|message| DeviceError::Readback { scanout, message })
+        self.renderer
+            .with_scanout_bgrx(scanout, s, res, rect, f)
+            .map_err(|e| readback_error(scanout, e))
     }
 
     /// Processes one request (the bytes the driver wrote) and returns the response bytes;
@@ -551,65 +486,34 @@ impl VirtioGpuDevice {
     /// recorded GPU work (uploads, cursor copies, composition) goes in one submission.
     pub fn present(&mut self) {
         let VirtioGpuDevice {
-            ctx,
+            renderer,
             scanouts,
             resources,
             cursor,
             counters,
-            belt,
-            pending,
-            last_submit,
             ..
         } = self;
         for (i, s) in scanouts.iter_mut().enumerate() {
             if s.dirty.is_empty() {
                 continue;
             }
+            let dirty = std::mem::take(&mut s.dirty);
             let Some(res) = resources.get(&s.resource_id) else {
-                s.dirty.clear();
                 continue;
             };
             let c = cursor.as_ref().filter(|c| c.scanout == i as u32);
-            let whole = Rect::new(0, 0, s.rect.width, s.rect.height);
-            if c.is_none() && s.rect == Rect::new(0, 0, res.width, res.height) {
-                // Direct scanout: the scanout is the whole resource and no cursor is on it,
-                // so the resource texture is the scanout image; nothing to compose.
-                s.dirty.clear();
-                s.direct = true;
-            } else {
-                if s.direct || s.target.is_none() {
-                    // Entering composition: the target has to catch up entirely.
-                    if s.target.is_none() {
-                        s.target = Some(create_target(&ctx.device, whole, res.texture.format()));
-                    }
-                    s.dirty = vec![whole];
-                    s.direct = false;
-                }
-                let e = pending.get_or_insert_with(|| new_encoder(&ctx.device));
-                composite(e, &ctx.queue, &ctx.compositor, s, &res.texture, c);
-            }
+            renderer.present_scanout(i as u32, s.rect, dirty, res, c);
             if s.flushed {
                 counters.frame();
             }
             s.flushed = false;
         }
-        if let Some(i) = submit_pending(ctx, belt, pending) {
-            *last_submit = Some(i);
-        }
+        renderer.submit();
     }
 
     /// Waits until the GPU has finished everything submitted so far.
     fn complete_gpu_work(&mut self) {
-        // Only this device's own work: other VMs sharing the wgpu device are not waited for.
-        let Some(idx) = self.last_submit.take() else {
-            return;
-        };
-        if let Err(e) = self.ctx.device.poll(wgpu::PollType::Wait {
-            submission_index: Some(idx),
-            timeout: None,
-        }) {
-            eprintln!("vm-device: waiting for the GPU to complete a fence: {e}");
-        }
+        self.renderer.wait_idle();
     }
 
     /// Executes a decoded command that arrived on `queue` (control commands on the cursor
@@ -687,7 +591,7 @@ impl VirtioGpuDevice {
                         return Err(ErrorCode::Unspec);
                     }
                     res.backing = Some(Backing::new(&entries, mem)?);
-                    self.gather_bindings.remove(&resource_id);
+                    self.renderer.backing_changed(resource_id);
                     Ok(Response::OkNoData)
                 })
             }
@@ -696,7 +600,7 @@ impl VirtioGpuDevice {
                 .get_mut(&resource_id)
                 .ok_or(ErrorCode::InvalidResourceId)
                 .and_then(|res| {
-                    self.gather_bindings.remove(&resource_id);
+                    self.renderer.backing_changed(resource_id);
                     res.backing
                         .take()
                         .map(|_| Response::OkNoData)
@@ -742,7 +646,7 @@ impl VirtioGpuDevice {
             return Err(ErrorCode::InvalidResourceId);
         }
         let format = Format::from_wire(format).ok_or(ErrorCode::InvalidParameter)?;
-        let max = self.ctx.max_texture_dim;
+        let max = self.renderer.max_texture_dim();
         if w == 0 || h == 0 || w > max || h > max {
             return Err(ErrorCode::InvalidParameter);
         }
@@ -754,48 +658,16 @@ impl VirtioGpuDevice {
         if used > self.config.max_hostmem {
             return Err(ErrorCode::OutOfMemory);
         }
-        // The budget is checked above; the GPU may still run out (e.g. a small adapter
-        // shared by many VMs): catch that as ERR_OUT_OF_MEMORY instead of a wgpu error.
-        let scope = self
-            .ctx
-            .device
-            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let texture = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("virtio-gpu resource"),
-            size: wgpu::Extent3d {
-                width: w,
-                height: h,
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: texture_format(format),
-            // RENDER_ATTACHMENT: the GPU gather draws into it.
-            usage: wgpu::TextureUsages::TEXTURE_BINDING
-                | wgpu::TextureUsages::COPY_DST
-                | wgpu::TextureUsages::COPY_SRC
-                | wgpu::TextureUsages::RENDER_ATTACHMENT,
-            view_formats: &[],
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            eprintln!("vm-device: resource {id} ({w}x{h}): GPU out of memory: {e}");
-            return Err(ErrorCode::OutOfMemory);
-        }
-        let view = texture.create_view(&Default::default());
-        self.resources.insert(
+        let res = Resource {
             id,
-            Resource {
-                id,
-                format,
-                width: w,
-                height: h,
-                charged,
-                backing: None,
-                texture,
-                view,
-            },
-        );
+            format,
+            width: w,
+            height: h,
+            charged,
+            backing: None,
+        };
+        self.renderer.create_resource(&res)?;
+        self.resources.insert(id, res);
         self.hostmem_used = used;
         self.publish_resources();
         Ok(Response::OkNoData)
@@ -811,7 +683,7 @@ impl VirtioGpuDevice {
             .resources
             .remove(&id)
             .ok_or(ErrorCode::InvalidResourceId)?;
-        self.gather_bindings.remove(&id);
+        self.renderer.destroy_resource(id);
         self.hostmem_used = self.hostmem_used.saturating_sub(res.charged);
         let mut disabled = Vec::new();
         for (i, s) in self.scanouts.iter_mut().enumerate() {
@@ -819,6 +691,9 @@ impl VirtioGpuDevice {
                 s.disable();
                 disabled.push(i as u32);
             }
+        }
+        for &scanout in &disabled {
+            self.renderer.disable_scanout(scanout);
         }
         for scanout in disabled {
             self.display_event(DisplayEvent::Mode {
@@ -838,6 +713,7 @@ impl VirtioGpuDevice {
             .ok_or(ErrorCode::InvalidScanoutId)?;
         if rid == 0 {
             s.disable();
+            self.renderer.disable_scanout(sid);
             self.display_event(DisplayEvent::Mode {
                 scanout: sid,
                 width: 0,
@@ -852,15 +728,7 @@ impl VirtioGpuDevice {
         if rect.is_empty() || !rect.fits_in(res.width, res.height) {
             return Err(ErrorCode::InvalidParameter);
         }
-        let format = texture_format(res.format);
-        let reuse = s.target.as_ref().is_some_and(|(t, _)| {
-            t.width() == rect.width && t.height() == rect.height && t.format() == format
-        });
-        if !reuse {
-            // Created at the first present that needs composition.
-            s.target = None;
-        }
-        s.direct = false;
+        self.renderer.set_scanout(sid, res, rect);
         s.resource_id = rid;
         s.rect = rect;
         s.opaque = res.format.is_opaque();
@@ -920,130 +788,23 @@ impl VirtioGpuDevice {
         if bytes == 0 {
             return Ok(Response::OkNoData);
         }
-        let gpu = match self.config.gpu_gather {
-            GpuGather::Never => false,
-            GpuGather::Always => true,
-            GpuGather::Auto => {
-                self.ctx.info.device_type != wgpu::DeviceType::Cpu && bytes >= GPU_GATHER_MIN
-            }
-        };
-        if gpu && offset % 4 == 0 && self.gpu_transfer(rid, &rect, offset, mem) {
-            self.counters.bytes_to_host(bytes);
-            return Ok(Response::OkNoData);
-        }
-        let res = self
-            .resources
-            .get(&rid)
-            .ok_or(ErrorCode::InvalidResourceId)?;
-        let (pitch, _) = transfer::staging_len(&rect).ok_or(ErrorCode::InvalidParameter)?;
-        let align = wgpu::BufferSize::new(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT as u64)
-            .ok_or(ErrorCode::Unspec)?;
-        // Bands of rows that fit one staging chunk (chunks are reused, and no staging buffer
-        // outgrows the adapter's buffer size limit), at least four for a large transfer.
-        let band_rows = band_rows(pitch, rect.height);
-        let stride = res.width as u64 * transfer::BPP;
-        let mut y = 0u32;
-        while y < rect.height {
-            let rows = band_rows.min(rect.height - y);
-            let band = Rect::new(rect.x, rect.y + y, rect.width, rows);
-            let band_offset = offset + y as u64 * stride; // validated: no overflow
-            let size = wgpu::BufferSize::new(pitch * rows as u64).ok_or(ErrorCode::Unspec)?;
-            let slice = self.belt.allocate(size, align);
-            {
-                let mut view = slice.get_mapped_range_mut().map_err(|e| {
-                    eprintln!("vm-device: staging buffer not mapped: {e}");
-                    ErrorCode::Unspec
-                })?;
-                let mut wo = view.slice(..);
-                let ptr = wo.as_raw_ptr();
-                // SAFETY: `ptr` is the mapped staging range the belt just allocated
-                // (`wo.len()` bytes), valid for writes while `view` and `wo` are alive, which
-                // outlive `dst`: it is used only inside this block. Nothing else accesses the
-                // range meanwhile (the belt hands each range out once), and `dst` is only
-                // written, never read, as write-only mapped memory requires.
-                let dst = unsafe { VolatileSlice::new(ptr.as_ptr() as *mut u8, wo.len()) };
-                transfer::gather(mem, res, &band, band_offset, pitch, &mut self.scratch, &dst)?;
-            }
-            let enc = self
-                .pending
-                .get_or_insert_with(|| new_encoder(&self.ctx.device));
-            transfer::record_upload(enc, &slice, res, &band, pitch);
-            y += rows;
-            if y < rect.height {
-                // A multi-band transfer: let the GPU copy this band (still in cache) while
-                // the next one is gathered.
-                if let Some(i) = submit_pending(&self.ctx, &mut self.belt, &mut self.pending) {
-                    self.last_submit = Some(i);
-                }
-            }
-        }
+        self.renderer
+            .transfer_to_host(res, &rect, offset, bytes, mem)?;
         self.counters.bytes_to_host(bytes);
         Ok(Response::OkNoData)
-    }
-
-    /// The transfer done by the GPU from the guest's pages in place; false when the
-    /// resource's backing does not qualify (the CPU path runs instead). The transfer is
-    /// complete when this returns: the guest may reuse its pages once it has the response.
-    fn gpu_transfer<M: GuestMemory>(
-        &mut self,
-        rid: u32,
-        rect: &Rect,
-        offset: u64,
-        mem: &M,
-    ) -> bool {
-        let VirtioGpuDevice {
-            ctx,
-            resources,
-            gather,
-            gather_bindings,
-            pending,
-            belt,
-            last_submit,
-            ..
-        } = self;
-        if ctx.host_import.is_none() {
-            return false;
-        }
-        let Some(res) = resources.get(&rid) else {
-            return false;
-        };
-        let Some(backing) = res.backing.as_ref() else {
-            return false;
-        };
-        let gather = gather.get_or_insert_with(|| Gatherer::new(&ctx.device));
-        let binding = gather_bindings.entry(rid).or_insert_with(|| {
-            // SAFETY: guest memory stays mapped until `forget_guest_memory`, which whoever
-            // changes the memory map calls first (the vhost-user backend does).
-            unsafe { gather.bind(ctx, backing, mem) }
-        });
-        let Some(binding) = binding.as_ref() else {
-            return false;
-        };
-        let enc = pending.get_or_insert_with(|| new_encoder(&ctx.device));
-        gather.record(ctx, enc, binding, res, rect, offset);
-        if let Some(i) = submit_pending(ctx, belt, pending) {
-            *last_submit = Some(i);
-        }
-        self.complete_gpu_work();
-        self.gpu_gathered += 1;
-        true
     }
 
     /// Drops everything that refers to guest memory in place (GPU gather imports), after
     /// waiting for the GPU work that reads it. Call it before the guest memory map changes
     /// or is unmapped.
     pub fn forget_guest_memory(&mut self) {
-        self.complete_gpu_work();
-        self.gather_bindings.clear();
-        if let Some(g) = self.gather.as_mut() {
-            g.forget_imports();
-        }
+        self.renderer.forget_guest_memory();
     }
 
     /// Transfers the GPU gathered from guest memory in place (the rest went through the
     /// CPU).
     pub fn gpu_gathered_transfers(&self) -> u64 {
-        self.gpu_gathered
+        self.renderer.gpu_gathered_transfers()
     }
 
     fn update_cursor(
@@ -1058,6 +819,7 @@ impl VirtioGpuDevice {
         }
         if rid == 0 {
             let old = self.cursor.take();
+            self.renderer.clear_cursor();
             self.redraw_after_cursor_change(old);
             return Ok(Response::OkNoData);
         }
@@ -1072,27 +834,7 @@ impl VirtioGpuDevice {
         {
             return Err(ErrorCode::InvalidParameter);
         }
-        let dev = &self.ctx.device;
-        let size = wgpu::Extent3d {
-            width: res.width,
-            height: res.height,
-            depth_or_array_layers: 1,
-        };
-        let texture = dev.create_texture(&wgpu::TextureDescriptor {
-            label: Some("virtio-gpu cursor"),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: texture_format(res.format),
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        // Recorded after any pending upload of the same resource, so the cursor shows it.
-        let enc = self.pending.get_or_insert_with(|| new_encoder(dev));
-        enc.copy_texture_to_texture(res.texture.as_image_copy(), texture.as_image_copy(), size);
-        let view = texture.create_view(&Default::default());
-        let layer = Layer::new(dev, &self.ctx.compositor, &view);
+        self.renderer.set_cursor(res);
         let new = Cursor {
             scanout: pos.scanout_id,
             x: pos.x,
@@ -1100,8 +842,6 @@ impl VirtioGpuDevice {
             hot: (hot_x, hot_y),
             size: (res.width, res.height),
             opaque: res.format.is_opaque(),
-            texture,
-            layer,
         };
         let old = self.cursor.replace(new);
         self.redraw_after_cursor_change(old);
@@ -1240,25 +980,12 @@ impl VirtioGpuDevice {
     }
 }
 
-/// Submits the recorded GPU work and returns its staging chunks to the belt.
-fn submit_pending(
-    ctx: &GpuContext,
-    belt: &mut wgpu::util::StagingBelt,
-    pending: &mut Option<wgpu::CommandEncoder>,
-) -> Option<wgpu::SubmissionIndex> {
-    let e = pending.take()?;
-    belt.finish();
-    let idx = ctx.queue.submit([e.finish()]);
-    belt.recall();
-    // Deliver finished map callbacks so staging chunks come back for reuse.
-    let _ = ctx.device.poll(wgpu::PollType::Poll);
-    Some(idx)
-}
-
-fn new_encoder(device: &wgpu::Device) -> wgpu::CommandEncoder {
-    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-        label: Some("virtio-gpu"),
-    })
+/// The device error for a renderer's readback error on scanout `scanout`.
+fn readback_error(scanout: u32, e: ReadbackError) -> DeviceError {
+    match e {
+        ReadbackError::NoImage => DeviceError::ScanoutDisabled(scanout),
+        ReadbackError::Failed(message) => DeviceError::Readback { scanout, message },
+    }
 }
 
 /// The response type carried by response bytes (for tests and front ends).

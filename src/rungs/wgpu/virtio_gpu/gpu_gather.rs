@@ -258,14 +258,14 @@ impl Gatherer {
     }
 
     /// Records the gather of `rect` (its top-left pixel at backing byte `offset`, 4-byte
-    /// aligned) into `res`'s texture. The uniform block is written through the queue, so the
-    /// recorded work must be submitted before the next call.
+    /// aligned) into a resource's texture, through its view. The uniform block is written
+    /// through the queue, so the recorded work must be submitted before the next call.
     pub fn record(
         &self,
         ctx: &GpuContext,
         enc: &mut wgpu::CommandEncoder,
         binding: &GatherBinding,
-        res: &Resource,
+        (res, view): (&Resource, &wgpu::TextureView),
         rect: &Rect,
         offset: u64,
     ) {
@@ -286,7 +286,7 @@ impl Gatherer {
         let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
             label: Some("virtio-gpu gather"),
             color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-                view: &res.view,
+                view,
                 depth_slice: None,
                 resolve_target: None,
                 ops: wgpu::Operations {

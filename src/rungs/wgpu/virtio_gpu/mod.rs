@@ -1,5 +1,7 @@
 //! A virtio-gpu 2D device (virtio spec "GPU Device") whose resources are wgpu textures and
-//! whose scanouts are composited on the GPU.
+//! whose scanouts are composited on the GPU, or, for tests, held by nobody: the device keeps
+//! the protocol state and hands the pixels to a [`Renderer`] ([`WgpuRenderer`],
+//! [`NullRenderer`]).
 //!
 //! The core ([`VirtioGpuDevice::process_request`]) takes the request bytes and the guest
 //! memory and returns the response bytes; [`VirtioGpuDevice::process_queue`] is a split
@@ -12,16 +14,20 @@ pub mod device;
 pub mod edid;
 pub mod gpu_gather;
 pub mod protocol;
+pub mod renderer;
 pub mod resources;
 pub mod scanout;
 pub mod stats;
 pub mod transfer;
 pub mod webgpu;
+pub mod wgpu_renderer;
 
 pub use device::{
-    is_ok, response_type, DeviceError, DisplayEvent, GpuGather, QueueKind, QueueRun,
-    VirtioGpuConfig, VirtioGpuDevice, DEFAULT_MAX_HOSTMEM,
+    is_ok, response_type, DeviceError, DisplayEvent, QueueKind, QueueRun, VirtioGpuConfig,
+    VirtioGpuDevice, DEFAULT_MAX_HOSTMEM,
 };
 pub use protocol::{Command, CtrlHeader, CursorPos, ErrorCode, Format, MemEntry, Rect, Response};
+pub use renderer::{NullRenderer, ReadbackError, Renderer};
 pub use scanout::RgbaImage;
 pub use stats::{DeviceStats, NamedCount};
+pub use wgpu_renderer::{GpuGather, WgpuRenderer};

@@ -1,5 +1,6 @@
-//! 2D resources: a host texture plus an optional guest scatter list (the backing), and the
-//! per-device host-memory budget that caps them.
+//! 2D resources: the protocol's view of one (size, format, an optional guest scatter list:
+//! the backing; its pixels live in the [`super::renderer::Renderer`]), and the per-device
+//! host-memory budget that caps them.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions, VolatileSlice};
 
@@ -175,10 +176,6 @@ pub struct Resource {
     pub charged: u64,
     /// The guest pages, once attached.
     pub backing: Option<Backing>,
-    /// The host copy of the pixels.
-    pub texture: wgpu::Texture,
-    /// A view of `texture` for the compositor.
-    pub view: wgpu::TextureView,
 }
 
 /// Converts in place from a guest byte order to the host texture's (both swizzling layouts

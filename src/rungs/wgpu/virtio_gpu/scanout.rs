@@ -265,15 +265,10 @@ pub struct Scanout {
     pub rect: Rect,
     /// Whether the shown resource's format has no alpha (screenshots show it opaque).
     pub opaque: bool,
-    /// The composited image, in the shown resource's texture format.
-    pub target: Option<(wgpu::Texture, wgpu::TextureView)>,
     /// Areas (scanout coordinates) to recomposite at the next present.
     pub dirty: Vec<Rect>,
     /// Whether a RESOURCE_FLUSH asked for the next present (counted as a frame).
     pub flushed: bool,
-    /// Whether the image currently is the resource texture itself (direct scanout) rather
-    /// than `target`.
-    pub direct: bool,
 }
 
 impl Scanout {
@@ -284,10 +279,8 @@ impl Scanout {
             resource_id: 0,
             rect: Rect::default(),
             opaque: true,
-            target: None,
             dirty: Vec::new(),
             flushed: false,
-            direct: false,
         }
     }
 
@@ -300,10 +293,8 @@ impl Scanout {
     pub fn disable(&mut self) {
         self.resource_id = 0;
         self.rect = Rect::default();
-        self.target = None;
         self.dirty.clear();
         self.flushed = false;
-        self.direct = false;
     }
 
     /// Adds an area (scanout coordinates, clipped) to recomposite.
@@ -324,7 +315,8 @@ impl Scanout {
     }
 }
 
-/// The hardware cursor: a copy of a resource's pixels taken at UPDATE_CURSOR.
+/// The hardware cursor: where it is and how large its image is (the image, a copy of a
+/// resource's pixels taken at UPDATE_CURSOR, is the renderer's).
 #[derive(Debug)]
 pub struct Cursor {
     /// Scanout it is on.
@@ -339,10 +331,6 @@ pub struct Cursor {
     pub size: (u32, u32),
     /// Whether the source format has no alpha.
     pub opaque: bool,
-    /// The copied image (kept alive for the layer's bind group).
-    pub texture: wgpu::Texture,
-    /// Its draw.
-    pub layer: Layer,
 }
 
 impl Cursor {
@@ -391,33 +379,34 @@ pub fn create_target(
     (t, v)
 }
 
-/// Records the recomposition of a scanout's dirty areas into `enc`: each area is copied
-/// from the resource, then the cursor is blended on top where it overlaps them. Clears the
-/// dirty list; returns false if there was nothing to do.
+/// Records the recomposition of a scanout's `dirty` areas (scanout coordinates) into `enc`:
+/// each area is copied from the part `rect` of the resource into `target`, then the cursor
+/// (with its draw) is blended on top where it overlaps them. Returns false if there was
+/// nothing to do.
+#[allow(clippy::too_many_arguments)]
 pub fn composite(
     enc: &mut wgpu::CommandEncoder,
     queue: &wgpu::Queue,
     comp: &Compositor,
-    s: &mut Scanout,
+    target: &(wgpu::Texture, wgpu::TextureView),
+    rect: Rect,
+    dirty: Vec<Rect>,
     source: &wgpu::Texture,
-    cursor: Option<&Cursor>,
+    cursor: Option<(&Cursor, &Layer)>,
 ) -> bool {
-    let dirty = std::mem::take(&mut s.dirty);
-    let Some((target, view)) = &s.target else {
-        return false;
-    };
+    let (target, view) = target;
     if dirty.is_empty() {
         return false;
     }
-    let (w, h) = (s.rect.width, s.rect.height);
+    let (w, h) = (rect.width, rect.height);
     for d in &dirty {
         enc.copy_texture_to_texture(
             wgpu::TexelCopyTextureInfo {
                 texture: source,
                 mip_level: 0,
                 origin: wgpu::Origin3d {
-                    x: s.rect.x + d.x,
-                    y: s.rect.y + d.y,
+                    x: rect.x + d.x,
+                    y: rect.y + d.y,
                     z: 0,
                 },
                 aspect: wgpu::TextureAspect::All,
@@ -439,7 +428,9 @@ pub fn composite(
             },
         );
     }
-    let Some(c) = cursor else { return true };
+    let Some((c, layer)) = cursor else {
+        return true;
+    };
     let Some(area) = c.area(w, h) else {
         return true;
     };
@@ -447,7 +438,7 @@ pub fn composite(
     if scissors.is_empty() {
         return true;
     }
-    c.layer.set(
+    layer.set(
         queue,
         (
             c.x as i64 - c.hot.0 as i64,
@@ -473,7 +464,7 @@ pub fn composite(
         ..Default::default()
     });
     pass.set_pipeline(comp.blend(target.format()));
-    pass.set_bind_group(0, &c.layer.bind, &[]);
+    pass.set_bind_group(0, &layer.bind, &[]);
     for r in scissors {
         pass.set_scissor_rect(r.x, r.y, r.width, r.height);
         pass.draw(0..4, 0..1);

@@ -122,7 +122,7 @@ pub fn gather<M: GuestMemory>(
 pub fn record_upload(
     enc: &mut wgpu::CommandEncoder,
     src: &wgpu::BufferSlice<'_>,
-    res: &Resource,
+    texture: &wgpu::Texture,
     rect: &Rect,
     pitch: u64,
 ) {
@@ -136,7 +136,7 @@ pub fn record_upload(
             },
         },
         wgpu::TexelCopyTextureInfo {
-            texture: &res.texture,
+            texture,
             mip_level: 0,
             origin: wgpu::Origin3d {
                 x: rect.x,
