@@ -117,8 +117,8 @@ pub trait Renderer: std::fmt::Debug {
 
 /// A renderer that accepts everything the protocol allows and stores nothing: no adapter,
 /// no pixels. Its readbacks are what the wgpu renderer shows of resources the guest never
-/// wrote: every byte 0 (screenshots: alpha 255 where the scanout's format is opaque), what
-/// ever the guest transferred.
+/// wrote: every byte 0 (screenshots: alpha 255 where the scanout's format is opaque),
+/// whatever the guest transferred.
 #[derive(Debug, Clone)]
 pub struct NullRenderer {
     max_texture_dim: u32,
