@@ -4,7 +4,7 @@
 //!   host change it needs (a passthrough prepare or an mdev creation, as a printable plan),
 //!   the [`GpuAttachment`], and the QEMU command line ([`argv::qemu_argv`]).
 //! - [`qemu::find_qemu`]: `--qemu PATH` or the newest `qemu-system-x86_64` on `PATH`, with
-//!   the version the device needs ([`required_qemu`]).
+//!   the version the device needs (`required_qemu`).
 //! - [`accel::choose_accel`]: KVM when it can run a stock kernel, else TCG with the reason.
 //! - [`run`]: applies the change under a journal (so `vm-cli gpu restore` undoes it if this
 //!   process is killed), starts the wgpu backend when the rung is wgpu, runs QEMU with the

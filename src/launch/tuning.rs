@@ -9,7 +9,7 @@
 //! command, or with `--reserve-hugepages` a [`Plan`] that raises `nr_hugepages` (journaled,
 //! undone by writing the old count back; its check fails when the kernel reserved fewer pages
 //! than asked, as it does when memory is fragmented). The QEMU side is in
-//! [`super::argv`]; applying the reservation and pinning the threads in [`super::supervise`].
+//! [`super::argv`]; applying the reservation and pinning the threads in `supervise`.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -56,7 +56,7 @@ impl PlanLock {
     }
 
     /// Undoes a journal a dead owner left under this key (check it with
-    /// [`Journal::check_replayable`] first), keeping the lock.
+    /// `Journal::check_replayable` first), keeping the lock.
     pub fn reclaim(self, host: &dyn HostOps, journal: Journal) -> (Self, UndoReport) {
         let PlanLock {
             state_dir,

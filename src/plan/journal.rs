@@ -128,11 +128,11 @@ pub struct JournalStep {
 /// The on-disk record of a plan being applied or held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
-    /// [`JOURNAL_SCHEMA`].
+    /// `JOURNAL_SCHEMA`.
     pub schema: u32,
     /// Journal and lock key (`group-7`); always the file's name without `.json`.
     pub key: String,
-    /// The host the plan changed ([`HostOps::identity`]: `machine-id … boot …` for this
+    /// The host the plan changed ([`System::identity`](crate::host::System::identity): `machine-id … boot …` for this
     /// machine, `host tree /path` for a simulation). Only that host replays it; `None` (a
     /// journal of an older vm-device) is replayed nowhere.
     #[serde(default)]

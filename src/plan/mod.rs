@@ -42,7 +42,7 @@ pub use state::{valid_key, StateDir, StateError};
 /// The default state directory (journals and locks).
 pub(crate) const DEFAULT_STATE_DIR: &str = "/run/vm-device";
 
-/// The state directory: `VM_STATE_DIR` when set, else [`DEFAULT_STATE_DIR`].
+/// The state directory: `VM_STATE_DIR` when set, else `DEFAULT_STATE_DIR`.
 pub fn default_state_dir() -> PathBuf {
     match std::env::var_os("VM_STATE_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),

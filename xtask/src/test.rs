@@ -4,7 +4,8 @@
 //!    project's `shared` folder beside the checkout, `cargo fmt --check`, and
 //!    `cargo clippy --workspace --all-targets -- -D warnings`, clippy of vm-device
 //!    without its default features (a vm-cli without the simulator), and `cargo xtask
-//!    layers` (no module of `src/` imports a higher layer).
+//!    layers` (no module of `src/` imports a higher layer), and `cargo doc` of the library
+//!    with warnings denied.
 //! 1. `cargo test --workspace`: unit, integration, property, snapshot and differential tests
 //!    (the simulator, the manager, the CLI, wgpu on a real adapter).
 //! 2. `cargo xtask sim`: the manager on every fixture and shared recording.
@@ -42,6 +43,7 @@ pub fn test_cmd(args: &[String]) -> Result<(), String> {
         ("cargo fmt --check", fmt_check),
         ("cargo clippy", clippy),
         ("cargo xtask layers", layers),
+        ("cargo doc", doc),
     ] {
         println!("== {name}");
         if let Err(e) = run(&cargo) {
@@ -195,6 +197,21 @@ fn clippy(cargo: &str) -> Result<(), String> {
         ],
         "cargo clippy -p vm-device --no-default-features -- -D warnings",
     )
+}
+
+/// The library's public API documents without a broken or private link (`cargo doc`).
+fn doc(cargo: &str) -> Result<(), String> {
+    let st = Command::new(cargo)
+        .args(["doc", "-p", "vm-device", "--no-deps", "--quiet"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(crate::sim::repo_root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err("RUSTDOCFLAGS=\"-D warnings\" cargo doc -p vm-device --no-deps failed".into())
+    }
 }
 
 /// The import graph keeps its layering (`cargo xtask layers`).

@@ -43,7 +43,7 @@ fn refusal_remedy(errno: i32, path: &str) -> String {
 }
 
 /// One error enum for the mediated rung. Each variant names the device or path and the
-/// remedy; [`MdevError::remedy`] gives the remedy alone for renderers.
+/// remedy.
 #[derive(Debug, thiserror::Error)]
 pub enum MdevError {
     /// No parent (mdev_bus entry or SR-IOV PF) by that name.

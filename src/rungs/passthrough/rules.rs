@@ -3,7 +3,7 @@
 //! what moves, and every reason a GPU is refused.
 //!
 //! The rules read a small facts value, [`PassthroughFacts`]. The inventory-time probe
-//! (`gpu list`, the ladder: [`super::probe`]) fills it from a [`crate::inventory::HostInventory`];
+//! (`gpu list`, the ladder: [`super::probe()`]) fills it from a [`crate::inventory::HostInventory`];
 //! the prepare-time re-check ([`super::plan_prepare`]) fills it from the live host just before
 //! changing it. Both then ask [`judge`], so they cannot disagree; `gpu doctor` asks it too.
 //!

@@ -150,7 +150,7 @@ impl Gatherer {
     ///
     /// # Safety
     ///
-    /// The guest memory regions of `mem` must stay mapped until [`GpuGather::forget_imports`]
+    /// The guest memory regions of `mem` must stay mapped until `GpuGather::forget_imports`
     /// is called (the device's [`super::VirtioGpuDevice::forget_guest_memory`]).
     pub unsafe fn bind<M: GuestMemory>(
         &mut self,

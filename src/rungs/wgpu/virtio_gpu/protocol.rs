@@ -6,7 +6,7 @@ use std::fmt;
 /// Device ID of a virtio-gpu device.
 pub const VIRTIO_ID_GPU: u32 = 16;
 /// Feature bit: 3D (virgl). Offered only when the device serves WebGPU
-/// ([`super::webgpu`]), whose 3D commands carry WebGPU, never virgl.
+/// (`webgpu`), whose 3D commands carry WebGPU, never virgl.
 pub const VIRTIO_GPU_F_VIRGL: u32 = 0;
 /// Feature bit: GET_EDID is supported. The only device feature this device offers.
 pub const VIRTIO_GPU_F_EDID: u32 = 1;
@@ -48,7 +48,7 @@ pub mod ctrl {
     pub const RESOURCE_ATTACH_BACKING: u32 = 0x106;
     /// RESOURCE_DETACH_BACKING.
     pub const RESOURCE_DETACH_BACKING: u32 = 0x107;
-    /// GET_CAPSET_INFO (handled by [`super::webgpu`]; ERR_UNSPEC on a 2D-only device).
+    /// GET_CAPSET_INFO (handled by the device's `webgpu` module; ERR_UNSPEC on a 2D-only device).
     pub const GET_CAPSET_INFO: u32 = 0x108;
     /// GET_EDID.
     pub const GET_EDID: u32 = 0x10a;
