@@ -4,6 +4,8 @@
 //!   selects on, computed from one host inventory (pure).
 //! - [`api`]: what the driver needs from the API server (claims' allocations, publishing
 //!   ResourceSlices), as traits.
+//! - [`slices`]: the devices as `resource.k8s.io/v1` ResourceSlices within the API's limits
+//!   (pure).
 //!
 //! The DRA driver offers what the ladder finds available (whole GPUs, SR-IOV VFs, mdev
 //! types with free instances, NVIDIA vendor-VFIO vGPU types, wgpu shares) and changes the
@@ -12,6 +14,7 @@
 
 pub mod api;
 pub mod devices;
+pub mod slices;
 
 /// The DRA driver name (`spec.driver` of the ResourceSlices, `driverName` of claims).
 pub const DRIVER_NAME: &str = "gpu.vm-device.io";
