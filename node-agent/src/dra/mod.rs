@@ -6,6 +6,7 @@
 //!   ResourceSlices), as traits.
 //! - [`slices`]: the devices as `resource.k8s.io/v1` ResourceSlices within the API's limits
 //!   (pure).
+//! - [`kube`]: the traits on a real API server (`kube` client, in-cluster or kubeconfig).
 //!
 //! The DRA driver offers what the ladder finds available (whole GPUs, SR-IOV VFs, mdev
 //! types with free instances, NVIDIA vendor-VFIO vGPU types, wgpu shares) and changes the
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod devices;
+pub mod kube;
 pub mod slices;
 
 /// The DRA driver name (`spec.driver` of the ResourceSlices, `driverName` of claims).
