@@ -945,3 +945,70 @@ async fn connect_reads_a_kubeconfig_and_needs_a_node_name() {
     let err = KubeDra::connect(Some(&path), None).await.err().unwrap();
     assert!(matches!(err, KubeError::NoNodeName), "{err}");
 }
+
+/// Mock API server: every recorded and synthetic host's DRA devices (`dra::devices` on the
+/// rungs' candidates, as the driver computes them) are published whole: the mock API
+/// server's validation accepts every slice and no device is left out.
+#[tokio::test]
+async fn every_fixture_hosts_devices_publish_within_the_limits() {
+    use vm_device::gpu_manager::UnifiedGpuManager;
+    use vm_device::ladder::GpuMode;
+    use vm_device_sim::SimHost;
+
+    let hosts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/hosts");
+    let mut entries: Vec<_> = std::fs::read_dir(&hosts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    let mut published_somewhere = 0;
+    for host in entries {
+        let Ok(sim) = SimHost::from_fixture(&host) else {
+            continue;
+        };
+        let mut m = UnifiedGpuManager::with_host(Arc::new(sim));
+        m.scan_backends().unwrap();
+        let mut candidates = Vec::new();
+        for mode in [GpuMode::Passthrough, GpuMode::Mdev, GpuMode::Wgpu] {
+            candidates.extend_from_slice(m.candidates(mode).unwrap());
+        }
+        let inv = m.inventory().unwrap().clone();
+        let devices = vm_device_agent::dra::devices::devices(&inv, &candidates, 4, &[]);
+
+        let server = MockApiServer::new();
+        let dra = KubeDra::new(server.client(), NODE).unwrap();
+        let report = dra
+            .publish_slices(&devices)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", host.display()));
+        assert!(
+            report.skipped.is_empty(),
+            "{}: {:?}",
+            host.display(),
+            report.skipped
+        );
+        assert!(
+            server.state().invalid.is_empty(),
+            "{}: {:?}",
+            host.display(),
+            server.state().invalid
+        );
+        let published: Vec<String> = server
+            .slices_of(DRIVER_NAME, NODE)
+            .iter()
+            .flat_map(|s| s.spec.devices.clone().unwrap_or_default())
+            .map(|d| d.name)
+            .collect();
+        let mut wanted: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
+        wanted.sort();
+        assert_eq!(published, wanted, "{}", host.display());
+        if !published.is_empty() {
+            published_somewhere += 1;
+        }
+    }
+    assert!(
+        published_somewhere >= 5,
+        "{published_somewhere} hosts had devices"
+    );
+}
