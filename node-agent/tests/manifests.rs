@@ -4,7 +4,8 @@
 //! ignores unknown fields, the API server would prune them), and the pieces fit: the RBAC
 //! grants what `dra::kube` requests, the DaemonSet runs as the bound ServiceAccount with
 //! NODE_NAME, one DeviceClass per rung selects this driver's devices of that rung, and the
-//! example claim and VM refer to each other by the right names.
+//! example claim and VM refer to each other by the right names, the VM's DRA parts valid
+//! against KubeVirt's own definitions (vendored, schemas/kubevirt/NOTICE).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -18,6 +19,9 @@ use serde::Serialize;
 use serde_json::Value;
 use vm_device_agent::dra::devices::{DraDevice, DraKind};
 use vm_device_agent::dra::DRIVER_NAME;
+
+mod common;
+use common::openapi::validate;
 
 fn docs(file: &str) -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,6 +83,22 @@ fn rungs() -> BTreeSet<&'static str> {
         .rung()
     })
     .collect()
+}
+
+fn kubevirt_vmi_dra() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/kubevirt/vmi-dra.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["definitions"].clone()
+}
+
+#[test]
+fn kubevirts_gpu_definition_refuses_a_misnamed_claim_field() {
+    // Guards the check below: KubeVirt's GPU has claimName/requestName, nothing else.
+    let defs = kubevirt_vmi_dra();
+    let bad = serde_json::json!({"name": "gpu1", "claim": "gpu", "requestName": "gpu"});
+    assert!(validate(&defs, &defs["v1.GPU"], &bad, "gpu").is_err());
+    let good = serde_json::json!({"name": "gpu1", "claimName": "gpu", "requestName": "gpu"});
+    validate(&defs, &defs["v1.GPU"], &good, "gpu").unwrap();
 }
 
 #[test]
@@ -236,6 +256,27 @@ fn the_example_claim_and_vm_fit_together() {
     );
     let claims = vmi["spec"]["resourceClaims"].as_array().unwrap();
     let gpus = vmi["spec"]["domain"]["devices"]["gpus"].as_array().unwrap();
+    let defs = kubevirt_vmi_dra();
+    for (i, c) in claims.iter().enumerate() {
+        let at = format!("spec.resourceClaims[{i}]");
+        validate(
+            &defs,
+            &defs["v1.VirtualMachineInstanceResourceClaim"],
+            c,
+            &at,
+        )
+        .unwrap();
+        let sources = ["resourceClaimName", "resourceClaimTemplateName"];
+        assert_eq!(
+            sources.iter().filter(|k| c.get(**k).is_some()).count(),
+            1,
+            "{at}"
+        );
+    }
+    for (i, g) in gpus.iter().enumerate() {
+        let at = format!("spec.domain.devices.gpus[{i}]");
+        validate(&defs, &defs["v1.GPU"], g, &at).unwrap();
+    }
     assert!(!gpus.is_empty());
     for g in gpus {
         assert!(
