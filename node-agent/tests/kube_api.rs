@@ -994,12 +994,13 @@ async fn every_fixture_hosts_devices_publish_within_the_limits() {
             host.display(),
             server.state().invalid
         );
-        let published: Vec<String> = server
+        let mut published: Vec<String> = server
             .slices_of(DRIVER_NAME, NODE)
             .iter()
             .flat_map(|s| s.spec.devices.clone().unwrap_or_default())
             .map(|d| d.name)
             .collect();
+        published.sort();
         let mut wanted: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
         wanted.sort();
         assert_eq!(published, wanted, "{}", host.display());
@@ -1011,4 +1012,34 @@ async fn every_fixture_hosts_devices_publish_within_the_limits() {
         published_somewhere >= 5,
         "{published_somewhere} hosts had devices"
     );
+}
+
+/// Mock API server: a pool of more than ten slices (names `…-10` sort before `…-2`) is
+/// recognised as unchanged on the next publication and moves to the next generation as a
+/// whole on a change.
+#[tokio::test]
+async fn a_pool_of_more_than_ten_slices_is_stable() {
+    let server = MockApiServer::new();
+    let dra = KubeDra::new(server.client(), NODE).unwrap();
+    let list = devices(1300);
+    let report = dra.publish_slices(&list).await.unwrap();
+    assert_eq!(report.created.len(), 11);
+    let mut names: Vec<String> = server
+        .slices_of(DRIVER_NAME, NODE)
+        .iter()
+        .flat_map(|s| s.spec.devices.clone().unwrap_or_default())
+        .map(|d| d.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 1300);
+    server.take_seen();
+    assert!(dra.publish_slices(&list).await.unwrap().unchanged());
+    assert!(writes(&server.take_seen()).is_empty());
+    let report = dra.publish_slices(&list[1..]).await.unwrap();
+    assert_eq!((report.generation, report.updated.len()), (2, 11));
+    for s in server.slices_of(DRIVER_NAME, NODE) {
+        assert_eq!(s.spec.pool.generation, 2);
+        assert_eq!(s.spec.pool.resource_slice_count, 11);
+    }
 }
