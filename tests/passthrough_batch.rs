@@ -64,7 +64,10 @@ fn a_batch_prepares_each_group_under_its_own_journal_and_gives_them_back() {
         assert!(p.covers(&gpu), "{gpu}");
         assert_eq!(driver(&h, &gpu).as_deref(), Some(VFIO_PCI), "{gpu}");
         assert!(p.journal_path().exists(), "{gpu}: no journal");
-        assert!(held(state.path(), p.plan().group), "{gpu}: group not locked");
+        assert!(
+            held(state.path(), p.plan().group),
+            "{gpu}: group not locked"
+        );
     }
     assert_eq!(journals(state.path()), 2);
     for p in prepared.into_iter().rev() {
