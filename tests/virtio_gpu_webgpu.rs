@@ -5,8 +5,6 @@
 
 mod virtio_gpu_harness;
 
-use std::sync::mpsc;
-
 use proptest::prelude::*;
 use virtio_gpu_harness::webgpu::*;
 use virtio_gpu_harness::Guest;
@@ -16,6 +14,7 @@ use vm_device::gpu_virt::virtio_gpu::webgpu::{
     SUBMIT_MAGIC, WEBGPU_CAPSET_ID,
 };
 use vm_device::gpu_virt::virtio_gpu::{Command, Format, QueueKind};
+use webgpu_guest::kit;
 use webgpu_wire::{Transport, TransportError};
 
 const ADD: &str = r#"
@@ -33,64 +32,21 @@ fn vector_add(instance: &wgpu::Instance, n: u32) -> Vec<u32> {
     let a: Vec<u8> = (0..n)
         .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
         .collect();
-    let mk = |usage| {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: n as u64 * 4,
-            usage,
-            mapped_at_creation: false,
-        })
-    };
-    let ba = mk(wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
-    let bc = mk(wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC);
-    let staging = mk(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+    let ba = kit::buffer(
+        &device,
+        n as u64 * 4,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+    );
+    let bc = kit::buffer(
+        &device,
+        n as u64 * 4,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    );
     queue.write_buffer(&ba, 0, &a);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(ADD.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: ba.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: bc.as_entire_binding(),
-            },
-        ],
-    });
     let mut enc = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(n.div_ceil(64), 1, 1);
-    }
-    enc.copy_buffer_to_buffer(&bc, 0, &staging, 0, n as u64 * 4);
+    kit::encode_compute(&device, &mut enc, ADD, &[&ba, &bc], [n.div_ceil(64), 1, 1]);
     queue.submit([enc.finish()]);
-    let (tx, rx) = mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r).unwrap());
-    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    rx.recv().unwrap().expect("map");
-    let out = staging
-        .get_mapped_range(..)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    out
+    kit::bytes_u32(&kit::read_buffer(&device, &queue, &bc).expect("read back"))
 }
 
 #[test]

@@ -17,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use webgpu_guest::kit;
 use webgpu_host::{Budget, Host};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -86,48 +87,12 @@ fn vs(@builtin(vertex_index) v: u32, @builtin(instance_index) i: u32) -> VsOut {
 fn fs(i: VsOut) -> @location(0) vec4<f32> { return i.color; }
 "#;
 
-fn compute_pipeline(device: &wgpu::Device, src: &str) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(src.into()),
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    })
-}
-
-fn bind(
-    device: &wgpu::Device,
-    p: &wgpu::ComputePipeline,
-    bufs: &[&wgpu::Buffer],
-) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry> = bufs
-        .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: b.as_entire_binding(),
-        })
-        .collect();
-    device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &p.get_bind_group_layout(0),
-        entries: &entries,
-    })
-}
-
 fn storage(device: &wgpu::Device, bytes: u64) -> wgpu::Buffer {
-    device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: bytes,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
+    kit::buffer(
+        device,
+        bytes,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+    )
 }
 
 /// Submits `enc`'s work and waits for it.
@@ -176,16 +141,11 @@ fn workloads(device: &wgpu::Device, queue: &wgpu::Queue, s: &Sizes) -> Results {
         mapped_at_creation: false,
     });
     queue.write_buffer(&dims, 0, &n.to_le_bytes());
-    let mm = compute_pipeline(device, MATMUL);
-    let mm_bg = bind(device, &mm, &[&a, &b, &c, &dims]);
+    let mm = kit::compute_pipeline(device, MATMUL);
+    let mm_bg = kit::bind_buffers(device, &mm, &[&a, &b, &c, &dims]);
     let matmul = timed(s.reps, || {
         let mut enc = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&mm);
-            pass.set_bind_group(0, &mm_bg, &[]);
-            pass.dispatch_workgroups(n / 16, n / 16, 1);
-        }
+        kit::dispatch(&mut enc, &mm, &mm_bg, [n / 16, n / 16, 1]);
         run(device, queue, enc.finish());
     });
     drop((a, b, c));
@@ -198,19 +158,14 @@ fn workloads(device: &wgpu::Device, queue: &wgpu::Queue, s: &Sizes) -> Results {
         / 16
         * 16;
     let (src, dst) = (storage(device, half), storage(device, half));
-    let st = compute_pipeline(device, STREAM);
-    let st_bg = bind(device, &st, &[&src, &dst]);
+    let st = kit::compute_pipeline(device, STREAM);
+    let st_bg = kit::bind_buffers(device, &st, &[&src, &dst]);
     let groups = (half / 16).div_ceil(256) as u32;
     let gx = groups.min(32768);
     let gy = groups.div_ceil(gx);
     let stream = timed(s.reps, || {
         let mut enc = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&st);
-            pass.set_bind_group(0, &st_bg, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
+        kit::dispatch(&mut enc, &st, &st_bg, [gx, gy, 1]);
         run(device, queue, enc.finish());
     });
     drop((src, dst));

@@ -7,7 +7,7 @@
 //! function [`frame_pixel`] in WGSL), read it back and write it to the framebuffer `FB` in
 //! one `write()`; the host compares QEMU's screendump with the same function.
 
-use std::sync::mpsc;
+use webgpu_guest::kit;
 
 const ADD: &str = r#"
 @group(0) @binding(0) var<storage, read> a: array<u32>;
@@ -31,68 +31,27 @@ fn run(n: u32) -> Result<String, String> {
     let a: Vec<u32> = (0..n).map(|i| i.wrapping_mul(2_654_435_761)).collect();
     let b: Vec<u32> = (0..n).map(|i| i ^ 0x5a5a_5a5a).collect();
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-    let bytes = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let mk = |usage| {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: n as u64 * 4,
-            usage,
-            mapped_at_creation: false,
-        })
-    };
-    let (ba, bb) = (mk(usage), mk(usage));
-    let bc = mk(wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC);
-    let staging = mk(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-    queue.write_buffer(&ba, 0, &bytes(&a));
-    queue.write_buffer(&bb, 0, &bytes(&b));
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(ADD.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-        wgpu::BindGroupEntry {
-            binding,
-            resource: buffer.as_entire_binding(),
-        }
-    }
-    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[entry(0, &ba), entry(1, &bb), entry(2, &bc)],
-    });
+    let (ba, bb) = (
+        kit::buffer(&device, n as u64 * 4, usage),
+        kit::buffer(&device, n as u64 * 4, usage),
+    );
+    queue.write_buffer(&ba, 0, &kit::u32_bytes(&a));
+    queue.write_buffer(&bb, 0, &kit::u32_bytes(&b));
+    let bc = kit::buffer(
+        &device,
+        n as u64 * 4,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    );
     let mut enc = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(n.div_ceil(64), 1, 1);
-    }
-    enc.copy_buffer_to_buffer(&bc, 0, &staging, 0, n as u64 * 4);
+    kit::encode_compute(
+        &device,
+        &mut enc,
+        ADD,
+        &[&ba, &bb, &bc],
+        [n.div_ceil(64), 1, 1],
+    );
     queue.submit([enc.finish()]);
-    let (tx, rx) = mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| format!("poll: {e}"))?;
-    rx.recv()
-        .map_err(|e| format!("map callback: {e}"))?
-        .map_err(|e| format!("map_async: {e}"))?;
-    let got: Vec<u32> = staging
-        .get_mapped_range(..)
-        .map_err(|e| format!("mapped range: {e}"))?
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let got = kit::bytes_u32(&kit::read_buffer(&device, &queue, &bc)?);
     let bad = (0..n as usize)
         .filter(|&i| got.get(i) != Some(&a[i].wrapping_mul(3).wrapping_add(b[i])))
         .count();
@@ -159,79 +118,30 @@ fn frame(w: u32, h: u32, fb: &str) -> Result<String, String> {
     let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))
         .map_err(|e| format!("request_device: {e}"))?;
     let bytes = w as u64 * h as u64 * 4;
-    let mk = |size, usage| {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage,
-            mapped_at_creation: false,
-        })
-    };
-    let size = mk(
-        16,
-        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-    );
-    let px = mk(
-        bytes,
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-    );
-    let staging = mk(
-        bytes,
-        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-    );
     let mut u = [0u8; 16];
     u[..4].copy_from_slice(&w.to_le_bytes());
     u[4..8].copy_from_slice(&h.to_le_bytes());
+    let size = kit::buffer(
+        &device,
+        16,
+        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    );
     queue.write_buffer(&size, 0, &u);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(FRAME.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: size.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: px.as_entire_binding(),
-            },
-        ],
-    });
+    let px = kit::buffer(
+        &device,
+        bytes,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    );
     let mut enc = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups((w * h).div_ceil(64), 1, 1);
-    }
-    enc.copy_buffer_to_buffer(&px, 0, &staging, 0, bytes);
+    kit::encode_compute(
+        &device,
+        &mut enc,
+        FRAME,
+        &[&size, &px],
+        [(w * h).div_ceil(64), 1, 1],
+    );
     queue.submit([enc.finish()]);
-    let (tx, rx) = mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| format!("poll: {e}"))?;
-    rx.recv()
-        .map_err(|e| format!("map callback: {e}"))?
-        .map_err(|e| format!("map_async: {e}"))?;
-    let data = staging
-        .get_mapped_range(..)
-        .map_err(|e| format!("mapped range: {e}"))?
-        .to_vec();
+    let data = kit::read_buffer(&device, &queue, &px)?;
     let computed = t0.elapsed();
     // One write() for the whole frame (as the e2e's pattern: fbdev's damage clip).
     std::fs::OpenOptions::new()

@@ -22,6 +22,10 @@ pub(crate) struct Conn {
     lost: Mutex<Option<String>>,
     /// Per device: what to run when the connection is lost.
     pub(crate) lost_hooks: Mutex<HashMap<Id, LostHook>>,
+    /// Command encoders recording now, and the releases held back until none is: an
+    /// encoder's commands travel at `finish`, and they may name objects the program has
+    /// dropped since (natively the encoder keeps them alive).
+    recording: Mutex<(usize, Vec<Id>)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -73,6 +77,7 @@ impl Conn {
             pending: Mutex::new((Vec::new(), 0)),
             next_id: AtomicU64::new(1),
             handlers: Mutex::new(HashMap::new()),
+            recording: Mutex::new((0, Vec::new())),
             lost: Mutex::new(None),
             lost_hooks: Mutex::new(HashMap::new()),
         }
@@ -116,6 +121,39 @@ impl Conn {
         };
         if full {
             self.flush();
+        }
+    }
+
+    /// Releases the host object `id`, or holds the release back while an encoder records.
+    pub(crate) fn release(&self, id: Id) {
+        {
+            let mut r = self.recording.lock().unwrap_or_else(|p| p.into_inner());
+            if r.0 > 0 {
+                r.1.push(id);
+                return;
+            }
+        }
+        self.push(Command::Release { id });
+    }
+
+    /// An encoder started recording.
+    pub(crate) fn encoder_opened(&self) {
+        self.recording.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
+    }
+
+    /// An encoder finished (its commands are queued) or was dropped: when it was the last
+    /// one recording, the releases held back are queued after its commands.
+    pub(crate) fn encoder_closed(&self) {
+        let held = {
+            let mut r = self.recording.lock().unwrap_or_else(|p| p.into_inner());
+            r.0 = r.0.saturating_sub(1);
+            if r.0 > 0 {
+                return;
+            }
+            std::mem::take(&mut r.1)
+        };
+        for id in held {
+            self.push(Command::Release { id });
         }
     }
 

@@ -21,6 +21,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod conn;
+pub mod kit;
 mod objects;
 #[cfg(target_os = "linux")]
 pub mod virtio;

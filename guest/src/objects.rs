@@ -117,7 +117,7 @@ impl Obj {
 impl Drop for Obj {
     fn drop(&mut self) {
         if self.id != 0 && !self.consumed.load(Ordering::Relaxed) {
-            self.conn.push(Command::Release { id: self.id });
+            self.conn.release(self.id);
         }
     }
 }
@@ -166,6 +166,16 @@ struct Encoder {
     device: Id,
     label: Option<String>,
     cmds: Arc<Mutex<Vec<EncoderCommand>>>,
+    /// Still recording (not finished): counted in the connection's open encoders.
+    recording: bool,
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        if self.recording {
+            self.conn.encoder_closed();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -704,11 +714,13 @@ impl DeviceInterface for RemoteDevice {
         &self,
         desc: &wgpu::CommandEncoderDescriptor<'_>,
     ) -> DispatchCommandEncoder {
+        self.conn.encoder_opened();
         DispatchCommandEncoder::custom(Encoder {
             conn: Arc::clone(&self.conn),
             device: self.id,
             label: label(desc.label),
             cmds: Arc::default(),
+            recording: true,
         })
     }
 
@@ -1248,6 +1260,9 @@ impl CommandEncoderInterface for Encoder {
             label: self.label.clone(),
             commands,
         });
+        if std::mem::replace(&mut self.recording, false) {
+            self.conn.encoder_closed();
+        }
         DispatchCommandBuffer::custom(Obj::new(&self.conn, id, self.device))
     }
     fn clear_texture(&self, _texture: &DispatchTexture, _range: &wgpu::ImageSubresourceRange) {

@@ -4,6 +4,7 @@
 
 use std::sync::{mpsc, Arc};
 
+use webgpu_guest::kit;
 use webgpu_host::{Budget, Host, InProcess};
 
 fn native() -> (wgpu::Device, wgpu::Queue) {
@@ -23,42 +24,15 @@ fn remote() -> (wgpu::Device, wgpu::Queue) {
 }
 
 fn read_back(device: &wgpu::Device, queue: &wgpu::Queue, src: &wgpu::Buffer) -> Vec<u8> {
-    let size = src.size();
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("staging"),
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut enc = device.create_command_encoder(&Default::default());
-    enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
-    queue.submit([enc.finish()]);
-    let (tx, rx) = mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r).unwrap());
-    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    rx.recv().unwrap().expect("map");
-    let out = staging.get_mapped_range(..).unwrap().to_vec();
-    staging.unmap();
-    out
+    kit::read_buffer(device, queue, src).expect("read back")
 }
 
 fn storage(device: &wgpu::Device, data: &[u32]) -> wgpu::Buffer {
-    let b = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: (data.len() * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: true,
-    });
-    b.get_mapped_range_mut(..).unwrap().copy_from_slice(
-        &data
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<_>>(),
-    );
-    b.unmap();
-    b
+    kit::init_buffer(
+        device,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        &kit::u32_bytes(data),
+    )
 }
 
 const VECTOR_ADD: &str = r#"
@@ -78,49 +52,19 @@ fn vector_add(device: &wgpu::Device, queue: &wgpu::Queue) -> Vec<u8> {
         .map(|i| (1.0f32 / (i as f32 + 1.0)).to_bits())
         .collect();
     let (ba, bb) = (storage(device, &a), storage(device, &b));
-    let bc = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: n as u64 * 4,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(VECTOR_ADD.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: ba.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: bb.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: bc.as_entire_binding(),
-            },
-        ],
-    });
+    let bc = kit::buffer(
+        device,
+        n as u64 * 4,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    );
     let mut enc = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(n.div_ceil(64), 1, 1);
-    }
+    kit::encode_compute(
+        device,
+        &mut enc,
+        VECTOR_ADD,
+        &[&ba, &bb, &bc],
+        [n.div_ceil(64), 1, 1],
+    );
     queue.submit([enc.finish()]);
     read_back(device, queue, &bc)
 }
@@ -462,3 +406,34 @@ fn on_submitted_work_done_fires_after_poll() {
     rx.try_recv().expect("callback ran during poll");
     assert_eq!(read_back(&rd, &rq, &b), vec![0; 16]);
 }
+
+/// A pipeline and bind group the program drops while its encoder still records them run
+/// at submit, as natively (wgpu keeps what an encoder names alive): the guest library holds
+/// their release back until the encoder is finished.
+#[test]
+fn objects_dropped_while_an_encoder_records_them_still_run() {
+    let run = |device: &wgpu::Device, queue: &wgpu::Queue| {
+        let src = storage(device, &[5, 6, 7, 8]);
+        let dst = storage(device, &[0; 4]);
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let pipeline = kit::compute_pipeline(device, DOUBLE);
+            let bind_group = kit::bind_buffers(device, &pipeline, &[&src, &dst]);
+            kit::dispatch(&mut enc, &pipeline, &bind_group, [1, 1, 1]);
+            // Both dropped here, before `finish`.
+        }
+        queue.submit([enc.finish()]);
+        kit::bytes_u32(&read_back(device, queue, &dst))
+    };
+    let (nd, nq) = native();
+    let (rd, rq) = remote();
+    assert_eq!(run(&nd, &nq), vec![10, 12, 14, 16]);
+    assert_eq!(run(&rd, &rq), vec![10, 12, 14, 16]);
+}
+
+const DOUBLE: &str = r#"
+@group(0) @binding(0) var<storage, read> a: array<u32>;
+@group(0) @binding(1) var<storage, read_write> b: array<u32>;
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) { b[id.x] = a[id.x] * 2u; }
+"#;

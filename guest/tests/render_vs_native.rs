@@ -4,6 +4,7 @@
 
 use std::sync::{mpsc, Arc, Mutex};
 
+use webgpu_guest::kit;
 use webgpu_host::{Budget, Host, InProcess};
 
 fn host() -> Host {
@@ -25,25 +26,11 @@ fn remote() -> (wgpu::Device, wgpu::Queue) {
 }
 
 fn map_read(device: &wgpu::Device, buf: &wgpu::Buffer) -> Vec<u8> {
-    let (tx, rx) = mpsc::channel();
-    buf.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r).unwrap());
-    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    rx.recv().unwrap().expect("map");
-    let out = buf.get_mapped_range(..).unwrap().to_vec();
-    buf.unmap();
-    out
+    kit::map_read(device, buf).expect("map")
 }
 
 fn init_buffer(device: &wgpu::Device, usage: wgpu::BufferUsages, data: &[u8]) -> wgpu::Buffer {
-    let b = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: data.len() as u64,
-        usage,
-        mapped_at_creation: true,
-    });
-    b.get_mapped_range_mut(..).unwrap().copy_from_slice(data);
-    b.unmap();
-    b
+    kit::init_buffer(device, usage, data)
 }
 
 fn f32s(v: &[f32]) -> Vec<u8> {
@@ -357,64 +344,30 @@ fn matmul(device: &wgpu::Device, queue: &wgpu::Queue, n: u32) -> Vec<u8> {
         init_buffer(device, usage, &f32s(&a)),
         init_buffer(device, usage, &f32s(&b)),
     );
-    let bc = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: (n * n * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
+    let size = (n * n * 4) as u64;
+    let bc = kit::buffer(
+        device,
+        size,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    );
     let dims = init_buffer(
         device,
         wgpu::BufferUsages::UNIFORM,
         &[n.to_le_bytes(), [0; 4], [0; 4], [0; 4]].concat(),
     );
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(MATMUL.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: None,
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: ba.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: bb.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: bc.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 3,
-                resource: dims.as_entire_binding(),
-            },
-        ],
-    });
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: (n * n * 4) as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let staging = kit::buffer(
+        device,
+        size,
+        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+    );
     let mut enc = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(n / 16, n / 16, 1);
-    }
+    kit::encode_compute(
+        device,
+        &mut enc,
+        MATMUL,
+        &[&ba, &bb, &bc, &dims],
+        [n / 16, n / 16, 1],
+    );
     enc.copy_buffer_to_buffer(&bc, 0, &staging, 0, None);
     queue.submit([enc.finish()]);
     let out = map_read(device, &staging);

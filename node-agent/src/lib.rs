@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod dra;
 pub mod export;
 pub mod offer;
 pub mod plugin;
