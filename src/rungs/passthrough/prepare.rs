@@ -579,7 +579,7 @@ pub struct BatchError {
     /// The GPU whose prepare failed.
     pub device: PciAddress,
     /// Why (its own changes were undone as this says).
-    pub source: PassthroughError,
+    pub source: Box<PassthroughError>,
     /// Releases of earlier groups that left something (their journals stay for
     /// `vm-cli gpu restore`); empty when the host is as it was.
     pub undo_left: Vec<PassthroughError>,
@@ -625,7 +625,7 @@ pub fn prepare_batch<'h>(
                     .collect();
                 return Err(BatchError {
                     device: *addr,
-                    source,
+                    source: Box::new(source),
                     undo_left,
                 });
             }
