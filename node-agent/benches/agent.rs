@@ -9,6 +9,9 @@
 //! both: the state directory on tmpfs (`/dev/shm`, as on a node) and on the disk under
 //! `TMPDIR` (a node whose `--state-dir` is on disk).
 //!
+//! Each simulated host learns what a kernel knows from boot (`SimHost::learn_kernel`)
+//! before the clock starts; that learning is printed apart, not counted.
+//!
 //! `cargo xtask bench` runs it with `VM_BENCH_HOST` set to its generated host; alone:
 //! `cargo xtask gen-bench-host target/bench-host-1024 && VM_BENCH_HOST=target/bench-host-1024
 //! cargo bench -p vm-device-agent --bench agent`.
@@ -58,10 +61,12 @@ enum StateOn {
 
 fn state_tempdir(on: StateOn) -> Result<tempfile::TempDir, String> {
     match on {
-        StateOn::Tmpfs => tempfile::tempdir_in("/dev/shm"),
-        StateOn::Disk => tempfile::tempdir(),
+        StateOn::Tmpfs => tempfile::tempdir_in("/dev/shm")
+            .map_err(|e| format!("a state directory on tmpfs (/dev/shm): {e}")),
+        StateOn::Disk => {
+            tempfile::tempdir().map_err(|e| format!("a state directory under TMPDIR: {e}"))
+        }
     }
-    .map_err(|e| e.to_string())
 }
 
 /// One cold scan (a fresh simulated host, nothing cached): of the GPUs, what the agent's
