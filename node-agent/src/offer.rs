@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use vm_device::inventory::HostInventory;
+use vm_device::inventory::{HostInventory, PciFunction};
 use vm_passthrough::PciAddress;
 
 use crate::config::DOMAIN;
@@ -119,13 +119,33 @@ pub const VFIO_PCI: &str = "vfio-pci";
 
 /// What the agent offers now, given what it owns and the host as scanned.
 pub fn snapshot(owned: &Owned, inv: &HostInventory) -> Snapshot {
+    build(owned, &inv.functions, Some(inv))
+}
+
+/// True when what `owned` offers can be judged from its own PCI functions alone (no mdev,
+/// whose health and NUMA node come from a scan of the mdev bus and its parents).
+pub fn pci_only(owned: &Owned) -> bool {
+    owned
+        .resources
+        .values()
+        .flatten()
+        .all(|k| !matches!(k, DeviceKind::Mdev { .. }))
+}
+
+/// [`snapshot`] from the owned PCI functions as read one by one (`functions`: those still
+/// on the host), for an owner that is [`pci_only`]; `None` otherwise.
+pub fn snapshot_of_functions(owned: &Owned, functions: &[PciFunction]) -> Option<Snapshot> {
+    pci_only(owned).then(|| build(owned, functions, None))
+}
+
+fn build(owned: &Owned, functions: &[PciFunction], inv: Option<&HostInventory>) -> Snapshot {
     let mut out = Snapshot::new();
     for (resource, devices) in &owned.resources {
         let mut list = Vec::new();
         for kind in devices {
             let offered = match kind {
                 DeviceKind::Pci { address } => {
-                    let Some(f) = inv.functions.iter().find(|f| f.address == *address) else {
+                    let Some(f) = functions.iter().find(|f| f.address == *address) else {
                         continue; // gone from the host
                     };
                     Offered {
@@ -137,6 +157,9 @@ pub fn snapshot(owned: &Owned, inv: &HostInventory) -> Snapshot {
                     }
                 }
                 DeviceKind::Mdev { uuid, parent } => {
+                    let Some(inv) = inv else {
+                        continue; // not built without a scan (see `pci_only`)
+                    };
                     let Some(m) = inv.mdev_devices.iter().find(|m| m.uuid == *uuid) else {
                         continue;
                     };

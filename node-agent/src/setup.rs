@@ -125,20 +125,36 @@ impl Setup {
                 self.owned.resources.entry(resource).or_default().push(kind);
             }
         }
-        let gpus: Vec<PciAddress> = match &cfg.passthrough {
+        // One scan of the GPUs (not of every function of the host) picks them and names
+        // their resources (vendor and device ids do not change with the driver); each
+        // prepare re-reads its own group just before it changes it.
+        let inv = HostInventory::scan_gpus(self.host);
+        let mut gpus: Vec<PciAddress> = match &cfg.passthrough {
             PassthroughSel::Addresses(a) => a.clone(),
-            PassthroughSel::Available => available_gpus(self.host),
+            PassthroughSel::Available => available_in(&inv),
         };
-        // Vendor and device ids do not change with the driver: one scan serves every GPU.
-        let inv = HostInventory::scan(self.host);
+        // An address listed twice is one device, offered once.
+        let mut seen = std::collections::BTreeSet::new();
+        gpus.retain(|a| seen.insert(*a));
+        let opts = PrepareOptions {
+            allow_boot_vga: cfg.allow_boot_vga,
+            state_dir: state_dir.to_path_buf(),
+        };
+        // A failure gives back the groups the batch prepared; `apply` the rest.
+        let prepared = passthrough::prepare_batch(self.host, &gpus, &opts)
+            .map_err(|e| (format!("passthrough {}", e.device), e.to_string()))?;
+        self.changes
+            .extend(prepared.into_iter().map(|p| Change::Prepared(Box::new(p))));
         for addr in gpus {
-            let what = format!("passthrough {addr}");
-            self.prepare(&addr, cfg.allow_boot_vga, state_dir)
-                .map_err(|e| (what.clone(), e))?;
             let f = inv.functions.iter().find(|f| f.address == addr);
             let resource = match f.and_then(|f| f.vendor_id.zip(f.device_id)) {
                 Some((v, d)) => offer::pci_resource(v, d),
-                None => return Err((what, "its vendor and device ids cannot be read".into())),
+                None => {
+                    return Err((
+                        format!("passthrough {addr}"),
+                        "its vendor and device ids cannot be read".into(),
+                    ))
+                }
             };
             self.owned
                 .resources
@@ -259,9 +275,13 @@ fn undo_left(r: &UndoReport, journal: &Path) -> Vec<String> {
 /// The GPUs the passthrough rung finds available (`vm-cli gpu list`'s available
 /// passthrough candidates).
 pub fn available_gpus(host: &dyn HostOps) -> Vec<PciAddress> {
-    let inv = HostInventory::scan(host);
+    available_in(&HostInventory::scan_gpus(host))
+}
+
+/// [`available_gpus`] in a scan already made.
+pub fn available_in(inv: &HostInventory) -> Vec<PciAddress> {
     let filter = vm_device::ladder::Filter::default();
-    passthrough::probe(&inv, &filter)
+    passthrough::probe(inv, &filter)
         .into_iter()
         .filter(|c| c.is_available() && c.mode() == GpuMode::Passthrough)
         .filter_map(|c| match c.target {

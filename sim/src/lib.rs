@@ -265,6 +265,15 @@ impl SimHost {
         self.lock_raw().logging = on;
     }
 
+    /// Learns now what the kernel knows from boot (native drivers and their id tables,
+    /// reset methods, DRM nodes, VFIO minors, loadable modules), which otherwise happens at
+    /// the first call that needs it (the first write). A real host has this before any
+    /// process runs: a measurement of a program's work on a booted host calls this first,
+    /// so the simulator's own learning is not counted as the program's.
+    pub fn learn_kernel(&self) {
+        drop(self.lock());
+    }
+
     /// Every host operation so far, in order.
     pub fn ops(&self) -> Vec<Op> {
         self.lock_raw().log.clone()

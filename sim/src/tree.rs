@@ -461,8 +461,7 @@ impl Tree {
             if !empty || self.in_base(&cur) {
                 break;
             }
-            self.overlay.remove(&cur);
-            self.changed();
+            self.forget(&cur);
             if !cur.pop() {
                 break;
             }
@@ -486,9 +485,8 @@ impl Tree {
             .map(|(k, _)| k.clone())
             .collect();
         for k in below {
-            self.overlay.remove(&k);
+            self.forget(&k);
         }
-        self.changed();
         let mut empty: Vec<PathBuf> = self
             .base_dirs
             .iter()
@@ -625,7 +623,9 @@ impl Tree {
         }
     }
 
-    /// After any overlay change: resolved paths may differ, and hiding entries are recounted.
+    /// Recounts the hiding entries and the key set from the whole overlay (what `put_entry`
+    /// and `forget` keep up to date one entry at a time), and forgets resolved paths.
+    #[cfg(test)]
     fn changed(&mut self) {
         for c in &mut self.resolved {
             c.get_mut().clear();
@@ -859,6 +859,12 @@ impl Tree {
         // One entry changed: update the counts and key set for it alone (the fixture's
         // empty directories are put one by one when a host opens; recounting the whole
         // overlay each time made that quadratic).
+        self.put_entry(p, e);
+    }
+
+    /// Sets the overlay entry at `p` alone (no parent made), updating the hider count and
+    /// key set for it.
+    fn put_entry(&mut self, p: &Path, e: Entry) {
         let new_hides = hides(&e);
         let old = self.overlay.insert(p.to_path_buf(), e);
         if old.as_ref().is_some_and(hides) {
@@ -901,10 +907,24 @@ impl Tree {
             .map(|(k, _)| k.clone())
             .collect();
         for k in below {
-            self.overlay.remove(&k);
+            self.forget(&k);
         }
-        self.overlay.insert(p.to_path_buf(), Entry::Gone);
-        self.changed();
+        self.put_entry(p, Entry::Gone);
+    }
+
+    /// Drops the overlay entry at `k`, keeping the hider count and key set in step with
+    /// it (a recount of the whole overlay on every change made each sysfs write cost as
+    /// much as the fixture's empty directories: thousands of keys on a generated host).
+    fn forget(&mut self, k: &Path) {
+        if let Some(old) = self.overlay.remove(k) {
+            if hides(&old) {
+                self.hiders -= 1;
+            }
+            self.overlay_keys.remove(&normal_key(k));
+        }
+        for c in &mut self.resolved {
+            c.get_mut().clear();
+        }
     }
 
     /// Everything visible, depth first.
@@ -1026,6 +1046,16 @@ mod tests {
         let incremental = (t.hiders, t.overlay_keys.clone());
         t.changed();
         assert_eq!((t.hiders, t.overlay_keys.clone()), incremental);
+        // Removals keep the index whole too: a created node pruned with its new parents,
+        // and a subtree given back to the fixture.
+        let node = Path::new("/dev/vfio/7");
+        t.put_file(node, Vec::new());
+        t.remove_pruned(node);
+        t.restore_base(&dev.join("mdev_supported_types/t1"));
+        let incremental = (t.hiders, t.overlay_keys.clone());
+        t.changed();
+        assert_eq!((t.hiders, t.overlay_keys.clone()), incremental);
+        assert!(!t.has(node));
         assert_eq!(
             t.list(&dev.join("mdev_supported_types")).expect("list"),
             vec!["t1", "t2"]

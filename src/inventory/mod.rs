@@ -209,6 +209,24 @@ pub const CLASS_DISPLAY: u32 = 0x03;
 impl HostInventory {
     /// Scans the host.
     pub fn scan(host: &dyn HostOps) -> HostInventory {
+        Self::scan_with(host, pci::scan)
+    }
+
+    /// Scans the host's GPUs: [`scan`](Self::scan) with `functions` holding only the
+    /// display functions, the functions on their slots and the members of their IOMMU
+    /// groups, the mdev parents and the PFs of VFs among them (every other function's
+    /// class is read, nothing else of it). The passthrough
+    /// rules judge a GPU by exactly those, so `rungs::passthrough::probe` answers as on a
+    /// full scan; for a node agent's start on a host of a thousand functions, where
+    /// reading them all cost most of the start.
+    pub fn scan_gpus(host: &dyn HostOps) -> HostInventory {
+        Self::scan_with(host, pci::scan_gpus)
+    }
+
+    fn scan_with(
+        host: &dyn HostOps,
+        pci_scan: fn(&mut Scan<'_>, &HostFacts) -> Vec<PciFunction>,
+    ) -> HostInventory {
         let mut scan = Scan {
             host,
             warnings: Vec::new(),
@@ -216,7 +234,7 @@ impl HostInventory {
             first_error: None,
         };
         let host_facts = host_facts::scan(&mut scan);
-        let mut functions = pci::scan(&mut scan, &host_facts);
+        let mut functions = pci_scan(&mut scan, &host_facts);
         let (holders, holders_error) = scan_holders(host, &functions);
         pci::nvml_vram(&mut scan, &mut functions);
         let (mut mdev_parents, mdev_devices) = mdev::scan(&mut scan);

@@ -227,6 +227,71 @@ pub(super) fn scan(scan: &mut Scan<'_>, facts: &super::HostFacts) -> Vec<PciFunc
     out
 }
 
+/// [`scan`] of the GPUs alone: every function's class is read (one attribute each), then
+/// in full only the display functions (and those whose class cannot be read), the
+/// functions on their slots and the members of their IOMMU groups (what the passthrough
+/// rules judge a GPU by), the mdev parents and the PFs of the VFs among them (what an mdev
+/// parent is judged by). The other functions are left out, and so are their warnings.
+pub(super) fn scan_gpus(scan: &mut Scan<'_>, facts: &super::HostFacts) -> Vec<PciFunction> {
+    let root = Path::new("/sys/bus/pci/devices");
+    let known = Known {
+        drivers: scan
+            .list(Path::new("/sys/bus/pci/drivers"))
+            .into_iter()
+            .collect(),
+        groups: &facts.iommu.group_numbers,
+    };
+    let mut all = Vec::new();
+    let mut gpus = Vec::new();
+    for name in scan.list(root) {
+        let Ok(address) = name.parse::<PciAddress>() else {
+            scan.warn(&root.join(&name), "not a PCI address; skipped");
+            continue;
+        };
+        let class = scan.hex(&root.join(&name).join("class"), 0xff_ffff);
+        if class.is_none_or(|c| c >> 16 == u64::from(CLASS_DISPLAY)) {
+            gpus.push(address);
+        }
+        all.push(address);
+    }
+    let mut wanted: BTreeSet<PciAddress> = BTreeSet::new();
+    for g in &gpus {
+        wanted.insert(*g);
+        wanted.extend(all.iter().filter(|a| a.same_slot(g)));
+        let link = root.join(g.to_string()).join("iommu_group");
+        if let Some(group) = scan.link_name(&link) {
+            let members = Path::new("/sys/kernel/iommu_groups")
+                .join(&group)
+                .join("devices");
+            wanted.extend(
+                scan.list(&members)
+                    .iter()
+                    .filter_map(|n| n.parse::<PciAddress>().ok())
+                    .filter(|a| all.contains(a)),
+            );
+        }
+    }
+    // mdev parents: whether each is a GPU's is judged from its function (and its PF's).
+    wanted.extend(
+        scan.list(Path::new("/sys/class/mdev_bus"))
+            .iter()
+            .filter_map(|n| n.parse::<PciAddress>().ok())
+            .filter(|a| all.contains(a)),
+    );
+    let read =
+        |scan: &mut Scan<'_>, a: PciAddress| function(scan, &known, a, &root.join(a.to_string()));
+    let mut out: Vec<PciFunction> = wanted.iter().map(|a| read(scan, *a)).collect();
+    // The PFs of the VFs read (a VF is judged with its PF).
+    let pfs: BTreeSet<PciAddress> = out
+        .iter()
+        .filter_map(|f| f.physfn)
+        .filter(|pf| !wanted.contains(pf) && all.contains(pf))
+        .collect();
+    out.extend(pfs.into_iter().map(|a| read(scan, a)));
+    out.sort_by_key(|f| f.address);
+    out
+}
+
 /// Reads the one PCI function at `addr` by the scan's rules ([`PciReader::read`]).
 pub fn read_function(
     host: &dyn crate::host::HostOps,

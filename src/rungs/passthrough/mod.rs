@@ -19,8 +19,9 @@ mod vfio;
 pub use device::PciDeviceInfo;
 pub use error::{step_remedy, PassthroughError};
 pub use prepare::{
-    group_key, holders, iommu_group_of, plan_prepare, prepare, read_facts, release, restore,
-    restore_in, GroupHolder, MovedDevice, PassthroughPlan, PrepareOptions, Prepared, VFIO_PCI,
+    group_key, holders, iommu_group_of, plan_prepare, prepare, prepare_batch, read_facts, release,
+    restore, restore_in, BatchError, GroupHolder, MovedDevice, PassthroughPlan, PrepareOptions,
+    Prepared, VFIO_PCI,
 };
 pub use probe::probe;
 pub use rules::held_open;

@@ -399,6 +399,16 @@ pub(crate) fn prepare_held(
     opts: &PrepareOptions,
 ) -> Result<Held, PassthroughError> {
     let group = iommu_group_of(host, addr)?;
+    prepare_held_in(host, addr, group, opts)
+}
+
+/// [`prepare_held`] in the group just read for `addr`.
+fn prepare_held_in(
+    host: &dyn HostOps,
+    addr: &PciAddress,
+    group: u32,
+    opts: &PrepareOptions,
+) -> Result<Held, PassthroughError> {
     let key = group_key(group);
     let mut lock =
         match crate::plan::PlanLock::acquire(&opts.state_dir, &key, std::time::Duration::ZERO) {
@@ -496,6 +506,12 @@ impl<'h> Prepared<'h> {
             .to_path_buf()
     }
 
+    /// True when `addr` is one of the devices this group's VFIO users get: moved to
+    /// vfio-pci by the plan, or already there.
+    pub fn covers(&self, addr: &PciAddress) -> bool {
+        vfio_devices(self.plan()).contains(addr)
+    }
+
     /// Opens the group through VFIO (container, group, type1 IOMMU) and every device on
     /// vfio-pci in it (the moved ones, or those already there), with their regions. The
     /// session borrows this handle: it must be closed (dropped) before the release.
@@ -553,6 +569,69 @@ pub fn prepare<'h>(
         host,
         held: Some(held),
     })
+}
+
+/// A batch prepare stopped at one GPU; the groups it had prepared before were given back
+/// (newest first).
+#[derive(Debug, thiserror::Error)]
+#[error("{source}{}", if undo_left.is_empty() { String::new() } else { format!("; giving back the groups prepared before it left:\n  {}", undo_left.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")) })]
+pub struct BatchError {
+    /// The GPU whose prepare failed.
+    pub device: PciAddress,
+    /// Why (its own changes were undone as this says).
+    pub source: Box<PassthroughError>,
+    /// Releases of earlier groups that left something (their journals stay for
+    /// `vm-cli gpu restore`); empty when the host is as it was.
+    pub undo_left: Vec<PassthroughError>,
+}
+
+/// Prepares every GPU of `gpus` for passthrough, in order: one journaled plan per IOMMU
+/// group, each under its own lock, exactly as [`prepare`] does it. A GPU whose group an
+/// earlier GPU of the list already moved (a group peer) is not prepared again: the handle of
+/// that group covers it. When one fails, the groups prepared before it are released, newest
+/// first, before the error returns. The handles come back in the order their groups were
+/// prepared; [`Prepared::covers`] says which GPUs each holds.
+pub fn prepare_batch<'h>(
+    host: &'h dyn HostOps,
+    gpus: &[PciAddress],
+    opts: &PrepareOptions,
+) -> Result<Vec<Prepared<'h>>, BatchError> {
+    let mut done: Vec<Prepared<'h>> = Vec::new();
+    for addr in gpus {
+        let held = iommu_group_of(host, addr).and_then(|group| {
+            match done.iter().find(|p| p.plan().group == group) {
+                Some(p) if p.covers(addr) => Ok(None),
+                Some(p) => Err(PassthroughError::State {
+                    path: p.journal_path(),
+                    message: format!(
+                        "{addr} is in IOMMU group {group}, which was prepared for {} without moving {addr} to vfio-pci",
+                        p.plan().target
+                    ),
+                }),
+                None => prepare_held_in(host, addr, group, opts).map(Some),
+            }
+        });
+        match held {
+            Ok(Some(held)) => done.push(Prepared {
+                host,
+                held: Some(held),
+            }),
+            Ok(None) => {}
+            Err(source) => {
+                let undo_left = done
+                    .into_iter()
+                    .rev()
+                    .filter_map(|p| p.release().err())
+                    .collect();
+                return Err(BatchError {
+                    device: *addr,
+                    source: Box::new(source),
+                    undo_left,
+                });
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// A lock that could not be taken for a reason other than another holder.
