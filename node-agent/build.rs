@@ -2,7 +2,11 @@
 //! (proto/NOTICE). protox compiles them in pure Rust, so building needs no `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/deviceplugin/v1beta1/api.proto"];
+    let files = [
+        "proto/deviceplugin/v1beta1/api.proto",
+        "proto/dra/v1/api.proto",
+        "proto/pluginregistration/v1/api.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

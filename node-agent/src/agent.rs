@@ -39,9 +39,23 @@ pub enum AgentError {
         /// Why.
         detail: String,
     },
+    /// The DRA driver could not run.
+    #[error(transparent)]
+    Dra(#[from] crate::dra::plugin::DraError),
     /// A task of the agent failed.
     #[error("{0}")]
     Internal(String),
+}
+
+/// Where the DRA driver reads claims and publishes its devices (with `"dra"` in the
+/// configuration).
+pub struct DraLink {
+    /// The node (pool) name.
+    pub node: String,
+    /// Claims' allocations.
+    pub claims: Arc<dyn crate::dra::api::ClaimSource>,
+    /// ResourceSlice publication.
+    pub publisher: Arc<dyn crate::dra::api::Publisher>,
 }
 
 /// What a clean stop gave back.
@@ -218,6 +232,19 @@ pub async fn run(
     state_dir: PathBuf,
     shutdown: impl Future<Output = ()>,
 ) -> Result<StopReport, AgentError> {
+    run_with(host, cfg, state_dir, None, shutdown).await
+}
+
+/// [`run`], with the DRA driver beside the device plugin when `dra` is given (and the
+/// configuration has `"dra"`). The driver offers nothing the device plugin offers; an error
+/// of either stops both.
+pub async fn run_with(
+    host: Host,
+    cfg: Config,
+    state_dir: PathBuf,
+    dra: Option<DraLink>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<StopReport, AgentError> {
     let setup_host = host.clone();
     let setup_cfg = cfg.clone();
     let setup_dir = state_dir.clone();
@@ -225,7 +252,52 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Setup::apply(setup_host, &setup_cfg, &setup_dir))
             .await
             .map_err(|e| AgentError::Internal(format!("setup: {e}")))??;
-    let result = serve_until(&host, &cfg, &setup.owned, shutdown).await;
+    let driver = match (dra, &cfg.dra) {
+        (Some(link), Some(dcfg)) => Some(crate::dra::plugin::Driver {
+            host: host.clone(),
+            cfg: dcfg.clone(),
+            node: link.node,
+            state_dir: state_dir.clone(),
+            allow_boot_vga: cfg.allow_boot_vga,
+            poll: Duration::from_millis(cfg.poll_interval_ms),
+            exclude: offer::pci_addresses(&setup.owned),
+            claims: link.claims,
+            publisher: link.publisher,
+        }),
+        _ => None,
+    };
+    let result = {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let plugin = async {
+            let r = serve_until(&host, &cfg, &setup.owned, stopped(stop_rx.clone())).await;
+            if r.is_err() {
+                stop_tx.send_replace(true);
+            }
+            r
+        };
+        let driver = async {
+            let Some(d) = driver else { return Ok(()) };
+            let r = crate::dra::plugin::run(d, stopped(stop_rx.clone())).await;
+            if r.is_err() {
+                stop_tx.send_replace(true);
+            }
+            r.map_err(AgentError::from)
+        };
+        let both = async { tokio::join!(plugin, driver) };
+        tokio::pin!(both);
+        tokio::pin!(shutdown);
+        let (a, b) = tokio::select! {
+            r = &mut both => r,
+            () = &mut shutdown => {
+                stop_tx.send_replace(true);
+                (&mut both).await
+            }
+        };
+        a.and(b)
+    };
     let left = tokio::task::spawn_blocking(move || setup.give_back())
         .await
         .map_err(|e| AgentError::Internal(format!("give back: {e}")))?;

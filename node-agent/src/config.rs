@@ -12,6 +12,9 @@
 //! }
 //! ```
 //!
+//! A `"dra"` object turns on the DRA driver beside the device plugin (see [`DraConfig`]):
+//! `{"dra": {"wgpu_shares": 2}}`; every field has a default.
+//!
 //! `passthrough` takes PCI addresses, or `"available"`: every GPU the passthrough rung finds
 //! available at start (as `vm-cli gpu list` shows it).
 
@@ -71,6 +74,39 @@ pub struct SriovSpec {
     pub num_vfs: u32,
 }
 
+/// Default directory where kubelet's plugin watcher looks for registration sockets.
+pub const DEFAULT_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
+/// Default directory of the DRA driver's own socket.
+pub const DEFAULT_DRA_PLUGIN_DIR: &str = "/var/lib/kubelet/plugins/gpu.vm-device.io";
+/// Default directory of CDI spec files (read by containerd and CRI-O).
+pub const DEFAULT_CDI_DIR: &str = "/var/run/cdi";
+
+/// The DRA driver's settings (the `"dra"` object).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DraConfig {
+    /// kubelet's plugin registry: the registration socket is created here.
+    pub registry_dir: PathBuf,
+    /// The driver's own directory: its DRA socket (`dra.sock`) is created here.
+    pub plugin_dir: PathBuf,
+    /// Where the CDI spec files of prepared claims are written.
+    pub cdi_dir: PathBuf,
+    /// Shares of the software rung offered as DRA devices (`wgpu-N`) when an adapter is
+    /// available.
+    pub wgpu_shares: u32,
+}
+
+impl Default for DraConfig {
+    fn default() -> Self {
+        DraConfig {
+            registry_dir: PathBuf::from(DEFAULT_REGISTRY_DIR),
+            plugin_dir: PathBuf::from(DEFAULT_DRA_PLUGIN_DIR),
+            cdi_dir: PathBuf::from(DEFAULT_CDI_DIR),
+            wgpu_shares: 0,
+        }
+    }
+}
+
 /// The agent's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -90,6 +126,8 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// Allow the boot display to be passed through.
     pub allow_boot_vga: bool,
+    /// The DRA driver, when on.
+    pub dra: Option<DraConfig>,
 }
 
 impl Default for Config {
@@ -103,6 +141,7 @@ impl Default for Config {
             kubelet_socket: PathBuf::from(DEFAULT_KUBELET_SOCKET),
             poll_interval_ms: DEFAULT_POLL_MS,
             allow_boot_vga: false,
+            dra: None,
         }
     }
 }
@@ -126,6 +165,8 @@ struct RawConfig {
     poll_interval_ms: Option<u64>,
     #[serde(default)]
     allow_boot_vga: bool,
+    #[serde(default)]
+    dra: Option<DraConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -178,6 +219,14 @@ impl Config {
                 raw.wgpu_shares
             )));
         }
+        if let Some(d) = &raw.dra {
+            if d.wgpu_shares > 1024 {
+                return Err(ConfigError(format!(
+                    "dra.wgpu_shares must be at most 1024, not {}",
+                    d.wgpu_shares
+                )));
+            }
+        }
         let poll = raw.poll_interval_ms.unwrap_or(DEFAULT_POLL_MS);
         if !(10..=3_600_000).contains(&poll) {
             return Err(ConfigError(format!(
@@ -199,6 +248,7 @@ impl Config {
             kubelet_socket,
             poll_interval_ms: poll,
             allow_boot_vga: raw.allow_boot_vga,
+            dra: raw.dra,
         })
     }
 
@@ -245,6 +295,8 @@ mod tests {
             (r#"{"mdev":[{"type":"x","count":0}]}"#, "count"),
             (r#"{"poll_interval_ms":0}"#, "poll_interval_ms"),
             (r#"{"gpus":[]}"#, "unknown field"),
+            (r#"{"dra":{"wgpu_shares":5000}}"#, "dra.wgpu_shares"),
+            (r#"{"dra":{"socket":"/x"}}"#, "unknown field"),
             ("[", "not a valid"),
         ] {
             let e = Config::from_json(text).unwrap_err().0;

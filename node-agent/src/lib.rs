@@ -1,6 +1,7 @@
 //! vm-device as the GPU node agent of a Kubernetes/KubeVirt cluster: a kubelet device
 //! plugin (deviceplugin/v1beta1) offering whole GPUs, mediated devices and shares of the
-//! software rung, with every host change made through vm-device's journaled plans.
+//! software rung, and a DRA driver (kubelet plugin and ResourceSlices), with every host
+//! change made through vm-device's journaled plans.
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -17,5 +18,13 @@ pub mod proto {
     /// kubelet's device-plugin API (`k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1`).
     pub mod v1beta1 {
         tonic::include_proto!("v1beta1");
+    }
+    /// kubelet's DRA kubelet-plugin API (`k8s.io/kubelet/pkg/apis/dra/v1`).
+    pub mod dra_v1 {
+        tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1");
+    }
+    /// kubelet's plugin registration API (`k8s.io/kubelet/pkg/apis/pluginregistration/v1`).
+    pub mod pluginregistration {
+        tonic::include_proto!("pluginregistration");
     }
 }

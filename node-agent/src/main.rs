@@ -32,6 +32,19 @@ enum Command {
         /// The configuration (JSON; see the README).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// DRA: the Node's name (the pool of the ResourceSlices).
+        #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+        node_name: Option<String>,
+        /// DRA: the API server's kubeconfig (default: KUBECONFIG, ~/.kube/config, then the
+        /// pod's service account).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// DRA without an API server: read claims' allocations from FILE (see the README).
+        #[arg(long, value_name = "FILE", requires = "dra_slices_file")]
+        dra_claims_file: Option<PathBuf>,
+        /// DRA without an API server: write the ResourceSlices into FILE.
+        #[arg(long, value_name = "FILE", requires = "dra_claims_file")]
+        dra_slices_file: Option<PathBuf>,
     },
     /// Print what this node offers for another tool (changes nothing).
     Export {
@@ -78,7 +91,13 @@ fn main() -> ExitCode {
     let state_dir = setup::state_dir(cli.state_dir, cli.sim_state.as_deref());
     match cli.command {
         Command::Export { what } => export(host.as_ref(), what),
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            node_name,
+            kubeconfig,
+            dra_claims_file,
+            dra_slices_file,
+        } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -114,11 +133,21 @@ fn main() -> ExitCode {
                         _ = int.recv() => {}
                     }
                 };
-                agent::run(host, cfg, state_dir, stop).await
+                let link = match &cfg.dra {
+                    None => None,
+                    Some(_) => Some(
+                        dra_link(node_name, kubeconfig, dra_claims_file, dra_slices_file).await?,
+                    ),
+                };
+                agent::run_with(host, cfg, state_dir, link, stop).await
             });
             match result {
                 Ok(r) if r.left.is_empty() => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::from(5),
+                Err(agent::AgentError::Internal(e)) if e.starts_with(DRA_CONFIG) => {
+                    eprintln!("vm-device-agent: {e}");
+                    ExitCode::from(2)
+                }
                 Err(e @ agent::AgentError::Setup(_)) => {
                     eprintln!("vm-device-agent: {e}");
                     ExitCode::from(4)
@@ -130,6 +159,48 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The start of an error in the DRA driver's own settings (exit 2).
+const DRA_CONFIG: &str = "DRA driver settings:";
+
+/// Where the DRA driver reads claims and publishes: local files when given, else the API
+/// server.
+async fn dra_link(
+    node: Option<String>,
+    kubeconfig: Option<PathBuf>,
+    claims: Option<PathBuf>,
+    slices: Option<PathBuf>,
+) -> Result<agent::DraLink, agent::AgentError> {
+    use std::sync::Arc;
+    use vm_device_agent::dra::{kube::KubeDra, local};
+    let bad = |e: String| agent::AgentError::Internal(format!("{DRA_CONFIG} {e}"));
+    if let (Some(claims), Some(slices)) = (claims, slices) {
+        let node = node
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("--dra-claims-file needs --node-name (or NODE_NAME)".into()))?;
+        if !vm_device_agent::dra::slices::is_dns_subdomain(&node) {
+            return Err(bad(format!("node name {node:?} is not a DNS subdomain")));
+        }
+        return Ok(agent::DraLink {
+            node: node.clone(),
+            claims: Arc::new(local::FileClaims { path: claims }),
+            publisher: Arc::new(local::FilePublisher::new(slices, node)),
+        });
+    }
+    let api = KubeDra::connect(kubeconfig.as_deref(), node)
+        .await
+        .map_err(|e| {
+            bad(format!(
+                "{e} (without a cluster, give --dra-claims-file and --dra-slices-file)"
+            ))
+        })?;
+    let api = Arc::new(api);
+    Ok(agent::DraLink {
+        node: api.node().to_string(),
+        claims: api.clone(),
+        publisher: api,
+    })
 }
 
 fn export(host: &dyn vm_passthrough::HostOps, what: Export) -> ExitCode {

@@ -132,6 +132,19 @@ pub fn pci_only(owned: &Owned) -> bool {
         .all(|k| !matches!(k, DeviceKind::Mdev { .. }))
 }
 
+/// The PCI functions among `owned`'s devices (GPUs and VFs handed to kubelet).
+pub fn pci_addresses(owned: &Owned) -> std::collections::BTreeSet<PciAddress> {
+    owned
+        .resources
+        .values()
+        .flatten()
+        .filter_map(|k| match k {
+            DeviceKind::Pci { address } => Some(*address),
+            _ => None,
+        })
+        .collect()
+}
+
 /// [`snapshot`] from the owned PCI functions as read one by one (`functions`: those still
 /// on the host), for an owner that is [`pci_only`]; `None` otherwise.
 pub fn snapshot_of_functions(owned: &Owned, functions: &[PciFunction]) -> Option<Snapshot> {

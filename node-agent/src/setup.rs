@@ -47,7 +47,7 @@ pub struct SetupError {
 }
 
 /// How long a change waits for the parent lock another vm-cli holds.
-const LOCK_WAIT: Duration = Duration::from_secs(20);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(20);
 
 impl Setup {
     /// Applies `cfg` on `host`: SR-IOV counts, then mdevs, then passthrough GPUs; a failure
@@ -194,20 +194,7 @@ impl Setup {
     /// does), journaled under `key`, and keeps the journal and its lock until the agent
     /// gives the change back.
     fn run_journaled(&mut self, p: &MdevPlan, key: &str, state_dir: &Path) -> Result<(), String> {
-        let _parent = lock_within(state_dir, &p.plan.key)?;
-        let own = GroupLock::try_acquire(state_dir, key).map_err(|e| e.to_string())?;
-        let journal = Journal::new(
-            state_dir,
-            key,
-            &p.plan.subject,
-            self.host,
-            p.plan.origin.clone(),
-        );
-        let mut exec = Executor::new(journal, own);
-        exec.apply(self.host, &p.plan).map_err(|e| e.to_string())?;
-        for e in &p.expect {
-            mdev::verify::check(self.host, e).map_err(|e| e.to_string())?;
-        }
+        let exec = apply_journaled(self.host, p, key, state_dir)?;
         self.changes.push(Change::Journaled(Box::new(exec)));
         Ok(())
     }
@@ -242,9 +229,32 @@ impl Setup {
     }
 }
 
+/// Applies an mdev or SR-IOV plan under the parent's lock (as `vm-cli gpu mdev-create`
+/// does), journaled under `key`, and checks the kernel shows what the plan promised. The
+/// executor holds the journal and `key`'s lock; a failed check undoes the plan.
+pub(crate) fn apply_journaled(
+    host: &dyn HostOps,
+    p: &MdevPlan,
+    key: &str,
+    state_dir: &Path,
+) -> Result<Executor, String> {
+    let _parent = lock_within(state_dir, &p.plan.key)?;
+    let own = GroupLock::try_acquire(state_dir, key).map_err(|e| e.to_string())?;
+    let journal = Journal::new(state_dir, key, &p.plan.subject, host, p.plan.origin.clone());
+    let mut exec = Executor::new(journal, own);
+    exec.apply(host, &p.plan).map_err(|e| e.to_string())?;
+    for e in &p.expect {
+        if let Err(why) = mdev::verify::check(host, e) {
+            let _ = exec.undo(host);
+            return Err(why.to_string());
+        }
+    }
+    Ok(exec)
+}
+
 /// The lock of `key`, waiting up to [`LOCK_WAIT`] for another vm-cli to let go (changes
 /// of one mdev parent or PF serialize on it, as `vm-cli gpu mdev-create`'s do).
-fn lock_within(state_dir: &Path, key: &str) -> Result<GroupLock, String> {
+pub(crate) fn lock_within(state_dir: &Path, key: &str) -> Result<GroupLock, String> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match GroupLock::try_acquire(state_dir, key) {
@@ -257,7 +267,7 @@ fn lock_within(state_dir: &Path, key: &str) -> Result<GroupLock, String> {
     }
 }
 
-fn undo_left(r: &UndoReport, journal: &Path) -> Vec<String> {
+pub(crate) fn undo_left(r: &UndoReport, journal: &Path) -> Vec<String> {
     if r.complete() {
         return Vec::new();
     }

@@ -286,11 +286,7 @@ impl Journal {
     /// Why this journal, read from disk, must not be replayed on `host`: it belongs to
     /// another host, or an action or check names a path the plan layer never produces
     /// (see [`ReplayScope`]). `Ok` when it may be replayed.
-    pub(crate) fn check_replayable(
-        &self,
-        host: &dyn HostOps,
-        scope: &ReplayScope,
-    ) -> Result<(), String> {
+    pub fn check_replayable(&self, host: &dyn HostOps, scope: &ReplayScope) -> Result<(), String> {
         let here = host.identity();
         match &self.host {
             Some(h) if *h == here => {}

@@ -9,12 +9,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use vm_device::inventory::HostInventory;
 use vm_device::ladder::{Candidate, Target};
 use vm_passthrough::PciAddress;
 
 /// A device attribute's value (the four kinds `resource.k8s.io/v1` has).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Attr {
     /// `int`.
     Int(i64),
@@ -27,7 +30,8 @@ pub enum Attr {
 }
 
 /// What a DRA device is on the host, and so what preparing it does.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum DraKind {
     /// A whole GPU: its IOMMU group is bound to vfio-pci at prepare.
     Gpu {
@@ -69,7 +73,7 @@ pub enum DraKind {
 }
 
 /// One device of the node's ResourceSlice.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DraDevice {
     /// The device name: a DNS label, unique on the node.
     pub name: String,
