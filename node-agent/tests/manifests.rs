@@ -148,6 +148,40 @@ fn daemonset_objects_are_typed_and_run_as_the_bound_service_account() {
 }
 
 #[test]
+fn the_configmap_is_a_valid_config_whose_directories_come_from_the_host() {
+    let ds_docs = docs("daemonset.yaml");
+    let cm: ConfigMap = typed(of_kind(&ds_docs, "ConfigMap")[0]);
+    let text = &cm.data.as_ref().unwrap()["agent.json"];
+    let cfg = vm_device_agent::config::Config::from_json(text).expect("agent.json parses");
+    let dra = cfg.dra.as_ref().expect("the DRA driver is on");
+    let ds: DaemonSet = typed(of_kind(&ds_docs, "DaemonSet")[0]);
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let volumes = pod.volumes.unwrap_or_default();
+    let agent = &pod.containers[0];
+    // Each directory the agent serves or writes in is the host's own, at the same path.
+    for dir in [
+        cfg.plugin_dir.as_path(),
+        dra.registry_dir.as_path(),
+        dra.plugin_dir.as_path(),
+        dra.cdi_dir.as_path(),
+    ] {
+        let dir = dir.to_str().unwrap();
+        let mount = agent
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == dir)
+            .unwrap_or_else(|| panic!("{dir} is not mounted into the agent"));
+        let host = volumes
+            .iter()
+            .find(|v| v.name == mount.name)
+            .and_then(|v| v.host_path.as_ref())
+            .map(|h| h.path.as_str());
+        assert_eq!(host, Some(dir), "{dir} must be the host's {dir}");
+    }
+}
+
+#[test]
 fn the_role_grants_what_the_driver_requests() {
     let dra = docs("dra.yaml");
     let roles: Vec<ClusterRole> = of_kind(&dra, "ClusterRole")
