@@ -164,18 +164,27 @@ async fn serve(
 async fn stop_all(served: &mut Vec<Served>) {
     for s in served.drain(..) {
         let _ = s.retire.send(true);
-        let _ = s.stop.send(());
-        // A graceful shutdown waits for open connections; a ListAndWatch stream kept open
-        // by a kubelet that is gone would hold it forever: end it after a grace period.
-        let abort = s.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), s.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
-        let _ = std::fs::remove_file(&s.path);
+        stop_server(s.stop, s.task, &s.path).await;
     }
+}
+
+/// Stops a gRPC server on a unix socket and removes the socket. A graceful shutdown waits
+/// for open connections; a stream kept open by a kubelet that is gone would hold it
+/// forever, so the server is aborted after a grace period.
+pub(crate) async fn stop_server(
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    path: &Path,
+) {
+    let _ = stop.send(());
+    let abort = task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+    let _ = std::fs::remove_file(path);
 }
 
 async fn scan_snapshot(host: &Host, owned: &Owned) -> Result<Snapshot, AgentError> {

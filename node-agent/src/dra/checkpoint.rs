@@ -44,6 +44,11 @@ pub struct PreparedDevice {
     pub cdi_id: String,
 }
 
+/// The journal keys of `devices`, in the order they were made.
+pub fn journal_keys(devices: &[PreparedDevice]) -> Vec<String> {
+    devices.iter().flat_map(|d| d.journals.clone()).collect()
+}
+
 /// One prepared claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedClaim {

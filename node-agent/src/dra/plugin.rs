@@ -25,7 +25,7 @@ use vm_passthrough::PciAddress;
 
 use super::api::{Allocated, ClaimRef, ClaimSource, Publisher};
 use super::cdi;
-use super::checkpoint::{Checkpoint, CheckpointError, PreparedClaim, PreparedDevice};
+use super::checkpoint::{journal_keys, Checkpoint, CheckpointError, PreparedClaim, PreparedDevice};
 use super::devices::{self, DraDevice};
 use super::prepare::Preparer;
 use super::DRIVER_NAME;
@@ -204,17 +204,10 @@ impl Shared {
         next.claims.insert(claim.uid.clone(), claim_entry.clone());
         if let Err(e) = next.save(&self.state_dir) {
             // Not recorded: give it back rather than hold what no checkpoint knows.
-            let keys: Vec<String> = claim_entry
-                .devices
-                .iter()
-                .flat_map(|d| d.journals.clone())
-                .collect();
-            let host = self.host.clone();
-            let preparer = self.preparer.clone();
-            let left =
-                tokio::task::spawn_blocking(move || preparer.unprepare(host.as_ref(), &keys))
-                    .await
-                    .unwrap_or_default();
+            let left = self
+                .give_back(&claim_entry.devices)
+                .await
+                .unwrap_or_else(|e| vec![e]);
             let _ = cdi::remove(&self.cfg.cdi_dir, &claim.uid);
             return Err(format!(
                 "{e}; the claim's devices were given back{}",
@@ -231,22 +224,23 @@ impl Shared {
         Ok(answer(&claim_entry))
     }
 
+    /// Undoes the journals of `devices` (off the runtime's threads); what was left.
+    async fn give_back(&self, devices: &[PreparedDevice]) -> Result<Vec<String>, String> {
+        let keys = journal_keys(devices);
+        let host = self.host.clone();
+        let preparer = self.preparer.clone();
+        tokio::task::spawn_blocking(move || preparer.unprepare(host.as_ref(), &keys))
+            .await
+            .map_err(|e| format!("unprepare task: {e}"))
+    }
+
     /// Gives a claim's devices back; a claim not prepared here is not an error.
     async fn unprepare_claim(&self, uid: &str) -> Result<(), String> {
         let mut state = self.state.lock().await;
         let Some(claim) = state.checkpoint.claims.get(uid).cloned() else {
             return Ok(());
         };
-        let keys: Vec<String> = claim
-            .devices
-            .iter()
-            .flat_map(|d| d.journals.clone())
-            .collect();
-        let host = self.host.clone();
-        let preparer = self.preparer.clone();
-        let left = tokio::task::spawn_blocking(move || preparer.unprepare(host.as_ref(), &keys))
-            .await
-            .map_err(|e| format!("unprepare task: {e}"))?;
+        let left = self.give_back(&claim.devices).await?;
         if !left.is_empty() {
             return Err(format!(
                 "claim {}/{}: giving its devices back left: {}",
@@ -281,10 +275,7 @@ fn prepare_all(
     wanted: Vec<(Allocated, DraDevice)>,
 ) -> Result<Vec<PreparedDevice>, String> {
     let mut out: Vec<PreparedDevice> = Vec::new();
-    let give_back = |out: &[PreparedDevice]| -> Vec<String> {
-        let keys: Vec<String> = out.iter().flat_map(|d| d.journals.clone()).collect();
-        preparer.unprepare(host, &keys)
-    };
+    let give_back = |out: &[PreparedDevice]| preparer.unprepare(host, &journal_keys(out));
     for (a, dev) in wanted {
         match preparer.prepare(host, &dev) {
             Ok(done) => out.push(PreparedDevice {
@@ -524,15 +515,7 @@ fn serve_both(shared: &Arc<Shared>) -> Result<Vec<Served>, DraError> {
 
 async fn stop_all(served: &mut Vec<Served>) {
     for s in served.drain(..) {
-        let _ = s.stop.send(());
-        let abort = s.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), s.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
-        let _ = std::fs::remove_file(&s.path);
+        crate::agent::stop_server(s.stop, s.task, &s.path).await;
     }
 }
 
