@@ -664,3 +664,33 @@ fn dra_device_kinds_round_trip_through_the_checkpoint() {
     let text = serde_json::to_string(&d).unwrap();
     assert_eq!(serde_json::from_str::<DraDevice>(&text).unwrap(), d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wgpu_shares_are_offered_with_one_adapter_probe_for_all_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let sim = Arc::new(SimHost::from_fixture(fixture("no-gpu-server")).unwrap());
+    let mut cfg = config(dir.path());
+    cfg.dra.as_mut().unwrap().wgpu_shares = 2;
+    let slices = Arc::new(Slices::default());
+    let running = Running::start(
+        sim.clone(),
+        cfg.clone(),
+        &state,
+        Arc::new(Claims::default()),
+        slices.clone(),
+    );
+    let offered = slices
+        .wait_for(|l| l.iter().any(|n| n.starts_with("wgpu-")))
+        .await;
+    assert!(offered.contains(&"wgpu-1".to_string()), "{offered:?}");
+    // Several polls (50 ms apart) later, the adapters were still probed once.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let probes = sim
+        .ops()
+        .iter()
+        .filter(|o| matches!(o, vm_device_sim::Op::ProbeAdapters))
+        .count();
+    assert_eq!(probes, 1, "a wgpu adapter probe per poll");
+    let _ = running.stop().await;
+}

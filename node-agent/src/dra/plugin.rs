@@ -106,13 +106,38 @@ struct Shared {
     state: Mutex<State>,
     /// Rings when a prepare or unprepare changed what is held.
     changed: Notify,
+    /// The adapter probe's answer, made once (with wgpu shares only).
+    adapters: Arc<std::sync::OnceLock<Adapters>>,
 }
+
+/// What the adapter probe answered.
+pub type Adapters = Result<Vec<vm_passthrough::AdapterInfo>, String>;
 
 /// The node's DRA devices now: the rungs' available candidates on a fresh scan, the
 /// `held` ones, wgpu shares; none that the device plugin offers (`exclude`).
 pub fn node_devices(
     host: &dyn vm_passthrough::HostOps,
     wgpu_shares: u32,
+    allow_boot_vga: bool,
+    held: &[DraDevice],
+    exclude: &BTreeSet<PciAddress>,
+) -> Vec<DraDevice> {
+    let adapters = (wgpu_shares > 0).then(|| host.probe_adapters().map_err(|e| e.to_string()));
+    node_devices_with(
+        host,
+        wgpu_shares,
+        adapters.as_ref(),
+        allow_boot_vga,
+        held,
+        exclude,
+    )
+}
+
+/// [`node_devices`] with the adapters probed already (`None`: no wgpu shares).
+fn node_devices_with(
+    host: &dyn vm_passthrough::HostOps,
+    wgpu_shares: u32,
+    adapters: Option<&Adapters>,
     allow_boot_vga: bool,
     held: &[DraDevice],
     exclude: &BTreeSet<PciAddress>,
@@ -125,9 +150,8 @@ pub fn node_devices(
     };
     let mut candidates = passthrough::probe(&inv, &filter);
     candidates.extend(mdev::probe(&inv, &filter));
-    if wgpu_shares > 0 {
-        let adapters = host.probe_adapters().map_err(|e| e.to_string());
-        candidates.extend(wgpu::probe(&inv, &adapters, &filter));
+    if let Some(adapters) = adapters {
+        candidates.extend(wgpu::probe(&inv, adapters, &filter));
     }
     devices::devices(&inv, &candidates, wgpu_shares, held)
         .into_iter()
@@ -141,8 +165,12 @@ impl Shared {
         let shares = self.cfg.wgpu_shares;
         let boot = self.preparer.allow_boot_vga;
         let exclude = self.exclude.clone();
+        let adapters = self.adapters.clone();
         tokio::task::spawn_blocking(move || {
-            node_devices(host.as_ref(), shares, boot, &held, &exclude)
+            // One wgpu instance per agent, at the first look: not one per poll.
+            let adapters = (shares > 0)
+                .then(|| adapters.get_or_init(|| host.probe_adapters().map_err(|e| e.to_string())));
+            node_devices_with(host.as_ref(), shares, adapters, boot, &held, &exclude)
         })
         .await
         .map_err(|e| DraError::Internal(format!("host scan: {e}")))
@@ -541,6 +569,7 @@ pub async fn run(driver: Driver, shutdown: impl Future<Output = ()>) -> Result<(
             offered: Vec::new(),
         }),
         changed: Notify::new(),
+        adapters: Arc::default(),
     });
     let publisher = driver.publisher;
     let mut served: Vec<Served> = Vec::new();
