@@ -4,6 +4,9 @@
 //! fixture, claims and ResourceSlices in memory (the API server side is tested against a
 //! mock API server in kube_api.rs). CDI files are checked against the CDI project's schema.
 
+mod common;
+use common::host::{drivers, journals};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,7 +14,6 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 use vm_device::host::Host;
-use vm_device::inventory::HostInventory;
 use vm_device_agent::agent::{self, connect_unix, DraLink};
 use vm_device_agent::config::{Config, DraConfig, PassthroughSel};
 use vm_device_agent::dra::api::{Allocated, BoxFuture, ClaimRef, ClaimSource, Publisher};
@@ -244,30 +246,9 @@ async fn unprepare(
     r.claims.remove(uid).expect("an answer for the claim").error
 }
 
-fn drivers(host: &dyn HostOps) -> Vec<(String, Option<String>)> {
-    HostInventory::scan(host)
-        .functions
-        .iter()
-        .map(|f| (f.address.to_string(), f.driver.clone()))
-        .collect()
-}
-
 fn mdevs(host: &dyn HostOps) -> Vec<String> {
     host.list_dir(Path::new("/sys/bus/mdev/devices"))
         .unwrap_or_default()
-}
-
-fn journals(state: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(state.join("journal"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".json"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// The CDI project's schema (schemas/cdi), with its defs.json handed to the validator.

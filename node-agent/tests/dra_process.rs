@@ -2,19 +2,20 @@
 //! whose changes persist (`--sim-state`): claims and slices through local files (no API
 //! server here), kubelet faked over the real sockets, the agent killed with SIGKILL.
 
+mod common;
+use common::host::drivers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::resource::v1::ResourceSlice;
-use vm_device::inventory::HostInventory;
 use vm_device::plan::ReplayScope;
 use vm_device_agent::agent::connect_unix;
 use vm_device_agent::proto::dra_v1 as dra;
 use vm_device_agent::proto::pluginregistration as reg;
 use vm_device_sim::SimHost;
-use vm_passthrough::HostOps;
 
 const WAIT: Duration = Duration::from_secs(60);
 const GPU: &str = "gpu-0000-86-00-0";
@@ -24,14 +25,6 @@ fn fixture() -> PathBuf {
         .join("../fixtures/hosts/bmc-datacenter-nvidia-vgpu")
         .canonicalize()
         .unwrap()
-}
-
-fn drivers(host: &dyn HostOps) -> Vec<(String, Option<String>)> {
-    HostInventory::scan(host)
-        .functions
-        .iter()
-        .map(|f| (f.address.to_string(), f.driver.clone()))
-        .collect()
 }
 
 struct Node {

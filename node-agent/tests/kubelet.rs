@@ -1,6 +1,9 @@
 //! The agent against a fake kubelet: real gRPC over temporary unix sockets (kubelet's
 //! Registration server, a DevicePlugin client), the host simulated from a recorded fixture.
 
+mod common;
+use common::host::{drivers, journals};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use vm_device_agent::agent::{self, connect_unix, socket_name};
 use vm_device_agent::config::{Config, MdevSpec, PassthroughSel};
 use vm_device_agent::proto::v1beta1 as api;
 use vm_device_sim::SimHost;
-use vm_passthrough::{HostOps, Sysfs};
+use vm_passthrough::Sysfs;
 
 const BMC: &str = "bmc-datacenter-nvidia-vgpu";
 const WAIT: Duration = Duration::from_secs(30);
@@ -137,27 +140,6 @@ async fn plugin(
         .await
         .expect("connect to the plugin socket");
     api::device_plugin_client::DevicePluginClient::new(ch)
-}
-
-fn drivers(host: &dyn HostOps) -> Vec<(String, Option<String>)> {
-    HostInventory::scan(host)
-        .functions
-        .iter()
-        .map(|f| (f.address.to_string(), f.driver.clone()))
-        .collect()
-}
-
-fn journals(state: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(state.join("journal"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".json"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,9 @@
 //! The `vm-device-agent` binary as kubelet's host runs it: a separate process on a simulated
 //! host whose changes persist (`--sim-state`), stopped by SIGTERM or killed with SIGKILL.
 
+mod common;
+use common::host::journals;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -60,19 +63,6 @@ fn host_state(host: &dyn HostOps) -> (Vec<(String, Option<String>)>, Vec<String>
     let mut mdevs: Vec<String> = inv.mdev_devices.iter().map(|m| m.uuid.clone()).collect();
     mdevs.sort();
     (drivers, mdevs)
-}
-
-fn journals(state: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(state.join("journal"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".json"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 struct Setup {
